@@ -1,0 +1,93 @@
+"""OpenAI-style chat client the rest of Enclave uses to reach any LLM server.
+
+It speaks only the public OpenAI HTTP API, so the same code talks to our llm_server,
+vLLM or Ollama. Kept small on purpose (httpx, no SDK) so it has no dependency on us.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+
+class LLMError(RuntimeError):
+    """The LLM endpoint could not be reached or answered with an error."""
+
+
+@dataclass
+class ChatResult:
+    """A finished chat completion."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LLMClient:
+    """Chat completions against an OpenAI-compatible ``base_url`` (ending in ``/v1``)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 300.0):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = httpx.Timeout(timeout, connect=5.0)
+
+    def _payload(self, messages: list[dict], max_tokens: int, temperature: float, stop: list[str] | None, stream: bool) -> dict:
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": temperature, "stream": stream}
+        if stop:
+            payload["stop"] = stop
+        return payload
+
+    async def chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+                   stop: list[str] | None = None) -> ChatResult:
+        """One non-streamed chat completion."""
+        payload = self._payload(messages, max_tokens, temperature, stop, stream=False)
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+                response = await client.post(f"{self.base_url}/chat/completions", json=payload)
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM server at {self.base_url} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise LLMError(f"LLM server answered {response.status_code}: {response.text[:500]}")
+        body = response.json()
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        return ChatResult(text=choice["message"].get("content") or "", finish_reason=choice.get("finish_reason"),
+                          prompt_tokens=usage.get("prompt_tokens", 0),
+                          completion_tokens=usage.get("completion_tokens", 0))
+
+    async def stream_chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+                          stop: list[str] | None = None) -> AsyncIterator[str]:
+        """Yield the answer's text pieces as the server streams them (SSE)."""
+        payload = self._payload(messages, max_tokens, temperature, stop, stream=True)
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+                async with client.stream("POST", f"{self.base_url}/chat/completions", json=payload) as response:
+                    if response.status_code != 200:
+                        body = await response.aread()
+                        raise LLMError(f"LLM server answered {response.status_code}: {body[:500]!r}")
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return
+                        delta = json.loads(data)["choices"][0].get("delta", {})
+                        if delta.get("content"):
+                            yield delta["content"]
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM server at {self.base_url} unreachable: {exc}") from exc
+
+    async def health(self) -> bool:
+        """True when the endpoint lists models (works on our server, vLLM and Ollama)."""
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(3.0), headers=self._headers) as client:
+                response = await client.get(f"{self.base_url}/models")
+            return response.status_code == 200
+        except httpx.HTTPError:
+            return False

