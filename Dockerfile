@@ -34,7 +34,7 @@ COPY llm ./llm
 COPY frontend ./frontend
 COPY alembic ./alembic
 COPY alembic.ini ./
-RUN VENV=/opt/venv EXTRAS= bash scripts/install.sh
+RUN VENV=/opt/venv EXTRAS= CPU_ONLY=$([ -n "$TORCH_INDEX_URL" ] && echo 1 || echo 0) bash scripts/install.sh
 
 RUN useradd --create-home --uid 10001 enclave && mkdir -p /data && chown enclave /data
 USER enclave

