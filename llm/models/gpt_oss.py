@@ -44,10 +44,13 @@ class YarnRotary(nn.Module):
         inv_freq, self.attention_scaling = rope_frequencies(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 cos/sin [T, 1, D/2] for ``positions``; computed once per step, shared by every layer."""
+        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]
+        return (freqs.cos() * self.attention_scaling)[:, None, :], (freqs.sin() * self.attention_scaling)[:, None, :]
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]  # [T, D/2]
-        cos = (freqs.cos() * self.attention_scaling)[:, None, :]
-        sin = (freqs.sin() * self.attention_scaling)[:, None, :]
+        cos, sin = self.cos_sin(positions)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 
@@ -74,13 +77,13 @@ class GptOssAttention(nn.Module):
         # One learned logit per head that joins the softmax denominator (attention may rest on nothing).
         self.sinks = nn.Parameter(torch.zeros(self.num_heads, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, rotary: YarnRotary,
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata) -> torch.Tensor:
         tokens = x.shape[0]
         q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = rotary(q, k, positions)
+        q, k = _rotate(q, *rope), _rotate(k, *rope)
         k_cache, v_cache = kv_cache
         write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
@@ -146,9 +149,9 @@ class GptOssDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = GptOssMLP(config, expert_format, dtype)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, rotary: YarnRotary,
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), positions, rotary, kv_cache, meta)
+        x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -188,7 +191,8 @@ class GptOssForCausalLM(CausalLM):
         if len(kv_caches) != len(self.model.layers):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
+        rope = self.rotary.cos_sin(positions)
         for layer, kv_cache in zip(self.model.layers, kv_caches):
-            hidden = layer(hidden, positions, self.rotary, kv_cache, meta)
+            hidden = layer(hidden, rope, kv_cache, meta)
         hidden = self.model.norm(hidden[meta.logits_indices])
         return self.lm_head(hidden).float()
