@@ -16,8 +16,9 @@ import functools
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from llm.chat.tokenizer_assets import tiktoken_dir
 
@@ -130,8 +131,15 @@ class HarmonyChat:
         return self.encoding.render_conversation_for_completion(conversation, Role.ASSISTANT)
 
     def _harmony_messages(self, messages, tools, reasoning_effort, start_date) -> list:
-        from openai_harmony import (Author, DeveloperContent, Message, ReasoningEffort, Role, SystemContent,
-                                    ToolDescription)
+        from openai_harmony import (
+            Author,
+            DeveloperContent,
+            Message,
+            ReasoningEffort,
+            Role,
+            SystemContent,
+            ToolDescription,
+        )
 
         if reasoning_effort not in REASONING_EFFORTS:
             raise HarmonyFormatError(f"reasoning_effort must be one of {REASONING_EFFORTS}, not {reasoning_effort!r}")

@@ -192,7 +192,7 @@ class GptOssForCausalLM(CausalLM):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
         rope = self.rotary.cos_sin(positions)
-        for layer, kv_cache in zip(self.model.layers, kv_caches):
+        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             hidden = layer(hidden, rope, kv_cache, meta)
         hidden = self.model.norm(hidden[meta.logits_indices])
         return self.lm_head(hidden).float()

@@ -89,7 +89,10 @@ def test_missing_field_is_named():
 
 
 def test_rotary_matches_transformers_at_long_positions():
-    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRotaryEmbedding, apply_rotary_pos_emb
+    from transformers.models.gpt_oss.modeling_gpt_oss import (
+        GptOssRotaryEmbedding,
+        apply_rotary_pos_emb,
+    )
 
     from llm.models.gpt_oss import YarnRotary
     from tests.unit.gptoss.factory import hf_config

@@ -13,7 +13,12 @@ import textwrap
 import pytest
 
 from llm.chat.harmony import HarmonyChat, HarmonyFormatError
-from llm.chat.tokenizer_assets import DIR_ENV, TokenizerAssetMissing, default_tiktoken_dir, tiktoken_dir
+from llm.chat.tokenizer_assets import (
+    DIR_ENV,
+    TokenizerAssetMissing,
+    default_tiktoken_dir,
+    tiktoken_dir,
+)
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
