@@ -41,6 +41,18 @@ class GptOssLoaded:
     expert_format: str  # "mxfp4" or "dense"
 
 
+def is_gpt_oss_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is a folder whose config.json says gpt_oss (cheap: reads only that file).
+
+    For the engine's loader dispatcher; ``load_gpt_oss`` then gives the detailed errors.
+    """
+    config_file = Path(path) / "config.json"
+    try:
+        return json.loads(config_file.read_text()).get("model_type") == "gpt_oss"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_config(path: Path) -> GptOssConfig:
     config_file = path / "config.json"
     if not config_file.is_file():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from llm.loader.safetensors import CheckpointError, load_gpt_oss
+from llm.loader.safetensors import CheckpointError, is_gpt_oss_checkpoint, load_gpt_oss
 from tests.unit.gptoss.paged_harness import PagedHarness
 
 
@@ -133,3 +133,13 @@ def test_not_gpt_oss_tensors(tmp_path, mxfp4_dir):
     save_file({"model.embed_tokens.weight": torch.zeros(256, 64)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(CheckpointError, match="is this a gpt-oss checkpoint"):
         load_gpt_oss(tmp_path, load_tokenizer=False)
+
+
+def test_dispatch_probe(mxfp4_dir, tmp_path):
+    assert is_gpt_oss_checkpoint(mxfp4_dir)
+    assert not is_gpt_oss_checkpoint(tmp_path)  # no config.json
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    assert not is_gpt_oss_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2")
+    assert not is_gpt_oss_checkpoint(tmp_path)
+    assert not is_gpt_oss_checkpoint(tmp_path / "model.gguf")
