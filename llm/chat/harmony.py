@@ -101,13 +101,28 @@ class HarmonyChat:
     def __init__(self, encoding=None) -> None:
         self.encoding = encoding if encoding is not None else load_encoding()
 
-    # -- plain tokenizer -------------------------------------------------
-    def encode(self, text: str) -> list[int]:
-        """Text to ids; text that looks like a special token stays plain text (no prompt injection)."""
+    # -- plain tokenizer (the engine's encode/decode protocol) -----------------
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Text to ids; text that looks like a special token stays plain text (no prompt injection).
+
+        ``add_special_tokens`` exists for the engine's tokenizer protocol; harmony has no BOS.
+        """
         return self.encoding.encode(text, disallowed_special=())
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.encoding.decode(list(token_ids))
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Ids to text. Raw decoding shows every channel, reasoning included: user-facing text
+        must come from ``parse_completion`` or ``stream_decoder`` instead."""
+        ids = [int(t) for t in token_ids]
+        if skip_special_tokens:
+            ids = [t for t in ids if not self.encoding.is_special_token(t)]
+        return self.encoding.decode(ids)
+
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                            **options: Any) -> list[int]:
+        """Prompt ids, under the name HF tokenizers use; ``options`` as in :meth:`render_prompt`."""
+        options.pop("add_generation_prompt", None)
+        options.pop("tokenize", None)
+        return self.render_prompt(messages, tools=tools, **options)
 
     @property
     def stop_token_ids(self) -> list[int]:

@@ -10,7 +10,7 @@ are: never expanded to bf16. Dense experts (``gate_up_proj`` [E, H, 2I] and ``do
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,13 +25,24 @@ FP32_SUFFIXES = ("layernorm.weight", "model.norm.weight", ".sinks")
 DENSE_EXPERTS = ("gate_up_proj", "down_proj")
 
 
-class CheckpointError(ValueError):
+try:  # the loader package's error base, once the engine's llm.loader.loaded is merged
+    from llm.loader.loaded import LoaderError as _LoaderError
+except ImportError:  # pragma: no cover - branch without the engine
+    _LoaderError = ValueError
+
+
+class CheckpointError(_LoaderError):
     """A checkpoint directory is missing, incomplete or not gpt-oss; the message names the file or tensor."""
 
 
 @dataclass
 class GptOssLoaded:
-    """What ``load_gpt_oss`` returns; the engine's loader dispatcher adapts it to its own result."""
+    """What ``load_gpt_oss`` returns; has every field of the engine's ``LoadedModel`` (duck-typed).
+
+    ``chat_template`` is None: gpt-oss prompts are rendered by ``tokenizer.render_prompt``
+    (harmony), not by a Jinja template, and answers must be read with
+    ``tokenizer.parse_completion``/``stream_decoder`` so the reasoning channel stays hidden.
+    """
 
     model: GptOssForCausalLM
     tokenizer: object | None  # llm.chat.harmony.HarmonyChat, or None when not requested
@@ -39,6 +50,8 @@ class GptOssLoaded:
     model_name: str
     eos_token_ids: list[int]
     expert_format: str  # "mxfp4" or "dense"
+    chat_template: str | None = None
+    special_tokens: dict[str, str] = field(default_factory=dict)
 
 
 def is_gpt_oss_checkpoint(path: str | Path) -> bool:

@@ -208,3 +208,12 @@ def test_fresh_process_loads_with_no_network_and_no_cache(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("<|end|><|start|>assistant")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_engine_tokenizer_protocol(chat):
+    ids = chat.encode("hi there", add_special_tokens=False)
+    completion = _ids(chat, "<|channel|>final<|message|>") + ids + [chat.stop_token_ids[0]]
+    assert chat.decode(completion, skip_special_tokens=True) == "finalhi there"
+    assert chat.decode(completion).startswith("<|channel|>final<|message|>")
+    messages = [{"role": "user", "content": "x"}]
+    assert chat.apply_chat_template(messages, add_generation_prompt=True, tokenize=True) == chat.render_prompt(messages)

@@ -51,6 +51,7 @@ def test_bf16_model_tracks_the_fp32_reference(loaded_bf16, reference):
 def test_loaded_result_fields(mxfp4_dir):
     loaded = load_gpt_oss(mxfp4_dir, dtype=torch.float32, load_tokenizer=False)
     assert loaded.chat_format == "harmony" and loaded.tokenizer is None
+    assert loaded.chat_template is None and loaded.special_tokens == {}  # the engine LoadedModel fields
     assert loaded.model_name == mxfp4_dir.name
     assert loaded.eos_token_ids == [255]  # from config.json; harmony ids exceed this tiny vocab
     assert not loaded.model.training
