@@ -1,0 +1,189 @@
+"""Load a gpt-oss HF checkpoint directory (config.json + safetensors, MXFP4 or dense experts) into our model.
+
+Tensors are read one at a time through ``safe_open`` (memory-mapped), so peak memory is
+the model itself plus one tensor. MXFP4 experts (``*.mlp.experts.{gate_up,down}_proj_
+{blocks,scales}``, uint8, checkpoint orientation [E, out, in/32, 16]) are kept as they
+are: never expanded to bf16. Dense experts (``gate_up_proj`` [E, H, 2I] and ``down_proj``
+[E, I, H], transformers' [in, out] orientation) are transposed to [E, out, in].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from llm.models.gpt_oss import GptOssForCausalLM
+from llm.models.gpt_oss_config import GptOssConfig, GptOssConfigError
+
+INDEX_FILE = "model.safetensors.index.json"
+EXPERT_PREFIX = "model.layers.{}.mlp.experts."
+# Kept in fp32 whatever the model dtype (transformers does the same for the norms).
+FP32_SUFFIXES = ("layernorm.weight", "model.norm.weight", ".sinks")
+DENSE_EXPERTS = ("gate_up_proj", "down_proj")
+
+
+try:  # the loader package's error base, once the engine's llm.loader.loaded is merged
+    from llm.loader.loaded import LoaderError as _LoaderError
+except ImportError:  # pragma: no cover - branch without the engine
+    _LoaderError = ValueError
+
+
+class CheckpointError(_LoaderError):
+    """A checkpoint directory is missing, incomplete or not gpt-oss; the message names the file or tensor."""
+
+
+@dataclass
+class GptOssLoaded:
+    """What ``load_gpt_oss`` returns; has every field of the engine's ``LoadedModel`` (duck-typed).
+
+    ``chat_template`` is None: gpt-oss prompts are rendered by ``tokenizer.render_prompt``
+    (harmony), not by a Jinja template, and answers must be read with
+    ``tokenizer.parse_completion``/``stream_decoder`` so the reasoning channel stays hidden.
+    """
+
+    model: GptOssForCausalLM
+    tokenizer: object | None  # llm.chat.harmony.HarmonyChat, or None when not requested
+    chat_format: str  # "harmony"
+    model_name: str
+    eos_token_ids: list[int]
+    expert_format: str  # "mxfp4" or "dense"
+    chat_template: str | None = None
+    special_tokens: dict[str, str] = field(default_factory=dict)
+
+
+def is_gpt_oss_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is a folder whose config.json says gpt_oss (cheap: reads only that file).
+
+    For the engine's loader dispatcher; ``load_gpt_oss`` then gives the detailed errors.
+    """
+    config_file = Path(path) / "config.json"
+    try:
+        return json.loads(config_file.read_text()).get("model_type") == "gpt_oss"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_config(path: Path) -> GptOssConfig:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path} has no config.json; expected a Hugging Face gpt-oss checkpoint directory")
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+    try:
+        return GptOssConfig.from_dict(raw)
+    except GptOssConfigError as exc:
+        raise CheckpointError(f"{config_file}: {exc}") from exc
+
+
+def tensor_files(path: Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it (sharded index when present)."""
+    from safetensors import safe_open
+
+    index = path / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
+        files = {name: path / shard for name, shard in weight_map.items()}
+        for shard in sorted(set(files.values())):
+            if not shard.is_file():
+                raise CheckpointError(f"{index} names {shard.name}, which is missing")
+        return files
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise CheckpointError(f"{path} holds no *.safetensors files")
+    files: dict[str, Path] = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            files.update(dict.fromkeys(handle.keys(), shard))
+    return files
+
+
+def detect_expert_format(names: set[str]) -> str:
+    prefix = EXPERT_PREFIX.format(0)
+    if prefix + "gate_up_proj_blocks" in names:
+        return "mxfp4"
+    if prefix + "gate_up_proj" in names:
+        return "dense"
+    raise CheckpointError(f"no {prefix}gate_up_proj_blocks (MXFP4) or {prefix}gate_up_proj (dense) tensor; "
+                          "is this a gpt-oss checkpoint?")
+
+
+def _target_dtype(name: str, wanted: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    if wanted.dtype == torch.uint8:
+        return torch.uint8
+    if name.endswith(FP32_SUFFIXES):
+        return torch.float32
+    return dtype
+
+
+def _read_state(model: GptOssForCausalLM, files: dict[str, Path], expert_format: str,
+                dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every persistent tensor the model declares, read from its shard, converted and shape-checked."""
+    from safetensors import safe_open
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(files))
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {len(missing)} tensors the config implies, e.g. {missing[:3]}")
+    unexpected = sorted(set(files) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"checkpoint has {len(unexpected)} tensors this gpt-oss config does not use, "
+                              f"e.g. {unexpected[:3]}; does config.json match the weights?")
+    by_file: dict[Path, list[str]] = {}
+    for name in expected:
+        by_file.setdefault(files[name], []).append(name)
+    state: dict[str, torch.Tensor] = {}
+    for shard, names in sorted(by_file.items()):
+        with safe_open(str(shard), framework="pt", device="cpu") as handle:
+            for name in names:
+                tensor = handle.get_tensor(name)
+                wanted = expected[name]
+                if expert_format == "dense" and name.rsplit(".", 1)[-1] in DENSE_EXPERTS and tensor.dim() == 3:
+                    tensor = tensor.transpose(1, 2)  # transformers' [E, in, out] -> our [E, out, in]
+                if tuple(tensor.shape) != tuple(wanted.shape):
+                    raise CheckpointError(f"{name} in {shard.name} has shape {tuple(tensor.shape)}, "
+                                          f"the config implies {tuple(wanted.shape)}")
+                target = _target_dtype(name, wanted, dtype)
+                if target == torch.uint8 and tensor.dtype != torch.uint8:
+                    raise CheckpointError(f"{name} is {tensor.dtype}; MXFP4 blocks and scales must be uint8")
+                state[name] = tensor.to(target).contiguous()
+    return state
+
+
+def load_gpt_oss(path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
+                 load_tokenizer: bool = True) -> GptOssLoaded:
+    """Build a ready ``GptOssForCausalLM`` (eval mode, on ``device``) from an HF checkpoint directory.
+
+    ``dtype`` applies to the dense weights and activations; norms and sinks stay fp32,
+    MXFP4 experts stay uint8. ``load_tokenizer`` loads the o200k_harmony tokenizer from
+    the offline asset (raises ``TokenizerAssetMissing`` when it is not installed).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a directory; point the model path at a gpt-oss checkpoint folder")
+    config = read_config(path)
+    files = tensor_files(path)
+    expert_format = detect_expert_format(set(files))
+    with torch.device("meta"):  # shapes only: the real tensors come from the checkpoint
+        model = GptOssForCausalLM(config, expert_format=expert_format, dtype=dtype)
+    state = _read_state(model, files, expert_format, dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+    model.to(device)
+
+    tokenizer = None
+    eos = list(config.eos_token_ids)
+    if load_tokenizer:
+        from llm.chat.harmony import HarmonyChat
+
+        tokenizer = HarmonyChat()
+        eos += [t for t in tokenizer.stop_token_ids if t < config.vocab_size]
+    return GptOssLoaded(model=model, tokenizer=tokenizer, chat_format="harmony", model_name=path.name,
+                        eos_token_ids=list(dict.fromkeys(eos)), expert_format=expert_format)
