@@ -1,0 +1,28 @@
+"""Kernel tests run the Triton kernels on CUDA when present, else on CPU tensors under the interpreter.
+
+``TRITON_INTERPRET`` must be set before any ``@triton.jit`` decorator runs (Triton decides
+per function at decoration time), so it is set here, before the test modules import
+``llm.kernels.triton_*``.
+"""
+
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+DEVICES = ["cuda"] if HAS_CUDA else ["cpu"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Where the kernels run: the GPU when there is one, else the CPU via the Triton interpreter."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
