@@ -1,0 +1,237 @@
+"""Triton fused MoE of gpt-oss: grouped GEMMs over routed tokens, MXFP4 dequantised in the kernel.
+
+Same contract as :func:`llm.kernels.moe.fused_moe` (``fused_moe_ref`` defines correct).
+The steps:
+
+1. Route: top-k of the router logits and a softmax over the k chosen logits. This is
+   torch (``llm.kernels.moe.route``: ``torch.topk`` + ``torch.softmax``), not Triton: it
+   is [T, E] with E = 32, a rounding error next to the GEMMs.
+2. Align (``align_by_expert``, torch, no host sync): the T*k (token, slot) pairs are
+   sorted by expert and each expert's run is padded to a multiple of ``BLOCK_M``, as in
+   vLLM's ``moe_align_block_size``; every M-block then belongs to exactly one expert.
+3. GEMM 1 (``_moe_gemm_kernel`` with ``SWIGLU``): for each M-block, the pairs' hidden rows
+   times the expert's gate/up rows. Gate and up rows are interleaved in the checkpoint
+   (2j gate, 2j+1 up), so a program loads both row sets for its output columns j, keeps
+   two accumulators, and applies bias + clamp + SwiGLU in the epilogue: the [T*k, 2I]
+   pre-activation never reaches memory.
+4. GEMM 2 (same kernel, plain epilogue): h times the down rows, plus bias, times the
+   pair's routing weight, stored per pair in fp32.
+5. Combine: the k rows of each token are summed (a [T, k, H] reduction in torch, which
+   is deterministic, unlike atomics).
+
+MXFP4 weights stay packed in memory. A K-tile of 2*HALF_K input columns reads HALF_K
+bytes per weight row: the low nibbles are the even columns and the high nibbles the odd
+ones, so the activation tile is loaded as its even and odd columns and the tile's product
+is ``x_even @ W_low^T + x_odd @ W_high^T``. Each nibble is decoded arithmetically from its
+e2m1 bits (sign, 2-bit exponent, 1-bit mantissa), which yields exactly the table
+``llm.kernels.mxfp4.FP4_VALUES`` without a memory gather, then multiplied by
+``2 ** (scale - 127)`` of its block of 32. Dense experts take the same path with the
+even/odd columns loaded directly (``MXFP4=False``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from llm.kernels.moe import ExpertWeights, route
+from llm.kernels.mxfp4 import MXFP4_BLOCK
+
+
+@triton.jit
+def _e2m1_value(code):
+    """Value of 4-bit e2m1 codes (int32 0..15): FP4_VALUES[code] computed from the bits."""
+    exponent = (code >> 1) & 3
+    mantissa = (code & 1).to(tl.float32)
+    magnitude = tl.where(exponent == 0, mantissa * 0.5, (2.0 + mantissa) * tl.exp2(exponent.to(tl.float32) - 2.0))
+    return tl.where((code & 8) != 0, -magnitude, magnitude)
+
+
+@triton.jit
+def _weight_tile(w_ptr, scale_ptr, expert, rows, n_mask, cols, k_even, k_odd,
+                 stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk,
+                 MXFP4: tl.constexpr):
+    """Even and odd input columns (``cols`` are the even ones) of the weight rows, as [HALF_K, N] fp32."""
+    mask = k_even[:, None] & n_mask[None, :]
+    base = w_ptr + expert * stride_we + rows[None, :] * stride_wn
+    if MXFP4:
+        # blocks [E, rows, K/32, 16]: column c is byte (c % 32) // 2 of group c // 32
+        group = cols // 32
+        packed = tl.load(base + group[:, None] * stride_wk + ((cols % 32) // 2)[:, None] * stride_wb,
+                         mask=mask, other=0).to(tl.int32)
+        scale = tl.load(scale_ptr + expert * stride_se + rows[None, :] * stride_sn + group[:, None] * stride_sk,
+                        mask=mask, other=127).to(tl.int32)
+        multiplier = tl.exp2((scale - 127).to(tl.float32))
+        w_even = _e2m1_value(packed & 15) * multiplier
+        w_odd = _e2m1_value(packed >> 4) * multiplier
+    else:
+        w_even = tl.load(base + cols[:, None] * stride_wk, mask=mask, other=0.0).to(tl.float32)
+        w_odd = tl.load(base + (cols + 1)[:, None] * stride_wk, mask=k_odd[:, None] & n_mask[None, :],
+                        other=0.0).to(tl.float32)
+    return w_even, w_odd
+
+
+@triton.jit
+def _moe_gemm_kernel(a_ptr, out_ptr, w_ptr, scale_ptr, bias_ptr, routing_weight_ptr, sorted_pairs_ptr, block_expert_ptr,
+                     num_pairs, N, K,
+                     stride_am, stride_ak, stride_om, stride_on,
+                     stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk,
+                     stride_be, stride_bn,
+                     alpha, limit,
+                     A_ROW_DIV: tl.constexpr, SWIGLU: tl.constexpr, MXFP4: tl.constexpr, MUL_ROUTED: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HALF_K: tl.constexpr, PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    expert = tl.load(block_expert_ptr + pid_m).to(tl.int64)
+    if expert < 0:  # past the last padded block
+        return
+    pairs = tl.load(sorted_pairs_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+    m_mask = pairs < num_pairs
+    a_rows = (pairs // A_ROW_DIV).to(tl.int64)
+    cols_out = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = cols_out < N
+    if SWIGLU:
+        rows_first = 2 * cols_out  # gate
+    else:
+        rows_first = cols_out
+    acc_first = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    half = tl.arange(0, HALF_K)
+    for k0 in range(0, K, 2 * HALF_K):
+        cols = k0 + 2 * half
+        k_even = cols < K
+        k_odd = cols + 1 < K
+        a_base = a_ptr + a_rows[:, None] * stride_am
+        x_even = tl.load(a_base + cols[None, :] * stride_ak, mask=m_mask[:, None] & k_even[None, :], other=0.0)
+        x_odd = tl.load(a_base + (cols + 1)[None, :] * stride_ak, mask=m_mask[:, None] & k_odd[None, :], other=0.0)
+        w_even, w_odd = _weight_tile(w_ptr, scale_ptr, expert, rows_first, n_mask, cols, k_even, k_odd,
+                                     stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk, MXFP4)
+        acc_first = tl.dot(x_even, w_even.to(x_even.dtype), acc_first, input_precision=PRECISION)
+        acc_first = tl.dot(x_odd, w_odd.to(x_odd.dtype), acc_first, input_precision=PRECISION)
+        if SWIGLU:
+            u_even, u_odd = _weight_tile(w_ptr, scale_ptr, expert, rows_first + 1, n_mask, cols, k_even, k_odd,
+                                         stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk,
+                                         MXFP4)
+            acc_up = tl.dot(x_even, u_even.to(x_even.dtype), acc_up, input_precision=PRECISION)
+            acc_up = tl.dot(x_odd, u_odd.to(x_odd.dtype), acc_up, input_precision=PRECISION)
+    bias_base = bias_ptr + expert * stride_be
+    result = acc_first + tl.load(bias_base + rows_first * stride_bn, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if SWIGLU:
+        up = acc_up + tl.load(bias_base + (rows_first + 1) * stride_bn, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        gate = tl.minimum(result, limit)
+        up = tl.minimum(tl.maximum(up, -limit), limit)
+        result = (up + 1.0) * (gate * tl.sigmoid(gate * alpha))
+    if MUL_ROUTED:
+        result = result * tl.load(routing_weight_ptr + pairs, mask=m_mask, other=0.0)[:, None]
+    tl.store(out_ptr + pairs[:, None].to(tl.int64) * stride_om + cols_out[None, :] * stride_on,
+             result.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+def align_by_expert(chosen: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group (token, slot) pairs by expert in runs padded to ``block_m``; no host sync.
+
+    ``chosen`` [T, k] expert ids. Returns ``sorted_pairs`` [num_blocks * block_m] int32
+    (pair index t*k + slot, or T*k for padding) and ``block_expert`` [num_blocks] int32
+    (the expert of each M-block, -1 past the used blocks). ``num_blocks`` is an upper
+    bound fixed by the shapes, so the grid never waits on the device.
+    """
+    num_pairs = chosen.numel()
+    device = chosen.device
+    flat = chosen.reshape(-1).long()
+    counts = torch.zeros(num_experts, dtype=torch.long, device=device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
+    padded = (counts + block_m - 1) // block_m * block_m
+    padded_end = torch.cumsum(padded, 0)
+    run_start = padded_end - padded
+    count_start = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(flat, stable=True)
+    sorted_experts = flat[order]
+    rank = torch.arange(num_pairs, device=device) - count_start[sorted_experts]
+    num_blocks = triton.cdiv(num_pairs + min(num_experts, num_pairs) * (block_m - 1), block_m)
+    sorted_pairs = torch.full((num_blocks * block_m,), num_pairs, dtype=torch.int32, device=device)
+    sorted_pairs[run_start[sorted_experts] + rank] = order.to(torch.int32)
+    block_starts = torch.arange(num_blocks, device=device) * block_m
+    block_expert = torch.searchsorted(padded_end, block_starts, right=True)
+    block_expert = torch.where(block_expert < num_experts, block_expert, -1).to(torch.int32)
+    return sorted_pairs, block_expert
+
+
+def _weight_args(experts: ExpertWeights, which: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Pointer, scale pointer and the 7 strides (we, wn, wk, wb, se, sn, sk) of one weight set."""
+    if experts.is_mxfp4:
+        blocks, scales = getattr(experts, f"{which}_blocks"), getattr(experts, f"{which}_scales")
+        return blocks, scales, (*blocks.stride(), *scales.stride())
+    weight = getattr(experts, f"{which}_weight")
+    return weight, weight, (*weight.stride(), 0, 0, 0, 0)
+
+
+def _check_moe_args(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights) -> None:
+    if hidden.dim() != 2 or router_logits.dim() != 2 or router_logits.shape[0] != hidden.shape[0]:
+        raise ValueError(f"expected hidden [T, H] and router_logits [T, E], got {tuple(hidden.shape)} "
+                         f"and {tuple(router_logits.shape)}")
+    num_experts = experts.num_experts
+    if router_logits.shape[1] != num_experts:
+        raise ValueError(f"router_logits has {router_logits.shape[1]} experts, the weights have {num_experts}")
+    if not 1 <= top_k <= num_experts:
+        raise ValueError(f"top_k must be in 1..{num_experts}, got {top_k}")
+    hidden_size = hidden.shape[1]
+    if experts.is_mxfp4:
+        blocks, scales = experts.gate_up_blocks, experts.gate_up_scales
+        if (blocks.dtype != torch.uint8 or scales.dtype != torch.uint8
+                or experts.down_blocks.dtype != torch.uint8 or experts.down_scales.dtype != torch.uint8):
+            raise TypeError("MXFP4 blocks and scales must be uint8")
+        in_features = blocks.shape[2] * MXFP4_BLOCK
+        down_out = experts.down_blocks.shape[1]
+    else:
+        if experts.gate_up_weight is None or experts.down_weight is None:
+            raise ValueError("ExpertWeights holds neither MXFP4 blocks nor dense weights")
+        in_features = experts.gate_up_weight.shape[2]
+        down_out = experts.down_weight.shape[1]
+    if in_features != hidden_size or down_out != hidden_size:
+        raise ValueError(f"expert weights expect hidden size {in_features}/{down_out}, hidden has {hidden_size}")
+
+
+def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights,
+                     *, block_m: int | None = None, block_n: int = 64, block_k: int = 64) -> torch.Tensor:
+    """Triton version of :func:`llm.kernels.moe.fused_moe` (same arguments and result).
+
+    ``block_m`` (routed pairs per tile; default 16 for small batches, 64 when each expert
+    gets many tokens), ``block_n`` and ``block_k`` (input columns per step, a multiple
+    of 32 so a step covers whole MXFP4 blocks) are tuning knobs.
+    """
+    _check_moe_args(hidden, router_logits, top_k, experts)
+    if block_k % MXFP4_BLOCK or block_n < 16 or block_n & (block_n - 1):
+        raise ValueError(f"block_k must be a multiple of {MXFP4_BLOCK} and block_n a power of two >= 16")
+    num_tokens, hidden_size = hidden.shape
+    if num_tokens == 0:
+        return torch.zeros_like(hidden)
+    num_experts = experts.num_experts
+    intermediate = experts.gate_up_bias.shape[1] // 2
+    weights, chosen = route(router_logits, top_k)
+    num_pairs = num_tokens * top_k
+    if block_m is None:
+        block_m = 16 if num_pairs <= 8 * num_experts else 64
+    sorted_pairs, block_expert = align_by_expert(chosen, num_experts, block_m)
+    num_blocks = block_expert.shape[0]
+    precision = "ieee" if hidden.dtype == torch.float32 else "tf32"
+    flags = dict(MXFP4=experts.is_mxfp4, BLOCK_M=block_m, BLOCK_N=block_n, HALF_K=block_k // 2, PRECISION=precision)
+
+    h = torch.empty((num_pairs, intermediate), dtype=hidden.dtype, device=hidden.device)
+    w, s, strides = _weight_args(experts, "gate_up")
+    _moe_gemm_kernel[(num_blocks, triton.cdiv(intermediate, block_n))](
+        hidden, h, w, s, experts.gate_up_bias, weights, sorted_pairs, block_expert,
+        num_pairs, intermediate, hidden_size,
+        *hidden.stride(), *h.stride(), *strides, *experts.gate_up_bias.stride(),
+        experts.alpha, experts.limit,
+        A_ROW_DIV=top_k, SWIGLU=True, MUL_ROUTED=False, **flags)
+
+    y = torch.empty((num_pairs, hidden_size), dtype=torch.float32, device=hidden.device)
+    w, s, strides = _weight_args(experts, "down")
+    _moe_gemm_kernel[(num_blocks, triton.cdiv(hidden_size, block_n))](
+        h, y, w, s, experts.down_bias, weights, sorted_pairs, block_expert,
+        num_pairs, hidden_size, intermediate,
+        *h.stride(), *y.stride(), *strides, *experts.down_bias.stride(),
+        experts.alpha, experts.limit,
+        A_ROW_DIV=1, SWIGLU=False, MUL_ROUTED=True, **flags)
+    return y.view(num_tokens, top_k, hidden_size).sum(dim=1).to(hidden.dtype)
