@@ -12,6 +12,11 @@ correct). Three kernels:
   then merges the partial softmax states.
 - ``_prefill_kernel``: a tile of a sequence's new query tokens (times the heads of one GQA
   group) against the cache, causal, for prefill and chunked prefill of varlen batches.
+  The flat grid of query tiles is sized from the token count; each program finds its
+  sequence by binary search over ``query_start_loc`` (as vLLM's unified attention does).
+
+Nothing here reads a device value on the host, so an engine step can be captured in a
+CUDA graph.
 
 Both attention kernels run the same online softmax (``_attend_range``) over KV positions
 gathered through the block table one position at a time, so the KV tile size is free of
@@ -137,58 +142,61 @@ def _decode_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, q_ptr, k_cache
                    qk_scale, window, cache_block_size, head_dim, group, num_heads,
                    G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr,
                    SLIDING: tl.constexpr, HAS_SINKS: tl.constexpr, PRECISION: tl.constexpr):
+    """One (sequence, KV head, split): its new tokens one after another (one, for a decode)."""
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
-    q_start = tl.load(query_start_loc_ptr + seq).to(tl.int64)
+    q_start = tl.load(query_start_loc_ptr + seq)
     q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
     seq_len = tl.load(seq_lens_ptr + seq)
     g = tl.arange(0, G_PAD)
     heads = kv_head * group + g
-    row_valid = g < tl.where(q_len > 0, group, 0)
+    row_valid = g < group
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < head_dim
-    q = tl.load(q_ptr + q_start * stride_qt + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
-                mask=row_valid[:, None] & d_mask[None, :], other=0.0)
-    q_pos = tl.zeros([G_PAD], dtype=tl.int32) + seq_len - 1
-    kv_hi = tl.where(q_len > 0, seq_len, 0)
-    kv_lo = 0
-    if SLIDING:
-        kv_lo = tl.maximum(seq_len - window, 0)
-    tiles_per_split = tl.cdiv(tl.cdiv(tl.maximum(kv_hi - kv_lo, 0), BLOCK_N), NUM_SPLITS)
-    lo = kv_lo + split * tiles_per_split * BLOCK_N
-    hi = tl.minimum(kv_hi, lo + tiles_per_split * BLOCK_N)
-    m_i, l_i = _initial_state(sinks_ptr, heads, row_valid, split == 0, G_PAD, HAS_SINKS)
-    acc = tl.zeros([G_PAD, BLOCK_D], dtype=tl.float32)
-    acc, m_i, l_i = _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt,
-                                  kv_head, q_pos, lo, hi,
-                                  stride_kb, stride_ks, stride_kh, stride_kd, stride_vb, stride_vs, stride_vh, stride_vd,
-                                  qk_scale, window, cache_block_size, head_dim,
-                                  BLOCK_N, BLOCK_D, SLIDING, PRECISION)
-    if NUM_SPLITS == 1:
-        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-        tl.store(out_ptr + q_start * stride_ot + heads[:, None] * stride_oh + offs_d[None, :] * stride_od,
-                 out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None] & d_mask[None, :])
-    else:
-        # partials are [num_seqs, num_heads, NUM_SPLITS(, BLOCK_D)] fp32, contiguous
-        part = (seq * num_heads + heads) * NUM_SPLITS + split
-        head_valid = g < group
-        tl.store(part_m_ptr + part, m_i, mask=head_valid)
-        tl.store(part_l_ptr + part, l_i, mask=head_valid)
-        tl.store(part_acc_ptr + part[:, None] * BLOCK_D + offs_d[None, :], acc, mask=head_valid[:, None])
+    for q_idx in range(0, q_len):
+        token = (q_start + q_idx).to(tl.int64)
+        q = tl.load(q_ptr + token * stride_qt + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
+                    mask=row_valid[:, None] & d_mask[None, :], other=0.0)
+        pos = seq_len - q_len + q_idx
+        q_pos = tl.zeros([G_PAD], dtype=tl.int32) + pos
+        kv_lo = 0
+        if SLIDING:
+            kv_lo = tl.maximum(pos - window + 1, 0)
+        kv_hi = pos + 1
+        tiles_per_split = tl.cdiv(tl.cdiv(kv_hi - kv_lo, BLOCK_N), NUM_SPLITS)
+        lo = kv_lo + split * tiles_per_split * BLOCK_N
+        hi = tl.minimum(kv_hi, lo + tiles_per_split * BLOCK_N)
+        m_i, l_i = _initial_state(sinks_ptr, heads, row_valid, split == 0, G_PAD, HAS_SINKS)
+        acc = tl.zeros([G_PAD, BLOCK_D], dtype=tl.float32)
+        acc, m_i, l_i = _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr,
+                                      block_tables_ptr + seq * stride_bt, kv_head, q_pos, lo, hi,
+                                      stride_kb, stride_ks, stride_kh, stride_kd,
+                                      stride_vb, stride_vs, stride_vh, stride_vd,
+                                      qk_scale, window, cache_block_size, head_dim,
+                                      BLOCK_N, BLOCK_D, SLIDING, PRECISION)
+        if NUM_SPLITS == 1:
+            out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+            tl.store(out_ptr + token * stride_ot + heads[:, None] * stride_oh + offs_d[None, :] * stride_od,
+                     out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None] & d_mask[None, :])
+        else:
+            # partials are [num_tokens, num_heads, NUM_SPLITS(, BLOCK_D)] fp32, contiguous
+            part = (token * num_heads + heads) * NUM_SPLITS + split
+            tl.store(part_m_ptr + part, m_i, mask=row_valid)
+            tl.store(part_l_ptr + part, l_i, mask=row_valid)
+            tl.store(part_acc_ptr + part[:, None] * BLOCK_D + offs_d[None, :], acc, mask=row_valid[:, None])
 
 
 @triton.jit
-def _combine_splits_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, query_start_loc_ptr,
+def _combine_splits_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
                            stride_ot, stride_oh, stride_od, head_dim, num_heads,
                            NUM_SPLITS: tl.constexpr, BLOCK_D: tl.constexpr):
-    seq = tl.program_id(0)
+    """Merge one (token, head)'s split softmax states: rescale each to the common max, sum, divide."""
+    token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
-    q_start = tl.load(query_start_loc_ptr + seq).to(tl.int64)
-    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
     splits = tl.arange(0, NUM_SPLITS)
     offs_d = tl.arange(0, BLOCK_D)
-    part = (seq * num_heads + head) * NUM_SPLITS + splits
+    part = (token * num_heads + head) * NUM_SPLITS + splits
     m = tl.load(part_m_ptr + part)
     l = tl.load(part_l_ptr + part)
     acc = tl.load(part_acc_ptr + part[:, None] * BLOCK_D + offs_d[None, :])
@@ -197,8 +205,28 @@ def _combine_splits_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, query_
     weight = tl.exp2(m - m_safe)
     denom = tl.sum(weight * l, 0)
     out = tl.sum(weight[:, None] * acc, 0) / tl.where(denom == 0.0, 1.0, denom)
-    tl.store(out_ptr + q_start * stride_ot + head * stride_oh + offs_d * stride_od, out.to(out_ptr.dtype.element_ty),
-             mask=offs_d < tl.where(q_len > 0, head_dim, 0))
+    tl.store(out_ptr + token * stride_ot + head * stride_oh + offs_d * stride_od, out.to(out_ptr.dtype.element_ty),
+             mask=offs_d < head_dim)
+
+
+@triton.jit
+def _find_sequence(query_start_loc_ptr, num_seqs, tile, BLOCK_Q: tl.constexpr):
+    """The sequence owning flat query tile ``tile``: the last s with start(s) <= tile (binary search).
+
+    Sequence s's tiles begin at start(s) = query_start_loc[s] // BLOCK_Q + s, which leaves
+    every sequence room for its cdiv(q_len, BLOCK_Q) tiles, so the grid
+    (num_tokens // BLOCK_Q + num_seqs) is known on the host without reading q_lens.
+    """
+    lo = 0
+    hi = num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        start = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        if start <= tile:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
 
 
 @triton.jit
@@ -206,14 +234,16 @@ def _prefill_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, 
                     sinks_ptr,
                     stride_qt, stride_qh, stride_qd, stride_ot, stride_oh, stride_od, stride_bt,
                     stride_kb, stride_ks, stride_kh, stride_kd, stride_vb, stride_vs, stride_vh, stride_vd,
-                    qk_scale, window, cache_block_size, head_dim, group,
+                    qk_scale, window, cache_block_size, head_dim, group, num_seqs,
                     BLOCK_Q: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                     SLIDING: tl.constexpr, HAS_SINKS: tl.constexpr, PRECISION: tl.constexpr):
-    seq = tl.program_id(0)
-    q_tile = tl.program_id(1)
-    kv_head = tl.program_id(2)
-    q_start = tl.load(query_start_loc_ptr + seq).to(tl.int64)
-    q_len = (tl.load(query_start_loc_ptr + seq + 1) - q_start).to(tl.int32)
+    """One (query tile, KV head): BLOCK_Q new tokens of one sequence x the heads of one group."""
+    tile = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    seq = _find_sequence(query_start_loc_ptr, num_seqs, tile, BLOCK_Q)
+    q_start = tl.load(query_start_loc_ptr + seq)
+    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
+    q_tile = tile - (q_start // BLOCK_Q + seq)
     if q_tile * BLOCK_Q >= q_len:
         return
     seq_len = tl.load(seq_lens_ptr + seq)
@@ -224,7 +254,7 @@ def _prefill_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, 
     row_valid = (q_idx < q_len) & (g < group)
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < head_dim
-    tokens = q_start + q_idx
+    tokens = (q_start + q_idx).to(tl.int64)
     q = tl.load(q_ptr + tokens[:, None] * stride_qt + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
                 mask=row_valid[:, None] & d_mask[None, :], other=0.0)
     first_pos = seq_len - q_len + q_tile * BLOCK_Q
@@ -270,15 +300,14 @@ def _check_attention_args(query, k_cache, v_cache, block_tables, query_start_loc
         raise ValueError(f"sinks must be [{num_heads}], got {tuple(sinks.shape)}")
 
 
-def _num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, block_n: int, device: torch.device) -> int:
-    """Flash-decoding split count: enough programs to cover the SMs, each split >= 4 KV tiles."""
+def _num_splits(programs: int, max_keys: int, block_n: int, device: torch.device) -> int:
+    """Flash-decoding split count: enough programs for two waves over the SMs, each split >= 4 KV tiles."""
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
     else:
         sms = _INTERPRETER_SMS
-    programs = num_seqs * num_kv_heads
     by_occupancy = triton.cdiv(2 * sms, max(programs, 1))
-    by_length = triton.cdiv(max_seq_len, 4 * block_n)
+    by_length = triton.cdiv(max_keys, 4 * block_n)
     return min(16, triton.next_power_of_2(max(1, min(by_occupancy, by_length))))
 
 
@@ -289,11 +318,14 @@ def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
                            block_q_rows: int | None = None) -> torch.Tensor:
     """Triton version of :func:`llm.kernels.attention.paged_attention` (same arguments and result).
 
-    A batch whose sequences all have at most one new token runs the decode kernel
-    (flash-decoding with ``num_splits`` KV splits, chosen from the SM count when None);
-    any longer query runs the prefill kernel. ``block_n`` (KV positions per tile) and
-    ``block_q_rows`` (query rows per prefill tile, tokens x group heads) are tuning knobs
-    that tests use to force tile boundaries.
+    Never waits on the device (so a step can be captured in a CUDA graph): the choice and
+    the grids come from shapes alone. A batch with as many tokens as sequences is a decode
+    batch and runs the decode kernel, flash-decoding over ``num_splits`` KV splits (chosen
+    from the SM count and the block-table width when None); that kernel loops over a
+    sequence's tokens, so it stays correct in the odd case of such a batch holding an
+    empty query beside a longer one. Any other batch runs the prefill kernel. ``block_n``
+    (KV positions per tile) and ``block_q_rows`` (query rows per prefill tile: tokens x
+    group heads) are tuning knobs that tests use to force tile boundaries.
     """
     _check_attention_args(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sliding_window, sinks)
     num_tokens, num_heads, head_dim = query.shape
@@ -305,9 +337,6 @@ def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         return out
     query_start_loc = query_start_loc.to(torch.int32)
     seq_lens = seq_lens.to(torch.int32)
-    # one host sync: decode vs prefill, and the grid sizes
-    max_q_len, max_seq_len = torch.stack([(query_start_loc[1:] - query_start_loc[:-1]).max(),
-                                          seq_lens.max()]).tolist()
     block_d = max(16, triton.next_power_of_2(head_dim))
     precision = "ieee" if query.dtype == torch.float32 else "tf32"
     window = sliding_window if sliding_window is not None else 0
@@ -315,16 +344,18 @@ def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     common = (*query.stride(), *out.stride(), block_tables.stride(0), *k_cache.stride(), *v_cache.stride(),
               scale * LOG2E, window, cache_block_size, head_dim, group)
     flags = dict(SLIDING=sliding_window is not None, HAS_SINKS=sinks is not None, PRECISION=precision)
-    if max_q_len <= 1:
-        block_n = block_n or 64
+    block_n = block_n or 64
+    if num_tokens == num_seqs:
         g_pad = max(16, triton.next_power_of_2(group))
-        splits = num_splits or _num_splits(num_seqs, num_kv_heads, min(max_seq_len, window or max_seq_len),
-                                           block_n, query.device)
-        splits = triton.next_power_of_2(splits)
+        max_keys = block_tables.shape[1] * cache_block_size
+        if sliding_window is not None:
+            max_keys = min(max_keys, sliding_window)
+        splits = triton.next_power_of_2(num_splits or _num_splits(num_seqs * num_kv_heads, max_keys, block_n,
+                                                                  query.device))
         if splits > 1:
-            part_m = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=query.device)
+            part_m = torch.empty((num_tokens, num_heads, splits), dtype=torch.float32, device=query.device)
             part_l = torch.empty_like(part_m)
-            part_acc = torch.empty((num_seqs, num_heads, splits, block_d), dtype=torch.float32, device=query.device)
+            part_acc = torch.empty((num_tokens, num_heads, splits, block_d), dtype=torch.float32, device=query.device)
         else:
             part_m = part_l = part_acc = out
         _decode_kernel[(num_seqs, num_kv_heads, splits)](
@@ -332,16 +363,14 @@ def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
             *common, num_heads,
             G_PAD=g_pad, BLOCK_N=block_n, BLOCK_D=block_d, NUM_SPLITS=splits, **flags)
         if splits > 1:
-            _combine_splits_kernel[(num_seqs, num_heads)](
-                out, part_acc, part_m, part_l, query_start_loc, *out.stride(), head_dim, num_heads,
+            _combine_splits_kernel[(num_tokens, num_heads)](
+                out, part_acc, part_m, part_l, *out.stride(), head_dim, num_heads,
                 NUM_SPLITS=splits, BLOCK_D=block_d)
         return out
-    block_n = block_n or 64
     g_pad = triton.next_power_of_2(group)
     rows = triton.next_power_of_2(max(16, block_q_rows or 64, g_pad))
-    block_q = max(1, rows // g_pad)
-    grid = (num_seqs, triton.cdiv(max_q_len, block_q), num_kv_heads)
-    _prefill_kernel[grid](
-        out, query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sinks_arg, *common,
+    block_q = rows // g_pad
+    _prefill_kernel[(num_tokens // block_q + num_seqs, num_kv_heads)](
+        out, query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sinks_arg, *common, num_seqs,
         BLOCK_Q=block_q, G_PAD=g_pad, BLOCK_N=block_n, BLOCK_D=block_d, **flags)
     return out

@@ -61,6 +61,20 @@ def test_mixed_prefill_and_decode_batch(device, group, with_sinks):
     _compare(batch, HEAD_DIM ** -0.5, None, sinks, block_n=16, block_q_rows=16)
 
 
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_shaped_batch_with_empty_and_double_query(device, num_splits):
+    # as many tokens as sequences, yet one query is empty and one has two tokens: the decode
+    # kernel, chosen from shapes alone, must still cover every token
+    batch = make_batch([5, 30, 17, 1], [1, 0, 2, 1], 4, 2, HEAD_DIM, BLOCK, device)
+    _compare(batch, 0.25, 8, torch.randn(4, device=device), num_splits=num_splits, block_n=16)
+
+
+def test_prefill_tiles_found_across_empty_queries(device):
+    # empty queries first and last; a long query spanning many tiles between them
+    batch = make_batch([9, 50, 3, 20], [0, 50, 3, 0], 2, 1, HEAD_DIM, BLOCK, device)
+    _compare(batch, 0.25, None, None, block_n=32, block_q_rows=16)
+
+
 @pytest.mark.parametrize("window", [1, 4, 16, 17, 100])
 def test_prefill_sliding_window_edges(device, window):
     seq_lens = [33, 20]
