@@ -41,31 +41,44 @@ from llm.kernels.mxfp4 import MXFP4_BLOCK
 
 @triton.jit
 def _e2m1_value(code):
-    """Value of 4-bit e2m1 codes (int32 0..15): FP4_VALUES[code] computed from the bits."""
+    """FP4_VALUES[code] for int32 codes 0..15, assembled as fp32 bits: no table gather, no exp2.
+
+    e2m1 is sign | 2-bit exponent e | 1-bit mantissa m: e > 0 is 2^(e-1) * (1 + m/2), i.e.
+    fp32 exponent field e + 126 and mantissa bit 22 = m; e == 0 is m * 0.5 (0.5 is 126 << 23).
+    """
     exponent = (code >> 1) & 3
-    mantissa = (code & 1).to(tl.float32)
-    magnitude = tl.where(exponent == 0, mantissa * 0.5, (2.0 + mantissa) * tl.exp2(exponent.to(tl.float32) - 2.0))
-    return tl.where((code & 8) != 0, -magnitude, magnitude)
+    mantissa = code & 1
+    normal = ((exponent + 126) << 23) | (mantissa << 22)
+    bits = tl.where(exponent == 0, mantissa * (126 << 23), normal) | ((code & 8) << 28)
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _weight_tile(w_ptr, scale_ptr, expert, rows, n_mask, cols, k_even, k_odd,
-                 stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk,
-                 MXFP4: tl.constexpr):
-    """Even and odd input columns (``cols`` are the even ones) of the weight rows, as [HALF_K, N] fp32."""
-    mask = k_even[:, None] & n_mask[None, :]
+def _weight_tile(w_ptr, scale_ptr, expert, rows, n_mask, k_step, half, k_even, k_odd, num_groups,
+                 stride_we, stride_wn, stride_wk, stride_se, stride_sn, stride_sk,
+                 HALF_K: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_K: tl.constexpr, MXFP4: tl.constexpr):
+    """Columns k0 + 2*half (even) and k0 + 2*half + 1 (odd), k0 = k_step * 2*HALF_K, as [HALF_K, N] fp32."""
+    if EVEN_K:  # no K mask: the mask is constant along K, so the loads vectorise
+        mask = n_mask[None, :]
+    else:
+        mask = k_even[:, None] & n_mask[None, :]
     base = w_ptr + expert * stride_we + rows[None, :] * stride_wn
     if MXFP4:
-        # blocks [E, rows, K/32, 16]: column c is byte (c % 32) // 2 of group c // 32
-        group = cols // 32
-        packed = tl.load(base + group[:, None] * stride_wk + ((cols % 32) // 2)[:, None] * stride_wb,
-                         mask=mask, other=0).to(tl.int32)
-        scale = tl.load(scale_ptr + expert * stride_se + rows[None, :] * stride_sn + group[:, None] * stride_sk,
-                        mask=mask, other=127).to(tl.int32)
-        multiplier = tl.exp2((scale - 127).to(tl.float32))
+        # A row's blocks [K/32, 16] are K/2 contiguous bytes (the host makes sure), and byte
+        # b holds columns 2b (low nibble) and 2b+1 (high): this tile is bytes k0/2 + half,
+        # written so the compiler sees them contiguous and vectorises the load.
+        packed = tl.load(base + (k_step * HALF_K + half)[:, None] * stride_wk, mask=mask, other=0).to(tl.int32)
+        # one e8m0 scale per 16 bytes: load [HALF_K/16, N], make 2^(s-127) from the bits
+        # (s << 23; s == 0 gives 0 rather than 2^-127), then repeat each over its 16 rows
+        groups = k_step * (HALF_K // 16) + tl.arange(0, HALF_K // 16)
+        scale = tl.load(scale_ptr + expert * stride_se + rows[None, :] * stride_sn + groups[:, None] * stride_sk,
+                        mask=(groups < num_groups)[:, None] & n_mask[None, :], other=127).to(tl.int32)
+        multiplier = (scale << 23).to(tl.float32, bitcast=True)
+        multiplier = tl.reshape(tl.broadcast_to(multiplier[:, None, :], (HALF_K // 16, 16, BLOCK_N)), (HALF_K, BLOCK_N))
         w_even = _e2m1_value(packed & 15) * multiplier
         w_odd = _e2m1_value(packed >> 4) * multiplier
     else:
+        cols = k_step * (2 * HALF_K) + 2 * half
         w_even = tl.load(base + cols[:, None] * stride_wk, mask=mask, other=0.0).to(tl.float32)
         w_odd = tl.load(base + (cols + 1)[:, None] * stride_wk, mask=k_odd[:, None] & n_mask[None, :],
                         other=0.0).to(tl.float32)
@@ -76,11 +89,12 @@ def _weight_tile(w_ptr, scale_ptr, expert, rows, n_mask, cols, k_even, k_odd,
 def _moe_gemm_kernel(a_ptr, out_ptr, w_ptr, scale_ptr, bias_ptr, routing_weight_ptr, sorted_pairs_ptr, block_expert_ptr,
                      num_pairs, N, K,
                      stride_am, stride_ak, stride_om, stride_on,
-                     stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk,
+                     stride_we, stride_wn, stride_wk, stride_se, stride_sn, stride_sk,
                      stride_be, stride_bn,
                      alpha, limit,
                      A_ROW_DIV: tl.constexpr, SWIGLU: tl.constexpr, MXFP4: tl.constexpr, MUL_ROUTED: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HALF_K: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HALF_K: tl.constexpr, EVEN_K: tl.constexpr,
+                     PRECISION: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     expert = tl.load(block_expert_ptr + pid_m).to(tl.int64)
@@ -98,21 +112,29 @@ def _moe_gemm_kernel(a_ptr, out_ptr, w_ptr, scale_ptr, bias_ptr, routing_weight_
     acc_first = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     half = tl.arange(0, HALF_K)
-    for k0 in range(0, K, 2 * HALF_K):
+    for k_step in range(0, tl.cdiv(K, 2 * HALF_K)):
+        k0 = k_step * (2 * HALF_K)  # a multiple of 2*HALF_K the compiler can see: aligned, vector loads
         cols = k0 + 2 * half
         k_even = cols < K
         k_odd = cols + 1 < K
-        a_base = a_ptr + a_rows[:, None] * stride_am
-        x_even = tl.load(a_base + cols[None, :] * stride_ak, mask=m_mask[:, None] & k_even[None, :], other=0.0)
-        x_odd = tl.load(a_base + (cols + 1)[None, :] * stride_ak, mask=m_mask[:, None] & k_odd[None, :], other=0.0)
-        w_even, w_odd = _weight_tile(w_ptr, scale_ptr, expert, rows_first, n_mask, cols, k_even, k_odd,
-                                     stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk, MXFP4)
+        # the activation tile is read whole (contiguous, vectorised) and split into its even
+        # and odd columns in registers, to pair with the low and high nibbles
+        k_all = k0 + tl.arange(0, 2 * HALF_K)
+        if EVEN_K:
+            x_mask = m_mask[:, None]
+        else:
+            x_mask = m_mask[:, None] & (k_all < K)[None, :]
+        x = tl.load(a_ptr + a_rows[:, None] * stride_am + k_all[None, :] * stride_ak, mask=x_mask, other=0.0)
+        x_even, x_odd = tl.split(tl.reshape(x, (BLOCK_M, HALF_K, 2)))
+        w_even, w_odd = _weight_tile(w_ptr, scale_ptr, expert, rows_first, n_mask, k_step, half, k_even, k_odd,
+                                     K // 32, stride_we, stride_wn, stride_wk, stride_se, stride_sn, stride_sk,
+                                     HALF_K, BLOCK_N, EVEN_K, MXFP4)
         acc_first = tl.dot(x_even, w_even.to(x_even.dtype), acc_first, input_precision=PRECISION)
         acc_first = tl.dot(x_odd, w_odd.to(x_odd.dtype), acc_first, input_precision=PRECISION)
         if SWIGLU:
-            u_even, u_odd = _weight_tile(w_ptr, scale_ptr, expert, rows_first + 1, n_mask, cols, k_even, k_odd,
-                                         stride_we, stride_wn, stride_wk, stride_wb, stride_se, stride_sn, stride_sk,
-                                         MXFP4)
+            u_even, u_odd = _weight_tile(w_ptr, scale_ptr, expert, rows_first + 1, n_mask, k_step, half, k_even,
+                                         k_odd, K // 32, stride_we, stride_wn, stride_wk, stride_se, stride_sn,
+                                         stride_sk, HALF_K, BLOCK_N, EVEN_K, MXFP4)
             acc_up = tl.dot(x_even, u_even.to(x_even.dtype), acc_up, input_precision=PRECISION)
             acc_up = tl.dot(x_odd, u_odd.to(x_odd.dtype), acc_up, input_precision=PRECISION)
     bias_base = bias_ptr + expert * stride_be
@@ -158,12 +180,18 @@ def align_by_expert(chosen: torch.Tensor, num_experts: int, block_m: int) -> tup
 
 
 def _weight_args(experts: ExpertWeights, which: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """Pointer, scale pointer and the 7 strides (we, wn, wk, wb, se, sn, sk) of one weight set."""
+    """Pointer, scale pointer and the 6 strides (we, wn, wk, se, sn, sk) of one weight set.
+
+    MXFP4 strides count bytes of a row's K/2 packed bytes; a row whose [K/32, 16] blocks
+    are not one contiguous run (never so for checkpoint tensors) is copied to be so.
+    """
     if experts.is_mxfp4:
         blocks, scales = getattr(experts, f"{which}_blocks"), getattr(experts, f"{which}_scales")
-        return blocks, scales, (*blocks.stride(), *scales.stride())
+        if blocks.stride(-1) != 1 or blocks.stride(-2) != blocks.shape[-1]:
+            blocks = blocks.contiguous()
+        return blocks, scales, (blocks.stride(0), blocks.stride(1), 1, *scales.stride())
     weight = getattr(experts, f"{which}_weight")
-    return weight, weight, (*weight.stride(), 0, 0, 0, 0)
+    return weight, weight, (*weight.stride(), 0, 0, 0)
 
 
 def _check_moe_args(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights) -> None:
@@ -224,7 +252,7 @@ def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: i
         num_pairs, intermediate, hidden_size,
         *hidden.stride(), *h.stride(), *strides, *experts.gate_up_bias.stride(),
         experts.alpha, experts.limit,
-        A_ROW_DIV=top_k, SWIGLU=True, MUL_ROUTED=False, **flags)
+        A_ROW_DIV=top_k, SWIGLU=True, MUL_ROUTED=False, EVEN_K=hidden_size % block_k == 0, **flags)
 
     y = torch.empty((num_pairs, hidden_size), dtype=torch.float32, device=hidden.device)
     w, s, strides = _weight_args(experts, "down")
@@ -233,5 +261,5 @@ def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: i
         num_pairs, hidden_size, intermediate,
         *h.stride(), *y.stride(), *strides, *experts.down_bias.stride(),
         experts.alpha, experts.limit,
-        A_ROW_DIV=1, SWIGLU=False, MUL_ROUTED=True, **flags)
+        A_ROW_DIV=1, SWIGLU=False, MUL_ROUTED=True, EVEN_K=intermediate % block_k == 0, **flags)
     return y.view(num_tokens, top_k, hidden_size).sum(dim=1).to(hidden.dtype)

@@ -101,3 +101,13 @@ def test_rejects_hidden_size_mismatch(device):
     experts = make_experts(2, 32, 32, True, device)
     with pytest.raises(ValueError, match="hidden size"):
         fused_moe_triton(torch.zeros(1, 64, device=device), torch.zeros(1, 2, device=device), 1, experts)
+
+
+def test_mxfp4_blocks_in_a_non_contiguous_layout(device):
+    experts = make_experts(4, 64, 32, True, device)
+    # same values, stored [E, rows, 16, K/32] and viewed back: the kernel must not assume strides
+    blocks = experts.gate_up_blocks
+    experts.gate_up_blocks = blocks.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+    assert not experts.gate_up_blocks.is_contiguous()
+    hidden = torch.randn(6, 64, device=device)
+    _compare(hidden, torch.randn(6, 4, device=device), 2, experts, block_m=16, block_n=32, block_k=32)
