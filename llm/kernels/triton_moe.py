@@ -221,14 +221,21 @@ def _check_moe_args(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: in
 
 
 def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights,
-                     *, block_m: int | None = None, block_n: int = 64, block_k: int = 64) -> torch.Tensor:
+                     *, block_m: int | None = None, block_n: int | None = None, block_k: int = 64) -> torch.Tensor:
     """Triton version of :func:`llm.kernels.moe.fused_moe` (same arguments and result).
 
-    ``block_m`` (routed pairs per tile; default 16 for small batches, 64 when each expert
-    gets many tokens), ``block_n`` and ``block_k`` (input columns per step, a multiple
-    of 32 so a step covers whole MXFP4 blocks) are tuning knobs.
+    Tuning knobs: ``block_m`` routed pairs per tile (16 when experts get few tokens, as in
+    decode, else 64), ``block_n`` output columns per tile (32 with block_m 16, so a
+    batch of one still spreads its four experts' weights over a few hundred programs;
+    else 64), ``block_k`` input columns per step (a multiple of 32, whole MXFP4 blocks;
+    64 divides gpt-oss's 2880, which keeps the K loop free of masks).
     """
     _check_moe_args(hidden, router_logits, top_k, experts)
+    num_pairs = hidden.shape[0] * top_k
+    if block_m is None:
+        block_m = 16 if num_pairs <= 8 * experts.num_experts else 64
+    if block_n is None:
+        block_n = 32 if block_m == 16 else 64
     if block_k % MXFP4_BLOCK or block_n < 16 or block_n & (block_n - 1):
         raise ValueError(f"block_k must be a multiple of {MXFP4_BLOCK} and block_n a power of two >= 16")
     num_tokens, hidden_size = hidden.shape
@@ -237,9 +244,6 @@ def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: i
     num_experts = experts.num_experts
     intermediate = experts.gate_up_bias.shape[1] // 2
     weights, chosen = route(router_logits, top_k)
-    num_pairs = num_tokens * top_k
-    if block_m is None:
-        block_m = 16 if num_pairs <= 8 * num_experts else 64
     sorted_pairs, block_expert = align_by_expert(chosen, num_experts, block_m)
     num_blocks = block_expert.shape[0]
     precision = "ieee" if hidden.dtype == torch.float32 else "tf32"

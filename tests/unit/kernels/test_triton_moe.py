@@ -8,6 +8,7 @@ import torch
 from llm.kernels.moe import ExpertWeights, fused_moe_ref
 from llm.kernels.mxfp4 import quantize_mxfp4
 from llm.kernels.triton_moe import align_by_expert, fused_moe_triton
+from tests.unit.kernels.conftest import requires_cuda_bf16
 
 
 def make_experts(num_experts: int, hidden: int, intermediate: int, mxfp4: bool, device: torch.device,
@@ -111,3 +112,15 @@ def test_mxfp4_blocks_in_a_non_contiguous_layout(device):
     assert not experts.gate_up_blocks.is_contiguous()
     hidden = torch.randn(6, 64, device=device)
     _compare(hidden, torch.randn(6, 4, device=device), 2, experts, block_m=16, block_n=32, block_k=32)
+
+
+@requires_cuda_bf16
+@pytest.mark.parametrize("tokens", [1, 70])
+def test_bf16_on_gpu_is_close_to_the_fp32_reference(device, tokens):
+    experts = make_experts(8, 128, 96, True, device)
+    experts.gate_up_bias, experts.down_bias = experts.gate_up_bias.bfloat16(), experts.down_bias.bfloat16()
+    hidden = torch.randn(tokens, 128, device=device, dtype=torch.bfloat16)
+    logits = torch.randn(tokens, 8, device=device)
+    got = fused_moe_triton(hidden, logits, 4, experts).float()
+    expected = fused_moe_ref(hidden.float(), logits, 4, experts)
+    assert ((got - expected).norm() / expected.norm()).item() < 2e-2
