@@ -272,6 +272,9 @@ def build_hf_model(shape: Shape, device: torch.device, dtype: torch.dtype = torc
             model = GptOssForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
+    with torch.no_grad():  # whatever transformers' init did or skipped, weights are finite and small
+        for param in model.parameters():
+            param.normal_(0.0, 0.02)
     return model
 
 
