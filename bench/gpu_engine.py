@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -38,7 +39,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 import torch.nn.functional as F
 
-from bench.kernels import NO_CUDA_MESSAGE, cuda_time_ms, measured_bandwidth_gbs, random_mxfp4_experts, write_results
+from bench.kernels import (
+    NO_CUDA_MESSAGE,
+    cuda_time_ms,
+    measured_bandwidth_gbs,
+    random_mxfp4_experts,
+    write_results,
+)
 
 DECODE_BATCHES = (1, 8, 64)
 CONTEXT = 512
@@ -124,7 +131,7 @@ class KernelStack:
         cos, sin = freqs.cos()[:, None, :], freqs.sin()[:, None, :]
         x = self.embed[input_ids]
         q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
-        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
+        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
             qkv = F.linear(_rms_norm(x, layer["in_norm"]), layer["qkv_w"], layer["qkv_b"])
             q = _rope(qkv[:, :q_size].view(tokens, s.heads, s.head_dim), cos, sin)
             k = _rope(qkv[:, q_size:q_size + kv_size].view(tokens, s.kv_heads, s.head_dim), cos, sin)
@@ -231,7 +238,7 @@ def bench_ours(shape: Shape, device: torch.device, bandwidth_gbs: float) -> dict
     print(f"ours: {model_name}: weights {total / 1e9:.2f} GB ({total / 2**30:.2f} GiB)")
     for batch in DECODE_BATCHES:
         ids, positions, kv_caches, meta = paged_step(shape, batch, 1, CONTEXT, device)
-        step = lambda: model(ids, positions, kv_caches, meta)  # noqa: E731
+        step = partial(model, ids, positions, kv_caches, meta)
         row = dict(batch=batch, context=CONTEXT, eager_ms=cuda_time_ms(step, iters=10))
         try:
             row["graph_ms"] = cuda_time_ms(_graph(step), iters=20)
@@ -247,11 +254,11 @@ def bench_ours(shape: Shape, device: torch.device, bandwidth_gbs: float) -> dict
         del kv_caches
         torch.cuda.empty_cache()
     ids, positions, kv_caches, meta = paged_step(shape, 1, PREFILL_TOKENS, 0, device)
-    prefill_ms = cuda_time_ms(lambda: model(ids, positions, kv_caches, meta), warmup=2, iters=5)
+    prefill_ms = cuda_time_ms(partial(model, ids, positions, kv_caches, meta), warmup=2, iters=5)
     result["prefill"] = dict(tokens=PREFILL_TOKENS, ms=prefill_ms, tokens_per_s=PREFILL_TOKENS / (prefill_ms * 1e-3))
     result["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     print(f"  prefill {PREFILL_TOKENS}: {prefill_ms:.1f} ms")
-    del model, kv_caches
+    model = kv_caches = None  # free before the peer is built
     gc.collect()
     torch.cuda.empty_cache()
     return result
@@ -306,10 +313,10 @@ def bench_hf(shape: Shape, device: torch.device) -> dict:
         torch.cuda.empty_cache()
     prompt = torch.randint(0, shape.vocab, (1, PREFILL_TOKENS), device=device)
     with torch.inference_mode():
-        ms = cuda_time_ms(lambda: model(prompt, use_cache=True), warmup=1, iters=3)
+        ms = cuda_time_ms(partial(model, prompt, use_cache=True), warmup=1, iters=3)
     result["prefill"] = dict(tokens=PREFILL_TOKENS, ms=ms, tokens_per_s=PREFILL_TOKENS / (ms * 1e-3))
     print(f"  prefill {PREFILL_TOKENS}: {ms:.1f} ms")
-    del model
+    model = None
     gc.collect()
     torch.cuda.empty_cache()
     return result
@@ -323,7 +330,7 @@ def run_gpu() -> dict:
     ours = bench_ours(shape, device, bandwidth)
     hf = bench_hf(shape, device)
     ratios = dict(decode_speedup_vs_hf={str(o["batch"]): h["ms"] / o.get("graph_ms", o["eager_ms"])
-                                        for o, h in zip(ours["decode"], hf["decode"])},
+                                        for o, h in zip(ours["decode"], hf["decode"], strict=True)},
                   prefill_speedup_vs_hf=hf["prefill"]["ms"] / ours["prefill"]["ms"])
     print(f"speedup vs HF: {ratios}")
     return dict(device=torch.cuda.get_device_name(device), bandwidth_gbs=bandwidth, shape=vars(shape),

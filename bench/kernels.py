@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -66,8 +67,8 @@ def measured_bandwidth_gbs(device: torch.device, nbytes: int = 2 << 30) -> float
     """Device memory bandwidth in GB/s from a device-to-device copy (bytes read + bytes written)."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    ms = cuda_time_ms(lambda: dst.copy_(src), warmup=2, iters=10)
-    del src, dst
+    ms = cuda_time_ms(partial(dst.copy_, src), warmup=2, iters=10)
+    src = dst = None
     torch.cuda.empty_cache()
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
@@ -166,8 +167,8 @@ def bench_moe(device: torch.device, bandwidth_gbs: float) -> list[dict]:
         ours = fused_moe_triton(hidden, logits, TOP_K, experts)
         reference = peer(hidden, logits)
         rel_err = ((ours.float() - reference.float()).norm() / reference.float().norm()).item()
-        triton_ms = cuda_time_ms(lambda: fused_moe_triton(hidden, logits, TOP_K, experts))
-        peer_ms = cuda_time_ms(lambda: peer(hidden, logits), iters=5)
+        triton_ms = cuda_time_ms(partial(fused_moe_triton, hidden, logits, TOP_K, experts))
+        peer_ms = cuda_time_ms(partial(peer, hidden, logits), iters=5)
         hit = torch.unique(torch.topk(logits, TOP_K, dim=-1).indices).numel()
         bound_ms = hit * per_expert / (bandwidth_gbs * 1e9) * 1e3
         rows.append(dict(op="moe", tokens=tokens, triton_ms=triton_ms, torch_bf16_loop_ms=peer_ms,
@@ -210,7 +211,7 @@ def bench_attention(device: torch.device, bandwidth_gbs: float) -> list[dict]:
         ours = paged_attention_triton(*args)
         expected = paged_attention_ref(*args)
         max_err = (ours.float() - expected.float()).abs().max().item()
-        triton_ms = cuda_time_ms(lambda: paged_attention_triton(*args))
+        triton_ms = cuda_time_ms(partial(paged_attention_triton, *args))
         peer_ms = cuda_time_ms(_sdpa_peer(batch, q_lens, seq_lens))
         kind = "decode" if q_lens[0] == 1 else "prefill"
         row = dict(op=f"attention_{kind}", batch=batch_size, context=seq_lens[0], triton_ms=triton_ms,
@@ -245,9 +246,8 @@ def run_cpu_smoke() -> dict:
     """Tiny shapes of every kernel under the Triton interpreter, checked against the torch references."""
     os.environ["TRITON_INTERPRET"] = "1"  # before the first @triton.jit of our kernel modules runs
     from llm.kernels.attention import paged_attention_ref, write_kv_cache_ref
-    from llm.kernels.moe import fused_moe_ref
+    from llm.kernels.moe import ExpertWeights, fused_moe_ref
     from llm.kernels.mxfp4 import quantize_mxfp4
-    from llm.kernels.moe import ExpertWeights
     from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
     from llm.kernels.triton_moe import fused_moe_triton
 

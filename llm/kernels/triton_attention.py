@@ -198,12 +198,12 @@ def _combine_splits_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
     offs_d = tl.arange(0, BLOCK_D)
     part = (token * num_heads + head) * NUM_SPLITS + splits
     m = tl.load(part_m_ptr + part)
-    l = tl.load(part_l_ptr + part)
+    denominators = tl.load(part_l_ptr + part)
     acc = tl.load(part_acc_ptr + part[:, None] * BLOCK_D + offs_d[None, :])
     m_max = tl.max(m, 0)
     m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
     weight = tl.exp2(m - m_safe)
-    denom = tl.sum(weight * l, 0)
+    denom = tl.sum(weight * denominators, 0)
     out = tl.sum(weight[:, None] * acc, 0) / tl.where(denom == 0.0, 1.0, denom)
     tl.store(out_ptr + token * stride_ot + head * stride_oh + offs_d * stride_od, out.to(out_ptr.dtype.element_ty),
              mask=offs_d < head_dim)

@@ -118,7 +118,7 @@ def compile_all(arch: int = 90, dtypes: tuple[torch.dtype, ...] = (torch.bfloat1
     target = GPUTarget("cuda", arch, 32)
     results, seen = [], set()
     for fn, args, kwargs in launches:
-        bound = dict(zip(fn.arg_names, args), **kwargs)
+        bound = dict(zip(fn.arg_names, args, strict=False), **kwargs)  # trailing args may be kwargs
         signature, constexprs, attrs = {}, {}, {}
         for index, name in enumerate(fn.arg_names):
             if index in fn.constexprs:
