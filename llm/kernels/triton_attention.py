@@ -217,8 +217,8 @@ def _find_sequence(query_start_loc_ptr, num_seqs, tile, BLOCK_Q: tl.constexpr):
     every sequence room for its cdiv(q_len, BLOCK_Q) tiles, so the grid
     (num_tokens // BLOCK_Q + num_seqs) is known on the host without reading q_lens.
     """
-    # loop-carried bounds start as int32 tensors, never as constexprs (num_seqs == 1 is
-    # specialised to a constexpr by the compiler, and a carried value may not change type)
+    # the carried bounds start as int32 tensors, so their type is fixed even when the JIT
+    # specialises num_seqs == 1 to a constexpr
     lo = tile * 0
     hi = tile * 0 + num_seqs
     while lo < hi:

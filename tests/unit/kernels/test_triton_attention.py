@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm.kernels.attention import paged_attention_ref, write_kv_cache_ref
+from llm.kernels.attention import (
+    paged_attention,
+    paged_attention_ref,
+    write_kv_cache,
+    write_kv_cache_ref,
+)
 from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
 from tests.unit.kernels.conftest import requires_cuda_bf16
 from tests.unit.kernels.paged_cache import make_batch
@@ -151,3 +156,20 @@ def test_write_kv_cache_rejects_mismatched_slots(device):
 def test_bf16_mixed_batch_on_gpu(device, window):
     batch = make_batch([1, 40, 100, 17], [1, 40, 1, 5], 16, 2, 64, BLOCK, device, torch.bfloat16)
     _compare(batch, 0.125, window, torch.randn(16, device=device))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the public functions pick Triton only for CUDA tensors")
+def test_public_functions_dispatch_to_triton_on_gpu(device, monkeypatch):
+    import llm.kernels.triton_attention as triton_attention
+
+    calls = []
+    for name in ("paged_attention_triton", "write_kv_cache_triton"):
+        real = getattr(triton_attention, name)
+        monkeypatch.setattr(triton_attention, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    batch = make_batch([20, 3], [4, 1], 4, 2, HEAD_DIM, BLOCK, device)
+    key = torch.randn(2, 2, HEAD_DIM, device=device)
+    write_kv_cache(key, key, batch.k_cache, batch.v_cache, torch.tensor([0, 17], device=device))
+    args = (batch.query, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc, batch.seq_lens, 0.25)
+    torch.testing.assert_close(paged_attention(*args), paged_attention_ref(*args), atol=1e-4, rtol=1e-4)
+    assert calls == ["write_kv_cache_triton", "paged_attention_triton"]

@@ -124,3 +124,18 @@ def test_bf16_on_gpu_is_close_to_the_fp32_reference(device, tokens):
     got = fused_moe_triton(hidden, logits, 4, experts).float()
     expected = fused_moe_ref(hidden.float(), logits, 4, experts)
     assert ((got - expected).norm() / expected.norm()).item() < 2e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused_moe picks Triton only for CUDA tensors")
+def test_public_fused_moe_dispatches_to_triton_on_gpu(device, monkeypatch):
+    import llm.kernels.triton_moe as triton_moe
+    from llm.kernels.moe import fused_moe
+
+    calls = []
+    real = triton_moe.fused_moe_triton
+    monkeypatch.setattr(triton_moe, "fused_moe_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
+    experts = make_experts(4, 64, 32, True, device)
+    hidden, logits = torch.randn(3, 64, device=device), torch.randn(3, 4, device=device)
+    torch.testing.assert_close(fused_moe(hidden, logits, 2, experts), fused_moe_ref(hidden, logits, 2, experts),
+                               atol=2e-4, rtol=2e-4)
+    assert calls == [1]
