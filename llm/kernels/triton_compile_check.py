@@ -95,7 +95,7 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
                               gate_up_scales=torch.zeros(experts, 2 * inter, hidden // 32, dtype=torch.uint8),
                               down_blocks=torch.zeros(experts, hidden, inter // 32, 16, dtype=torch.uint8),
                               down_scales=torch.zeros(experts, hidden, inter // 32, dtype=torch.uint8))
-        for tokens in (1, 300):  # block_m 16 (decode) and 64 (prefill)
+        for tokens in (1, 64, 300):  # block_m 16 (decode; one-program routing) and 64 (prefill)
             fused_moe_triton(torch.zeros(tokens, hidden, dtype=dtype), torch.randn(tokens, experts), 4, mxfp4)
         dense = ExpertWeights(gate_up_bias=torch.zeros(4, 128), down_bias=torch.zeros(4, 64),
                               gate_up_weight=torch.zeros(4, 128, 64), down_weight=torch.zeros(4, 64, 64))
@@ -110,10 +110,10 @@ def compile_all(arch: int = 90, dtypes: tuple[torch.dtype, ...] = (torch.bfloat1
     from triton.compiler.compiler import ASTSource
     from triton.runtime.jit import native_specialize_impl
 
-    from llm.kernels import triton_attention, triton_moe
+    from llm.kernels import triton_attention, triton_moe, triton_moe_routing
 
     launches: list = []
-    with _recording((triton_attention, triton_moe), launches):
+    with _recording((triton_attention, triton_moe, triton_moe_routing), launches):
         _exercise_wrappers(dtypes)
     target = GPUTarget("cuda", arch, 32)
     results, seen = [], set()

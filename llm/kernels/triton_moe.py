@@ -3,12 +3,12 @@
 Same contract as :func:`llm.kernels.moe.fused_moe` (``fused_moe_ref`` defines correct).
 The steps:
 
-1. Route: top-k of the router logits and a softmax over the k chosen logits. This is
-   torch (``llm.kernels.moe.route``: ``torch.topk`` + ``torch.softmax``), not Triton: it
-   is [T, E] with E = 32, a rounding error next to the GEMMs.
-2. Align (``align_by_expert``, torch, no host sync): the T*k (token, slot) pairs are
-   sorted by expert and each expert's run is padded to a multiple of ``BLOCK_M``, as in
-   vLLM's ``moe_align_block_size``; every M-block then belongs to exactly one expert.
+1. Route: top-k of the router logits and a softmax over the k chosen logits.
+2. Align: the T*k (token, slot) pairs are sorted by expert and each expert's run is
+   padded to a multiple of ``BLOCK_M``, as in vLLM's ``moe_align_block_size``; every
+   M-block then belongs to exactly one expert. Steps 1-2 live in
+   :mod:`llm.kernels.triton_moe_routing`: one Triton program for small (decode) batches,
+   torch (``torch.topk`` + softmax + sort, no host sync) for large ones.
 3. GEMM 1 (``_moe_gemm_kernel`` with ``SWIGLU``): for each M-block, the pairs' hidden rows
    times the expert's gate/up rows. Gate and up rows are interleaved in the checkpoint
    (2j gate, 2j+1 up), so a program loads both row sets for its output columns j, keeps
@@ -35,8 +35,9 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.moe import ExpertWeights, route
+from llm.kernels.moe import ExpertWeights
 from llm.kernels.mxfp4 import MXFP4_BLOCK
+from llm.kernels.triton_moe_routing import route_and_align
 
 
 @triton.jit
@@ -150,35 +151,6 @@ def _moe_gemm_kernel(a_ptr, out_ptr, w_ptr, scale_ptr, bias_ptr, routing_weight_
              result.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-def align_by_expert(chosen: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group (token, slot) pairs by expert in runs padded to ``block_m``; no host sync.
-
-    ``chosen`` [T, k] expert ids. Returns ``sorted_pairs`` [num_blocks * block_m] int32
-    (pair index t*k + slot, or T*k for padding) and ``block_expert`` [num_blocks] int32
-    (the expert of each M-block, -1 past the used blocks). ``num_blocks`` is an upper
-    bound fixed by the shapes, so the grid never waits on the device.
-    """
-    num_pairs = chosen.numel()
-    device = chosen.device
-    flat = chosen.reshape(-1).long()
-    counts = torch.zeros(num_experts, dtype=torch.long, device=device)
-    counts.scatter_add_(0, flat, torch.ones_like(flat))
-    padded = (counts + block_m - 1) // block_m * block_m
-    padded_end = torch.cumsum(padded, 0)
-    run_start = padded_end - padded
-    count_start = torch.cumsum(counts, 0) - counts
-    order = torch.argsort(flat, stable=True)
-    sorted_experts = flat[order]
-    rank = torch.arange(num_pairs, device=device) - count_start[sorted_experts]
-    num_blocks = triton.cdiv(num_pairs + min(num_experts, num_pairs) * (block_m - 1), block_m)
-    sorted_pairs = torch.full((num_blocks * block_m,), num_pairs, dtype=torch.int32, device=device)
-    sorted_pairs[run_start[sorted_experts] + rank] = order.to(torch.int32)
-    block_starts = torch.arange(num_blocks, device=device) * block_m
-    block_expert = torch.searchsorted(padded_end, block_starts, right=True)
-    block_expert = torch.where(block_expert < num_experts, block_expert, -1).to(torch.int32)
-    return sorted_pairs, block_expert
-
-
 def _weight_args(experts: ExpertWeights, which: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """Pointer, scale pointer and the 6 strides (we, wn, wk, se, sn, sk) of one weight set.
 
@@ -221,14 +193,17 @@ def _check_moe_args(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: in
 
 
 def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights,
-                     *, block_m: int | None = None, block_n: int | None = None, block_k: int = 64) -> torch.Tensor:
+                     *, block_m: int | None = None, block_n: int | None = None, block_k: int = 64,
+                     fused_routing: bool | None = None) -> torch.Tensor:
     """Triton version of :func:`llm.kernels.moe.fused_moe` (same arguments and result).
 
     Tuning knobs: ``block_m`` routed pairs per tile (16 when experts get few tokens, as in
     decode, else 64), ``block_n`` output columns per tile (32 with block_m 16, so a
     batch of one still spreads its four experts' weights over a few hundred programs;
     else 64), ``block_k`` input columns per step (a multiple of 32, whole MXFP4 blocks;
-    64 divides gpt-oss's 2880, which keeps the K loop free of masks).
+    64 divides gpt-oss's 2880, which keeps the K loop free of masks). ``fused_routing``
+    forces the one-program routing kernel (True) or the torch routing (False); None picks
+    the kernel for small batches (see :mod:`llm.kernels.triton_moe_routing`).
     """
     _check_moe_args(hidden, router_logits, top_k, experts)
     num_pairs = hidden.shape[0] * top_k
@@ -243,8 +218,7 @@ def fused_moe_triton(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: i
         return torch.zeros_like(hidden)
     num_experts = experts.num_experts
     intermediate = experts.gate_up_bias.shape[1] // 2
-    weights, chosen = route(router_logits, top_k)
-    sorted_pairs, block_expert = align_by_expert(chosen, num_experts, block_m)
+    weights, sorted_pairs, block_expert = route_and_align(router_logits, top_k, num_experts, block_m, fused_routing)
     num_blocks = block_expert.shape[0]
     precision = "ieee" if hidden.dtype == torch.float32 else "tf32"
     flags = dict(MXFP4=experts.is_mxfp4, BLOCK_M=block_m, BLOCK_N=block_n, HALF_K=block_k // 2, PRECISION=precision)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm.kernels.moe import ExpertWeights, fused_moe_ref
+from llm.kernels.moe import ExpertWeights, fused_moe_ref, route
 from llm.kernels.mxfp4 import quantize_mxfp4
-from llm.kernels.triton_moe import align_by_expert, fused_moe_triton
+from llm.kernels.triton_moe import fused_moe_triton
+from llm.kernels.triton_moe_routing import align_by_expert, route_and_align
 from tests.unit.kernels.conftest import requires_cuda_bf16
 
 
@@ -139,3 +140,29 @@ def test_public_fused_moe_dispatches_to_triton_on_gpu(device, monkeypatch):
     torch.testing.assert_close(fused_moe(hidden, logits, 2, experts), fused_moe_ref(hidden, logits, 2, experts),
                                atol=2e-4, rtol=2e-4)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("tokens,top_k,num_experts,block_m", [(1, 4, 32, 16), (13, 2, 8, 16), (37, 3, 5, 4),
+                                                              (64, 4, 32, 16)])
+def test_one_program_routing_equals_torch_routing(device, tokens, top_k, num_experts, block_m):
+    logits = torch.randn(tokens, num_experts, device=device)
+    logits[:, 0] = -30.0  # an expert nobody picks
+    weights, sorted_pairs, block_expert = route_and_align(logits, top_k, num_experts, block_m, fused=True)
+    expected_weights, chosen = route(logits, top_k)
+    expected_pairs, expected_blocks = align_by_expert(chosen, num_experts, block_m)
+    torch.testing.assert_close(weights, expected_weights)
+    assert torch.equal(sorted_pairs, expected_pairs)
+    assert torch.equal(block_expert, expected_blocks)
+
+
+def test_one_program_routing_refuses_large_batches(device):
+    with pytest.raises(ValueError, match="too large"):
+        route_and_align(torch.zeros(4096, 32, device=device), 4, 32, 64, fused=True)
+
+
+@pytest.mark.parametrize("fused_routing", [True, False])
+def test_both_routing_paths_give_the_reference(device, fused_routing):
+    experts = make_experts(4, 64, 32, True, device)
+    hidden = torch.randn(9, 64, device=device)
+    _compare(hidden, torch.randn(9, 4, device=device), 2, experts, block_m=16, block_n=32, block_k=32,
+             fused_routing=fused_routing)
