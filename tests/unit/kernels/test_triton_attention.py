@@ -81,6 +81,13 @@ def test_prefill_tiles_found_across_empty_queries(device):
     _compare(batch, 0.25, None, None, block_n=32, block_q_rows=16)
 
 
+@pytest.mark.parametrize("q_lens", [[1, 1, 1], [1, 9, 40]], ids=["decode", "mixed"])
+def test_gpt_oss_head_layout(device, q_lens):
+    # gpt-oss: 8 query heads per KV head, head_dim 64, window 128 on half the layers, sinks
+    batch = make_batch([1, 130, 40], q_lens, 16, 2, 64, BLOCK, device)
+    _compare(batch, 0.125, 128, torch.randn(16, device=device), block_n=32)
+
+
 @pytest.mark.parametrize("window", [1, 4, 16, 17, 100])
 def test_prefill_sliding_window_edges(device, window):
     seq_lens = [33, 20]
