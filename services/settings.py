@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="Password of the 'admin' account created on first start; generated and printed once if unset.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted upload, in bytes; larger files get 413.")
     session_ttl_hours: int = Field(12, description="Lifetime of a login token, in hours.")
+    frontend_dir: Path | None = Field(None, description="Folder of the built web app served at /. Default: frontend/ of the checkout (skipped if absent).")
 
     # --- queue -------------------------------------------------------------------------
     broker_url: str | None = Field(None, description="Celery broker URL. Default: embedded SQLite transport under data_dir (sqla+sqlite). Server: redis://host:6379/0.")

@@ -1,0 +1,23 @@
+"""Routes: hybrid search within what the caller may read."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from services.gateway.auth_service import CurrentUser
+from services.gateway.deps import Services, current_user, get_services
+
+router = APIRouter(prefix="/api", tags=["search"])
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    k: int | None = Field(None, ge=1, le=100)
+
+
+@router.post("/search")
+async def search(body: SearchRequest, user: CurrentUser = Depends(current_user),
+                 services: Services = Depends(get_services)) -> dict:
+    return await run_in_threadpool(services.search.search, body.query, body.k, user)
