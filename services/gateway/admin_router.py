@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.deps import Services, admin_user, get_services
+from services.gateway.deps import ServicesDep, admin_user
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(admin_user)])
 
@@ -24,27 +24,27 @@ class UserRequest(BaseModel):
 
 
 @router.post("/groups", status_code=201)
-async def create_group(body: GroupRequest, services: Services = Depends(get_services)) -> JSONResponse:
+async def create_group(body: GroupRequest, services: ServicesDep) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(services.admin.create_group, body.name), status_code=201)
 
 
 @router.get("/groups")
-async def list_groups(services: Services = Depends(get_services)) -> dict:
+async def list_groups(services: ServicesDep) -> dict:
     return {"groups": await run_in_threadpool(services.admin.list_groups)}
 
 
 @router.post("/users", status_code=201)
-async def create_user(body: UserRequest, services: Services = Depends(get_services)) -> JSONResponse:
+async def create_user(body: UserRequest, services: ServicesDep) -> JSONResponse:
     created = await run_in_threadpool(services.admin.create_user, body.username, body.password, body.role,
                                       body.groups)
     return JSONResponse(created, status_code=201)
 
 
 @router.get("/users")
-async def list_users(services: Services = Depends(get_services)) -> dict:
+async def list_users(services: ServicesDep) -> dict:
     return {"users": await run_in_threadpool(services.admin.list_users)}
 
 
 @router.get("/audit")
-async def audit(limit: int = Query(100, ge=1, le=1000), services: Services = Depends(get_services)) -> dict:
+async def audit(services: ServicesDep, limit: int = Query(100, ge=1, le=1000)) -> dict:
     return {"entries": await run_in_threadpool(services.admin.audit, limit)}

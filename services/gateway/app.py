@@ -7,9 +7,7 @@ not about the queue, its own ``job_queue``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -44,8 +42,7 @@ def frontend_directory(settings: Settings) -> Path:
     return Path(settings.frontend_dir) if settings.frontend_dir else REPO_ROOT / "frontend"
 
 
-def create_app(settings: Settings, *, job_queue: JobQueue | None = None,
-               searcher_factory: Callable[[], Any] | None = None) -> FastAPI:
+def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> FastAPI:
     """The gateway for ``settings``. The DB must already be migrated (``services.db.migrate``)."""
     from services import components
 
@@ -58,7 +55,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None,
         job_queue = CeleryJobQueue(create_celery(settings), settings.ingest_queue, settings.delete_queue)
     llm = LLMClient(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s)
     metrics = GatewayMetrics(sessions)
-    searchers = SearcherProvider(searcher_factory or functools.partial(components.create_searcher, settings),
+    searchers = SearcherProvider(functools.partial(components.create_searcher, settings),
                                  functools.partial(index_generation, sessions))
     search = SearchService(sessions, searchers, settings.search_k)
     conversations = ConversationsService(sessions)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.auth_service import CurrentUser
-from services.gateway.deps import SESSION_COOKIE, Services, current_user, get_services, request_token
+from services.gateway.deps import SESSION_COOKIE, ServicesDep, UserDep, request_token
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -22,7 +22,7 @@ def user_json(user: CurrentUser) -> dict:
 
 
 @router.post("/auth/login")
-async def login(body: LoginRequest, response: Response, services: Services = Depends(get_services)) -> dict:
+async def login(body: LoginRequest, response: Response, services: ServicesDep) -> dict:
     token, user = await run_in_threadpool(services.auth.login, body.username, body.password)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
                         max_age=services.settings.session_ttl_hours * 3600)
@@ -30,13 +30,13 @@ async def login(body: LoginRequest, response: Response, services: Services = Dep
 
 
 @router.post("/auth/logout")
-async def logout(request: Request, response: Response, _user: CurrentUser = Depends(current_user),
-                 services: Services = Depends(get_services)) -> dict:
+async def logout(request: Request, response: Response, _user: UserDep,
+                 services: ServicesDep) -> dict:
     await run_in_threadpool(services.auth.logout, request_token(request))
     response.delete_cookie(SESSION_COOKIE)
     return {"ok": True}
 
 
 @router.get("/me")
-async def me(user: CurrentUser = Depends(current_user)) -> dict:
+async def me(user: UserDep) -> dict:
     return user_json(user)

@@ -10,7 +10,13 @@ from sqlalchemy.orm import sessionmaker
 
 from services.db import ApiToken, Group, User, UserGroup, utcnow
 from services.gateway.errors import Unauthorized
-from services.gateway.security import generate_password, hash_password, new_token, token_digest, verify_password
+from services.gateway.security import (
+    generate_password,
+    hash_password,
+    new_token,
+    token_digest,
+    verify_password,
+)
 
 ADMIN_USERNAME = "admin"
 

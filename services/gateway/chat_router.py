@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from services.gateway.auth_service import CurrentUser
-from services.gateway.deps import Services, current_user, get_services
+from services.gateway.deps import ServicesDep, UserDep
 
 router = APIRouter(prefix="/api", tags=["chat"])
 
@@ -19,8 +18,8 @@ class ChatRequest(BaseModel):
 
 
 @router.post("/chat")
-async def chat(body: ChatRequest, user: CurrentUser = Depends(current_user),
-               services: Services = Depends(get_services)):
+async def chat(body: ChatRequest, user: UserDep,
+               services: ServicesDep):
     if not body.stream:
         return await services.chat.answer(user, body.message, body.conversation_id)
     events = await services.chat.stream(user, body.message, body.conversation_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import sessionmaker
@@ -50,11 +50,16 @@ def request_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
-def current_user(request: Request, services: Services = Depends(get_services)) -> CurrentUser:
+def current_user(request: Request, services: Annotated[Services, Depends(get_services)]) -> CurrentUser:
     return services.auth.authenticate(request_token(request))
 
 
-def admin_user(user: CurrentUser = Depends(current_user)) -> CurrentUser:
+def admin_user(user: Annotated[CurrentUser, Depends(current_user)]) -> CurrentUser:
     if not user.is_admin:
         raise Forbidden("this endpoint is for admins")
     return user
+
+
+UserDep = Annotated[CurrentUser, Depends(current_user)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+AdminDep = Annotated[CurrentUser, Depends(admin_user)]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.auth_service import CurrentUser
-from services.gateway.deps import Services, current_user, get_services
+from services.gateway.deps import ServicesDep, UserDep
 from services.gateway.errors import Forbidden
 from services.gateway.uploads import receive_upload
 
@@ -19,8 +18,8 @@ router = APIRouter(prefix="/api/documents", tags=["documents"])
         "file": {"type": "string", "format": "binary"},
         "groups": {"type": "string", "description": "comma-separated group names; none = everyone"},
         "title": {"type": "string"}}}}}}})
-async def upload(request: Request, user: CurrentUser = Depends(current_user),
-                 services: Services = Depends(get_services)) -> JSONResponse:
+async def upload(request: Request, user: UserDep,
+                 services: ServicesDep) -> JSONResponse:
     """Multipart ``file`` (+ ``groups``, ``title``) -> 202 {document_id, job_id}; 200 for a duplicate."""
     if not user.can_manage_documents:
         raise Forbidden("only admins and editors may upload documents")
@@ -31,18 +30,18 @@ async def upload(request: Request, user: CurrentUser = Depends(current_user),
 
 
 @router.get("")
-async def list_documents(user: CurrentUser = Depends(current_user), services: Services = Depends(get_services)) -> dict:
+async def list_documents(user: UserDep, services: ServicesDep) -> dict:
     return {"documents": await run_in_threadpool(services.documents.list, user)}
 
 
 @router.get("/{document_id}")
-async def get_document(document_id: str, user: CurrentUser = Depends(current_user),
-                       services: Services = Depends(get_services)) -> dict:
+async def get_document(document_id: str, user: UserDep,
+                       services: ServicesDep) -> dict:
     return await run_in_threadpool(services.documents.get, document_id, user)
 
 
 @router.delete("/{document_id}", status_code=202)
-async def delete_document(document_id: str, user: CurrentUser = Depends(current_user),
-                          services: Services = Depends(get_services)) -> dict:
+async def delete_document(document_id: str, user: UserDep,
+                          services: ServicesDep) -> dict:
     """Queue removal from every store -> 202 {document_id, job_id}."""
     return await run_in_threadpool(services.documents.delete, document_id, user)

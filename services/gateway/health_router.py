@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway.deps import Services, get_services
+from services.gateway.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +16,7 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
+async def readyz(services: ServicesDep) -> JSONResponse:
     ready, checks = await services.health.readiness()
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})
@@ -27,5 +27,5 @@ async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(services: Services = Depends(get_services)) -> Response:
+async def metrics(services: ServicesDep) -> Response:
     return services.metrics.render()

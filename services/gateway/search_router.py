@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.auth_service import CurrentUser
-from services.gateway.deps import Services, current_user, get_services
+from services.gateway.deps import ServicesDep, UserDep
 
 router = APIRouter(prefix="/api", tags=["search"])
 
@@ -18,6 +17,6 @@ class SearchRequest(BaseModel):
 
 
 @router.post("/search")
-async def search(body: SearchRequest, user: CurrentUser = Depends(current_user),
-                 services: Services = Depends(get_services)) -> dict:
+async def search(body: SearchRequest, user: UserDep,
+                 services: ServicesDep) -> dict:
     return await run_in_threadpool(services.search.search, body.query, body.k, user)

@@ -29,9 +29,12 @@ def index_generation(sessions: sessionmaker) -> tuple:
 
 
 class SearcherProvider:
-    """Hands out a searcher that has seen every finished job (thread-safe)."""
+    """Hands out a searcher that has seen every finished job (thread-safe).
 
-    def __init__(self, factory: Callable[[], Any], generation: Callable[[], tuple]):
+    ``factory(previous)`` builds a searcher, reusing what it can of ``previous``.
+    """
+
+    def __init__(self, factory: Callable[[Any], Any], generation: Callable[[], tuple]):
         self._factory = factory
         self._generation = generation
         self._lock = threading.Lock()
@@ -42,11 +45,7 @@ class SearcherProvider:
         with self._lock:
             current = self._generation()
             if self._searcher is None or current != self._seen:
-                refresh = getattr(self._searcher, "refresh", None)
-                if self._searcher is not None and callable(refresh):
-                    refresh()
-                else:
-                    self._searcher = self._factory()
+                self._searcher = self._factory(self._searcher)
                 self._seen = current
             return self._searcher
 
