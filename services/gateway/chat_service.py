@@ -69,10 +69,12 @@ class ChatService:
             conversation_id = await run_in_threadpool(self._conversations.start, user, question)
         query = rewrite_query(question, history) if history else question
         hits = await run_in_threadpool(self._search.retrieve, query, self._search_k, user)
-        composed = compose_prompt(question, hits, history=history, context_tokens=self._context_tokens,
-                                  answer_tokens=self._answer_tokens)
-        chunk_ids = [getattr(s, "chunk_id", None) or getattr(s, "id", "") for s in composed.sources] or \
-            [h.chunk_id for h in hits]
+        try:
+            composed = compose_prompt(question, hits, history=history, context_tokens=self._context_tokens,
+                                      answer_tokens=self._answer_tokens)
+        except ValueError as exc:  # PromptTooLong and friends: the user can fix the question
+            raise BadRequest(str(exc)) from exc
+        chunk_ids = [source.chunk_id for source in composed.sources]
         await run_in_threadpool(self._search.audit, user, "chat", question, chunk_ids)
         return PreparedTurn(conversation_id, question, composed.messages, list(composed.sources), chunk_ids)
 

@@ -109,10 +109,12 @@ class JobRunner:
                 Path(document.stored_path), document_id=document.id, title=document.title,
                 groups=list(document.groups or []), progress=ProgressReporter(self._sessions, job_id))
         except IngestError as exc:
-            return self._fail_ingest(job_id, document.id, str(exc), clean_stores=False)
+            message = _user_facing(str(exc), document)
+            return self._fail_ingest(job_id, document.id, message, clean_stores=False)
         except Exception as exc:  # noqa: BLE001 - any crash must still end the job cleanly
             log.exception("ingest of %s crashed", document.id)
-            return self._fail_ingest(job_id, document.id, f"internal error while ingesting: {exc}", clean_stores=True)
+            message = _user_facing(f"internal error while ingesting: {exc}", document)
+            return self._fail_ingest(job_id, document.id, message, clean_stores=True)
         try:
             with self._sessions.begin() as session:
                 session.execute(delete(Chunk).where(Chunk.document_id == document.id))
@@ -162,6 +164,12 @@ class JobRunner:
                 session.delete(doc)
             self._finish(session, session.get(Job, job_id), "done")
         return "done"
+
+
+def _user_facing(message: str, document: Document) -> str:
+    """Name the file as the uploader knows it, not by its generated name on disk."""
+    stored = Path(document.stored_path)
+    return message.replace(str(stored), document.filename).replace(stored.name, document.filename)
 
 
 def pending_job_ids(sessions: sessionmaker) -> list[str]:
