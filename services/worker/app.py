@@ -51,7 +51,9 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         task_ignore_result=False,
     )
     if is_embedded_broker(settings):
-        app.conf.broker_transport_options = {"polling_interval": 0.25}
+        # kombu's SQLAlchemy transport hands these to create_engine: wait on SQLite locks
+        # (gateway and worker share the file) instead of failing at once.
+        app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
     if with_tasks:
         from services.worker.tasks import register_tasks
 
