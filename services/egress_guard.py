@@ -129,3 +129,8 @@ def harden_process(settings: Settings, process_name: str) -> None:
     set_offline_env()
     if settings.egress_guard:
         install_egress_guard(settings.egress_log, process_name)
+
+
+def install(settings: Settings, process_name: str = "llm_server") -> None:
+    """Alias of ``harden_process`` under the name services.llm_server calls."""
+    harden_process(settings, process_name)
