@@ -143,11 +143,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"{path}: already ingested as {body['document_id']}")
             continue
         with tqdm(total=100, desc=path.name[:40], unit="%") as bar:
+            shown = None
             while True:
                 job = client.job(body["job_id"])
-                bar.n = int(job["progress"] * 100)
-                bar.set_postfix_str(job.get("stage") or job["state"])
-                bar.refresh()
+                current = (int(job["progress"] * 100), job.get("stage") or job["state"])
+                if current != shown:
+                    bar.n = current[0]
+                    bar.set_postfix_str(current[1])
+                    shown = current
                 if job["state"] in ("done", "failed"):
                     break
                 time.sleep(args.poll)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -34,9 +34,10 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     app = Celery("enclave", broker=settings.resolved_broker_url, backend=settings.resolved_result_backend,
                  set_as_current=False)
     app.conf.update(
-        task_queues=(Queue(settings.ingest_queue), Queue(settings.delete_queue)),
-        task_routes={INGEST_TASK: {"queue": settings.ingest_queue},
-                     DELETE_TASK: {"queue": settings.delete_queue}},
+        task_queues=tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                          for name in (settings.ingest_queue, settings.delete_queue)),
+        task_routes={INGEST_TASK: {"queue": settings.ingest_queue, "routing_key": settings.ingest_queue},
+                     DELETE_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue}},
         task_default_queue=settings.ingest_queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
