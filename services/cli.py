@@ -162,9 +162,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _ingest_local(args: argparse.Namespace) -> int:
     """Pipeline in this process: parse, chunk, embed, index; no gateway, no SQL rows."""
-    from ingest.errors import IngestError
     from tqdm import tqdm
 
+    from ingest.errors import IngestError
     from services.components import create_pipeline, supported_extensions
     from services.egress_guard import harden_process
     from services.gateway.documents_service import parse_groups
