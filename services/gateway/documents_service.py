@@ -110,7 +110,7 @@ class DocumentsService:
         return {"document_id": existing.id, "job_id": job.id if job else None, "duplicate": True,
                 "status": existing.status}
 
-    def _enqueue(self, kind: str, job_id: str, document_id: str) -> None:
+    def _enqueue(self, kind: str, job_id: str, document_id: str, previous_status: str | None = None) -> None:
         try:
             self._queue.enqueue(kind, job_id)
         except Exception as exc:  # noqa: BLE001 - any broker failure is the same to the caller
@@ -122,6 +122,8 @@ class DocumentsService:
                 doc = session.get(Document, document_id)
                 if doc is not None and kind == "ingest":
                     doc.status, doc.error = "failed", message
+                elif doc is not None:  # the delete never started: the document is still whole
+                    doc.status = previous_status or doc.status
             raise UpstreamUnavailable(message) from exc
 
     def list(self, user: CurrentUser) -> list[dict]:
@@ -149,12 +151,12 @@ class DocumentsService:
                                                        Job.state.in_(("queued", "running"))))
             if pending is not None:
                 return {"document_id": document_id, "job_id": pending.id}
-            doc.status = "deleting"
+            previous_status, doc.status = doc.status, "deleting"
             job = Job(document_id=document_id, kind="delete", state="queued")
             session.add(job)
             session.flush()
             job_id = job.id
-        self._enqueue("delete", job_id, document_id)
+        self._enqueue("delete", job_id, document_id, previous_status)
         return {"document_id": document_id, "job_id": job_id}
 
     def job(self, job_id: str, user: CurrentUser) -> dict:

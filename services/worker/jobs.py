@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import sessionmaker
 
 from services.db import Chunk, Document, Job, make_engine, session_factory, utcnow
@@ -171,8 +171,3 @@ def _user_facing(message: str, document: Document) -> str:
     stored = Path(document.stored_path)
     return message.replace(str(stored), document.filename).replace(stored.name, document.filename)
 
-
-def pending_job_ids(sessions: sessionmaker) -> list[str]:
-    """Jobs still queued (used to re-enqueue after a broker loss)."""
-    with sessions() as session:
-        return list(session.scalars(select(Job.id).where(Job.state == "queued")))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -446,3 +448,74 @@ def test_frontend_is_served_at_root_and_openapi_lists_the_api(stack):
 def test_sqlite_state_lives_under_data_dir(stack, transit):
     with sqlite3.connect(stack.settings.data_dir / "enclave.db") as connection:
         assert connection.execute("SELECT count(*) FROM documents").fetchone()[0] >= 1
+
+
+# --- the queue unreachable, the CLI against a served gateway --------------------------------
+
+def test_upload_with_the_broker_down_is_502_and_the_job_is_failed(stack):
+    from services.gateway.job_queue import CeleryJobQueue
+    from services.worker.app import create_celery
+
+    down = stack.settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    celery = create_celery(down)
+    celery.conf.broker_transport_options = {"max_retries": 0}
+    celery.conf.task_publish_retry = False
+    queue = CeleryJobQueue(celery, down.ingest_queue, down.delete_queue)
+    with TestClient(create_app(down, job_queue=queue)) as client:
+        headers = login(client, "admin", ADMIN_PASSWORD)
+        response = client.post("/api/documents", files={"file": ("q.md", b"# Queue\n\nThe broker is down today.")},
+                               headers=headers)
+        assert response.status_code == 502
+        assert "queue" in response.json()["error"]["message"]
+        failed = [d for d in client.get("/api/documents", headers=headers).json()["documents"]
+                  if d["filename"] == "q.md"]
+        assert failed and failed[0]["status"] == "failed"
+        assert client.get("/readyz").json()["failed"] == ["queue"]
+
+
+@pytest.fixture(scope="module")
+def served(stack):
+    """The same app on a real loopback port, for the CLI (a separate process)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(stack.client.app, host="127.0.0.1", port=port, log_level="warning",
+                                          lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[3])
+
+
+def test_cli_ingest_reports_progress_and_rejections(stack, served, tmp_path):
+    good = tmp_path / "cafeteria.md"
+    good.write_text("# Cafeteria\n\nThe cafeteria on floor two serves lunch from noon until two o'clock.")
+    bad = tmp_path / "tool.exe"
+    bad.write_bytes(b"MZ binary")
+    result = _cli("ingest", str(good), str(bad), "--url", served, "--password", ADMIN_PASSWORD, "--poll", "0.2")
+    assert result.returncode == 1  # one file was rejected
+    assert "tool.exe: rejected (415" in result.stderr
+    assert "cafeteria.md" in result.stderr and "100/100" in result.stderr
+    again = _cli("ingest", str(good), "--url", served, "--password", ADMIN_PASSWORD)
+    assert again.returncode == 0 and "already ingested" in again.stdout
+
+
+def test_cli_ask_prints_the_answer_and_its_citations(stack, served, transit):
+    result = _cli("ask", "Who is eligible for transit subsidies?", "--url", served, "--password", ADMIN_PASSWORD)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("[1]")
+    assert any(line.startswith("[1] ") and "ransit" in line for line in lines)
+    wrong = _cli("ask", "hello", "--url", served, "--password", "wrong-password")
+    assert wrong.returncode == 1 and "401" in wrong.stderr
