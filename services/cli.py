@@ -125,9 +125,32 @@ def _files(paths: list[str], extensions: frozenset[str] | None) -> list[Path]:
     return found
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def _follow(get_job, job_id: str, label: str, poll: float) -> dict:
+    """Show a job's progress as a tqdm bar until it ends; returns the final job."""
     from tqdm import tqdm
 
+    with tqdm(total=100, desc=label[:40], unit="%") as bar:
+        shown = None
+        while True:
+            job = get_job(job_id)
+            current = (int(job["progress"] * 100), job.get("stage") or job["state"])
+            if current != shown:
+                bar.n = current[0]
+                bar.set_postfix_str(current[1])
+                shown = current
+            if job["state"] in ("done", "failed"):
+                return job
+            time.sleep(poll)
+
+
+def _report(path: Path, job: dict) -> int:
+    if job["state"] == "failed":
+        print(f"{path}: failed: {job['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
     if args.local:
         return _ingest_local(args)
     client = ApiClient(args.url, args.username, args.password)
@@ -142,54 +165,67 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if body.get("duplicate"):
             print(f"{path}: already ingested as {body['document_id']}")
             continue
-        with tqdm(total=100, desc=path.name[:40], unit="%") as bar:
-            shown = None
-            while True:
-                job = client.job(body["job_id"])
-                current = (int(job["progress"] * 100), job.get("stage") or job["state"])
-                if current != shown:
-                    bar.n = current[0]
-                    bar.set_postfix_str(current[1])
-                    shown = current
-                if job["state"] in ("done", "failed"):
-                    break
-                time.sleep(args.poll)
-        if job["state"] == "failed":
-            print(f"{path}: failed: {job['error']}", file=sys.stderr)
-            failures += 1
+        failures += _report(path, _follow(client.job, body["job_id"], path.name, args.poll))
     return 1 if failures else 0
 
 
 def _ingest_local(args: argparse.Namespace) -> int:
-    """Pipeline in this process: parse, chunk, embed, index; no gateway, no SQL rows."""
-    from tqdm import tqdm
+    """The same registration and job as the gateway + worker, in this process, no servers.
 
-    from ingest.errors import IngestError
+    Documents land in the same SQL tables and stores, so a gateway started later lists
+    and searches them.
+    """
+    import shutil
+    import uuid
+
     from services.components import create_pipeline, supported_extensions
+    from services.db import make_engine, migrate, session_factory
     from services.egress_guard import harden_process
-    from services.gateway.documents_service import parse_groups
+    from services.gateway.auth_service import CurrentUser
+    from services.gateway.documents_service import DocumentsService
+    from services.gateway.errors import ApiError
+    from services.gateway.uploads import ReceivedUpload, file_extension, sanitize_filename
+    from services.worker.inline import InlineJobQueue
+    from services.worker.jobs import JobRunner
 
     settings = _settings()
     harden_process(settings, "cli")
-    pipeline = create_pipeline(settings)
+    migrate(settings.resolved_database_url)
+    sessions = session_factory(make_engine(settings.resolved_database_url))
+    queue = InlineJobQueue(JobRunner(sessions, create_pipeline(settings)))
+    documents = DocumentsService(sessions, queue, settings.uploads_dir)
+    user = CurrentUser(id="cli", username="cli", role="admin")
+    extensions = supported_extensions()
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in _files(args.paths, supported_extensions()):
-        with tqdm(total=100, desc=path.name[:40], unit="%") as bar:
-            def progress(*values, **_kw):
-                fraction = next((v for v in values if isinstance(v, int | float)), None)
-                if fraction is not None:
-                    bar.n = int(float(fraction) * 100)
-                    bar.refresh()
-            try:
-                from ingest.hashing import content_hash
-
-                chunks = pipeline.ingest(path, document_id=content_hash(path)[:32], title=path.stem,
-                                         groups=parse_groups(args.groups), progress=progress)
-                bar.n = 100
-                bar.set_postfix_str(f"{len(chunks)} chunks")
-            except IngestError as exc:
-                print(f"{path}: failed: {exc}", file=sys.stderr)
+    try:
+        for path in _files(args.paths, None):
+            name = sanitize_filename(path.name)
+            if file_extension(name) not in extensions:
+                print(f"{path}: rejected (file type not supported; supported: {', '.join(sorted(extensions))})",
+                      file=sys.stderr)
                 failures += 1
+                continue
+            if path.stat().st_size == 0:
+                print(f"{path}: rejected (the file is empty)", file=sys.stderr)
+                failures += 1
+                continue
+            incoming = settings.uploads_dir / f".incoming-{uuid.uuid4().hex}"
+            shutil.copyfile(path, incoming)
+            upload = ReceivedUpload(incoming, name, incoming.stat().st_size, {"groups": args.groups or ""})
+            try:
+                body, created = documents.register_upload(upload, user)
+            except ApiError as exc:
+                print(f"{path}: rejected ({exc.message})", file=sys.stderr)
+                failures += 1
+                continue
+            if not created:
+                print(f"{path}: already ingested as {body['document_id']}")
+                continue
+            job = _follow(lambda job_id: documents.job(job_id, user), body["job_id"], path.name, args.poll)
+            failures += _report(path, job)
+    finally:
+        queue.close()
     return 1 if failures else 0
 
 
