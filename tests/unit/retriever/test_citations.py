@@ -18,7 +18,7 @@ def test_markers_map_to_sources_with_best_sentence_as_quote():
     assert cites[0].quote == "Award leave expires one year after it is issued."
     assert cites[0].page == 3 and cites[0].section == "Award leave" and cites[0].title == "Leave types"
     assert cites[1].quote == "File your voucher within five business days."
-    for cite, source in zip(cites, [LEAVE, TRAVEL]):
+    for cite, source in zip(cites, [LEAVE, TRAVEL], strict=False):
         assert cite.quote in source.text
 
 
