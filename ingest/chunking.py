@@ -12,8 +12,8 @@ passage about "it" is still found by the name of the thing its heading names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ingest.parse import SECTION_SEPARATOR, ParsedElement
 

@@ -91,6 +91,8 @@ def parse_document(path: Path) -> ParsedDocument:
         raise IngestError(f"File not found: {path.name}")
     if path.stat().st_size == 0:
         raise EmptyDocument(f"{path.name} is empty.")
+    if ext == ".pdf":
+        _check_pdf(path)
     ensure_offline()
     partition = _partitioner(ext)
     try:
@@ -106,6 +108,23 @@ def parse_document(path: Path) -> ParsedDocument:
         hint = " (a scanned PDF without a text layer?)" if ext == ".pdf" else ""
         raise EmptyDocument(f"{path.name} contains no text{hint}.")
     return document
+
+
+def _check_pdf(path: Path) -> None:
+    """Open the PDF with pdfium first: unstructured's fast strategy returns no elements
+    (instead of an error) for a damaged file, which would be misreported as empty."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except Exception as exc:
+        reason = "it is password-protected" if "password" in str(exc).lower() else "it may be damaged or not really a PDF"
+        raise CorruptDocument(f"{path.name} could not be read as a PDF: {reason}.") from exc
+    try:
+        if len(pdf) == 0:
+            raise CorruptDocument(f"{path.name} could not be read as a PDF: it has no pages.")
+    finally:
+        pdf.close()
 
 
 def _structure(raw: list[Any]) -> ParsedDocument:
