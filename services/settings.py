@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     llm_max_num_seqs: int = Field(32, description="Most sequences decoded together in one engine step.")
     llm_max_batched_tokens: int = Field(1024, description="Most tokens (prefill chunks + decodes) in one engine step.")
     llm_prefix_caching: bool = Field(True, description="Reuse KV blocks of identical prompt prefixes.")
+    llm_cpu_threads: int | None = Field(None, description="CPU threads for the LLM server's torch ops (hf backend). Default: torch's choice (all cores); 1 avoids thrashing when other processes share few cores.")
     llm_max_queue: int = Field(4096, description="Most requests waiting in the LLM server; beyond it requests get 503.")
 
     # --- safety ------------------------------------------------------------------------

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 
 from .backends.base import Backend, GenerationParams, Messages, Prompt
 from .errors import InvalidRequest, ModelNotFound
-from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, ResponseFormat, SamplingRequest
+from .schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ResponseFormat,
+    SamplingRequest,
+)
 
 
 @dataclass

@@ -50,8 +50,9 @@ class HFBackend:
     max_top_logprobs = 20
     supports_response_format = False
 
-    def __init__(self, model_path: Path, model_name: str, max_model_len: int):
+    def __init__(self, model_path: Path, model_name: str, max_model_len: int, cpu_threads: int | None = None):
         self.model_path = Path(model_path)
+        self._cpu_threads = cpu_threads
         self.model_name = model_name
         self.max_model_len = max_model_len
         self._model: Any = None
@@ -70,10 +71,18 @@ class HFBackend:
         self._thread = threading.Thread(target=self._worker, name="hf-backend", daemon=True)
         self._thread.start()
 
+    def _set_threads(self) -> None:
+        """Apply ``cpu_threads`` in the calling thread (OpenMP's thread count is per thread)."""
+        if self._cpu_threads:
+            import torch
+
+            torch.set_num_threads(self._cpu_threads)
+
     def _load(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self._set_threads()
         path = self.model_path
         if not path.exists():
             raise BackendError(f"model file {path} does not exist", status=503, code="model_missing")
@@ -161,6 +170,7 @@ class HFBackend:
 
     # --- generation (model thread) -----------------------------------------------------
     def _worker(self) -> None:
+        self._set_threads()
         while True:
             job = self._jobs.get()
             if job is None:
