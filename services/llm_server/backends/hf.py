@@ -80,7 +80,7 @@ class HFBackend:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self._set_threads()
         path = self.model_path
@@ -91,8 +91,12 @@ class HFBackend:
         else:
             directory, kwargs = path, {}
         log.info("loading %s with HF transformers (fp32)", path)
-        self._tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        self._model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs).eval()
+        # Parsing a GGUF's metadata is slow (its 49k-entry vocabulary); read the config once and
+        # hand it to both loaders instead of letting each parse the file for it again.
+        config = AutoConfig.from_pretrained(directory, **kwargs)
+        self._tokenizer = AutoTokenizer.from_pretrained(directory, config=config, **kwargs)
+        self._model = AutoModelForCausalLM.from_pretrained(directory, config=config, dtype=torch.float32,
+                                                           **kwargs).eval()
         self._model.register_forward_hook(self._record_logprobs)
         config_len = getattr(self._model.config, "max_position_embeddings", None) or self.max_model_len
         self.max_model_len = min(self.max_model_len, int(config_len))
