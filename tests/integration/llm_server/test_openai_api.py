@@ -95,3 +95,18 @@ def test_chat_logprobs_describe_the_generated_tokens(client):
         assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
     text = "".join(e.token for e in content)
     assert text.startswith(reply.choices[0].message.content)
+
+
+def test_several_prompts_stream_as_interleaved_choices(client):
+    prompts = ["Apples are", "The sky is"]
+    alone = [client.completions.create(model=MODEL, prompt=p, max_tokens=3, temperature=0).choices[0].text
+             for p in prompts]
+    texts = {0: "", 1: ""}
+    finished = set()
+    for c in client.completions.create(model=MODEL, prompt=prompts, max_tokens=3, temperature=0, stream=True):
+        for choice in c.choices:
+            texts[choice.index] += choice.text
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert [texts[0], texts[1]] == alone
+    assert finished == {0, 1}

@@ -24,10 +24,15 @@ QUESTION = [{"role": "user", "content": "Name a fruit."}]
 
 @pytest.fixture(scope="module")
 def proxy(server):
-    """A real server process (the module's entry point) with llm_backend=remote, upstream = ``server``."""
+    """A real server process (the module's entry point) with llm_backend=remote, upstream = ``server``.
+
+    The egress guard is on: where ``services.egress_guard`` exists it is installed, where it
+    does not the server starts anyway (with a warning)."""
     port = free_port()
     env = {**os.environ, "ENCLAVE_LLM_BACKEND": "remote", "ENCLAVE_LLM_REMOTE_URL": f"{server.url}/v1",
-           "ENCLAVE_LLM_PORT": str(port), "ENCLAVE_LLM_HOST": "127.0.0.1", "ENCLAVE_LLM_MODEL": PROXY_MODEL}
+           "ENCLAVE_LLM_PORT": str(port), "ENCLAVE_LLM_HOST": "127.0.0.1", "ENCLAVE_LLM_MODEL": PROXY_MODEL,
+           # loopback only: the guard (where services.egress_guard exists) must not get in the way
+           "ENCLAVE_EGRESS_GUARD": "true"}
     process = subprocess.Popen([sys.executable, "-m", "services.llm_server"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
