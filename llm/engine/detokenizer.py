@@ -43,11 +43,11 @@ class IncrementalDetokenizer:
             search_from = max(len(self.text) - self.hold_back, 0)
             self.text += full_text[len(prefix_text):]
             self.prefix_offset, self.read_offset = self.read_offset, len(self.context)
-            for stop in self.stop:
-                index = self.text.find(stop, search_from)
-                if index != -1:
-                    self.text = self.text[:index]
-                    return stop
+            hits = [(index, stop) for stop in self.stop if (index := self.text.find(stop, search_from)) != -1]
+            if hits:
+                index, stop = min(hits)
+                self.text = self.text[:index]
+                return stop
         return None
 
     def delta(self, finished: bool) -> str:

@@ -87,13 +87,19 @@ class LLMEngine:
             raise ValueError(f"prompt of {len(prompt_token_ids)} tokens does not fit the KV cache "
                              f"({self.block_manager.num_blocks} blocks of {self.config.block_size})")
 
-    def add_request(self, request_id: str | None, prompt_token_ids: list[int], params: SamplingParams) -> str:
-        """Queue a request; it joins the batch at the next step."""
+    def add_request(self, request_id: str | None, prompt_token_ids: list[int], params: SamplingParams,
+                    arrival_time: float | None = None) -> str:
+        """Queue a request; it joins the batch at the next step.
+
+        ``arrival_time`` (``time.monotonic()``) lets a front end count queueing in TTFT.
+        """
         self.validate(prompt_token_ids, params)
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
         seq = Sequence(request_id, prompt_token_ids, params)
+        if arrival_time is not None:
+            seq.arrival_time = arrival_time
         detokenizer = None
         if self.tokenizer is not None:
             detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop)
