@@ -146,6 +146,7 @@ class AsyncEngine:
         elif kind == "abort":
             out = self.engine.abort(message[1])
             if out is not None:
+                self._stats = self.engine.stats()
                 self._deliver(message[1], out)
 
     def _run(self) -> None:
@@ -170,9 +171,11 @@ class AsyncEngine:
                     log.exception("engine step failed")
                     self._fail_all(EngineDeadError(f"engine step failed: {exc}"))
                     continue
+                self._stats = engine.stats()  # before delivery: a caller that saw its output sees it counted
                 for out in outputs:
                     self._deliver(out.request_id, out)
-            self._stats = engine.stats()
+            else:
+                self._stats = engine.stats()
         self._fail_all(EngineDeadError("the engine has been shut down"))
 
     def _fail_all(self, error: BaseException) -> None:
