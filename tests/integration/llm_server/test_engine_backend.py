@@ -46,7 +46,7 @@ def engine_server():
     from services.llm_server.app import create_app
 
     app = create_app(settings(llm_backend="engine", llm_max_model_len=1024, llm_kv_cache_mb=64,
-                              llm_max_num_seqs=8))
+                              llm_max_num_seqs=8, llm_cpu_threads=1))
     with LiveServer(app) as live:
         yield live
 
