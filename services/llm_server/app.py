@@ -97,9 +97,13 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned: Backend | None = None
         if backend is None:
-            owned = build_backend(settings)
             started = time.monotonic()
-            await owned.start()
+            try:
+                owned = build_backend(settings)
+                await owned.start()
+            except BackendError as exc:
+                log.error("the %s backend cannot start: %s", settings.llm_backend, exc.message)
+                raise
             log.info("backend %s ready in %.1f s", settings.llm_backend, time.monotonic() - started)
             state.attach(owned)
         else:

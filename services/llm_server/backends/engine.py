@@ -72,6 +72,8 @@ class EngineBackend:
     async def start(self) -> None:
         if self._engine is not None:
             return
+        if not self.model_path.exists():
+            raise BackendUnavailable(f"model file {self.model_path} does not exist (ENCLAVE_LLM_MODEL_PATH)")
         async_engine, engine_config, self._sampling_params = _engine_modules()
         if self._cpu_threads:
             import torch
@@ -82,7 +84,10 @@ class EngineBackend:
         except ValueError as exc:
             raise BackendUnavailable(f"invalid engine settings (ENCLAVE_LLM_*): {exc}") from exc
         # Loading is blocking work; the engine starts its own step thread on the first request.
-        engine = await asyncio.to_thread(async_engine.from_model_path, str(self.model_path), config)
+        try:
+            engine = await asyncio.to_thread(async_engine.from_model_path, str(self.model_path), config)
+        except Exception as exc:  # LoaderError and friends: their messages say which file and why
+            raise BackendUnavailable(f"the engine cannot load {self.model_path}: {exc}") from exc
         self._engine = await engine if inspect.isawaitable(engine) else engine
         self.max_model_len = min(self.max_model_len, int(self._engine.max_model_len))
 

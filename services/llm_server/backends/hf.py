@@ -79,13 +79,14 @@ class HFBackend:
             torch.set_num_threads(self._cpu_threads)
 
     def _load(self) -> None:
+        path = self.model_path
+        if not path.exists():
+            raise BackendError(f"model file {path} does not exist (ENCLAVE_LLM_MODEL_PATH)", status=503,
+                               code="model_missing")
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self._set_threads()
-        path = self.model_path
-        if not path.exists():
-            raise BackendError(f"model file {path} does not exist", status=503, code="model_missing")
         if path.is_file():
             directory, kwargs = path.parent, {"gguf_file": path.name}
         else:

@@ -19,3 +19,18 @@ def test_importing_the_server_changes_no_environment_and_loads_no_model():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_model_file_fails_the_start_with_the_setting_name(tmp_path):
+    import asyncio
+
+    import pytest
+
+    from services.llm_server.backends import build_backend
+    from services.llm_server.backends.base import BackendError
+    from services.settings import Settings
+
+    for backend in ("hf", "engine"):
+        settings = Settings(_env_file=None, llm_backend=backend, llm_model_path=str(tmp_path / "absent.gguf"))
+        with pytest.raises(BackendError, match="ENCLAVE_LLM_MODEL_PATH"):
+            asyncio.run(build_backend(settings).start())
