@@ -95,6 +95,8 @@ def test_malformed_messages_are_400(server, body, needle):
     ({"model": MODEL, "messages": HELLO, "tools": [{"type": "function"}]}, "tools"),
     ({"model": MODEL, "prompt": [1, 2, 3]}, "prompt"),
     ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
+    ({"model": MODEL, "prompt": ""}, "prompt"),
+    ({"model": MODEL, "messages": HELLO, "seed": 2**70}, "seed"),
 ])
 def test_bad_parameters_are_400_and_name_the_parameter(server, body, param):
     path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
@@ -126,3 +128,10 @@ def test_unknown_route_is_404_in_the_error_shape(server):
 def test_health_reports_ready(server):
     body = httpx.get(f"{server.url}/health").json()
     assert body == {"status": "ok", "model": MODEL, "backend": "hf"}
+
+
+def test_a_vanishing_temperature_means_greedy_not_an_error(client):
+    kwargs = {"model": MODEL, "messages": HELLO, "max_tokens": 4}
+    greedy = client.chat.completions.create(temperature=0, **kwargs).choices[0].message.content
+    tiny = client.chat.completions.create(temperature=1e-9, **kwargs).choices[0].message.content
+    assert tiny == greedy
