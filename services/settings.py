@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # --- LLM, as seen by the gateway ---------------------------------------------------
     llm_base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint the gateway asks: our llm_server, vLLM or Ollama.")
     llm_model: str = Field("smollm2-135m-instruct", description="Model name sent to the LLM endpoint.")
-    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one.")
+    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one: the gateway sends it; our llm_server, when it is set, requires it on /v1/*.")
     llm_timeout_s: float = Field(300.0, description="Timeout for one LLM request, in seconds.")
 
     # --- LLM server (services/llm_server) ----------------------------------------------

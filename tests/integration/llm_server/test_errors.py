@@ -135,3 +135,23 @@ def test_a_vanishing_temperature_means_greedy_not_an_error(client):
     greedy = client.chat.completions.create(temperature=0, **kwargs).choices[0].message.content
     tiny = client.chat.completions.create(temperature=1e-9, **kwargs).choices[0].message.content
     assert tiny == greedy
+
+
+def test_models_can_be_retrieved_by_name(client):
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-17")
+
+
+def test_an_api_key_setting_guards_the_v1_routes(hf_backend):
+    from services.llm_server.app import create_app
+
+    from .conftest import LiveServer, settings
+
+    with LiveServer(create_app(settings(llm_api_key="s3cret"), backend=hf_backend)) as live:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            error = error_of(httpx.get(f"{live.url}/v1/models", headers=headers), 401)
+            assert error["code"] == "invalid_api_key"
+        keyed = openai.OpenAI(base_url=f"{live.url}/v1", api_key="s3cret", max_retries=0)
+        assert [m.id for m in keyed.models.list().data] == [MODEL]
+        assert httpx.get(f"{live.url}/health").status_code == 200  # probes need no key
