@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # --- LLM, as seen by the gateway ---------------------------------------------------
     llm_base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint the gateway asks: our llm_server, vLLM or Ollama.")
     llm_model: str = Field("smollm2-135m-instruct", description="Model name sent to the LLM endpoint.")
-    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one.")
+    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one: the gateway sends it; our llm_server, when it is set, requires it on /v1/*.")
     llm_timeout_s: float = Field(300.0, description="Timeout for one LLM request, in seconds.")
 
     # --- LLM server (services/llm_server) ----------------------------------------------
@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     llm_max_num_seqs: int = Field(32, description="Most sequences decoded together in one engine step.")
     llm_max_batched_tokens: int = Field(1024, description="Most tokens (prefill chunks + decodes) in one engine step.")
     llm_prefix_caching: bool = Field(True, description="Reuse KV blocks of identical prompt prefixes.")
+    llm_cpu_threads: int | None = Field(None, description="CPU threads for the LLM server's torch ops (hf backend). Default: torch's choice (all cores); 1 avoids thrashing when other processes share few cores.")
     llm_max_queue: int = Field(4096, description="Most requests waiting in the LLM server; beyond it requests get 503.")
 
     # --- safety ------------------------------------------------------------------------

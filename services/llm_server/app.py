@@ -8,6 +8,7 @@ error leaves in OpenAI's shape, mapped here and only here.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -49,6 +50,26 @@ class _CountRequests:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+class _RequireKey:
+    """ASGI middleware: when ``llm_api_key`` is set, /v1/* wants ``Authorization: Bearer <key>`` (else 401).
+
+    The gateway sends the same setting, so one variable secures both ends."""
+
+    def __init__(self, app: ASGIApp, api_key: str):
+        self.app = app
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                body = error_body("missing or wrong API key: send Authorization: Bearer <ENCLAVE_LLM_API_KEY>",
+                                  "invalid_request_error", None, "invalid_api_key")
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -97,9 +118,13 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned: Backend | None = None
         if backend is None:
-            owned = build_backend(settings)
             started = time.monotonic()
-            await owned.start()
+            try:
+                owned = build_backend(settings)
+                await owned.start()
+            except BackendError as exc:
+                log.error("the %s backend cannot start: %s", settings.llm_backend, exc.message)
+                raise
             log.info("backend %s ready in %.1f s", settings.llm_backend, time.monotonic() - started)
             state.attach(owned)
         else:
@@ -115,5 +140,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.llm = state
     app.include_router(router)
     _install_error_handlers(app)
+    if settings.llm_api_key:
+        app.add_middleware(_RequireKey, api_key=settings.llm_api_key)
     app.add_middleware(_CountRequests, state=state)
     return app

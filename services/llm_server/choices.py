@@ -27,6 +27,7 @@ class ChoiceRun:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._pending = len(jobs)
+        self._cancelled = False
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._pump(job)) for job in self._jobs]
@@ -60,7 +61,11 @@ class ChoiceRun:
         return None
 
     def cancel(self) -> None:
-        """Stop every choice still generating (safe to call repeatedly, from anywhere in the loop)."""
+        """Stop every choice still generating. Only the first call acts: cancelling a task again
+        would interrupt the cleanup the first cancellation started (closing an upstream connection)."""
+        if self._cancelled:
+            return
+        self._cancelled = True
         for task in self._tasks:
             if not task.done():
                 task.cancel()

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 
 from .backends.base import Backend, GenerationParams, Messages, Prompt
 from .errors import InvalidRequest, ModelNotFound
-from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, ResponseFormat, SamplingRequest
+from .schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ResponseFormat,
+    SamplingRequest,
+)
 
 
 @dataclass
@@ -113,6 +119,8 @@ def fit_max_tokens(requested: int | None, prompt_tokens: int | None, max_model_l
                              param=param, code="context_length_exceeded")
     if prompt_tokens is None:
         return requested
+    if prompt_tokens == 0:
+        raise InvalidRequest("the prompt is empty: it must hold at least one token", param="prompt")
     if prompt_tokens >= max_model_len:
         raise InvalidRequest(f"the prompt is {prompt_tokens} tokens, the model's context is {max_model_len} "
                              "tokens (ENCLAVE_LLM_MAX_MODEL_LEN); shorten the prompt",
@@ -126,12 +134,17 @@ def fit_max_tokens(requested: int | None, prompt_tokens: int | None, max_model_l
     return requested
 
 
+# Below this a temperature only divides logits into overflow; it means "greedy" (as in vLLM).
+_GREEDY_BELOW = 1e-5
+
+
 def _base_params(body: SamplingRequest) -> GenerationParams:
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     top_k = body.top_k if body.top_k and body.top_k > 0 else 0
+    temperature = 1.0 if body.temperature is None else body.temperature
     return GenerationParams(
         max_tokens=None,  # set per prompt by fit_max_tokens
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=0.0 if temperature < _GREEDY_BELOW else temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=top_k, min_p=body.min_p or 0.0, seed=body.seed,
         stop=[s for s in stop if s], ignore_eos=bool(body.ignore_eos))

@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from .errors import ModelNotFound
 from .metrics import CONTENT_TYPE
 from .prepare import prepare_chat, prepare_completion
 from .schemas import ChatCompletionRequest, CompletionRequest
@@ -39,6 +40,16 @@ async def list_models(request: Request) -> dict:
     return {"object": "list", "data": [
         {"id": name, "object": "model", "created": int(state.started_at or time.time()), "owned_by": "enclave",
          "max_model_len": state.max_model_len(ready)} for name in state.served_names()]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict:
+    state = _state(request)
+    ready = state.require_backend()
+    if model_id not in state.served_names():
+        raise ModelNotFound(model_id, state.served_names())
+    return {"id": model_id, "object": "model", "created": int(state.started_at or time.time()),
+            "owned_by": "enclave", "max_model_len": state.max_model_len(ready)}
 
 
 @router.post("/v1/chat/completions")

@@ -35,7 +35,8 @@ def build_backend(settings: Settings) -> Backend:
     if settings.llm_backend == "hf":
         from .hf import HFBackend
 
-        return HFBackend(model_path(settings), settings.llm_model, settings.llm_max_model_len)
+        return HFBackend(model_path(settings), settings.llm_model, settings.llm_max_model_len,
+                         settings.llm_cpu_threads)
     if settings.llm_backend == "remote":
         from .remote import RemoteBackend
 

@@ -9,6 +9,7 @@ is chosen; if it is missing the server fails at start-up with a message saying s
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,8 +38,10 @@ class EngineBackend:
     max_top_logprobs = 0  # the engine reports the chosen token's logprob only
     supports_response_format = False
 
-    def __init__(self, model_path: Path, model_name: str, engine_config: dict[str, Any]):
+    def __init__(self, model_path: Path, model_name: str, engine_config: dict[str, Any],
+                 cpu_threads: int | None = None):
         self.model_path = Path(model_path)
+        self._cpu_threads = cpu_threads
         self.model_name = model_name
         self.max_model_len = int(engine_config["max_model_len"])
         self._engine_config = engine_config
@@ -56,7 +59,7 @@ class EngineBackend:
             "max_model_len": settings.llm_max_model_len,
             "enable_prefix_caching": settings.llm_prefix_caching,
         }
-        return cls(model_path, settings.llm_model, config)
+        return cls(model_path, settings.llm_model, config, settings.llm_cpu_threads)
 
     @classmethod
     def from_engine(cls, engine: Any, model_name: str | None = None) -> EngineBackend:
@@ -69,8 +72,22 @@ class EngineBackend:
     async def start(self) -> None:
         if self._engine is not None:
             return
+        if not self.model_path.exists():
+            raise BackendUnavailable(f"model file {self.model_path} does not exist (ENCLAVE_LLM_MODEL_PATH)")
         async_engine, engine_config, self._sampling_params = _engine_modules()
-        engine = async_engine.from_model_path(str(self.model_path), engine_config(**self._engine_config))
+        if self._cpu_threads:
+            import torch
+
+            torch.set_num_threads(self._cpu_threads)  # torch hands it to threads started later
+        try:
+            config = engine_config(**self._engine_config)
+        except ValueError as exc:
+            raise BackendUnavailable(f"invalid engine settings (ENCLAVE_LLM_*): {exc}") from exc
+        # Loading is blocking work; the engine starts its own step thread on the first request.
+        try:
+            engine = await asyncio.to_thread(async_engine.from_model_path, str(self.model_path), config)
+        except Exception as exc:  # LoaderError and friends: their messages say which file and why
+            raise BackendUnavailable(f"the engine cannot load {self.model_path}: {exc}") from exc
         self._engine = await engine if inspect.isawaitable(engine) else engine
         self.max_model_len = min(self.max_model_len, int(self._engine.max_model_len))
 
@@ -92,6 +109,12 @@ class EngineBackend:
         return len(self._prompt_ids(prompt))
 
     def _sampling(self, params: GenerationParams) -> Any:
+        try:
+            return self._make_sampling(params)
+        except ValueError as exc:
+            raise BackendError(str(exc), status=400, code="invalid_value") from exc
+
+    def _make_sampling(self, params: GenerationParams) -> Any:
         return self._sampling_params(
             max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
             top_k=params.top_k, min_p=params.min_p, seed=params.seed, stop=list(params.stop),
@@ -110,18 +133,30 @@ class EngineBackend:
         if self._engine is None:
             raise BackendUnavailable("the engine backend is not started")
         prompt_ids = self._prompt_ids(prompt)
+        outputs = self._engine.generate(prompt_ids, self._sampling(params), request_id)
         finished = False
         try:
-            async for out in self._engine.generate(prompt_ids, self._sampling(params), request_id):
+            while not finished:
+                try:
+                    out = await anext(outputs)
+                except StopAsyncIteration:
+                    raise BackendError("the engine ended a request without finishing it", status=500,
+                                       code="engine_failed") from None
+                except ValueError as exc:  # the engine's own validation: this request cannot be served
+                    raise BackendError(str(exc), status=400, code="invalid_request") from exc
+                except RuntimeError as exc:  # EngineDeadError: shut down or crashed
+                    raise BackendError(f"the engine cannot serve: {exc}", status=503,
+                                       code="engine_unavailable") from exc
                 new_ids = list(out.new_token_ids or [])
                 logprobs = self._logprobs(new_ids, out.logprobs) if params.logprobs else None
                 if out.finished:
                     finished = True
                     yield Delta(out.text_delta or "", len(new_ids), logprobs, out.finish_reason or "stop",
                                 out.prompt_tokens, out.completion_tokens)
-                    return
-                yield Delta(out.text_delta or "", len(new_ids), logprobs)
+                else:
+                    yield Delta(out.text_delta or "", len(new_ids), logprobs)
         finally:
+            await outputs.aclose()  # the engine aborts (frees KV blocks) a request left unfinished
             if not finished:
                 self._engine.abort(request_id)
 

@@ -50,8 +50,9 @@ class HFBackend:
     max_top_logprobs = 20
     supports_response_format = False
 
-    def __init__(self, model_path: Path, model_name: str, max_model_len: int):
+    def __init__(self, model_path: Path, model_name: str, max_model_len: int, cpu_threads: int | None = None):
         self.model_path = Path(model_path)
+        self._cpu_threads = cpu_threads
         self.model_name = model_name
         self.max_model_len = max_model_len
         self._model: Any = None
@@ -70,20 +71,33 @@ class HFBackend:
         self._thread = threading.Thread(target=self._worker, name="hf-backend", daemon=True)
         self._thread.start()
 
-    def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def _set_threads(self) -> None:
+        """Apply ``cpu_threads`` in the calling thread (OpenMP's thread count is per thread)."""
+        if self._cpu_threads:
+            import torch
 
+            torch.set_num_threads(self._cpu_threads)
+
+    def _load(self) -> None:
         path = self.model_path
         if not path.exists():
-            raise BackendError(f"model file {path} does not exist", status=503, code="model_missing")
+            raise BackendError(f"model file {path} does not exist (ENCLAVE_LLM_MODEL_PATH)", status=503,
+                               code="model_missing")
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self._set_threads()
         if path.is_file():
             directory, kwargs = path.parent, {"gguf_file": path.name}
         else:
             directory, kwargs = path, {}
         log.info("loading %s with HF transformers (fp32)", path)
-        self._tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        self._model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs).eval()
+        # Parsing a GGUF's metadata is slow (its 49k-entry vocabulary); read the config once and
+        # hand it to both loaders instead of letting each parse the file for it again.
+        config = AutoConfig.from_pretrained(directory, **kwargs)
+        self._tokenizer = AutoTokenizer.from_pretrained(directory, config=config, **kwargs)
+        self._model = AutoModelForCausalLM.from_pretrained(directory, config=config, dtype=torch.float32,
+                                                           **kwargs).eval()
         self._model.register_forward_hook(self._record_logprobs)
         config_len = getattr(self._model.config, "max_position_embeddings", None) or self.max_model_len
         self.max_model_len = min(self.max_model_len, int(config_len))
@@ -161,6 +175,7 @@ class HFBackend:
 
     # --- generation (model thread) -----------------------------------------------------
     def _worker(self) -> None:
+        self._set_threads()
         while True:
             job = self._jobs.get()
             if job is None:

@@ -9,6 +9,7 @@ the client with their message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -140,33 +141,43 @@ class RemoteBackend:
         finish: str | None = None
         usage: dict[str, Any] = {}
         self._counts["upstream_requests"] += 1
+        request = self._client.build_request("POST", f"{self.base_url}{path}", json=payload)
         try:
-            async with self._client.stream("POST", f"{self.base_url}{path}", json=payload) as response:
-                if response.status_code != 200:
-                    self._counts["upstream_errors"] += 1
-                    message = _error_message(await response.aread())
-                    status = response.status_code if response.status_code in (400, 413, 422, 429, 503) else 502
-                    raise BackendError(f"remote LLM: {message}", status=status, code="upstream_error")
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise BackendError(f"remote LLM: {_error_message(data.encode())}", status=502)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
-                        logprobs = (_chat_logprobs if chat else _completion_logprobs)(choice) or None
-                        finish = choice.get("finish_reason") or finish
-                        if text or logprobs:
-                            yield Delta(text, len(logprobs) if logprobs else 1, logprobs)
+            response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             self._counts["upstream_errors"] += 1
-            raise BackendError(f"remote LLM at {self.base_url} failed: {exc}", status=502,
+            raise BackendError(f"remote LLM at {self.base_url} unreachable: {exc}", status=502,
                                code="upstream_unreachable") from exc
+        try:
+            if response.status_code != 200:
+                self._counts["upstream_errors"] += 1
+                message = _error_message(await response.aread())
+                status = response.status_code if response.status_code in (400, 413, 422, 429, 503) else 502
+                raise BackendError(f"remote LLM: {message}", status=status, code="upstream_error")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise BackendError(f"remote LLM: {_error_message(data.encode())}", status=502)
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                    logprobs = (_chat_logprobs if chat else _completion_logprobs)(choice) or None
+                    finish = choice.get("finish_reason") or finish
+                    if text or logprobs:
+                        yield Delta(text, len(logprobs) if logprobs else 1, logprobs)
+        except httpx.HTTPError as exc:
+            self._counts["upstream_errors"] += 1
+            raise BackendError(f"remote LLM at {self.base_url} failed mid-answer: {exc}", status=502,
+                               code="upstream_error") from exc
+        finally:
+            # Closing the unread response closes the connection: that is how the upstream learns
+            # the client left. Shielded, so a cancellation cannot interrupt it half-way.
+            await asyncio.shield(response.aclose())
         yield Delta("", 0, None, finish or "stop", usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     def stats(self) -> dict[str, float]:

@@ -94,7 +94,8 @@ def hf_backend():
         pytest.skip(f"SmolLM2 GGUF not installed: {exc}")
     from services.llm_server.backends.hf import HFBackend
 
-    backend = HFBackend(path, "smollm2-135m-instruct", MAX_MODEL_LEN)
+    # One thread: the test machine's few cores are shared, and OpenMP threads thrash under contention.
+    backend = HFBackend(path, "smollm2-135m-instruct", MAX_MODEL_LEN, cpu_threads=1)
     asyncio.run(backend.start())
     yield backend
     asyncio.run(backend.close())

@@ -34,8 +34,8 @@ def test_chat_non_stream_counts_tokens_like_the_tokenizer(client, tokenizer):
 
 
 def test_chat_stream_equals_non_stream_and_reports_usage(client):
-    whole = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=10, temperature=0)
-    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=10, temperature=0,
+    whole = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=0)
+    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=0,
                                             stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -48,7 +48,7 @@ def test_chat_stream_equals_non_stream_and_reports_usage(client):
 
 
 def test_n_choices_use_consecutive_seeds_and_reproduce(client):
-    kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 10, "temperature": 1.0}
+    kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 6, "temperature": 1.0}
     both = client.chat.completions.create(n=2, seed=7, **kwargs)
     assert [c.index for c in both.choices] == [0, 1]
     single = client.chat.completions.create(seed=7, **kwargs)
@@ -56,12 +56,12 @@ def test_n_choices_use_consecutive_seeds_and_reproduce(client):
     second = client.chat.completions.create(seed=8, **kwargs).choices[0].message.content
     assert both.choices[0].message.content == first
     assert both.choices[1].message.content == second
-    assert first != second  # the seed is really used (10 sampled tokens at temperature 1)
+    assert first != second  # the seed is really used (6 sampled tokens at temperature 1)
     assert both.usage.prompt_tokens == single.usage.prompt_tokens  # the prompt counts once
 
 
 def test_stop_string_ends_the_answer_before_it(client):
-    kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 12, "temperature": 0}
+    kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 8, "temperature": 0}
     full = client.chat.completions.create(**kwargs).choices[0].message.content
     words = full.split()
     assert len(words) >= 3, full
@@ -95,3 +95,18 @@ def test_chat_logprobs_describe_the_generated_tokens(client):
         assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
     text = "".join(e.token for e in content)
     assert text.startswith(reply.choices[0].message.content)
+
+
+def test_several_prompts_stream_as_interleaved_choices(client):
+    prompts = ["Apples are", "The sky is"]
+    alone = [client.completions.create(model=MODEL, prompt=p, max_tokens=3, temperature=0).choices[0].text
+             for p in prompts]
+    texts = {0: "", 1: ""}
+    finished = set()
+    for c in client.completions.create(model=MODEL, prompt=prompts, max_tokens=3, temperature=0, stream=True):
+        for choice in c.choices:
+            texts[choice.index] += choice.text
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert [texts[0], texts[1]] == alone
+    assert finished == {0, 1}
