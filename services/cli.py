@@ -68,8 +68,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     url = f"http://{settings.host}:{settings.port}"
     if wait_healthy(f"{url}/healthz", supervisor, args.start_timeout):
         print(f"enclave: ready, browse {url}/ (API docs at {url}/docs)", flush=True)
-        if generated:
-            print(f"enclave: admin login: admin / {generated} (generated, shown once)", flush=True)
+    elif supervisor.dead_child() is None and not supervisor.stop_requested:
+        print(f"enclave: the gateway did not answer {url}/healthz within {args.start_timeout:.0f}s; "
+              "still waiting (see its log above)", flush=True)
+    if generated:
+        print(f"enclave: admin login: admin / {generated} (generated, shown once)", flush=True)
     return supervisor.watch()
 
 

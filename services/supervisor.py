@@ -37,7 +37,7 @@ class Supervisor:
     env: dict[str, str]
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
-    _stopping: bool = False
+    stop_requested: bool = False
 
     def start(self) -> None:
         for spec in self.specs:
@@ -45,7 +45,7 @@ class Supervisor:
             self.log(f"enclave: started {spec.name} (pid {self.children[spec.name].pid})")
 
     def _on_signal(self, signum: int, _frame) -> None:
-        self._stopping = True
+        self.stop_requested = True
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -60,7 +60,7 @@ class Supervisor:
 
     def watch(self, on_tick: Callable[[], None] | None = None, interval: float = 0.5) -> int:
         """Block until a signal (exit 0) or a child's death (exit 1)."""
-        while not self._stopping:
+        while not self.stop_requested:
             dead = self.dead_child()
             if dead is not None:
                 name, code = dead
@@ -110,7 +110,7 @@ def default_specs(with_llm: bool = True) -> list[ChildSpec]:
 def wait_healthy(url: str, supervisor: Supervisor, timeout_s: float) -> bool:
     """Poll ``url`` until 200, a child dies, or the timeout passes."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not supervisor._stopping:
+    while time.monotonic() < deadline and not supervisor.stop_requested:
         if supervisor.dead_child() is not None:
             return False
         try:
