@@ -423,6 +423,10 @@ def test_chat_with_llm_down_is_502_with_a_clear_message(stack, transit):
         response = client.post("/api/chat", json={"message": "transit"}, headers=headers)
         assert response.status_code == 502
         assert "language model" in response.json()["error"]["message"]
+        with client.stream("POST", "/api/chat", json={"message": "transit", "stream": True},
+                           headers=headers) as stream:
+            raw = "".join(stream.iter_text())
+        assert raw.startswith("event: error\n") and "language model" in raw
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["failed"] == ["llm"]
 
