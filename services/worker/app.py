@@ -49,7 +49,9 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_ignore_result=False,
+        # The job row in SQL is the source of truth for state and progress; storing task
+        # results as well would only add writes to the (SQLite) result backend.
+        task_ignore_result=True,
     )
     if is_embedded_broker(settings):
         # kombu's SQLAlchemy transport hands these to create_engine: wait on SQLite locks
