@@ -27,8 +27,8 @@ from services.gateway.auth_service import ensure_admin
 from services.settings import Settings
 from services.worker.inline import InlineJobQueue
 from services.worker.jobs import JobRunner
-from tests.integration.services.conftest import corpus_dir, free_port
 from tests.integration.services.fake_llm import FakeLLMServer
+from tests.integration.services.helpers import corpus_dir, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
