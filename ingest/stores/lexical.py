@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (document_id, ordinal);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
-    body, tokenize = 'porter unicode61 remove_diacritics 2'
+    heading, body, tokenize = 'porter unicode61 remove_diacritics 2'
 );
 """
 
@@ -46,6 +46,10 @@ STOPWORDS = frozenset(
     over same some such too very up out off once here each few own both""".split()
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+# bm25 column weights (heading, body): a word in the title or section heading says more
+# about what a chunk is about than the same word in passing (measured: +1 question at 1
+# and at 5 on the corpus against equal weights).
+HEADING_WEIGHT, BODY_WEIGHT = 2.0, 1.0
 
 
 class ScopeFilter(Protocol):
@@ -69,7 +73,7 @@ def match_expression(query: str) -> str | None:
 
 
 class LexicalIndex:
-    """BM25 search over chunk text with title and section headings folded in."""
+    """BM25 search over chunk text and its title/section heading (weighted higher)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -104,7 +108,10 @@ class LexicalIndex:
                             (chunk.chunk_id, chunk.document_id, chunk.ordinal, chunk.title, chunk.page,
                              chunk.section, chunk.text, is_public, acl),
                         )
-                        conn.execute("INSERT INTO chunks_fts (rowid, body) VALUES (?, ?)", (cur.lastrowid, chunk.index_text))
+                        conn.execute(
+                            "INSERT INTO chunks_fts (rowid, heading, body) VALUES (?, ?, ?)",
+                            (cur.lastrowid, chunk.heading, chunk.text),
+                        )
             except sqlite3.IntegrityError as exc:
                 raise IngestError(f"Chunks of this document are already indexed ({exc}); delete it first.") from exc
 
@@ -124,7 +131,7 @@ class LexicalIndex:
             return []
         acl_sql, acl_params = scope.sql_where("c.is_public", "c.acl")
         sql = (
-            "SELECT c.chunk_id, bm25(chunks_fts) AS rank FROM chunks_fts"
+            f"SELECT c.chunk_id, bm25(chunks_fts, {HEADING_WEIGHT}, {BODY_WEIGHT}) AS rank FROM chunks_fts"
             " JOIN chunks c ON c.id = chunks_fts.rowid"
             f" WHERE chunks_fts MATCH ? AND {acl_sql} ORDER BY rank LIMIT ?"
         )

@@ -69,3 +69,10 @@ def test_get_returns_display_fields(index):
     got = index.get(["hr:0", "missing:9"])
     assert list(got) == ["hr:0"]
     assert got["hr:0"].title == "Title of hr" and got["hr:0"].text.startswith("Salary")
+
+
+def test_heading_words_weigh_more_than_body_words(tmp_path):
+    lexical = LexicalIndex(tmp_path / "l.db")
+    lexical.add([_chunk("a", 0, "Mentions a voucher once among many other words about travel and time.")])
+    lexical.add([_chunk("b", 0, "Submit within five days of the trip ending among many other words.", section="Voucher")])
+    assert [c for c, _ in lexical.search("voucher", 2, AccessScope(None))] == ["b:0", "a:0"]
