@@ -8,7 +8,7 @@ import importlib.util
 import httpx
 import pytest
 
-from .conftest import LiveServer, metric_value, settings, wait_for
+from .live import LiveServer, metric_value, settings, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import MAX_MODEL_LEN
+from .live import MAX_MODEL_LEN, LiveServer, settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -145,8 +145,6 @@ def test_models_can_be_retrieved_by_name(client):
 
 def test_an_api_key_setting_guards_the_v1_routes(hf_backend):
     from services.llm_server.app import create_app
-
-    from .conftest import LiveServer, settings
 
     with LiveServer(create_app(settings(llm_api_key="s3cret"), backend=hf_backend)) as live:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
