@@ -125,6 +125,11 @@ def test_unknown_route_is_404_in_the_error_shape(server):
     assert response.status_code == 404 and response.json()["error"]["message"]
 
 
+def test_no_docs_page_that_would_load_cdn_scripts_but_the_schema_is_served(server):
+    assert httpx.get(f"{server.url}/docs").status_code == 404
+    assert "/v1/chat/completions" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
 def test_health_reports_ready(server):
     body = httpx.get(f"{server.url}/health").json()
     assert body == {"status": "ok", "model": MODEL, "backend": "hf"}
