@@ -136,7 +136,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
             if owned is not None:
                 await owned.close()
 
-    app = FastAPI(title="Enclave LLM server", version="0.1.0", lifespan=lifespan)
+    # No /docs or /redoc: their pages pull scripts from a CDN, and nothing here may phone home.
+    app = FastAPI(title="Enclave LLM server", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.llm = state
     app.include_router(router)
     _install_error_handlers(app)

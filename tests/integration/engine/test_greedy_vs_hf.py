@@ -27,9 +27,10 @@ def test_one_at_a_time_with_prefix_caching(make_engine, prompts, hf_greedy):
     assert len(prompts) >= 20 and len(set(map(tuple, prompts))) == len(prompts)
     engine = make_engine(enable_prefix_caching=True)
     results = [engine.generate([prompt], GREEDY)[0] for prompt in prompts]
-    # every prompt after the first shares at least the template's system-prompt block
-    assert all(r.num_cached_tokens >= 16 for r in results[1:])
-    assert sum(r.num_cached_tokens for r in results[-6:]) > 6 * 64   # the long RAG prefix hits
+    # the plain questions share the template's default system prompt (one full block); the
+    # RAG prompts after the first share a long context prefix
+    assert all(r.num_cached_tokens >= 16 for r in results[1:14])
+    assert all(r.num_cached_tokens >= 64 for r in results[15:])
     assert_same_as_hf(results, hf_greedy, prompts)
 
 

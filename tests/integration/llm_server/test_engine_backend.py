@@ -8,7 +8,7 @@ import importlib.util
 import httpx
 import pytest
 
-from .conftest import LiveServer, metric_value, settings, wait_for
+from .live import LiveServer, metric_value, settings, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -97,3 +97,19 @@ def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
                                   'finish_reason="abort"') >= 1, what="the abort to be recorded")
     text = httpx.get(f"{engine_server.url}/metrics").text
     assert "enclave_llm_kv_blocks_used" in text and "enclave_llm_kv_blocks_free" in text
+
+
+@needs_engine
+def test_engine_logprobs_and_refusals(engine_client):
+    import openai
+
+    reply = engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3, temperature=0,
+                                                  logprobs=True)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens and all(e.logprob <= 0 for e in content)
+    with pytest.raises(openai.BadRequestError, match="top logprobs"):
+        engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True,
+                                              top_logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="engine"):
+        engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3,
+                                              response_format={"type": "json_object"})

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import MAX_MODEL_LEN
+from .live import MAX_MODEL_LEN, LiveServer, settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -125,6 +125,11 @@ def test_unknown_route_is_404_in_the_error_shape(server):
     assert response.status_code == 404 and response.json()["error"]["message"]
 
 
+def test_no_docs_page_that_would_load_cdn_scripts_but_the_schema_is_served(server):
+    assert httpx.get(f"{server.url}/docs").status_code == 404
+    assert "/v1/chat/completions" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
 def test_health_reports_ready(server):
     body = httpx.get(f"{server.url}/health").json()
     assert body == {"status": "ok", "model": MODEL, "backend": "hf"}
@@ -145,8 +150,6 @@ def test_models_can_be_retrieved_by_name(client):
 
 def test_an_api_key_setting_guards_the_v1_routes(hf_backend):
     from services.llm_server.app import create_app
-
-    from .conftest import LiveServer, settings
 
     with LiveServer(create_app(settings(llm_api_key="s3cret"), backend=hf_backend)) as live:
         for headers in ({}, {"Authorization": "Bearer wrong"}):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import httpx
 import pytest
 
-from .conftest import LiveServer, metric_value, settings, wait_for
+from .live import LiveServer, metric_value, settings, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -45,6 +46,27 @@ def test_client_disconnect_mid_stream_cancels_the_generation(server, hf_backend)
     wait_for(lambda: metric_value(server.url, "enclave_llm_finished_choices_total",
                                   'finish_reason="abort"') > aborted_before, what="the abort metric")
     assert metric_value(server.url, "enclave_llm_requests_running") == 0
+
+
+def test_a_request_abandoned_while_waiting_never_runs(server, hf_backend):
+    before = hf_backend.stats()
+    url = f"{server.url}/v1/chat/completions"
+    payload = json.dumps(LONG).encode()
+    raw = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", url, json=LONG) as running:
+            read_content_chunks(running, 1)
+            # A second request waits behind the first; its client leaves before any answer byte.
+            waiting = socket.create_connection(("127.0.0.1", server.port))
+            waiting.sendall(raw)
+            wait_for(lambda: metric_value(server.url, "enclave_llm_queue_depth") == 1, what="the request to wait")
+            waiting.close()
+            wait_for(lambda: metric_value(server.url, "enclave_llm_queue_depth") == 0,
+                     what="the server to notice the departure")
+    wait_for(lambda: hf_backend.stats()["requests_cancelled"] >= before["requests_cancelled"] + 2,
+             what="both generations to be cancelled")
+    assert hf_backend.stats()["requests_completed"] == before["requests_completed"]
 
 
 def test_queue_full_is_503_and_the_queue_drains(hf_backend):

@@ -75,9 +75,13 @@ def test_stop_string_ends_the_answer_before_it(client):
 
 def test_text_completion_stream_and_non_stream(client, tokenizer):
     prompt = "The three primary colours are"
-    whole = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0)
+    whole = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=2)
     assert whole.usage.prompt_tokens == len(tokenizer(prompt)["input_ids"])
     assert whole.choices[0].text
+    logprobs = whole.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == whole.usage.completion_tokens
+    assert all(1 <= len(top) <= 2 for top in logprobs.top_logprobs)
+    assert logprobs.text_offset == sorted(logprobs.text_offset) and logprobs.text_offset[0] == 0
     if whole.choices[0].finish_reason == "length":
         assert whole.usage.completion_tokens == 6
     streamed = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, stream=True)

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import MAX_MODEL_LEN, LiveServer, free_port, settings, wait_for
+from .live import MAX_MODEL_LEN, LiveServer, free_port, settings, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
