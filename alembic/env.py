@@ -9,7 +9,6 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-
 from services.db import Base, make_engine
 
 config = context.config
