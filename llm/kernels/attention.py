@@ -64,6 +64,11 @@ def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
         return paged_attention_triton(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens,
                                       scale, sliding_window, sinks)
+    if query.device.type == "cpu":  # decodes batched in one pass (the reference loops per sequence)
+        from llm.kernels.cpu_attention import paged_attention_cpu
+
+        return paged_attention_cpu(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens,
+                                   scale, sliding_window, sinks)
     return paged_attention_ref(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens,
                                scale, sliding_window, sinks)
 

@@ -1,1 +1,37 @@
-"""loader."""
+"""Pick the loader for a model path: a ``.gguf`` file, or a gpt-oss safetensors directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from llm.loader.loaded import LoadedModel, LoaderError
+
+__all__ = ["LoadedModel", "LoaderError", "load_model"]
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a model by path; heavy imports happen only in the branch that needs them."""
+    path = Path(path)
+    if not path.exists():
+        raise LoaderError(f"model path {str(path)!r} does not exist")
+    if path.is_file() and path.suffix == ".gguf":
+        from llm.loader.gguf import load_gguf
+
+        return load_gguf(path, dtype)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise LoaderError(f"model directory {str(path)!r} has no config.json")
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if model_type == "gpt_oss":
+            try:
+                from llm.loader.safetensors import load_gpt_oss
+            except ImportError as exc:
+                raise LoaderError(f"gpt-oss loader is not available in this build ({exc})") from exc
+            return load_gpt_oss(path, dtype)
+        raise LoaderError(f"model directory {str(path)!r} has model_type {model_type!r}; "
+                          "supported: 'gpt_oss' (or a .gguf file for llama-family models)")
+    raise LoaderError(f"cannot load {str(path)!r}: expected a .gguf file or a gpt-oss directory")

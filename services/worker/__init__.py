@@ -1,1 +1,1 @@
-"""worker."""
+"""The Celery worker: app factory, ingest/delete tasks on named queues, the job runner."""

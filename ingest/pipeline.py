@@ -1,0 +1,139 @@
+"""Ingest one file end to end (parse, chunk, embed, index) and delete documents, atomically.
+
+The worker calls ``IngestPipeline.ingest`` per uploaded document and ``delete`` when a
+document is removed. A failure at any stage leaves nothing of the document in either
+store and surfaces as an ``IngestError`` whose message the uploader can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ingest.chunking import Chunk, chunk_elements
+from ingest.config import IngestConfig
+from ingest.embedder import Embedder
+from ingest.errors import EmptyDocument, IngestError
+from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
+from ingest.stores.lexical import LexicalIndex
+from ingest.stores.vector import VectorStore
+
+__all__ = ["IngestPipeline", "SUPPORTED_EXTENSIONS", "Progress"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+# Share of the progress bar each stage ends at (embedding dominates on CPU).
+_PARSED, _CHUNKED, _EMBEDDED = 0.3, 0.35, 0.9
+_EMBED_BATCH = 64
+
+
+class IngestPipeline:
+    """Parse → chunk → embed → write to Chroma and FTS5; heavy parts are created on first use."""
+
+    def __init__(self, config: IngestConfig, *, embedder: Embedder | None = None) -> None:
+        self.config = config
+        self._embedder = embedder
+        self._vector_store: VectorStore | None = None
+        self._lexical_index: LexicalIndex | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.config.resolved_embedding_model())
+        return self._embedder
+
+    @property
+    def vector_store(self) -> VectorStore:
+        if self._vector_store is None:
+            self._vector_store = VectorStore.from_config(self.config)
+        return self._vector_store
+
+    @property
+    def lexical_index(self) -> LexicalIndex:
+        if self._lexical_index is None:
+            self._lexical_index = LexicalIndex(self.config.lexical_path)
+        return self._lexical_index
+
+    def ingest(
+        self,
+        path: Path,
+        *,
+        document_id: str,
+        title: str | None = None,
+        groups: Iterable[str] = (),
+        progress: Progress | None = None,
+    ) -> list[Chunk]:
+        """Index a file as ``document_id`` (replacing an earlier version) and return its chunks.
+
+        Raises UnsupportedFileType, EmptyDocument, CorruptDocument or IngestError; in every
+        failure case no chunk of ``document_id`` remains in either store.
+        """
+        from retriever.access import AccessError, normalise_groups
+
+        path = Path(path)
+        if not document_id or not document_id.strip():
+            raise IngestError("A document id is required.")
+        check_supported(path)
+        try:
+            group_names = sorted(normalise_groups(groups))
+        except AccessError as exc:
+            raise IngestError(str(exc)) from exc
+
+        def report(fraction: float, stage: str) -> None:
+            if progress is not None:
+                progress(min(1.0, max(0.0, fraction)), stage)
+
+        try:
+            report(0.0, "parsing")
+            parsed = parse_document(path)
+            report(_PARSED, "chunking")
+            doc_title = (title or "").strip() or parsed.title or path.stem
+            chunks = chunk_elements(
+                parsed.elements,
+                document_id=document_id,
+                title=doc_title,
+                chunk_size=self.config.chunk_size,
+                chunk_overlap=self.config.chunk_overlap,
+            )
+            if not chunks:
+                raise EmptyDocument(f"{path.name} contains no text to index.")
+            report(_CHUNKED, "embedding")
+            embeddings: list[list[float]] = []
+            for start in range(0, len(chunks), _EMBED_BATCH):
+                batch = chunks[start : start + _EMBED_BATCH]
+                embeddings += self.embedder.embed_documents([c.index_text for c in batch])
+                report(_CHUNKED + (_EMBEDDED - _CHUNKED) * len(embeddings) / len(chunks), "embedding")
+            report(_EMBEDDED, "indexing")
+            self._remove(document_id)
+            self.lexical_index.add(chunks, group_names)
+            self.vector_store.add(chunks, embeddings, group_names)
+            report(1.0, "done")
+            return chunks
+        except BaseException as exc:
+            self._cleanup_after_failure(document_id)
+            if isinstance(exc, IngestError) or not isinstance(exc, Exception):
+                raise
+            log.exception("ingesting %s as %s failed", path.name, document_id)
+            raise IngestError(f"Ingesting {path.name} failed: {exc}") from exc
+
+    def delete(self, document_id: str) -> None:
+        """Remove every chunk of a document from both stores; deleting twice is fine."""
+        try:
+            self._remove(document_id)
+        except IngestError:
+            raise
+        except Exception as exc:
+            raise IngestError(f"Deleting document {document_id} failed: {exc}") from exc
+
+    def _remove(self, document_id: str) -> None:
+        self.lexical_index.delete_document(document_id)
+        self.vector_store.delete_document(document_id)
+
+    def _cleanup_after_failure(self, document_id: str) -> None:
+        try:
+            self._remove(document_id)
+        except Exception:  # the original error matters more; log this one
+            log.exception("cleaning up document %s after a failed ingest also failed", document_id)

@@ -1,0 +1,143 @@
+"""Chunk embeddings in Chroma (embedded PersistentClient or a Chroma server), ACL in the where.
+
+We always pass our own vectors (Chroma's default embedding function, which would
+download an ONNX model, is never created) and telemetry is off. Metadata holds the
+chunk's document, position, display fields and ACL keys (see retriever.access), so a
+filtered query only ever returns chunks the caller may read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ingest.chunking import Chunk
+from ingest.errors import IngestError
+
+_ADD_BATCH = 1000
+
+
+class ScopeFilter(Protocol):
+    """What the store needs of an access scope (retriever.access.AccessScope)."""
+
+    def chroma_where(self) -> dict[str, Any] | None: ...
+
+
+def chunk_metadata(chunk: Chunk, acl: dict[str, bool]) -> dict[str, Any]:
+    """Chroma metadata of a chunk: no None values (Chroma rejects them), ACL keys merged in."""
+    meta: dict[str, Any] = {"document_id": chunk.document_id, "ordinal": chunk.ordinal, "title": chunk.title}
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    if chunk.section:
+        meta["section"] = chunk.section
+    meta.update(acl)
+    return meta
+
+
+class VectorStore:
+    """A Chroma collection of chunk vectors in cosine space."""
+
+    def __init__(
+        self,
+        *,
+        mode: str = "embedded",
+        path: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8002,
+        collection: str = "enclave_chunks",
+    ) -> None:
+        if mode not in ("embedded", "server"):
+            raise ValueError(f"mode must be 'embedded' or 'server', not {mode!r}")
+        if mode == "embedded" and path is None:
+            raise ValueError("an embedded vector store needs a path")
+        self.mode, self.path, self.host, self.port = mode, path, host, port
+        self.collection_name = collection
+        self._collection: Any = None
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Any) -> VectorStore:
+        """Build from an ingest.config.IngestConfig."""
+        return cls(
+            mode=config.vector_store,
+            path=config.chroma_path,
+            host=config.chroma_host,
+            port=config.chroma_port,
+            collection=config.chroma_collection,
+        )
+
+    @property
+    def collection(self) -> Any:
+        """The Chroma collection, connecting on first use."""
+        if self._collection is None:
+            with self._lock:
+                if self._collection is None:
+                    self._collection = self._open()
+        return self._collection
+
+    def _open(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        try:
+            if self.mode == "embedded":
+                assert self.path is not None
+                Path(self.path).mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+            else:
+                self._client = chromadb.HttpClient(host=self.host, port=self.port, settings=settings)
+            return self._client.get_or_create_collection(
+                name=self.collection_name,
+                metadata={"hnsw:space": "cosine"},
+                embedding_function=None,
+            )
+        except Exception as exc:
+            where = self.path if self.mode == "embedded" else f"{self.host}:{self.port}"
+            raise IngestError(f"Cannot open the vector store at {where}: {exc}") from exc
+
+    def add(self, chunks: list[Chunk], embeddings: list[list[float]], groups: Iterable[str] = ()) -> None:
+        """Store chunks with their vectors, readable by ``groups`` (none = public)."""
+        from retriever.access import chunk_acl_metadata
+
+        if len(chunks) != len(embeddings):
+            raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
+        acl = chunk_acl_metadata(groups)
+        for start in range(0, len(chunks), _ADD_BATCH):
+            batch = chunks[start : start + _ADD_BATCH]
+            self.collection.add(
+                ids=[c.chunk_id for c in batch],
+                embeddings=embeddings[start : start + _ADD_BATCH],
+                documents=[c.text for c in batch],
+                metadatas=[chunk_metadata(c, acl) for c in batch],
+            )
+
+    def delete_document(self, document_id: str) -> None:
+        """Remove every vector of a document (nothing to remove is fine)."""
+        self.collection.delete(where={"document_id": document_id})
+
+    def query(self, embedding: list[float], k: int, scope: ScopeFilter) -> list[tuple[str, float, dict[str, Any]]]:
+        """Nearest ``k`` chunks the scope may read: (chunk_id, cosine distance, metadata)."""
+        if k <= 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=[embedding],
+            n_results=k,
+            where=scope.chroma_where(),
+            include=["metadatas", "distances"],
+        )
+        ids = result["ids"][0] if result["ids"] else []
+        distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
+        metadatas = result["metadatas"][0] if result.get("metadatas") else [{}] * len(ids)
+        return [(i, float(d), dict(m or {})) for i, d, m in zip(ids, distances, metadatas, strict=True)]
+
+    def document_chunk_ids(self, document_id: str) -> list[str]:
+        """Ids stored for a document (used to prove deletes are complete)."""
+        return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+
+    def count(self) -> int:
+        """Number of vectors in the collection."""
+        return int(self.collection.count())

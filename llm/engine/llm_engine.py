@@ -1,0 +1,218 @@
+"""The synchronous engine loop: add requests, step (schedule, run, sample, postprocess), abort.
+
+``step()`` is one forward pass over whatever the scheduler picked; it returns the streamed
+news of every request that moved. ``generate()`` drives the loop to completion for a list
+of prompts and is what tests and offline scripts use; the async front runs ``step()`` in
+its own thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm.engine.block_manager import BlockManager
+from llm.engine.config import EngineConfig
+from llm.engine.detokenizer import IncrementalDetokenizer
+from llm.engine.model_runner import ModelRunner, num_kv_blocks_for
+from llm.engine.outputs import CompletedRequest, RequestOutput
+from llm.engine.sampler import Sampler
+from llm.engine.sampling_params import SamplingParams
+from llm.engine.scheduler import Scheduler
+from llm.engine.sequence import Sequence, SequenceStatus
+from llm.models.base import CausalLM
+
+
+@dataclass
+class _Request:
+    seq: Sequence
+    detokenizer: IncrementalDetokenizer | None
+
+
+class LLMEngine:
+    """Scheduler -> model runner -> sampler -> sequences, one step at a time."""
+
+    def __init__(self, model: CausalLM, config: EngineConfig | None = None, tokenizer: Any = None,
+                 eos_token_ids: list[int] | tuple[int, ...] = (), model_name: str = "model",
+                 chat_template: str | None = None, special_tokens: dict[str, str] | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_token_ids = set(eos_token_ids)
+        self.model_name = model_name
+        self.chat_template = chat_template
+        self.special_tokens = special_tokens or {}
+        self.max_model_len = min(self.config.max_model_len, model.max_position_embeddings)
+        num_blocks = num_kv_blocks_for(model, self.config)
+        self.block_manager = BlockManager(num_blocks, self.config.block_size, self.config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.config, self.block_manager)
+        self.runner = ModelRunner(model, self.config, num_blocks)
+        self.sampler = Sampler()
+        self.requests: dict[str, _Request] = {}
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.ttft_samples: deque[float] = deque(maxlen=256)
+        self.itl_samples: deque[float] = deque(maxlen=1024)
+        self._ids = itertools.count()
+
+    @classmethod
+    def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> "LLMEngine":
+        """Load a model file (see ``llm.loader.load_model``) and wrap it in an engine."""
+        from llm.loader import load_model
+
+        config = config or EngineConfig()
+        loaded = load_model(path, config.dtype)
+        return cls(loaded.model, config, loaded.tokenizer, loaded.eos_token_ids, loaded.model_name,
+                   loaded.chat_template, loaded.special_tokens)
+
+    # -- requests ------------------------------------------------------------------
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise ValueError, with a message a client can act on, for a request we cannot serve."""
+        if not prompt_token_ids:
+            raise ValueError("prompt is empty: at least one token is required")
+        if len(prompt_token_ids) > self.max_model_len - 1:
+            raise ValueError(f"prompt has {len(prompt_token_ids)} tokens; this model accepts at most "
+                             f"{self.max_model_len - 1} (max_model_len {self.max_model_len} minus one to generate)")
+        vocab = self.model.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_token_ids):
+            raise ValueError(f"prompt holds token ids outside the vocabulary [0, {vocab})")
+        if params.stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer; this engine has none")
+        if self.block_manager.blocks_for(len(prompt_token_ids) + 1) > self.block_manager.num_blocks:
+            raise ValueError(f"prompt of {len(prompt_token_ids)} tokens does not fit the KV cache "
+                             f"({self.block_manager.num_blocks} blocks of {self.config.block_size})")
+
+    def add_request(self, request_id: str | None, prompt_token_ids: list[int], params: SamplingParams,
+                    arrival_time: float | None = None) -> str:
+        """Queue a request; it joins the batch at the next step.
+
+        ``arrival_time`` (``time.monotonic()``) lets a front end count queueing in TTFT.
+        """
+        self.validate(prompt_token_ids, params)
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        seq = Sequence(request_id, prompt_token_ids, params)
+        if arrival_time is not None:
+            seq.arrival_time = arrival_time
+        detokenizer = None
+        if self.tokenizer is not None:
+            detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop)
+        self.requests[request_id] = _Request(seq, detokenizer)
+        self.scheduler.add(seq)
+        return request_id
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Drop a request wherever it is and free its blocks; None if it is unknown."""
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return None
+        self.scheduler.finish(request.seq, "abort")
+        return self._output(request, [], [], "abort")
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    # -- the step ----------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one scheduled batch and return what each affected request gained."""
+        batch, impossible = self.scheduler.schedule()
+        outputs = []
+        for seq in impossible:  # cannot fit the cache even alone
+            request = self.requests.pop(seq.request_id)
+            self.scheduler.finish(seq, "length")
+            outputs.append(self._output(request, [], [], "length"))
+        if not batch:
+            return outputs
+        logits, sampling_rows = self.runner.run(batch)
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += num_new
+            self.block_manager.register_computed(seq)
+        sampled = [batch.seqs[row] for row in sampling_rows]
+        token_ids, logprobs = self.sampler(logits, sampled)
+        now = time.monotonic()
+        for seq, token_id, logprob in zip(sampled, token_ids, logprobs):
+            outputs.append(self._postprocess(seq, token_id, logprob, now))
+        return outputs
+
+    def _postprocess(self, seq: Sequence, token_id: int, logprob: float | None, now: float) -> RequestOutput:
+        """Append the sampled token, decide whether the request is done, emit its delta."""
+        request = self.requests[seq.request_id]
+        params = seq.params
+        if seq.num_output_tokens == 0:
+            self.prompt_tokens_total += seq.num_prompt_tokens
+            self.ttft_samples.append(now - seq.arrival_time)
+            seq.first_token_time = now
+        elif seq.last_token_time is not None:
+            self.itl_samples.append(now - seq.last_token_time)
+        seq.last_token_time = now
+        seq.append_token(token_id, logprob)
+        self.generation_tokens_total += 1
+        reason = None
+        if (token_id in self.eos_token_ids and not params.ignore_eos) or token_id in params.stop_token_ids:
+            reason = "stop"
+        elif request.detokenizer is not None and request.detokenizer.add_token(token_id) is not None:
+            reason = "stop"
+        if reason is None and (seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len):
+            reason = "length"
+        if reason is not None:
+            self.requests.pop(seq.request_id)
+            self.scheduler.finish(seq, reason)
+        return self._output(request, [token_id], [logprob], reason)
+
+    def _output(self, request: _Request, new_token_ids: list[int], logprobs: list, reason: str | None) -> RequestOutput:
+        seq = request.seq
+        finished = reason is not None
+        text = request.detokenizer.delta(finished) if request.detokenizer is not None else ""
+        return RequestOutput(
+            request_id=seq.request_id, new_token_ids=new_token_ids, text_delta=text, finished=finished,
+            finish_reason=reason, logprobs=list(logprobs) if seq.params.logprobs else None,
+            prompt_tokens=seq.num_prompt_tokens, completion_tokens=seq.num_output_tokens)
+
+    # -- offline use -----------------------------------------------------------------
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None,
+                 ) -> list[CompletedRequest]:
+        """Run prompts to completion together (continuous batching) and return them in order."""
+        params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        if len(params_list) != len(prompts):
+            raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
+        ids = [self.add_request(None, prompt, p) for prompt, p in zip(prompts, params_list)]
+        seqs = {rid: self.requests[rid].seq for rid in ids}
+        texts = {rid: [] for rid in ids}
+        while any(not seqs[rid].is_finished for rid in ids):
+            for out in self.step():
+                if out.request_id in texts:
+                    texts[out.request_id].append(out.text_delta)
+        return [CompletedRequest(
+            request_id=rid, prompt_token_ids=seqs[rid].token_ids[:seqs[rid].num_prompt_tokens],
+            token_ids=seqs[rid].output_token_ids, text="".join(texts[rid]), finish_reason=seqs[rid].finish_reason,
+            logprobs=seqs[rid].logprobs if seqs[rid].params.logprobs else None,
+            num_cached_tokens=seqs[rid].num_cached_tokens, num_preemptions=seqs[rid].num_preemptions)
+            for rid in ids]
+
+    def stats(self) -> dict:
+        """Counters for /metrics and the bench."""
+        bm = self.block_manager
+        return {
+            "queue_depth": len(self.scheduler.waiting),
+            "running": len(self.scheduler.running),
+            "kv_blocks_used": bm.num_blocks - bm.num_free_blocks,
+            "kv_blocks_free": bm.num_free_blocks,
+            "kv_blocks_total": bm.num_blocks,
+            "prefix_cache_hit_rate": bm.prefix_cache_hit_rate,
+            "prompt_tokens_total": self.prompt_tokens_total,
+            "generation_tokens_total": self.generation_tokens_total,
+            "num_preemptions": self.scheduler.num_preemptions,
+            "ttft_s": list(self.ttft_samples)[-64:],
+            "inter_token_latency_s": list(self.itl_samples)[-256:],
+        }
+
+
+__all__ = ["LLMEngine", "SequenceStatus"]

@@ -1,0 +1,67 @@
+"""Logits to next tokens: greedy, temperature, top-k, top-p, min-p, per-request seeds.
+
+One call handles the whole batch with tensor ops; the only per-row Python is the draw for
+requests that carry their own seed (each has its own ``torch.Generator`` so its output
+does not depend on what else is in the batch).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llm.engine.sequence import Sequence
+
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                  min_p: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) what top-k / top-p / min-p exclude; rows [n, vocab], params [n].
+
+    ``top_k`` 0 = off; ``top_p`` 1 = off; ``min_p`` 0 = off. The most likely token always
+    survives, so a row never ends up empty.
+    """
+    vocab = logits.shape[-1]
+    sorted_logits, sorted_ids = logits.sort(dim=-1, descending=True)
+    ranks = torch.arange(vocab, device=logits.device).expand_as(sorted_logits)
+    k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab))
+    remove = ranks >= k[:, None]
+    probs = sorted_logits.softmax(dim=-1)
+    cumulative = probs.cumsum(dim=-1)
+    remove |= (cumulative - probs) >= top_p[:, None]        # mass before this token already >= p
+    remove |= probs < (min_p[:, None] * probs[:, :1])        # below min_p * p(best)
+    remove[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, sorted_ids, sorted_logits)
+
+
+class Sampler:
+    """Chooses one token per row of logits, following each sequence's ``SamplingParams``."""
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[float | None]]:
+        logits = logits.float()
+        chosen = logits.argmax(dim=-1)
+        sampled_rows = [i for i, seq in enumerate(seqs) if not seq.params.greedy]
+        if sampled_rows:
+            rows = torch.tensor(sampled_rows)
+            params = [seqs[i].params for i in sampled_rows]
+            scaled = logits[rows] / torch.tensor([p.temperature for p in params])[:, None]
+            if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params):
+                scaled = filter_logits(scaled, torch.tensor([p.top_k for p in params]),
+                                       torch.tensor([p.top_p for p in params]),
+                                       torch.tensor([p.min_p for p in params]))
+            probs = scaled.softmax(dim=-1)
+            unseeded = [j for j, i in enumerate(sampled_rows) if seqs[i].generator is None]
+            if unseeded:
+                draws = torch.multinomial(probs[unseeded], 1).squeeze(1)
+                chosen[rows[unseeded]] = draws
+            for j, i in enumerate(sampled_rows):
+                if seqs[i].generator is not None:
+                    chosen[i] = torch.multinomial(probs[j], 1, generator=seqs[i].generator)[0]
+        token_ids = chosen.tolist()
+        logprobs: list[float | None] = [None] * len(seqs)
+        wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
+        if wanted:
+            rows = torch.tensor(wanted)
+            values = logits[rows].log_softmax(dim=-1).gather(1, chosen[rows][:, None]).squeeze(1).tolist()
+            for i, value in zip(wanted, values):
+                logprobs[i] = value
+        return token_ids, logprobs

@@ -1,0 +1,74 @@
+"""Paged attention for CPU tensors with the decodes of a batch done in one vectorised pass.
+
+The torch reference loops over sequences (a dozen small ops each, per layer), which makes
+Python overhead dominate CPU decode with many sequences. Here every single-token query
+(a decode) is handled together: the blocks of all decoding sequences are gathered into a
+padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA by
+grouping query heads per KV head. Prefill chunks (several queries) are rare per step and
+compute-bound, so they keep the reference path. Same signature and semantics as
+``llm.kernels.attention.paged_attention_ref``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        block_tables: torch.Tensor, query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
+                        scale: float, sliding_window: int | None = None,
+                        sinks: torch.Tensor | None = None) -> torch.Tensor:
+    from llm.kernels.attention import paged_attention_ref
+
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    decode = (q_lens == 1).nonzero().flatten()
+    if len(decode) == len(q_lens):
+        return _decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, sliding_window, sinks)
+    out = paged_attention_ref(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
+                              sliding_window, sinks) if len(decode) == 0 else None
+    if out is not None:
+        return out
+    # mixed step: decodes vectorised, prefill chunks through the reference
+    out = torch.empty_like(query)
+    rows = query_start_loc[:-1][decode].long()
+    out[rows] = _decode_attention(query[rows], k_cache, v_cache, block_tables[decode], seq_lens[decode], scale,
+                                  sliding_window, sinks)
+    prefill = (q_lens > 1).nonzero().flatten().tolist()
+    starts = query_start_loc.tolist()
+    for i in prefill:
+        q = query[starts[i]:starts[i + 1]]
+        out[starts[i]:starts[i + 1]] = paged_attention_ref(
+            q, k_cache, v_cache, block_tables[i:i + 1], torch.tensor([0, len(q)], dtype=torch.int32),
+            seq_lens[i:i + 1], scale, sliding_window, sinks)
+    return out
+
+
+def _decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, sliding_window, sinks):
+    """One query per sequence (its last position) against its whole cached context.
+
+    The two matmuls run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays
+    fp32); scores, mask and softmax are fp32.
+    """
+    num_seqs, num_heads, head_dim = query.shape
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    group = num_heads // num_kv_heads
+    num_blocks = -(-int(seq_lens.max()) // block_size)
+    padded = num_blocks * block_size
+    tables = block_tables[:, :num_blocks].long().clamp_min(0)  # padding entries are masked below
+    keys = k_cache[tables].view(num_seqs, padded, num_kv_heads, head_dim).permute(0, 2, 3, 1)   # S K D T
+    values = v_cache[tables].view(num_seqs, padded, num_kv_heads, head_dim).transpose(1, 2)    # S K T D
+    q = query.to(k_cache.dtype).view(num_seqs, num_kv_heads, group, head_dim)
+    scores = torch.matmul(q, keys).float() * scale                                             # S K G T
+    k_pos = torch.arange(padded)
+    lengths = seq_lens.long()[:, None]
+    hidden = k_pos[None, :] >= lengths
+    if sliding_window is not None:
+        hidden |= k_pos[None, :] <= lengths - 1 - sliding_window
+    scores.masked_fill_(hidden[:, None, None, :], float("-inf"))
+    if sinks is not None:
+        sink = sinks.float().view(1, num_kv_heads, group, 1).expand(num_seqs, -1, -1, 1)
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs.to(v_cache.dtype), values)                                        # S K G D
+    return out.reshape(num_seqs, num_heads, head_dim).to(query.dtype)

@@ -1,0 +1,176 @@
+"""Load a llama-family GGUF file: metadata, dequantised weights, tokenizer and chat template.
+
+The file is memory-mapped by ``gguf.GGUFReader``; quantised tensors (Q8_0, Q4_0, Q4_1 here,
+any other type through ``gguf.quants``) are dequantised to fp32 once at load and then cast
+to the engine's dtype. llama.cpp's converter permutes the rows of Q and K so that its RoPE
+can rotate adjacent pairs; we undo that exactly like transformers' GGUF loader does, so our
+rotate-half RoPE (HF layout) sees the original weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm.loader.loaded import LoadedModel, LoaderError
+from llm.models.llama import LlamaConfig, LlamaForCausalLM
+
+QK = 32  # elements per block of the legacy quant types
+
+
+def _halves(blocks: torch.Tensor, start: int) -> torch.Tensor:
+    """fp16 scale stored at byte ``start`` of every block, as an fp32 column."""
+    return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
+
+
+def _nibbles(qs: torch.Tensor) -> torch.Tensor:
+    """16 packed bytes -> 32 values: low nibbles are elements 0..15, high ones 16..31."""
+    return torch.cat([qs & 0x0F, qs >> 4], dim=1).float()
+
+
+def dequantize(raw: np.ndarray, type_name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Dequantise one GGUF tensor's raw data to an fp32 tensor of torch ``shape``."""
+    data = torch.from_numpy(np.array(raw, copy=True)).reshape(-1)  # copy: the mmap is read-only
+    if type_name == "F32":
+        return data.view(torch.float32).reshape(shape).clone()
+    if type_name == "F16":
+        return data.view(torch.float16).float().reshape(shape)
+    if type_name == "BF16":
+        return data.view(torch.bfloat16).float().reshape(shape)
+    if type_name == "Q8_0":
+        blocks = data.view(torch.uint8).reshape(-1, 2 + QK)
+        values = _halves(blocks, 0) * blocks[:, 2:].contiguous().view(torch.int8).float()
+    elif type_name == "Q4_0":
+        blocks = data.view(torch.uint8).reshape(-1, 2 + QK // 2)
+        values = _halves(blocks, 0) * (_nibbles(blocks[:, 2:]) - 8.0)
+    elif type_name == "Q4_1":
+        blocks = data.view(torch.uint8).reshape(-1, 4 + QK // 2)
+        values = _halves(blocks, 0) * _nibbles(blocks[:, 4:]) + _halves(blocks, 2)
+    else:
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize as gguf_dequantize
+
+        return torch.from_numpy(gguf_dequantize(raw, GGMLQuantizationType[type_name]).copy()).reshape(shape)
+    return values.reshape(shape)
+
+
+def reverse_rope_permute(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's Q/K row permutation (per head: interleaved pairs -> two halves)."""
+    rows = weight.shape[0]
+    half = rows // num_heads // 2
+    return weight.reshape(num_heads, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+def _field(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    return field.contents()
+
+
+def read_config(reader) -> LlamaConfig:
+    """Model hyper-parameters from the ``<arch>.*`` metadata keys."""
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise LoaderError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
+    key = lambda name: f"{arch}.{name}"  # noqa: E731
+    hidden = int(_field(reader, key("embedding_length")))
+    heads = int(_field(reader, key("attention.head_count")))
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    vocab = int(_field(reader, key("vocab_size"), len(tokens) if tokens else 0))
+    names = {t.name for t in reader.tensors}
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=int(_field(reader, key("feed_forward_length"))),
+        num_layers=int(_field(reader, key("block_count"))),
+        num_heads=heads,
+        num_kv_heads=int(_field(reader, key("attention.head_count_kv"), heads)),
+        head_dim=int(_field(reader, key("rope.dimension_count"), hidden // heads)),
+        rms_norm_eps=float(_field(reader, key("attention.layer_norm_rms_epsilon"), 1e-5)),
+        rope_theta=float(_field(reader, key("rope.freq_base"), 10000.0)),
+        max_position_embeddings=int(_field(reader, key("context_length"), 2048)),
+        tie_word_embeddings="output.weight" not in names,
+    )
+
+
+# GGUF tensor name (after "blk.N.") -> our parameter name (after "layers.N.")
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_norm.weight",
+    "ffn_norm.weight": "post_attention_norm.weight",
+    "attn_q.weight": "q_proj",
+    "attn_k.weight": "k_proj",
+    "attn_v.weight": "v_proj",
+    "attn_output.weight": "o_proj.weight",
+    "ffn_gate.weight": "gate_proj",
+    "ffn_up.weight": "up_proj",
+    "ffn_down.weight": "down_proj.weight",
+}
+
+
+def read_weights(reader, config: LlamaConfig) -> dict[str, torch.Tensor]:
+    """All tensors dequantised to fp32 under HF-style per-layer names (q/k un-permuted)."""
+    weights: dict[str, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        value = dequantize(tensor.data, tensor.tensor_type.name, shape)
+        name = tensor.name
+        if name == "token_embd.weight":
+            weights["embed_tokens.weight"] = value
+        elif name == "output_norm.weight":
+            weights["norm.weight"] = value
+        elif name == "output.weight":
+            weights["lm_head.weight"] = value
+        elif name.startswith("blk."):
+            _, index, rest = name.split(".", 2)
+            if rest not in _LAYER_NAMES:
+                continue  # e.g. rope_freqs: not used by plain llama RoPE
+            if rest == "attn_q.weight":
+                value = reverse_rope_permute(value, config.num_heads)
+            elif rest == "attn_k.weight":
+                value = reverse_rope_permute(value, config.num_kv_heads)
+            weights[f"layers.{index}.{_LAYER_NAMES[rest]}"] = value
+    return weights
+
+
+def load_tokenizer(path: Path):
+    """HF fast tokenizer built from the file's ``tokenizer.ggml.*`` metadata (no download)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, with_tokenizer: bool = True) -> LoadedModel:
+    """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # gguf raises ValueError/struct errors on junk
+        raise LoaderError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
+    config = read_config(reader)
+    model = LlamaForCausalLM(config)
+    model.load_weights(read_weights(reader, config))
+    model.to(dtype)
+    model.eval()
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    eos_ids = [int(eos)] if eos is not None else []
+    special = {}
+    bos = _field(reader, "tokenizer.ggml.bos_token_id")
+    if bos is not None and int(bos) < len(tokens):
+        special["bos_token"] = tokens[int(bos)]
+    if eos is not None and int(eos) < len(tokens):
+        special["eos_token"] = tokens[int(eos)]
+    tokenizer = load_tokenizer(path) if with_tokenizer else None
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        chat_template=_field(reader, "tokenizer.chat_template"),
+        model_name=path.stem,
+        eos_token_ids=eos_ids,
+        special_tokens=special,
+    )

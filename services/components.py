@@ -1,0 +1,60 @@
+"""Build the ingest/retrieval components the settings choose; heavy imports stay inside.
+
+The worker and the gateway both describe the stores the same way (one ``IngestConfig``
+derived from ``Settings``), so what the worker writes is what the gateway searches.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+
+def ingest_config(settings: Settings) -> Any:
+    """The ``ingest.config.IngestConfig`` for these settings."""
+    from ingest.config import IngestConfig
+
+    kwargs: dict[str, Any] = dict(
+        data_dir=settings.data_dir, vector_store=settings.vector_store,
+        chroma_host=settings.chroma_host, chroma_port=settings.chroma_port,
+        chroma_collection=settings.chroma_collection, chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+    )
+    if settings.embedding_model:
+        kwargs["embedding_model"] = settings.embedding_model
+    return IngestConfig(**kwargs)
+
+
+def create_pipeline(settings: Settings) -> Any:
+    """An ``IngestPipeline`` (loads the embedding model: call once per process)."""
+    from ingest.pipeline import IngestPipeline
+
+    return IngestPipeline(ingest_config(settings))
+
+
+def create_searcher(settings: Settings, previous: Any = None) -> Any:
+    """A ``HybridSearcher`` over the same stores the worker writes.
+
+    ``previous``: the searcher this one replaces; its embedding model is reused. An
+    embedded Chroma client caches the index of its process and never sees another
+    process's writes, and chromadb shares one client per path within a process; so to
+    see what the worker wrote since, the shared clients are dropped and reopened.
+    """
+    from retriever.search import HybridSearcher
+
+    config = ingest_config(settings)
+    if previous is not None and config.vector_store == "embedded":
+        from chromadb.api.client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
+    return HybridSearcher.from_config(config, embedder=getattr(previous, "embedder", None),
+                                      candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+
+
+def supported_extensions() -> frozenset[str]:
+    """File extensions the ingest pipeline parses (``.pdf``, ``.md``, ...)."""
+    from ingest.pipeline import SUPPORTED_EXTENSIONS
+
+    return frozenset(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in SUPPORTED_EXTENSIONS)

@@ -1,0 +1,27 @@
+"""The one place that turns a user into an access scope (Onyx style).
+
+Every read path (search, chat, document listing) asks this module what the caller may
+see; the scope is then enforced inside the retrieval query, never after the fact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from services.gateway.auth_service import CurrentUser
+
+
+def scope_for(user: CurrentUser) -> Any:
+    """``retriever.access.AccessScope``: all documents for admins, else the user's groups."""
+    from retriever.access import AccessScope
+
+    return AccessScope(groups=None if user.is_admin else frozenset(user.groups))
+
+
+def may_read(user: CurrentUser, document_groups: Iterable[str] | None) -> bool:
+    """Same rule as the retrieval filter: no groups means everyone; else share a group."""
+    if user.is_admin:
+        return True
+    groups = set(document_groups or ())
+    return not groups or bool(groups & set(user.groups))

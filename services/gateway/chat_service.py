@@ -1,0 +1,125 @@
+"""Chat: follow-up rewriting, retrieval within the caller's scope, the LLM, cited answers.
+
+One turn: history -> standalone query (``rewrite_query``) -> hits the user may read ->
+prompt within the token budget (``compose_prompt``) -> answer from the LLM (whole or
+streamed) -> citations checked against the sources (``extract_citations``) -> the turn,
+its citations and the chunk ids shown are stored (conversation + audit).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from llm.client import LLMClient, LLMError
+from services.gateway.auth_service import CurrentUser
+from services.gateway.conversations_service import ConversationsService
+from services.gateway.errors import BadRequest, UpstreamUnavailable
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.search_service import SearchService
+
+HISTORY_TURNS = 4
+
+
+@dataclass
+class PreparedTurn:
+    conversation_id: str
+    question: str
+    messages: list[dict]
+    sources: list[Any]
+    chunk_ids: list[str]
+
+
+def citation_json(citation: Any) -> dict:
+    data = asdict(citation) if is_dataclass(citation) else dict(vars(citation))
+    return {key: data.get(key) for key in ("document_id", "title", "page", "section", "quote")}
+
+
+def sse_event(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+class ChatService:
+    def __init__(self, search: SearchService, conversations: ConversationsService, llm: LLMClient,
+                 metrics: GatewayMetrics, *, search_k: int, context_tokens: int, answer_tokens: int):
+        self._search = search
+        self._conversations = conversations
+        self._llm = llm
+        self._metrics = metrics
+        self._search_k = search_k
+        self._context_tokens = context_tokens
+        self._answer_tokens = answer_tokens
+
+    async def prepare(self, user: CurrentUser, message: str, conversation_id: str | None) -> PreparedTurn:
+        from retriever.followup import rewrite_query
+        from retriever.prompt import compose_prompt
+
+        question = message.strip()
+        if not question:
+            raise BadRequest("message must not be empty")
+        history: list[dict] = []
+        if conversation_id:
+            history = await run_in_threadpool(self._conversations.history, conversation_id, user, HISTORY_TURNS)
+        else:
+            conversation_id = await run_in_threadpool(self._conversations.start, user, question)
+        query = rewrite_query(question, history) if history else question
+        hits = await run_in_threadpool(self._search.retrieve, query, self._search_k, user)
+        try:
+            composed = compose_prompt(question, hits, history=history, context_tokens=self._context_tokens,
+                                      answer_tokens=self._answer_tokens)
+        except ValueError as exc:  # PromptTooLong and friends: the user can fix the question
+            raise BadRequest(str(exc)) from exc
+        chunk_ids = [source.chunk_id for source in composed.sources]
+        await run_in_threadpool(self._search.audit, user, "chat", question, chunk_ids)
+        return PreparedTurn(conversation_id, question, composed.messages, list(composed.sources), chunk_ids)
+
+    async def _finish(self, turn: PreparedTurn, answer: str) -> tuple[list[dict], str]:
+        from retriever.citations import extract_citations
+
+        citations = [citation_json(c) for c in extract_citations(answer, turn.sources)]
+        message_id = await run_in_threadpool(self._conversations.append_turn, turn.conversation_id,
+                                             turn.question, answer, citations)
+        return citations, message_id
+
+    async def answer(self, user: CurrentUser, message: str, conversation_id: str | None) -> dict:
+        started = time.perf_counter()
+        turn = await self.prepare(user, message, conversation_id)
+        try:
+            result = await self._llm.chat(turn.messages, max_tokens=self._answer_tokens, temperature=0.0)
+        except LLMError as exc:
+            raise UpstreamUnavailable(f"the language model is unavailable: {exc}") from exc
+        answer = result.text.strip()
+        citations, message_id = await self._finish(turn, answer)
+        self._metrics.chat_seconds.labels(mode="json").observe(time.perf_counter() - started)
+        return {"conversation_id": turn.conversation_id, "message_id": message_id, "answer": answer,
+                "citations": citations}
+
+    async def stream(self, user: CurrentUser, message: str, conversation_id: str | None) -> AsyncIterator[str]:
+        """Prepare first (errors become normal HTTP errors), then yield SSE events."""
+        started = time.perf_counter()
+        turn = await self.prepare(user, message, conversation_id)
+
+        async def events() -> AsyncIterator[str]:
+            pieces: list[str] = []
+            try:
+                async for piece in self._llm.stream_chat(turn.messages, max_tokens=self._answer_tokens,
+                                                         temperature=0.0):
+                    pieces.append(piece)
+                    yield sse_event("token", {"text": piece})
+            except LLMError as exc:
+                yield sse_event("error", {"code": "upstream_unavailable",
+                                          "message": f"the language model is unavailable: {exc}"})
+                return
+            answer = "".join(pieces).strip()
+            citations, message_id = await self._finish(turn, answer)
+            yield sse_event("citations", {"citations": citations})
+            self._metrics.chat_seconds.labels(mode="stream").observe(time.perf_counter() - started)
+            yield sse_event("done", {"conversation_id": turn.conversation_id, "message_id": message_id,
+                                     "answer": answer})
+
+        return events()

@@ -1,0 +1,36 @@
+"""How the gateway hands jobs to workers: by task name over the Celery broker.
+
+The gateway never imports the worker's task code; it sends ``enclave.ingest_document``
+or ``enclave.delete_document`` with the job id to the named queue for that kind.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from celery import Celery
+
+from services.worker.app import DELETE_TASK, INGEST_TASK
+
+
+class JobQueue(Protocol):
+    def enqueue(self, kind: str, job_id: str) -> None: ...
+
+    def check(self) -> None:
+        """Raise if the broker cannot be reached."""
+
+
+class CeleryJobQueue:
+    """Sends jobs to the Celery queues named in the settings."""
+
+    def __init__(self, app: Celery, ingest_queue: str, delete_queue: str):
+        self._app = app
+        self._routes = {"ingest": (INGEST_TASK, ingest_queue), "delete": (DELETE_TASK, delete_queue)}
+
+    def enqueue(self, kind: str, job_id: str) -> None:
+        task, queue = self._routes[kind]
+        self._app.send_task(task, args=[job_id], queue=queue)
+
+    def check(self) -> None:
+        with self._app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)

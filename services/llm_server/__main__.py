@@ -1,0 +1,53 @@
+"""Run the LLM server: ``python -m services.llm_server`` serves on llm_host:llm_port.
+
+Offline and telemetry-off environment variables are set here, at start, never at import;
+the egress guard (when enabled and present) is installed before anything else runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+_OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "true",
+    "SCARF_NO_ANALYTICS": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _install_egress_guard(settings: object) -> None:
+    try:
+        guard = importlib.import_module("services.egress_guard")
+    except ModuleNotFoundError as exc:
+        if exc.name != "services.egress_guard":
+            raise
+        logging.getLogger(__name__).warning("egress_guard is on but services.egress_guard is not available")
+        return
+    guard.install(settings)
+
+
+def main() -> None:
+    for key, value in _OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    from services.settings import Settings
+
+    settings = Settings()
+    if settings.egress_guard:
+        _install_egress_guard(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.llm_host, port=settings.llm_port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

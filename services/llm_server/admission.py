@@ -1,0 +1,53 @@
+"""How many requests wait and run in this server, and the 503 when too many wait.
+
+A request waits from admission until its first token arrives (queued behind others, or in
+prefill) and runs until its last. Counting here, not in the backend, gives the same
+meaning to ``llm_max_queue`` whatever the backend is.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import QueueFull
+
+
+class RequestTracker:
+    """Counts of waiting and running requests; admits or refuses new ones."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        self.waiting = 0
+        self.running = 0
+
+    def admit(self) -> Ticket:
+        """A ticket for a new request, or QueueFull when ``max_queue`` requests already wait."""
+        if self.waiting >= self.max_queue:
+            raise QueueFull(self.max_queue)
+        self.waiting += 1
+        return Ticket(self)
+
+
+class Ticket:
+    """One admitted request's place in the counts; every transition is idempotent."""
+
+    def __init__(self, tracker: RequestTracker):
+        self._tracker = tracker
+        self.state = "waiting"
+        self.admitted_at = time.monotonic()
+
+    def started(self) -> bool:
+        """Mark the first token; True the first time (so the caller records time to first token)."""
+        if self.state != "waiting":
+            return False
+        self._tracker.waiting -= 1
+        self._tracker.running += 1
+        self.state = "running"
+        return True
+
+    def finish(self) -> None:
+        if self.state == "waiting":
+            self._tracker.waiting -= 1
+        elif self.state == "running":
+            self._tracker.running -= 1
+        self.state = "done"

@@ -1,0 +1,166 @@
+"""Adapter from the server's backend protocol to our own engine (``llm.engine.AsyncEngine``).
+
+The engine batches concurrent requests itself (continuous batching, paged KV cache, prefix
+cache), so this adapter only translates: messages to prompt ids via the engine's chat
+template, ``GenerationParams`` to ``SamplingParams``, ``RequestOutput`` to ``Delta``, and an
+abandoned iterator to ``engine.abort``. ``llm.engine`` is imported only when this backend
+is chosen; if it is missing the server fails at start-up with a message saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .base import BackendError, BackendUnavailable, Delta, GenerationParams, Prompt, TokenLogprob
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+
+def _engine_modules() -> tuple[Any, Any, Any]:
+    try:
+        from llm.engine.async_engine import AsyncEngine
+        from llm.engine.config import EngineConfig
+        from llm.engine.sampling_params import SamplingParams
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"llm_backend=engine but our engine is not available ({exc}); use ENCLAVE_LLM_BACKEND=hf") from exc
+    return AsyncEngine, EngineConfig, SamplingParams
+
+
+class EngineBackend:
+    """Serves from an in-process ``AsyncEngine``."""
+
+    max_top_logprobs = 0  # the engine reports the chosen token's logprob only
+    supports_response_format = False
+
+    def __init__(self, model_path: Path, model_name: str, engine_config: dict[str, Any],
+                 cpu_threads: int | None = None):
+        self.model_path = Path(model_path)
+        self._cpu_threads = cpu_threads
+        self.model_name = model_name
+        self.max_model_len = int(engine_config["max_model_len"])
+        self._engine_config = engine_config
+        self._engine: Any = None
+        self._sampling_params: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_path: Path) -> EngineBackend:
+        config = {
+            "block_size": settings.llm_block_size,
+            "num_kv_blocks": settings.llm_kv_blocks,
+            "kv_cache_mb": settings.llm_kv_cache_mb,
+            "max_num_seqs": settings.llm_max_num_seqs,
+            "max_num_batched_tokens": settings.llm_max_batched_tokens,
+            "max_model_len": settings.llm_max_model_len,
+            "enable_prefix_caching": settings.llm_prefix_caching,
+        }
+        return cls(model_path, settings.llm_model, config, settings.llm_cpu_threads)
+
+    @classmethod
+    def from_engine(cls, engine: Any, model_name: str | None = None) -> EngineBackend:
+        """Wrap an engine that is already built (tests, benchmarks)."""
+        _, _, sampling_params = _engine_modules()
+        backend = cls(Path("."), model_name or engine.model_name, {"max_model_len": engine.max_model_len})
+        backend._engine, backend._sampling_params = engine, sampling_params
+        return backend
+
+    async def start(self) -> None:
+        if self._engine is not None:
+            return
+        if not self.model_path.exists():
+            raise BackendUnavailable(f"model file {self.model_path} does not exist (ENCLAVE_LLM_MODEL_PATH)")
+        async_engine, engine_config, self._sampling_params = _engine_modules()
+        if self._cpu_threads:
+            import torch
+
+            torch.set_num_threads(self._cpu_threads)  # torch hands it to threads started later
+        try:
+            config = engine_config(**self._engine_config)
+        except ValueError as exc:
+            raise BackendUnavailable(f"invalid engine settings (ENCLAVE_LLM_*): {exc}") from exc
+        # Loading is blocking work; the engine starts its own step thread on the first request.
+        try:
+            engine = await asyncio.to_thread(async_engine.from_model_path, str(self.model_path), config)
+        except Exception as exc:  # LoaderError and friends: their messages say which file and why
+            raise BackendUnavailable(f"the engine cannot load {self.model_path}: {exc}") from exc
+        self._engine = await engine if inspect.isawaitable(engine) else engine
+        self.max_model_len = min(self.max_model_len, int(self._engine.max_model_len))
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.shutdown()
+            self._engine = None
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self._engine.tokenizer.encode(prompt))
+        try:
+            return list(self._engine.apply_chat_template(prompt))
+        except Exception as exc:
+            raise BackendError(f"the chat template rejected these messages: {exc}", status=400,
+                               code="invalid_messages") from exc
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        return len(self._prompt_ids(prompt))
+
+    def _sampling(self, params: GenerationParams) -> Any:
+        try:
+            return self._make_sampling(params)
+        except ValueError as exc:
+            raise BackendError(str(exc), status=400, code="invalid_value") from exc
+
+    def _make_sampling(self, params: GenerationParams) -> Any:
+        return self._sampling_params(
+            max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+            top_k=params.top_k, min_p=params.min_p, seed=params.seed, stop=list(params.stop),
+            logprobs=params.logprobs, ignore_eos=params.ignore_eos)
+
+    def _logprobs(self, token_ids: list[int], values: Any) -> list[TokenLogprob] | None:
+        if not values:
+            return None
+        out = []
+        for token_id, value in zip(token_ids, values, strict=False):
+            logprob = value.get(token_id) if isinstance(value, dict) else value
+            out.append(TokenLogprob(self._engine.tokenizer.decode([token_id]), float(logprob)))
+        return out
+
+    async def generate(self, prompt: Prompt, params: GenerationParams, request_id: str) -> AsyncIterator[Delta]:
+        if self._engine is None:
+            raise BackendUnavailable("the engine backend is not started")
+        prompt_ids = self._prompt_ids(prompt)
+        outputs = self._engine.generate(prompt_ids, self._sampling(params), request_id)
+        finished = False
+        try:
+            while not finished:
+                try:
+                    out = await anext(outputs)
+                except StopAsyncIteration:
+                    raise BackendError("the engine ended a request without finishing it", status=500,
+                                       code="engine_failed") from None
+                except ValueError as exc:  # the engine's own validation: this request cannot be served
+                    raise BackendError(str(exc), status=400, code="invalid_request") from exc
+                except RuntimeError as exc:  # EngineDeadError: shut down or crashed
+                    raise BackendError(f"the engine cannot serve: {exc}", status=503,
+                                       code="engine_unavailable") from exc
+                new_ids = list(out.new_token_ids or [])
+                logprobs = self._logprobs(new_ids, out.logprobs) if params.logprobs else None
+                if out.finished:
+                    finished = True
+                    yield Delta(out.text_delta or "", len(new_ids), logprobs, out.finish_reason or "stop",
+                                out.prompt_tokens, out.completion_tokens)
+                else:
+                    yield Delta(out.text_delta or "", len(new_ids), logprobs)
+        finally:
+            await outputs.aclose()  # the engine aborts (frees KV blocks) a request left unfinished
+            if not finished:
+                self._engine.abort(request_id)
+
+    def stats(self) -> dict[str, float]:
+        if self._engine is None:
+            return {}
+        return {k: float(v) for k, v in self._engine.stats().items() if isinstance(v, int | float)}

@@ -1,0 +1,69 @@
+"""Thin HTTP routes of the LLM server: parse, hand to prepare + service, return."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from .errors import ModelNotFound
+from .metrics import CONTENT_TYPE
+from .prepare import prepare_chat, prepare_completion
+from .schemas import ChatCompletionRequest, CompletionRequest
+from .state import ServerState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.llm
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    state = _state(request)
+    if state.backend is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ok", "model": state.served_names()[0], "backend": state.backend_name})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict:
+    state = _state(request)
+    ready = state.require_backend()
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": int(state.started_at or time.time()), "owned_by": "enclave",
+         "max_model_len": state.max_model_len(ready)} for name in state.served_names()]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict:
+    state = _state(request)
+    ready = state.require_backend()
+    if model_id not in state.served_names():
+        raise ModelNotFound(model_id, state.served_names())
+    return {"id": model_id, "object": "model", "created": int(state.started_at or time.time()),
+            "owned_by": "enclave", "max_model_len": state.max_model_len(ready)}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    backend = state.require_backend()
+    prepared = prepare_chat(body, backend, state.backend_name, state.served_names(), state.max_model_len(backend))
+    return await state.service.respond(prepared, request)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    backend = state.require_backend()
+    prepared = prepare_completion(body, backend, state.backend_name, state.served_names(),
+                                  state.max_model_len(backend))
+    return await state.service.respond(prepared, request)

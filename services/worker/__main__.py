@@ -1,0 +1,43 @@
+"""Start the Celery worker process: ``python -m services.worker``.
+
+Solo pool for the embedded SQLite broker (one process, no fork); prefork with
+``worker_concurrency`` processes for Redis. Hardens the process (offline env, egress
+guard) and migrates the DB before consuming anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--name", default=None, help="Celery node name (default: enclave-<pid>@<host>)")
+    args = parser.parse_args(argv)
+
+    from services.egress_guard import harden_process
+    from services.settings import Settings
+
+    settings = Settings()
+    harden_process(settings, "worker")
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
+
+    from services.db import migrate
+    from services.worker.app import create_celery, is_embedded_broker
+
+    migrate(settings.resolved_database_url)
+    app = create_celery(settings, with_tasks=True)
+    embedded = is_embedded_broker(settings)
+    pool = ["-P", "solo"] if embedded else ["-P", "prefork", "-c", str(max(1, settings.worker_concurrency))]
+    name = args.name or f"enclave-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", *pool, "-Q", f"{settings.ingest_queue},{settings.delete_queue}",
+                     f"--loglevel={args.loglevel}", "-n", name, "--without-gossip", "--without-mingle",
+                     "--without-heartbeat"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The whole evaluation corpus ingested once per test session, and a shared embedder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ingest.config import IngestConfig
+from ingest.embedder import Embedder
+from ingest.pipeline import IngestPipeline
+from retriever.evaluation import GoldQuestion, corpus_dir, load_questions
+from retriever.search import HybridSearcher
+
+
+@dataclass
+class CorpusIndex:
+    config: IngestConfig
+    pipeline: IngestPipeline
+    searcher: HybridSearcher
+    questions: list[GoldQuestion]
+    documents: list[str]
+    chunks: int
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def corpus_index(tmp_path_factory, embedder) -> CorpusIndex:
+    root = corpus_dir()
+    docs = root / "docs"
+    if not (docs.is_dir() and (root / "questions.jsonl").is_file()):
+        pytest.skip(f"evaluation corpus not found at {root} (set ENCLAVE_CORPUS_DIR)")
+    config = IngestConfig(data_dir=tmp_path_factory.mktemp("corpus_store"))
+    pipeline = IngestPipeline(config, embedder=embedder)
+    started = time.perf_counter()
+    documents, chunks = [], 0
+    for path in sorted(p for p in docs.rglob("*") if p.is_file()):
+        document_id = path.relative_to(docs).as_posix()
+        chunks += len(pipeline.ingest(path, document_id=document_id))
+        documents.append(document_id)
+    seconds = time.perf_counter() - started
+    searcher = HybridSearcher.from_config(config, embedder=embedder)
+    return CorpusIndex(config, pipeline, searcher, load_questions(root / "questions.jsonl"), documents, chunks, seconds)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, embedder) -> IngestPipeline:
+    """A store apart from the corpus (sharing the loaded model) for lifecycle tests; each
+    test uses its own document ids."""
+    data_dir = tmp_path_factory.mktemp("lifecycle_store")
+    return IngestPipeline(IngestConfig(data_dir=data_dir, chroma_collection="lifecycle"), embedder=embedder)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,42 @@
+"""Fixtures for the services' integration tests: throwaway PostgreSQL DBs, Redis presence."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.services.helpers import port_open
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database ``enclave_test_<random>`` on the local PostgreSQL, dropped afterwards."""
+    if not port_open("127.0.0.1", 5432):
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    from sqlalchemy import create_engine, text
+
+    name = f"enclave_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        pytest.skip(f"cannot create a PostgreSQL test database: {exc}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> None:
+    if not port_open(REDIS_HOST, REDIS_PORT):
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")

@@ -1,0 +1,55 @@
+"""Fixtures for engine unit tests: a tiny random llama (fast) and a KV-leak check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm.engine.config import EngineConfig
+from llm.engine.llm_engine import LLMEngine
+from llm.models.llama import LlamaConfig, LlamaForCausalLM
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Two shared cores: more than one intra-op thread makes small matmuls 10x slower here."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+TINY = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                   num_kv_heads=2, head_dim=8, rope_theta=10000.0, max_position_embeddings=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> LlamaForCausalLM:
+    """Random weights, but sharp enough logits that greedy choices are not near-ties."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(TINY)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+        for layer in model.layers:
+            layer.input_norm.weight.fill_(1.0)
+            layer.post_attention_norm.weight.fill_(1.0)
+        model.norm.weight.fill_(1.0)
+    return model.eval()
+
+
+@pytest.fixture
+def make_engine(tiny_model):
+    """Build engines on the tiny model; after the test every block must be free again."""
+    engines: list[tuple[LLMEngine, int]] = []
+
+    def build(**overrides) -> LLMEngine:
+        config = EngineConfig(**{"num_kv_blocks": 64, "block_size": 4, "max_model_len": 256, **overrides})
+        engine = LLMEngine(tiny_model, config, eos_token_ids=[])
+        engines.append((engine, engine.block_manager.num_free_blocks))
+        return engine
+
+    yield build
+    for engine, free_at_start in engines:
+        assert not engine.has_unfinished(), "test left requests running"
+        assert engine.block_manager.num_free_blocks == free_at_start, "KV blocks leaked"

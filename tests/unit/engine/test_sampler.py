@@ -1,0 +1,107 @@
+"""Sampler: filters keep the right tokens, draws follow the distribution, seeds reproduce."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from llm.engine.sampler import Sampler, filter_logits
+from llm.engine.sampling_params import SamplingParams
+from llm.engine.sequence import Sequence
+
+PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
+LOGITS = PROBS.log()
+
+
+def seqs(n: int, **params) -> list[Sequence]:
+    return [Sequence(f"s{i}", [1], SamplingParams(**params)) for i in range(n)]
+
+
+def kept(**params) -> list[int]:
+    p = SamplingParams(**params)
+    out = filter_logits(LOGITS[None], torch.tensor([p.top_k]), torch.tensor([p.top_p]), torch.tensor([p.min_p]))
+    return torch.isfinite(out[0]).nonzero().flatten().tolist()
+
+
+def test_filters_keep_expected_tokens():
+    assert kept(top_k=2) == [0, 1]
+    assert kept(top_p=0.8) == [0, 1]          # 0.5 + 0.3 reaches 0.8: the rest is cut
+    assert kept(top_p=0.81) == [0, 1, 2]
+    assert kept(min_p=0.2) == [0, 1, 2]       # threshold 0.1
+    assert kept(min_p=0.7) == [0]
+    assert kept(top_p=0.01) == [0]            # the best token always survives
+    assert kept() == [0, 1, 2, 3]
+
+
+def test_greedy_takes_argmax():
+    logits = torch.randn(5, 50)
+    tokens, _ = Sampler()(logits, seqs(5, temperature=0.0))
+    assert tokens == logits.argmax(-1).tolist()
+
+
+def empirical(n: int, **params) -> torch.Tensor:
+    batch = seqs(n, **params)
+    tokens, _ = Sampler()(LOGITS.expand(n, -1).clone(), batch)
+    return torch.bincount(torch.tensor(tokens), minlength=4).float() / n
+
+
+def test_sampling_follows_the_filtered_distribution():
+    torch.manual_seed(0)
+    n = 4000
+    full = empirical(n)
+    assert torch.allclose(full, PROBS, atol=0.03)
+    top_k = empirical(n, top_k=2)
+    assert top_k[2:].sum() == 0 and math.isclose(top_k[0].item(), 0.5 / 0.8, abs_tol=0.03)
+    min_p = empirical(n, min_p=0.2)
+    assert min_p[3] == 0 and math.isclose(min_p[2].item(), 0.15 / 0.95, abs_tol=0.03)
+    cold = empirical(n, temperature=0.5)       # p^2 renormalised
+    sharpened = PROBS**2 / (PROBS**2).sum()
+    assert torch.allclose(cold, sharpened, atol=0.03)
+
+
+def test_seed_reproduces_regardless_of_batch_neighbours():
+    logits = torch.randn(1, 1000)
+
+    def draw(neighbours: int) -> list[int]:
+        seq = Sequence("seeded", [1], SamplingParams(seed=1234))
+        others = seqs(neighbours)
+        out = []
+        for _ in range(20):
+            tokens, _ = Sampler()(torch.cat([logits] * (neighbours + 1)), others + [seq])
+            out.append(tokens[-1])
+        return out
+
+    assert draw(0) == draw(3)
+    different = Sequence("other-seed", [1], SamplingParams(seed=99))
+    assert [Sampler()(logits, [different])[0][0] for _ in range(20)] != draw(0)
+
+
+def test_logprobs_are_of_the_chosen_token_under_the_model():
+    logits = torch.randn(3, 30)
+    batch = seqs(3, temperature=0.0, logprobs=True)
+    tokens, logprobs = Sampler()(logits, batch)
+    expected = logits.log_softmax(-1)[torch.arange(3), torch.tensor(tokens)]
+    assert torch.allclose(torch.tensor(logprobs), expected)
+    _, none = Sampler()(logits, seqs(3))
+    assert none == [None, None, None]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_k": -1}, "top_k"),
+    ({"min_p": 1.5}, "min_p"),
+    ({"stop": [""]}, "stop"),
+    ({"stop_token_ids": [-3]}, "stop_token_ids"),
+    ({"seed": "abc"}, "seed"),
+])
+def test_invalid_sampling_params_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_stop_accepts_a_single_string():
+    assert SamplingParams(stop="END").stop == ["END"]

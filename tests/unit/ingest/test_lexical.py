@@ -1,0 +1,78 @@
+"""The FTS5 index: BM25 ranking, query escaping, ACL applied inside the SQL, deletes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.chunking import Chunk
+from ingest.stores.lexical import LexicalIndex, match_expression
+from retriever.access import AccessScope
+
+
+def _chunk(doc, n, text, section=None):
+    return Chunk(f"{doc}:{n}", doc, n, text, f"Title of {doc}", None, section)
+
+
+@pytest.fixture
+def index(tmp_path):
+    lexical = LexicalIndex(tmp_path / "lexical.db")
+    lexical.add([_chunk("pub", 0, "Annual leave carries over up to 240 hours."),
+                 _chunk("pub", 1, "Travel vouchers are due within five days.")], groups=[])
+    lexical.add([_chunk("hr", 0, "Salary bands for annual leave negotiations are secret.")], groups=["hr"])
+    lexical.add([_chunk("fin", 0, "Budget codes for annual purchases.")], groups=["finance", "a|b"])
+    return lexical
+
+
+def test_bm25_ranks_the_matching_chunk_first(index):
+    hits = index.search("How many hours of annual leave carry over?", 5, AccessScope(None))
+    assert hits[0][0] == "pub:0"
+    assert hits[0][1] >= hits[-1][1]
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "leave AND OR NOT", "NEAR(leave over)", "leave*", "-leave", "col:leave",
+                                   "(((", "'; DROP TABLE chunks; --", "^leave", "leave + over", "ünïcödé leave"])
+def test_fts_syntax_in_questions_never_raises(index, query):
+    hits = index.search(query, 5, AccessScope(None))
+    assert isinstance(hits, list)
+    assert index.count() == 4
+
+
+def test_match_expression_quotes_every_term_and_drops_stopwords():
+    assert match_expression('How do I "carry" my leave?') == '"carry" OR "leave"'
+    assert match_expression("the a of") == '"the" OR "a" OR "of"'  # all stopwords: keep them
+    assert match_expression("?!") is None
+
+
+def test_restricted_chunks_never_reach_outsiders(index):
+    outsider = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(frozenset()))}
+    assert outsider == {"pub:0"}
+    hr = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(frozenset({"hr"})))}
+    assert hr == {"pub:0", "hr:0"}
+    admin = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(None))}
+    assert admin == {"pub:0", "hr:0", "fin:0"}
+
+
+def test_group_names_with_delimiters_match_exactly(index):
+    assert {c for c, _ in index.search("budget", 5, AccessScope(frozenset({"a|b"})))} == {"fin:0"}
+    assert index.search("budget", 5, AccessScope(frozenset({"a"}))) == []
+    assert index.search("budget", 5, AccessScope(frozenset({"b"}))) == []
+
+
+def test_delete_document_removes_rows_and_fts_entries(index):
+    assert index.delete_document("pub") == 2
+    assert index.delete_document("pub") == 0
+    assert index.count() == 2 and index.fts_count() == 2
+    assert index.search("vouchers", 5, AccessScope(None)) == []
+
+
+def test_get_returns_display_fields(index):
+    got = index.get(["hr:0", "missing:9"])
+    assert list(got) == ["hr:0"]
+    assert got["hr:0"].title == "Title of hr" and got["hr:0"].text.startswith("Salary")
+
+
+def test_heading_words_weigh_more_than_body_words(tmp_path):
+    lexical = LexicalIndex(tmp_path / "l.db")
+    lexical.add([_chunk("a", 0, "Mentions a voucher once among many other words about travel and time.")])
+    lexical.add([_chunk("b", 0, "Submit within five days of the trip ending among many other words.", section="Voucher")])
+    assert [c for c, _ in lexical.search("voucher", 2, AccessScope(None))] == ["b:0", "a:0"]

@@ -1,0 +1,42 @@
+"""The Celery app: broker by settings, one queue per kind of work, late acks, no eager imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from services.settings import Settings
+from services.worker.app import DELETE_TASK, INGEST_TASK, create_celery, is_embedded_broker
+
+
+def test_embedded_default_uses_sqlite_broker_and_backend(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    app = create_celery(settings)
+    assert is_embedded_broker(settings)
+    assert app.conf.broker_url == f"sqla+sqlite:///{(tmp_path / 'broker.db').resolve()}"
+    assert app.conf.result_backend.startswith("db+sqlite:///")
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+
+
+def test_redis_profile_is_not_embedded(tmp_path):
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/2")
+    assert not is_embedded_broker(settings)
+    assert create_celery(settings).conf.broker_url == "redis://127.0.0.1:6379/2"
+
+
+def test_ingest_and_delete_go_to_separate_named_queues(tmp_path):
+    app = create_celery(Settings(data_dir=tmp_path, ingest_queue="ing", delete_queue="del"))
+    routes = {task: app.amqp.router.route({}, task) for task in (INGEST_TASK, DELETE_TASK)}
+    assert routes[INGEST_TASK]["queue"].name == "ing" and routes[INGEST_TASK]["queue"].exchange.name == "ing"
+    assert routes[DELETE_TASK]["queue"].name == "del" and routes[DELETE_TASK]["queue"].exchange.name == "del"
+
+
+def test_worker_modules_import_no_models_or_pipeline():
+    code = ("import sys, services.worker.__main__, services.worker.app, services.worker.tasks, "
+            "services.worker.jobs, services.gateway.app\n"
+            "heavy = [m for m in ('torch', 'sentence_transformers', 'chromadb', 'unstructured', 'ingest.pipeline', "
+            "'transformers') if m in sys.modules]\n"
+            "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
