@@ -75,10 +75,7 @@ def test_bad_files_fail_clearly_and_leave_nothing(small_store, tmp_path, name, c
     with pytest.raises(error) as info:
         small_store.ingest(path, document_id=document_id)
     assert name in info.value.message
-    if error is UnsupportedFileType:  # rejected before touching the stores: v1 stays
-        assert _traces(small_store, document_id)[0] > 0
-    else:  # a failed re-ingest leaves nothing of the document
-        assert _traces(small_store, document_id) == (0, 0)
+    assert _traces(small_store, document_id) == (0, 0)  # a failed re-ingest leaves nothing
 
 
 def test_restricted_chunks_never_reach_users_without_the_group(small_store, tmp_path):
