@@ -111,7 +111,7 @@ class IngestPipeline:
             self._remove(document_id)
             self.lexical_index.add(chunks, group_names)
             self.vector_store.add(chunks, embeddings, group_names)
-            report(1.0, "done")
+            report(1.0, "indexing")
             return chunks
         except BaseException as exc:
             self._cleanup_after_failure(document_id)
