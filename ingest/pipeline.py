@@ -69,24 +69,25 @@ class IngestPipeline:
         """Index a file as ``document_id`` (replacing an earlier version) and return its chunks.
 
         Raises UnsupportedFileType, EmptyDocument, CorruptDocument or IngestError; in every
-        failure case no chunk of ``document_id`` remains in either store.
+        failure case no chunk of ``document_id`` remains in either store (an earlier
+        version included: a document is either wholly the new file or absent).
         """
         from retriever.access import AccessError, normalise_groups
 
         path = Path(path)
         if not document_id or not document_id.strip():
             raise IngestError("A document id is required.")
-        check_supported(path)
-        try:
-            group_names = sorted(normalise_groups(groups))
-        except AccessError as exc:
-            raise IngestError(str(exc)) from exc
 
         def report(fraction: float, stage: str) -> None:
             if progress is not None:
                 progress(min(1.0, max(0.0, fraction)), stage)
 
         try:
+            check_supported(path)
+            try:
+                group_names = sorted(normalise_groups(groups))
+            except AccessError as exc:
+                raise IngestError(str(exc)) from exc
             report(0.0, "parsing")
             parsed = parse_document(path)
             report(_PARSED, "chunking")
@@ -110,7 +111,7 @@ class IngestPipeline:
             self._remove(document_id)
             self.lexical_index.add(chunks, group_names)
             self.vector_store.add(chunks, embeddings, group_names)
-            report(1.0, "done")
+            report(1.0, "indexing")
             return chunks
         except BaseException as exc:
             self._cleanup_after_failure(document_id)

@@ -1,1 +1,8 @@
-"""Retrieval: hybrid search with access filtering, prompt composition and citations."""
+"""Retrieval: hybrid search with access filtering, prompt composition and citations.
+
+Entry points: ``retriever.access.AccessScope`` (who sees what; None groups = admin),
+``retriever.search.HybridSearcher`` (``from_config``, ``search``), ``retriever.followup.rewrite_query``,
+``retriever.prompt.compose_prompt`` (+ ``approx_tokens``, ``PromptTooLong``),
+``retriever.citations.extract_citations``, ``retriever.fusion.reciprocal_rank_fusion``,
+``retriever.evaluation`` (the gold-corpus scoring shared by tests and bench/ingest.py).
+"""

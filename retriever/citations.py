@@ -62,17 +62,26 @@ def best_quote(source_text: str, claim: str) -> str:
 
 
 def cited_numbers(answer: str, n_sources: int) -> list[tuple[int, str]]:
-    """(source number, citing sentence without markers) per valid marker, first mention only."""
+    """(source number, citing sentence without markers) per valid marker, first mention only.
+
+    A marker before any word of its sentence ("... issued. [1] Next ...") belongs to the
+    sentence before it.
+    """
     seen: set[int] = set()
     out: list[tuple[int, str]] = []
+    previous_claim = ""
     for sentence in _sentences(answer) or [answer]:
         claim = _MARKER.sub(" ", sentence)
         for match in _MARKER.finditer(sentence):
+            leading = not _content_words(_MARKER.sub(" ", sentence[: match.start()]))
+            citing = previous_claim if leading and previous_claim else claim
             for raw in match.group(1).split(","):
                 number = int(raw)
                 if 1 <= number <= n_sources and number not in seen:
                     seen.add(number)
-                    out.append((number, claim))
+                    out.append((number, citing))
+        if _content_words(claim):
+            previous_claim = claim
     return out
 
 

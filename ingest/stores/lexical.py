@@ -18,6 +18,7 @@ from typing import Protocol
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
 
+SCHEMA_VERSION = 2  # 2: heading and body in separate FTS5 columns
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
@@ -86,12 +87,25 @@ class LexicalIndex:
         conn = sqlite3.connect(self.path, timeout=30.0)
         try:
             if not self._ready:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA)
-                self._ready = True
+                self._prepare(conn)
             yield conn
         finally:
             conn.close()
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, or check that an existing file has ours."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'chunks'").fetchone()[0]
+        if has_tables and version != SCHEMA_VERSION:
+            raise IngestError(
+                f"The lexical index {self.path} has schema version {version}, this Enclave needs "
+                f"{SCHEMA_VERSION}; remove it and re-ingest the documents."
+            )
+        conn.execute("PRAGMA journal_mode=WAL")
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._ready = True
 
     def add(self, chunks: list[Chunk], groups: Iterable[str] = ()) -> None:
         """Index chunks (all of one document) in one transaction, readable by ``groups``."""

@@ -4,11 +4,23 @@ We always pass our own vectors (Chroma's default embedding function, which would
 download an ONNX model, is never created) and telemetry is off. Metadata holds the
 chunk's document, position, display fields and ACL keys (see retriever.access), so a
 filtered query only ever returns chunks the caller may read.
+
+Embedded mode and several processes: a PersistentClient keeps its HNSW index in memory
+and does not see what another process (the ingest worker) wrote later, or fails with
+"Nothing found on disk" if it opened the collection while it was still empty. So every
+write also replaces a small generation file beside the database, and before each read a
+store checks it; when another process has written since, the store closes and reopens its
+client, which reloads the index from disk (Chroma replays the writer's log). This works
+when the reading process holds only one client for the path (the gateway's searcher);
+the server mode (a Chroma server) needs none of it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +29,9 @@ from ingest.chunking import Chunk
 from ingest.errors import IngestError
 
 _ADD_BATCH = 1000
+GENERATION_FILE = "enclave-generation"
+
+log = logging.getLogger(__name__)
 
 
 class ScopeFilter(Protocol):
@@ -56,7 +71,8 @@ class VectorStore:
         self.collection_name = collection
         self._collection: Any = None
         self._client: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._seen_generation: str | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> VectorStore:
@@ -78,9 +94,57 @@ class VectorStore:
                     self._collection = self._open()
         return self._collection
 
+    @property
+    def _generation_path(self) -> Path | None:
+        return Path(self.path) / GENERATION_FILE if self.mode == "embedded" and self.path is not None else None
+
+    def _read_generation(self) -> str | None:
+        path = self._generation_path
+        if path is None:
+            return None
+        try:
+            return path.read_text(encoding="ascii")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def _mark_written(self) -> None:
+        """Tell readers in other processes that the collection changed."""
+        path = self._generation_path
+        if path is None:
+            return
+        token = f"{os.getpid()}:{uuid.uuid4().hex}"
+        staging = path.with_name(f".{GENERATION_FILE}.{token.replace(':', '-')}")
+        try:
+            staging.write_text(token, encoding="ascii")
+            os.replace(staging, path)
+        except OSError as exc:  # never mask the write's own outcome
+            log.warning("could not update %s: %s", path, exc)
+            return
+        self._seen_generation = token
+
+    def _refresh_if_stale(self) -> None:
+        """Reopen the embedded client when another process wrote since we last looked."""
+        if self._collection is None or self._generation_path is None:
+            return
+        token = self._read_generation()
+        if token is None or token == self._seen_generation:
+            return
+        self._seen_generation = token
+        if token.startswith(f"{os.getpid()}:"):
+            return  # written in this process: the shared in-memory index already has it
+        log.debug("vector store at %s changed in another process; reopening", self.path)
+        client = self._client
+        self._collection = self._client = None
+        if client is not None and hasattr(client, "close"):
+            client.close()
+        self._collection = self._open()
+
     def _open(self) -> Any:
         import chromadb
         from chromadb.config import Settings
+
+        if self._seen_generation is None:
+            self._seen_generation = self._read_generation()
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         try:
@@ -106,29 +170,39 @@ class VectorStore:
         if len(chunks) != len(embeddings):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
         acl = chunk_acl_metadata(groups)
-        for start in range(0, len(chunks), _ADD_BATCH):
-            batch = chunks[start : start + _ADD_BATCH]
-            self.collection.add(
-                ids=[c.chunk_id for c in batch],
-                embeddings=embeddings[start : start + _ADD_BATCH],
-                documents=[c.text for c in batch],
-                metadatas=[chunk_metadata(c, acl) for c in batch],
-            )
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                for start in range(0, len(chunks), _ADD_BATCH):
+                    batch = chunks[start : start + _ADD_BATCH]
+                    self.collection.add(
+                        ids=[c.chunk_id for c in batch],
+                        embeddings=embeddings[start : start + _ADD_BATCH],
+                        documents=[c.text for c in batch],
+                        metadatas=[chunk_metadata(c, acl) for c in batch],
+                    )
+            finally:
+                self._mark_written()
 
     def delete_document(self, document_id: str) -> None:
         """Remove every vector of a document (nothing to remove is fine)."""
-        self.collection.delete(where={"document_id": document_id})
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                self.collection.delete(where={"document_id": document_id})
+            finally:
+                self._mark_written()
 
     def query(self, embedding: list[float], k: int, scope: ScopeFilter) -> list[tuple[str, float, dict[str, Any]]]:
         """Nearest ``k`` chunks the scope may read: (chunk_id, cosine distance, metadata)."""
         if k <= 0:
             return []
-        result = self.collection.query(
-            query_embeddings=[embedding],
-            n_results=k,
-            where=scope.chroma_where(),
-            include=["metadatas", "distances"],
-        )
+        where = scope.chroma_where()
+        with self._lock:
+            self._refresh_if_stale()
+            result = self.collection.query(
+                query_embeddings=[embedding], n_results=k, where=where, include=["metadatas", "distances"]
+            )
         ids = result["ids"][0] if result["ids"] else []
         distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
         metadatas = result["metadatas"][0] if result.get("metadatas") else [{}] * len(ids)
@@ -136,8 +210,12 @@ class VectorStore:
 
     def document_chunk_ids(self, document_id: str) -> list[str]:
         """Ids stored for a document (used to prove deletes are complete)."""
-        return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+        with self._lock:
+            self._refresh_if_stale()
+            return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
 
     def count(self) -> int:
         """Number of vectors in the collection."""
-        return int(self.collection.count())
+        with self._lock:
+            self._refresh_if_stale()
+            return int(self.collection.count())

@@ -25,8 +25,8 @@ def test_delete_removes_every_trace_and_reingest_works(small_store, tmp_path):
     stages = []
     chunks = small_store.ingest(path, document_id="doc-1", progress=lambda f, s: stages.append((f, s)))
     assert _traces(small_store, "doc-1") == (len(chunks), len(chunks)) and chunks
-    assert [s for _, s in stages][0] == "parsing" and stages[-1] == (1.0, "done")
-    assert {"chunking", "embedding", "indexing"} <= {s for _, s in stages}
+    assert stages[0] == (0.0, "parsing") and stages[-1] == (1.0, "indexing")
+    assert {s for _, s in stages} == {"parsing", "chunking", "embedding", "indexing"}
     assert [f for f, _ in stages] == sorted(f for f, _ in stages)
 
     small_store.delete("doc-1")
@@ -53,8 +53,8 @@ def test_reingest_replaces_the_previous_version(small_store, tmp_path):
 def test_failure_after_writing_leaves_nothing(small_store, tmp_path):
     path = write(tmp_path / "canteen.md", PUBLIC)
 
-    def cancel_when_done(fraction, stage):
-        if stage == "done":
+    def cancel_when_done(fraction, stage):  # after both stores were written
+        if fraction == 1.0:
             raise RuntimeError("job cancelled")
 
     with pytest.raises(IngestError, match="job cancelled"):
@@ -75,10 +75,7 @@ def test_bad_files_fail_clearly_and_leave_nothing(small_store, tmp_path, name, c
     with pytest.raises(error) as info:
         small_store.ingest(path, document_id=document_id)
     assert name in info.value.message
-    if error is UnsupportedFileType:  # rejected before touching the stores: v1 stays
-        assert _traces(small_store, document_id)[0] > 0
-    else:  # a failed re-ingest leaves nothing of the document
-        assert _traces(small_store, document_id) == (0, 0)
+    assert _traces(small_store, document_id) == (0, 0)  # a failed re-ingest leaves nothing
 
 
 def test_restricted_chunks_never_reach_users_without_the_group(small_store, tmp_path):

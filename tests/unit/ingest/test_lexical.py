@@ -76,3 +76,17 @@ def test_heading_words_weigh_more_than_body_words(tmp_path):
     lexical.add([_chunk("a", 0, "Mentions a voucher once among many other words about travel and time.")])
     lexical.add([_chunk("b", 0, "Submit within five days of the trip ending among many other words.", section="Voucher")])
     assert [c for c, _ in lexical.search("voucher", 2, AccessScope(None))] == ["b:0", "a:0"]
+
+
+def test_index_from_another_schema_version_is_a_clear_error(tmp_path):
+    import sqlite3
+
+    from ingest.errors import IngestError
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY)")
+    with pytest.raises(IngestError, match="schema version 0"):
+        LexicalIndex(path).count()
+    fresh = LexicalIndex(tmp_path / "new.db")
+    assert fresh.count() == 0 and LexicalIndex(tmp_path / "new.db").count() == 0  # reopening is fine

@@ -44,3 +44,9 @@ def test_declines_and_unrelated_answers_cite_nothing():
     assert extract_citations("Dogs are welcome on Fridays.", [LEAVE, TRAVEL]) == []
     assert extract_citations("", [LEAVE]) == []
     assert extract_citations("Anything [1].", []) == []
+
+
+def test_marker_after_the_full_stop_belongs_to_the_sentence_before():
+    answer = "Award leave expires after a year. [1] Receipts must be kept. [2]"
+    cites = extract_citations(answer, [LEAVE, TRAVEL])
+    assert [c.quote for c in cites] == ["Award leave expires one year after it is issued.", "Keep all receipts."]
