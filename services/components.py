@@ -34,23 +34,12 @@ def create_pipeline(settings: Settings) -> Any:
     return IngestPipeline(ingest_config(settings))
 
 
-def create_searcher(settings: Settings, previous: Any = None) -> Any:
-    """A ``HybridSearcher`` over the same stores the worker writes.
-
-    ``previous``: the searcher this one replaces; its embedding model is reused. An
-    embedded Chroma client caches the index of its process and never sees another
-    process's writes, and chromadb shares one client per path within a process; so to
-    see what the worker wrote since, the shared clients are dropped and reopened.
-    """
+def create_searcher(settings: Settings) -> Any:
+    """A ``HybridSearcher`` over the same stores the worker writes (loads the embedding model)."""
     from retriever.search import HybridSearcher
 
-    config = ingest_config(settings)
-    if previous is not None and config.vector_store == "embedded":
-        from chromadb.api.client import SharedSystemClient
-
-        SharedSystemClient.clear_system_cache()
-    return HybridSearcher.from_config(config, embedder=getattr(previous, "embedder", None),
-                                      candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+    return HybridSearcher.from_config(ingest_config(settings), candidate_k=settings.candidate_k,
+                                      rrf_k=settings.rrf_k)
 
 
 def supported_extensions() -> frozenset[str]:

@@ -20,8 +20,5 @@ def scope_for(user: CurrentUser) -> Any:
 
 
 def may_read(user: CurrentUser, document_groups: Iterable[str] | None) -> bool:
-    """Same rule as the retrieval filter: no groups means everyone; else share a group."""
-    if user.is_admin:
-        return True
-    groups = set(document_groups or ())
-    return not groups or bool(groups & set(user.groups))
+    """Whether ``user`` may see a document shared with ``document_groups`` (the retrieval filter's rule)."""
+    return scope_for(user).may_read(document_groups or ())

@@ -34,7 +34,7 @@ from services.gateway.errors import install_error_handlers
 from services.gateway.health_service import HealthService
 from services.gateway.job_queue import CeleryJobQueue, JobQueue
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.search_service import SearcherProvider, SearchService, index_generation
+from services.gateway.search_service import SearcherProvider, SearchService
 from services.settings import Settings
 
 
@@ -55,8 +55,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         job_queue = CeleryJobQueue(create_celery(settings), settings.ingest_queue, settings.delete_queue)
     llm = LLMClient(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s)
     metrics = GatewayMetrics(sessions)
-    searchers = SearcherProvider(functools.partial(components.create_searcher, settings),
-                                 functools.partial(index_generation, sessions))
+    searchers = SearcherProvider(functools.partial(components.create_searcher, settings))
     search = SearchService(sessions, searchers, settings.search_k)
     conversations = ConversationsService(sessions)
     services = Services(

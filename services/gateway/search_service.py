@@ -12,41 +12,30 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services.db import AuditEntry, Job
+from services.db import AuditEntry
 from services.gateway.access import scope_for
 from services.gateway.auth_service import CurrentUser
 from services.gateway.errors import BadRequest
 
 
-def index_generation(sessions: sessionmaker) -> tuple:
-    """Changes whenever a job finishes: cheap signal that the stores changed."""
-    with sessions() as session:
-        return tuple(session.execute(select(func.count(Job.id), func.max(Job.finished_at))
-                                     .where(Job.state == "done")).one())
-
-
 class SearcherProvider:
-    """Hands out a searcher that has seen every finished job (thread-safe).
+    """Builds the searcher on first use and hands out that one (thread-safe).
 
-    ``factory(previous)`` builds a searcher, reusing what it can of ``previous``.
+    One searcher per process is enough: the vector store notices writes made by the
+    worker process itself (``ingest.stores.vector``), so nothing here must rebuild it.
     """
 
-    def __init__(self, factory: Callable[[Any], Any], generation: Callable[[], tuple]):
+    def __init__(self, factory: Callable[[], Any]):
         self._factory = factory
-        self._generation = generation
         self._lock = threading.Lock()
         self._searcher: Any = None
-        self._seen: tuple | None = None
 
     def get(self) -> Any:
         with self._lock:
-            current = self._generation()
-            if self._searcher is None or current != self._seen:
-                self._searcher = self._factory(self._searcher)
-                self._seen = current
+            if self._searcher is None:
+                self._searcher = self._factory()
             return self._searcher
 
     @property
