@@ -79,7 +79,7 @@ async def run_concurrent(engine, prompts: list[list[int]], max_tokens: int, tag:
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
     wall = time.perf_counter() - t0
     ttft = [stamps[0] - start for start, stamps in results]
-    gaps = [b - a for _, stamps in results for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for _, stamps in results for a, b in zip(stamps, stamps[1:], strict=False)]
     tokens = sum(len(stamps) for _, stamps in results)
     return {"requests": len(prompts), "new_tokens": tokens, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(tokens / wall, 2),
