@@ -144,14 +144,14 @@ def kv_capacity(engine, seq_len: int) -> dict:
             "ratio": round(admitted / max(contiguous, 1), 2)}
 
 
-def bench_hf(args, prompts) -> dict:
+def bench_hf(args, prompts, hf_dtype: str) -> dict:
     """transformers generate on the same prompts, batched with left padding, same length out."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llm.loader.packaged import smollm2_gguf_path
 
     path = smollm2_gguf_path()
-    dtype = torch.bfloat16 if args.hf_dtype == "bf16" else torch.float32
+    dtype = torch.bfloat16 if hf_dtype == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     batch = prompts[:args.requests]
@@ -169,7 +169,7 @@ def bench_hf(args, prompts) -> dict:
         out = model.generate(input_ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kwargs)
         wall = time.perf_counter() - t0
     tokens = (out.shape[1] - width) * len(batch)
-    return {"dtype": args.hf_dtype, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
+    return {"dtype": hf_dtype, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(tokens / wall, 2), "ttft_batch_s": round(ttft, 3),
             "inter_token_ms": round((wall - ttft) / max(args.new_tokens - 1, 1) * 1e3, 2)}
 
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="our engine's weights/KV")
-    parser.add_argument("--hf-dtype", choices=["bf16", "fp32"], default="fp32")
+    parser.add_argument("--hf-dtype", choices=["bf16", "fp32", "both"], default="both")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both engines")
     parser.add_argument("--kv-cache-mb", type=int, default=512)
     parser.add_argument("--step-tokens", type=int, default=1024, help="max_num_batched_tokens")
@@ -202,9 +202,11 @@ def main() -> None:
               "engine": bench_engine(args, prompts)}
     print(json.dumps(report["engine"], indent=1))
     if not args.skip_hf:
-        report["hf_transformers"] = bench_hf(args, prompts)
-        report["ratio_aggregate_vs_hf"] = round(report["engine"]["concurrent"]["aggregate_tok_s"]
-                                                / report["hf_transformers"]["aggregate_tok_s"], 2)
+        ours = report["engine"]["concurrent"]["aggregate_tok_s"]
+        for hf_dtype in (["fp32", "bf16"] if args.hf_dtype == "both" else [args.hf_dtype]):
+            report[f"hf_transformers_{hf_dtype}"] = hf = bench_hf(args, prompts, hf_dtype)
+            report[f"ratio_aggregate_vs_hf_{hf_dtype}"] = round(ours / hf["aggregate_tok_s"], 2)
+            print(json.dumps(hf), flush=True)
     try:
         import llama_cpp  # noqa: F401
         report["llama_cpp"] = "installed but not benchmarked in this version"
