@@ -174,6 +174,51 @@ def bench_hf(args, prompts, hf_dtype: str) -> dict:
             "inter_token_ms": round((wall - ttft) / max(args.new_tokens - 1, 1) * 1e3, 2)}
 
 
+def bench_llama_cpp(args, prompts) -> dict:
+    """llama.cpp (llama-cpp-python) on the same GGUF: one context, so requests run one by one.
+
+    Works around the AMX repacking segfault of 0.3.36 on this CPU (``use_extra_bufts=False``,
+    see NOTES.md). EOS is ignored by generating with the low-level ``generate`` loop.
+    """
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    from llm.loader.packaged import smollm2_gguf_path
+
+    default_params = low.llama_model_default_params
+
+    def params_without_extra_bufts():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = params_without_extra_bufts
+    llama = llama_cpp.Llama(model_path=str(smollm2_gguf_path()), n_ctx=2048, n_batch=512,
+                            n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    batch = prompts[:args.requests]
+    ttfts, gaps, tokens = [], [], 0
+    t0 = time.perf_counter()
+    for prompt in batch:
+        start = last = time.perf_counter()
+        count = 0
+        for _ in llama.generate(prompt, temp=0.0, top_k=1, reset=True):
+            now = time.perf_counter()
+            if count == 0:
+                ttfts.append(now - start)
+            else:
+                gaps.append(now - last)
+            last = now
+            count += 1
+            if count == args.new_tokens:
+                break
+        tokens += count
+    wall = time.perf_counter() - t0
+    return {"threads": args.threads, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
+            "aggregate_tok_s": round(tokens / wall, 2), "ttft_p50_s": round(pct(ttfts, 0.5), 3),
+            "ttft_p95_s": round(pct(ttfts, 0.95), 3), "inter_token_p50_ms": round(pct(gaps, 0.5) * 1e3, 2),
+            "note": "sequential: llama-cpp-python serves one context at a time"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=16)
@@ -209,9 +254,12 @@ def main() -> None:
             print(json.dumps(hf), flush=True)
     try:
         import llama_cpp  # noqa: F401
-        report["llama_cpp"] = "installed but not benchmarked in this version"
     except ImportError:
         report["llama_cpp"] = "not installed (optional; pip install llama-cpp-python==0.3.36)"
+    else:
+        report["llama_cpp"] = llama = bench_llama_cpp(args, prompts)
+        report["ratio_aggregate_vs_llama_cpp"] = round(report["engine"]["concurrent"]["aggregate_tok_s"]
+                                                       / llama["aggregate_tok_s"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "engine"}, indent=1))
