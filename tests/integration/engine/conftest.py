@@ -107,7 +107,8 @@ def hf_greedy(request, prompts) -> list[list[int]]:
     digest = hashlib.sha256(json.dumps([str(path), path.stat().st_size, transformers.__version__,
                                         NEW_TOKENS, prompts]).encode()).hexdigest()[:16]
     key = f"enclave_engine/hf_greedy_{digest}"
-    cached = request.config.cache.get(key, None)
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cached = cache.get(key, None) if cache is not None else None
     if cached is not None:
         return cached
     from transformers import AutoModelForCausalLM
@@ -120,7 +121,8 @@ def hf_greedy(request, prompts) -> list[list[int]]:
             generated = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
                                        pad_token_id=2)
             outputs.append(generated[0, len(prompt):].tolist())
-    request.config.cache.set(key, outputs)
+    if cache is not None:
+        cache.set(key, outputs)
     del model
     return outputs
 
