@@ -79,7 +79,7 @@ async def run_concurrent(engine, prompts: list[list[int]], max_tokens: int, tag:
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
     wall = time.perf_counter() - t0
     ttft = [stamps[0] - start for start, stamps in results]
-    gaps = [b - a for _, stamps in results for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for _, stamps in results for a, b in zip(stamps, stamps[1:], strict=False)]
     tokens = sum(len(stamps) for _, stamps in results)
     return {"requests": len(prompts), "new_tokens": tokens, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(tokens / wall, 2),
@@ -144,14 +144,14 @@ def kv_capacity(engine, seq_len: int) -> dict:
             "ratio": round(admitted / max(contiguous, 1), 2)}
 
 
-def bench_hf(args, prompts) -> dict:
+def bench_hf(args, prompts, hf_dtype: str) -> dict:
     """transformers generate on the same prompts, batched with left padding, same length out."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llm.loader.packaged import smollm2_gguf_path
 
     path = smollm2_gguf_path()
-    dtype = torch.bfloat16 if args.hf_dtype == "bf16" else torch.float32
+    dtype = torch.bfloat16 if hf_dtype == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     batch = prompts[:args.requests]
@@ -169,9 +169,54 @@ def bench_hf(args, prompts) -> dict:
         out = model.generate(input_ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kwargs)
         wall = time.perf_counter() - t0
     tokens = (out.shape[1] - width) * len(batch)
-    return {"dtype": args.hf_dtype, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
+    return {"dtype": hf_dtype, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(tokens / wall, 2), "ttft_batch_s": round(ttft, 3),
             "inter_token_ms": round((wall - ttft) / max(args.new_tokens - 1, 1) * 1e3, 2)}
+
+
+def bench_llama_cpp(args, prompts) -> dict:
+    """llama.cpp (llama-cpp-python) on the same GGUF: one context, so requests run one by one.
+
+    Works around the AMX repacking segfault of 0.3.36 on this CPU (``use_extra_bufts=False``,
+    see NOTES.md). EOS is ignored by generating with the low-level ``generate`` loop.
+    """
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    from llm.loader.packaged import smollm2_gguf_path
+
+    default_params = low.llama_model_default_params
+
+    def params_without_extra_bufts():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = params_without_extra_bufts
+    llama = llama_cpp.Llama(model_path=str(smollm2_gguf_path()), n_ctx=2048, n_batch=512,
+                            n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    batch = prompts[:args.requests]
+    ttfts, gaps, tokens = [], [], 0
+    t0 = time.perf_counter()
+    for prompt in batch:
+        start = last = time.perf_counter()
+        count = 0
+        for _ in llama.generate(prompt, temp=0.0, top_k=1, reset=True):
+            now = time.perf_counter()
+            if count == 0:
+                ttfts.append(now - start)
+            else:
+                gaps.append(now - last)
+            last = now
+            count += 1
+            if count == args.new_tokens:
+                break
+        tokens += count
+    wall = time.perf_counter() - t0
+    return {"threads": args.threads, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
+            "aggregate_tok_s": round(tokens / wall, 2), "ttft_p50_s": round(pct(ttfts, 0.5), 3),
+            "ttft_p95_s": round(pct(ttfts, 0.95), 3), "inter_token_p50_ms": round(pct(gaps, 0.5) * 1e3, 2),
+            "note": "sequential: llama-cpp-python serves one context at a time"}
 
 
 def main() -> None:
@@ -179,7 +224,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="our engine's weights/KV")
-    parser.add_argument("--hf-dtype", choices=["bf16", "fp32"], default="fp32")
+    parser.add_argument("--hf-dtype", choices=["bf16", "fp32", "both"], default="both")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both engines")
     parser.add_argument("--kv-cache-mb", type=int, default=512)
     parser.add_argument("--step-tokens", type=int, default=1024, help="max_num_batched_tokens")
@@ -202,14 +247,19 @@ def main() -> None:
               "engine": bench_engine(args, prompts)}
     print(json.dumps(report["engine"], indent=1))
     if not args.skip_hf:
-        report["hf_transformers"] = bench_hf(args, prompts)
-        report["ratio_aggregate_vs_hf"] = round(report["engine"]["concurrent"]["aggregate_tok_s"]
-                                                / report["hf_transformers"]["aggregate_tok_s"], 2)
+        ours = report["engine"]["concurrent"]["aggregate_tok_s"]
+        for hf_dtype in (["fp32", "bf16"] if args.hf_dtype == "both" else [args.hf_dtype]):
+            report[f"hf_transformers_{hf_dtype}"] = hf = bench_hf(args, prompts, hf_dtype)
+            report[f"ratio_aggregate_vs_hf_{hf_dtype}"] = round(ours / hf["aggregate_tok_s"], 2)
+            print(json.dumps(hf), flush=True)
     try:
         import llama_cpp  # noqa: F401
-        report["llama_cpp"] = "installed but not benchmarked in this version"
     except ImportError:
         report["llama_cpp"] = "not installed (optional; pip install llama-cpp-python==0.3.36)"
+    else:
+        report["llama_cpp"] = llama = bench_llama_cpp(args, prompts)
+        report["ratio_aggregate_vs_llama_cpp"] = round(report["engine"]["concurrent"]["aggregate_tok_s"]
+                                                       / llama["aggregate_tok_s"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "engine"}, indent=1))

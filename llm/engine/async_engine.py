@@ -47,7 +47,7 @@ class AsyncEngine:
         self._stats: dict[str, Any] = engine.stats()
 
     @classmethod
-    def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> "AsyncEngine":
+    def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> AsyncEngine:
         return cls(LLMEngine.from_model_path(path, config))
 
     # -- text helpers ----------------------------------------------------------------

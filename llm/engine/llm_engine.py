@@ -60,7 +60,7 @@ class LLMEngine:
         self._ids = itertools.count()
 
     @classmethod
-    def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> "LLMEngine":
+    def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:
         """Load a model file (see ``llm.loader.load_model``) and wrap it in an engine."""
         from llm.loader import load_model
 
@@ -131,13 +131,13 @@ class LLMEngine:
         if not batch:
             return outputs
         logits, sampling_rows = self.runner.run(batch)
-        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += num_new
             self.block_manager.register_computed(seq)
         sampled = [batch.seqs[row] for row in sampling_rows]
         token_ids, logprobs = self.sampler(logits, sampled)
         now = time.monotonic()
-        for seq, token_id, logprob in zip(sampled, token_ids, logprobs):
+        for seq, token_id, logprob in zip(sampled, token_ids, logprobs, strict=True):
             outputs.append(self._postprocess(seq, token_id, logprob, now))
         return outputs
 
@@ -183,7 +183,7 @@ class LLMEngine:
         params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
         if len(params_list) != len(prompts):
             raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
-        ids = [self.add_request(None, prompt, p) for prompt, p in zip(prompts, params_list)]
+        ids = [self.add_request(None, prompt, p) for prompt, p in zip(prompts, params_list, strict=True)]
         seqs = {rid: self.requests[rid].seq for rid in ids}
         texts = {rid: [] for rid in ids}
         while any(not seqs[rid].is_finished for rid in ids):

@@ -60,7 +60,7 @@ class ModelRunner:
         seq_lens: list[int] = []
         logits_indices: list[int] = []
         sampling_rows: list[int] = []
-        for row, (seq, num_new) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
+        for row, (seq, num_new) in enumerate(zip(batch.seqs, batch.num_new_tokens, strict=True)):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + num_new
             input_ids.extend(seq.token_ids[start:end])
             table = seq.block_table

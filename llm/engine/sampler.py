@@ -62,6 +62,6 @@ class Sampler:
         if wanted:
             rows = torch.tensor(wanted)
             values = logits[rows].log_softmax(dim=-1).gather(1, chosen[rows][:, None]).squeeze(1).tolist()
-            for i, value in zip(wanted, values):
+            for i, value in zip(wanted, values, strict=True):
                 logprobs[i] = value
         return token_ids, logprobs

@@ -54,9 +54,10 @@ def _decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, sl
     group = num_heads // num_kv_heads
     num_blocks = -(-int(seq_lens.max()) // block_size)
     padded = num_blocks * block_size
-    tables = block_tables[:, :num_blocks].long().clamp_min(0)  # padding entries are masked below
-    keys = k_cache[tables].view(num_seqs, padded, num_kv_heads, head_dim).permute(0, 2, 3, 1)   # S K D T
-    values = v_cache[tables].view(num_seqs, padded, num_kv_heads, head_dim).transpose(1, 2)    # S K T D
+    # padding entries are masked below; index_select copies whole blocks (much faster than [])
+    tables = block_tables[:, :num_blocks].long().clamp_min(0).flatten()
+    keys = k_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim).permute(0, 2, 3, 1)
+    values = v_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim).transpose(1, 2)
     q = query.to(k_cache.dtype).view(num_seqs, num_kv_heads, group, head_dim)
     scores = torch.matmul(q, keys).float() * scale                                             # S K G T
     k_pos = torch.arange(padded)

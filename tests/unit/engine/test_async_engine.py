@@ -96,8 +96,8 @@ def test_external_abort_ends_the_stream(async_engine):
 
 
 def test_bad_requests_raise_value_error(async_engine):
-    async def first(prompt, params=SamplingParams(), rid="bad"):
-        async for out in async_engine.generate(prompt, params, rid):
+    async def first(prompt, params=None, rid="bad"):
+        async for out in async_engine.generate(prompt, params or SamplingParams(), rid):
             return out
 
     with pytest.raises(ValueError, match="empty"):

@@ -13,7 +13,8 @@ from llm.loader.gguf import dequantize, reverse_rope_permute
 @pytest.mark.parametrize("type_name", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
 def test_dequantize_matches_gguf_reference(type_name):
     from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize as gguf_dequantize, quantize
+    from gguf.quants import dequantize as gguf_dequantize
+    from gguf.quants import quantize
 
     rng = np.random.default_rng(0)
     values = (rng.standard_normal((6, 128)) * 3).astype(np.float32)
