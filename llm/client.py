@@ -77,7 +77,10 @@ class LLMClient:
                         data = line[5:].strip()
                         if data == "[DONE]":
                             return
-                        delta = json.loads(data)["choices"][0].get("delta", {})
+                        chunk = json.loads(data)
+                        if "error" in chunk:  # the server failed mid-stream (OpenAI's error shape)
+                            raise LLMError(f"LLM server failed mid-stream: {chunk['error'].get('message')}")
+                        delta = chunk["choices"][0].get("delta", {}) if chunk.get("choices") else {}
                         if delta.get("content"):
                             yield delta["content"]
         except httpx.HTTPError as exc:
