@@ -56,6 +56,8 @@ class AsyncEngine:
         """Prompt token ids for a conversation, ending with the assistant's generation prompt."""
         from llm.chat import render_chat
 
+        if self.engine.chat_template is None and hasattr(self.tokenizer, "render_prompt"):
+            return list(self.tokenizer.render_prompt(messages))  # harmony (gpt-oss): no Jinja template
         if self.engine.chat_template is None:
             raise ValueError(f"model {self.model_name!r} has no chat template; send a plain completion")
         text = render_chat(self.engine.chat_template, messages, True, **self.engine.special_tokens)

@@ -133,6 +133,10 @@ class EngineBackend:
         if self._engine is None:
             raise BackendUnavailable("the engine backend is not started")
         prompt_ids = self._prompt_ids(prompt)
+        # Harmony models (gpt-oss) answer in channels: only the final channel is the answer;
+        # the analysis channel (reasoning) and markup must never reach the client.
+        make_decoder = getattr(self._engine.tokenizer, "stream_decoder", None)
+        harmony = make_decoder(include_reasoning=False) if make_decoder and not isinstance(prompt, str) else None
         outputs = self._engine.generate(prompt_ids, self._sampling(params), request_id)
         finished = False
         try:
@@ -149,12 +153,15 @@ class EngineBackend:
                                        code="engine_unavailable") from exc
                 new_ids = list(out.new_token_ids or [])
                 logprobs = self._logprobs(new_ids, out.logprobs) if params.logprobs else None
+                text = out.text_delta or ""
+                if harmony is not None:
+                    text = "".join(harmony.feed(token_id).content or "" for token_id in new_ids)
                 if out.finished:
                     finished = True
-                    yield Delta(out.text_delta or "", len(new_ids), logprobs, out.finish_reason or "stop",
+                    yield Delta(text, len(new_ids), logprobs, out.finish_reason or "stop",
                                 out.prompt_tokens, out.completion_tokens)
                 else:
-                    yield Delta(out.text_delta or "", len(new_ids), logprobs)
+                    yield Delta(text, len(new_ids), logprobs)
         finally:
             await outputs.aclose()  # the engine aborts (frees KV blocks) a request left unfinished
             if not finished:
