@@ -29,7 +29,8 @@ class ServerState:
 
     @property
     def backend_name(self) -> str:
-        return self.settings.llm_backend
+        """The serving backend's kind (a backend handed in by a test may differ from the settings)."""
+        return getattr(self.backend, "kind", None) or self.settings.llm_backend
 
     def _backend_stats(self) -> dict[str, float]:
         return self.backend.stats() if self.backend is not None else {}

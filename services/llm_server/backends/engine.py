@@ -35,6 +35,8 @@ def _engine_modules() -> tuple[Any, Any, Any]:
 class EngineBackend:
     """Serves from an in-process ``AsyncEngine``."""
 
+    kind = "engine"  # the ENCLAVE_LLM_BACKEND value that selects it
+
     max_top_logprobs = 0  # the engine reports the chosen token's logprob only
     supports_response_format = False
 

@@ -47,6 +47,8 @@ class _Job:
 class HFBackend:
     """HF transformers reference backend (see module docstring)."""
 
+    kind = "hf"  # the ENCLAVE_LLM_BACKEND value that selects it
+
     max_top_logprobs = 20
     supports_response_format = False
 

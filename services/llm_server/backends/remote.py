@@ -50,6 +50,8 @@ def _completion_logprobs(choice: dict[str, Any]) -> list[TokenLogprob]:
 class RemoteBackend:
     """Streams each choice from ``base_url`` (an OpenAI-compatible ``.../v1``)."""
 
+    kind = "remote"  # the ENCLAVE_LLM_BACKEND value that selects it
+
     max_top_logprobs = 20
     supports_response_format = True
 
