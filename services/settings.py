@@ -47,11 +47,12 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(150, description="Characters shared by neighbouring chunks of a section.")
 
     # --- retrieval and answers ---------------------------------------------------------
-    search_k: int = Field(5, description="Chunks put in front of the model per question.")
+    search_k: int = Field(3, description="Chunks put in front of the model per question. The small default model answers best from few sources; 5-8 suit gpt-oss.")
     candidate_k: int = Field(30, description="Candidates taken from each of dense and lexical search before fusion.")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
     context_tokens: int = Field(2048, description="Prompt budget in tokens (sources + history + question) for the model's context.")
     answer_tokens: int = Field(256, description="Largest answer, in tokens.")
+    answer_stop: list[str] = Field(["\n\n"], description='Stop sequences for answers (JSON list). The default ends the answer at its first blank line, which keeps the 135M default model from repeating itself; set [] for larger models.')
 
     # --- LLM, as seen by the gateway ---------------------------------------------------
     llm_base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint the gateway asks: our llm_server, vLLM or Ollama.")

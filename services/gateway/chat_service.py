@@ -46,7 +46,8 @@ def sse_event(event: str, data: dict) -> str:
 
 class ChatService:
     def __init__(self, search: SearchService, conversations: ConversationsService, llm: LLMClient,
-                 metrics: GatewayMetrics, *, search_k: int, context_tokens: int, answer_tokens: int):
+                 metrics: GatewayMetrics, *, search_k: int, context_tokens: int, answer_tokens: int,
+                 answer_stop: list[str] | None = None):
         self._search = search
         self._conversations = conversations
         self._llm = llm
@@ -54,6 +55,7 @@ class ChatService:
         self._search_k = search_k
         self._context_tokens = context_tokens
         self._answer_tokens = answer_tokens
+        self._answer_stop = list(answer_stop or []) or None
 
     async def prepare(self, user: CurrentUser, message: str, conversation_id: str | None) -> PreparedTurn:
         from retriever.followup import rewrite_query
@@ -90,7 +92,8 @@ class ChatService:
         started = time.perf_counter()
         turn = await self.prepare(user, message, conversation_id)
         try:
-            result = await self._llm.chat(turn.messages, max_tokens=self._answer_tokens, temperature=0.0)
+            result = await self._llm.chat(turn.messages, max_tokens=self._answer_tokens, temperature=0.0,
+                                          stop=self._answer_stop)
         except LLMError as exc:
             raise UpstreamUnavailable(f"the language model is unavailable: {exc}") from exc
         answer = result.text.strip()
@@ -108,7 +111,7 @@ class ChatService:
             pieces: list[str] = []
             try:
                 async for piece in self._llm.stream_chat(turn.messages, max_tokens=self._answer_tokens,
-                                                         temperature=0.0):
+                                                         temperature=0.0, stop=self._answer_stop):
                     pieces.append(piece)
                     yield sse_event("token", {"text": piece})
             except LLMError as exc:
