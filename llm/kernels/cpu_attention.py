@@ -46,8 +46,11 @@ def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
 def _decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, sliding_window, sinks):
     """One query per sequence (its last position) against its whole cached context.
 
-    The two matmuls run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays
-    fp32); scores, mask and softmax are fp32.
+    The gathered K/V are laid out [seqs * kv_heads, len, head_dim] so both products are
+    plain ``bmm`` calls with G = heads/kv_heads query rows per batch entry (a strided
+    4-d ``matmul`` over a permuted view ran several times slower here). The two matmuls
+    run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays fp32); scores,
+    mask and softmax are fp32.
     """
     num_seqs, num_heads, head_dim = query.shape
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
@@ -56,10 +59,12 @@ def _decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, sl
     padded = num_blocks * block_size
     # padding entries are masked below; index_select copies whole blocks (much faster than [])
     tables = block_tables[:, :num_blocks].long().clamp_min(0).flatten()
-    keys = k_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim).permute(0, 2, 3, 1)
-    values = v_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim).transpose(1, 2)
-    q = query.to(k_cache.dtype).view(num_seqs, num_kv_heads, group, head_dim)
-    scores = torch.matmul(q, keys).float() * scale                                             # S K G T
+    keys = (k_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim)
+            .transpose(1, 2).reshape(num_seqs * num_kv_heads, padded, head_dim))
+    values = (v_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim)
+              .transpose(1, 2).reshape(num_seqs * num_kv_heads, padded, head_dim))
+    q = query.to(k_cache.dtype).reshape(num_seqs * num_kv_heads, group, head_dim)
+    scores = torch.bmm(q, keys.transpose(1, 2)).float().mul_(scale).view(num_seqs, num_kv_heads, group, padded)
     k_pos = torch.arange(padded)
     lengths = seq_lens.long()[:, None]
     hidden = k_pos[None, :] >= lengths
@@ -71,5 +76,6 @@ def _decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, sl
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(probs.to(v_cache.dtype), values)                                        # S K G D
-    return out.reshape(num_seqs, num_heads, head_dim).to(query.dtype)
+    probs = probs.to(v_cache.dtype).reshape(num_seqs * num_kv_heads, group, padded)
+    out = torch.bmm(probs, values)                                                             # (S K) G D
+    return out.view(num_seqs, num_heads, head_dim).to(query.dtype)
