@@ -1,4 +1,4 @@
-"""Engine knobs: KV cache size and block size, batch limits, context length, dtype."""
+"""Engine knobs: KV cache size and block size, batch limits, context length, dtype, threads."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ class EngineConfig:
     ``num_kv_blocks`` fixes the KV cache size in blocks; when None it is derived from
     ``kv_cache_mb``. ``max_num_batched_tokens`` is the per-step token budget that chunked
     prefill respects, so one long prompt cannot stall the running decodes.
+    ``num_threads`` sets torch's intra-op threads (process-wide) when the engine starts;
+    None leaves torch's setting alone. Measured on 2 cores (bf16, 16 decoding sequences):
+    2 threads ~55 ms/step vs 1 thread ~75-84 ms/step on a quiet machine; with the cores
+    busy with other work 1 thread avoids oversubscription.
     """
 
     block_size: int = 16
@@ -24,6 +28,7 @@ class EngineConfig:
     max_model_len: int = 4096
     enable_prefix_caching: bool = True
     dtype: torch.dtype = torch.float32
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -36,5 +41,7 @@ class EngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 (or None to keep torch's setting), got {self.num_threads}")
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")

@@ -34,6 +34,11 @@ class ModelRunner:
 
     def __init__(self, model: CausalLM, config: EngineConfig, num_blocks: int) -> None:
         self.model = model
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        prepare = getattr(model, "prepare_for_inference", None)
+        if prepare is not None:  # e.g. pack CPU weights once the loaded weights are final
+            prepare()
         self.block_size = config.block_size
         spec = model.kv_cache_spec()
         shape = (num_blocks, config.block_size, spec.num_kv_heads, spec.head_dim)

@@ -34,9 +34,13 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor
 
 def write_kv_cache_ref(key, value, k_cache, v_cache, slot_mapping) -> None:
     """Torch reference for :func:`write_kv_cache`."""
+    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    if len(slot_mapping) and int(slot_mapping.min()) >= 0:  # no padding: one index_copy_ each, no masking
+        k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
+        v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+        return
     valid = slot_mapping >= 0
     slots = slot_mapping[valid]
-    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
     k_cache.view(-1, num_kv_heads, head_dim)[slots] = key[valid].to(k_cache.dtype)
     v_cache.view(-1, num_kv_heads, head_dim)[slots] = value[valid].to(v_cache.dtype)
 
