@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-
 import httpx
 import pytest
 
@@ -14,31 +11,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
-
-
-def _engine_missing() -> str | None:
-    try:
-        for name in ("llm.engine.async_engine", "llm.engine.sampling_params", "llm.engine.config"):
-            if importlib.util.find_spec(name) is None:
-                return f"{name} does not exist yet (the engine branch has not landed)"
-    except ImportError as exc:
-        return str(exc)
-    return None
-
-
-MISSING = _engine_missing()
-needs_engine = pytest.mark.skipif(MISSING is not None, reason=f"engine backend adapter untested: {MISSING}")
-
-
-def test_engine_backend_without_the_engine_fails_at_start_with_a_clear_message():
-    if MISSING is None:
-        pytest.skip("llm.engine is available; the adapter is tested below")
-    from services.llm_server.backends import build_backend
-    from services.llm_server.backends.base import BackendUnavailable
-
-    backend = build_backend(settings(llm_backend="engine"))
-    with pytest.raises(BackendUnavailable, match="ENCLAVE_LLM_BACKEND=hf"):
-        asyncio.run(backend.start())
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +30,6 @@ def engine_client(engine_server):
     return openai.OpenAI(base_url=f"{engine_server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-@needs_engine
 def test_engine_chat_stream_equals_non_stream_and_counts_the_prompt(engine_client, tokenizer):
     kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 6, "temperature": 0}
     whole = engine_client.chat.completions.create(**kwargs)
@@ -71,7 +42,6 @@ def test_engine_chat_stream_equals_non_stream_and_counts_the_prompt(engine_clien
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
-@needs_engine
 def test_engine_n_choices_follow_their_seeds(engine_client):
     kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 6, "temperature": 1.0}
     both = engine_client.chat.completions.create(n=2, seed=5, **kwargs)
@@ -81,7 +51,6 @@ def test_engine_n_choices_follow_their_seeds(engine_client):
         seed=6, **kwargs).choices[0].message.content
 
 
-@needs_engine
 def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
     body = {"model": MODEL, "messages": QUESTION, "max_tokens": 300, "ignore_eos": True, "temperature": 0,
             "stream": True}
@@ -99,7 +68,6 @@ def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
     assert "enclave_llm_kv_blocks_used" in text and "enclave_llm_kv_blocks_free" in text
 
 
-@needs_engine
 def test_engine_logprobs_and_refusals(engine_client):
     import openai
 
