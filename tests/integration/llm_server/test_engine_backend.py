@@ -1,4 +1,4 @@
-"""The engine backend: our own engine behind the same HTTP API (runs once llm.engine exists)."""
+"""The engine backend: our own engine behind the same HTTP API, driven by the official openai client."""
 
 from __future__ import annotations
 
