@@ -11,6 +11,7 @@ import torch
 
 from llm.engine.config import EngineConfig
 from llm.engine.llm_engine import LLMEngine
+from tests.torch_threads import _one_torch_thread  # noqa: F401 (autouse fixture)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -63,15 +64,6 @@ def chat_prompts(tokenizer) -> list[list[int]]:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         prompts.append(list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
     return prompts
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """Two shared cores: more than one intra-op thread makes small matmuls 10x slower here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,7 @@ import torch
 from llm.engine.config import EngineConfig
 from llm.engine.llm_engine import LLMEngine
 from llm.models.llama import LlamaConfig, LlamaForCausalLM
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """Two shared cores: more than one intra-op thread makes small matmuls 10x slower here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
+from tests.torch_threads import _one_torch_thread  # noqa: F401 (autouse fixture)
 
 TINY = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                    num_kv_heads=2, head_dim=8, rope_theta=10000.0, max_position_embeddings=512)
