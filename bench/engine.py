@@ -95,13 +95,13 @@ def bench_engine(args, prompts) -> dict:
     from llm.loader.packaged import smollm2_gguf_path
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    loaded = load_gguf(smollm2_gguf_path(), dtype)
+    loaded = load_gguf(smollm2_gguf_path(), dtype, native_4bit=args.native_4bit)
     config = EngineConfig(dtype=dtype, kv_cache_mb=args.kv_cache_mb, max_num_batched_tokens=args.step_tokens,
                           max_model_len=4096)
     sync = LLMEngine(loaded.model, config, loaded.tokenizer, loaded.eos_token_ids, loaded.model_name,
                      loaded.chat_template, loaded.special_tokens)
     engine = AsyncEngine(sync)
-    result: dict = {"dtype": args.dtype, "kv_blocks": sync.block_manager.num_blocks,
+    result: dict = {"dtype": args.dtype, "native_4bit": args.native_4bit, "kv_blocks": sync.block_manager.num_blocks,
                     "max_num_batched_tokens": args.step_tokens}
 
     async def main():
@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="our engine's weights/KV")
+    parser.add_argument("--no-native-4bit", dest="native_4bit", action="store_false",
+                        help="dequantise every weight (default: keep the file's Q4 blocks for decode matmuls)")
     parser.add_argument("--hf-dtype", choices=["bf16", "fp32", "both"], default="both")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both engines")
     parser.add_argument("--kv-cache-mb", type=int, default=512)

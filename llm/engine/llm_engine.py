@@ -65,7 +65,7 @@ class LLMEngine:
         from llm.loader import load_model
 
         config = config or EngineConfig()
-        loaded = load_model(path, config.dtype)
+        loaded = load_model(path, config.dtype, native_4bit=config.native_4bit)
         return cls(loaded.model, config, loaded.tokenizer, loaded.eos_token_ids, loaded.model_name,
                    loaded.chat_template, loaded.special_tokens)
 

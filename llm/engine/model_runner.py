@@ -29,6 +29,21 @@ def num_kv_blocks_for(model: CausalLM, config: EngineConfig) -> int:
     return max(1, config.kv_cache_mb * 2**20 // kv_block_bytes(model, config.block_size))
 
 
+def kv_cache_storage(shape: tuple[int, int, int, int], dtype: torch.dtype,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """A zeroed cache of logical shape [num_blocks, block_size, num_kv_heads, head_dim].
+
+    On CPU the memory is laid out head-major ([heads, blocks, block_size, head_dim]) and
+    returned as a permuted view: the CPU attention gathers blocks per head with no
+    transpose copy (``llm.kernels.cpu_attention.head_major``). Elsewhere (the Triton
+    kernels) it is the plain contiguous layout.
+    """
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    blocks, block_size, heads, head_dim = shape
+    return torch.zeros((heads, blocks, block_size, head_dim), dtype=dtype).permute(1, 2, 0, 3)
+
+
 class ModelRunner:
     """Runs the model over one scheduled step against the per-layer KV caches."""
 
@@ -42,7 +57,7 @@ class ModelRunner:
         self.block_size = config.block_size
         spec = model.kv_cache_spec()
         shape = (num_blocks, config.block_size, spec.num_kv_heads, spec.head_dim)
-        self.kv_caches = [(torch.zeros(shape, dtype=spec.dtype), torch.zeros(shape, dtype=spec.dtype))
+        self.kv_caches = [(kv_cache_storage(shape, spec.dtype), kv_cache_storage(shape, spec.dtype))
                           for _ in range(spec.num_layers)]
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:

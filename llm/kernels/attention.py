@@ -33,16 +33,38 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor
 
 
 def write_kv_cache_ref(key, value, k_cache, v_cache, slot_mapping) -> None:
-    """Torch reference for :func:`write_kv_cache`."""
-    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    if len(slot_mapping) and int(slot_mapping.min()) >= 0:  # no padding: one index_copy_ each, no masking
-        k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
-        v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
-        return
-    valid = slot_mapping >= 0
-    slots = slot_mapping[valid]
-    k_cache.view(-1, num_kv_heads, head_dim)[slots] = key[valid].to(k_cache.dtype)
-    v_cache.view(-1, num_kv_heads, head_dim)[slots] = value[valid].to(v_cache.dtype)
+    """Torch reference for :func:`write_kv_cache`; the caches may have any strides (CPU head-major)."""
+    blocks, offsets, valid = _slot_index(slot_mapping, k_cache.shape[1])
+    if valid is not None:
+        key, value = key[valid], value[valid]
+    k_cache[blocks, offsets] = key.to(k_cache.dtype)
+    v_cache[blocks, offsets] = value.to(v_cache.dtype)
+
+
+# (slot_mapping, block_size, index) of the last step; one tuple, swapped whole, so threads
+# running separate engines never read one step's key with another's index
+_last_slots: tuple = (None, 0, None)
+
+
+def _slot_index(slot_mapping: torch.Tensor, block_size: int):
+    """(block, offset, valid rows or None) of each slot, computed once per step.
+
+    Every layer of a forward pass writes with the same ``slot_mapping`` tensor, so the
+    index (and the host sync of the padding check) is derived once, keyed on its identity
+    (the entry holds the tensor, so its id cannot be reused while cached).
+    """
+    global _last_slots
+    last = _last_slots
+    if last[0] is slot_mapping and last[1] == block_size:
+        return last[2]
+    valid = None
+    slots = slot_mapping
+    if len(slots) and int(slots.min()) < 0:  # padding rows are not stored
+        valid = slots >= 0
+        slots = slots[valid]
+    index = (slots // block_size, slots % block_size, valid)
+    _last_slots = (slot_mapping, block_size, index)
+    return index
 
 
 def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -5,8 +5,8 @@ Python overhead dominate CPU decode with many sequences. Here every single-token
 (a decode) is handled together: the blocks of all decoding sequences are gathered into a
 padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA by
 grouping query heads per KV head. Prefill chunks (several queries) are rare per step and
-compute-bound, so they keep the reference path. Same signature and semantics as
-``llm.kernels.attention.paged_attention_ref``.
+compute-bound: each goes through one ``scaled_dot_product_attention`` call. Same signature
+and semantics as ``llm.kernels.attention.paged_attention_ref``.
 """
 
 from __future__ import annotations
@@ -23,21 +23,22 @@ class _StepPlan:
     """
 
     def __init__(self) -> None:
-        self.key: tuple = ()
-        self.value: tuple = ()
+        self.entry: tuple = ((), None)  # (key, value), swapped whole: safe across engine threads
 
     def get(self, block_tables, query_start_loc, seq_lens, block_size, sliding_window):
         key = (block_tables, query_start_loc, seq_lens, block_size, sliding_window)
-        if len(self.key) == len(key) and all(a is b for a, b in zip(self.key, key, strict=True)):
-            return self.value
+        last_key, last_value = self.entry
+        if len(last_key) == len(key) and all(a is b for a, b in zip(last_key, key, strict=True)):
+            return last_value
         q_lens = query_start_loc[1:] - query_start_loc[:-1]
         decode = (q_lens == 1).nonzero().flatten()
         all_decode = len(decode) == len(q_lens)
         mask = _decode_mask(block_tables if all_decode else block_tables[decode],
                             seq_lens if all_decode else seq_lens[decode], block_size, sliding_window) \
             if len(decode) else None
-        self.key, self.value = key, (q_lens, decode, all_decode, mask)
-        return self.value
+        value = (q_lens, decode, all_decode, mask)
+        self.entry = (key, value)
+        return value
 
 
 _plan = _StepPlan()
@@ -57,59 +58,99 @@ def _decode_mask(block_tables, seq_lens, block_size, sliding_window):
     return tables, hidden
 
 
+def head_major(cache: torch.Tensor) -> torch.Tensor:
+    """The cache as [num_kv_heads, num_blocks, block_size, head_dim] (a view, no copy).
+
+    The model runner stores CPU caches head-major (``kv_cache_storage``) so that this view
+    is contiguous: gathering a sequence's blocks then yields each head's keys already in a
+    row, ready for ``bmm``, with no transpose copy.
+    """
+    return cache.permute(2, 0, 1, 3)
+
+
+def _gather(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """[num_kv_heads, len(tables) * block_size, head_dim]: the listed blocks, in order, per head."""
+    heads, _, block_size, head_dim = head_major(cache).shape
+    return head_major(cache).index_select(1, tables).view(heads, len(tables) * block_size, head_dim)
+
+
 def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                         block_tables: torch.Tensor, query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
                         scale: float, sliding_window: int | None = None,
                         sinks: torch.Tensor | None = None) -> torch.Tensor:
-    from llm.kernels.attention import paged_attention_ref
-
     q_lens, decode, all_decode, mask = _plan.get(block_tables, query_start_loc, seq_lens, k_cache.shape[1],
                                                  sliding_window)
     if all_decode:
         return _decode_attention(query, k_cache, v_cache, mask, scale, sinks)
-    if len(decode) == 0:
-        return paged_attention_ref(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
-                                   sliding_window, sinks)
-    # mixed step: decodes vectorised, prefill chunks through the reference
     out = torch.empty_like(query)
-    rows = query_start_loc[:-1][decode].long()
-    out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks)
+    if len(decode):
+        rows = query_start_loc[:-1][decode].long()
+        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks)
     prefill = (q_lens > 1).nonzero().flatten().tolist()
     starts = query_start_loc.tolist()
     for i in prefill:
-        q = query[starts[i]:starts[i + 1]]
-        out[starts[i]:starts[i + 1]] = paged_attention_ref(
-            q, k_cache, v_cache, block_tables[i:i + 1], torch.tensor([0, len(q)], dtype=torch.int32),
-            seq_lens[i:i + 1], scale, sliding_window, sinks)
+        rows = slice(starts[i], starts[i + 1])
+        out[rows] = _prefill_attention(query[rows], k_cache, v_cache, block_tables[i], int(seq_lens[i]), scale,
+                                       sliding_window, sinks)
     return out
+
+
+def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sliding_window, sinks):
+    """A chunk of q_len queries (the last positions of seq_len) against its cached context.
+
+    Without sinks this is one ``scaled_dot_product_attention`` call (oneDNN/flash on CPU:
+    no [heads, q, k] fp32 score tensor is materialised, which made prefill attention 40%
+    of prefill time). Sinks (gpt-oss) have no SDPA equivalent and use the reference.
+    """
+    from llm.kernels.attention import paged_attention_ref
+
+    q_len = query.shape[0]
+    if sinks is not None:
+        return paged_attention_ref(query, k_cache, v_cache, block_table[None], torch.tensor([0, q_len]),
+                                   torch.tensor([seq_len]), scale, sliding_window, sinks)
+    block_size = k_cache.shape[1]
+    tables = block_table[:-(-seq_len // block_size)].long()
+    keys = _gather(k_cache, tables)[:, :seq_len].to(query.dtype)
+    values = _gather(v_cache, tables)[:, :seq_len].to(query.dtype)
+    causal = q_len == seq_len and sliding_window is None
+    visible = None
+    if not causal:  # queries are the last q_len positions: bottom-right aligned causal mask
+        q_pos = torch.arange(seq_len - q_len, seq_len)[:, None]
+        k_pos = torch.arange(seq_len)[None, :]
+        visible = k_pos <= q_pos
+        if sliding_window is not None:
+            visible &= k_pos > q_pos - sliding_window
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.transpose(0, 1)[None], keys[None], values[None], attn_mask=visible, is_causal=causal, scale=scale,
+        enable_gqa=True)
+    return out[0].transpose(0, 1)
 
 
 def _decode_attention(query, k_cache, v_cache, mask, scale, sinks):
     """One query per sequence (its last position) against its whole cached context.
 
-    The gathered K/V are laid out [seqs * kv_heads, len, head_dim] so both products are
-    plain ``bmm`` calls with G = heads/kv_heads query rows per batch entry (a strided
-    4-d ``matmul`` over a permuted view ran several times slower here). The two matmuls
-    run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays fp32); scores,
-    mask and softmax are fp32.
+    The gathered K/V are [kv_heads, seqs, len, head_dim] (head-major, see ``head_major``),
+    so both products are plain ``bmm`` calls over kv_heads * seqs with G = heads/kv_heads
+    query rows each (a strided 4-d ``matmul`` ran several times slower here). The two
+    matmuls run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays fp32);
+    scores, mask and softmax are fp32.
     """
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
     tables, hidden = mask
     padded = hidden.shape[1]
-    keys = (k_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim)
-            .transpose(1, 2).reshape(num_seqs * num_kv_heads, padded, head_dim))
-    values = (v_cache.index_select(0, tables).view(num_seqs, padded, num_kv_heads, head_dim)
-              .transpose(1, 2).reshape(num_seqs * num_kv_heads, padded, head_dim))
-    q = query.to(k_cache.dtype).reshape(num_seqs * num_kv_heads, group, head_dim)
-    scores = torch.bmm(q, keys.transpose(1, 2)).float().mul_(scale).view(num_seqs, num_kv_heads, group, padded)
-    scores.masked_fill_(hidden[:, None, None, :], float("-inf"))
+    keys = _gather(k_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
+    values = _gather(v_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
+    q = (query.to(k_cache.dtype).view(num_seqs, num_kv_heads, group, head_dim).transpose(0, 1)
+         .reshape(num_kv_heads * num_seqs, group, head_dim))
+    scores = torch.bmm(q, keys.transpose(1, 2)).float().mul_(scale).view(num_kv_heads, num_seqs, group, padded)
+    scores.masked_fill_(hidden[None, :, None, :], float("-inf"))
     if sinks is not None:
-        sink = sinks.float().view(1, num_kv_heads, group, 1).expand(num_seqs, -1, -1, 1)
+        sink = sinks.float().view(num_kv_heads, 1, group, 1).expand(-1, num_seqs, -1, 1)
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)
-    probs = probs.to(v_cache.dtype).reshape(num_seqs * num_kv_heads, group, padded)
-    out = torch.bmm(probs, values)                                                             # (S K) G D
-    return out.view(num_seqs, num_heads, head_dim).to(query.dtype)
+    probs = probs.to(v_cache.dtype).reshape(num_kv_heads * num_seqs, group, padded)
+    out = torch.bmm(probs, values).view(num_kv_heads, num_seqs, group, head_dim)
+    return out.transpose(0, 1).reshape(num_seqs, num_heads, head_dim).to(query.dtype)

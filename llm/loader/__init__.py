@@ -12,15 +12,19 @@ from llm.loader.loaded import LoadedModel, LoaderError
 __all__ = ["LoadedModel", "LoaderError", "load_model"]
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model by path; heavy imports happen only in the branch that needs them."""
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, native_4bit: bool = False) -> LoadedModel:
+    """Load a model by path; heavy imports happen only in the branch that needs them.
+
+    ``native_4bit`` applies to GGUF files (see ``load_gguf``); gpt-oss keeps its MXFP4
+    experts 4-bit anyway.
+    """
     path = Path(path)
     if not path.exists():
         raise LoaderError(f"model path {str(path)!r} does not exist")
     if path.is_file() and path.suffix == ".gguf":
         from llm.loader.gguf import load_gguf
 
-        return load_gguf(path, dtype)
+        return load_gguf(path, dtype, native_4bit=native_4bit)
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():

@@ -2,7 +2,8 @@
 
 The file is memory-mapped by ``gguf.GGUFReader``; quantised tensors (Q8_0, Q4_0, Q4_1 here,
 any other type through ``gguf.quants``) are dequantised to fp32 once at load and then cast
-to the engine's dtype. llama.cpp's converter permutes the rows of Q and K so that its RoPE
+to the engine's dtype. With ``native_4bit`` the Q4_0/Q4_1 projections are also kept as the
+file stores them (``llm.kernels.q4_linear``) for the int4 decode kernel. llama.cpp's converter permutes the rows of Q and K so that its RoPE
 can rotate adjacent pairs; we undo that exactly like transformers' GGUF loader does, so our
 rotate-half RoPE (HF layout) sees the original weights.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm.kernels.q4_linear import Q4Blocks, int4_available, q4_from_gguf
 from llm.loader.loaded import LoadedModel, LoaderError
 from llm.models.llama import LlamaConfig, LlamaForCausalLM
 
@@ -61,6 +63,11 @@ def reverse_rope_permute(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     rows = weight.shape[0]
     half = rows // num_heads // 2
     return weight.reshape(num_heads, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+def rope_row_order(rows: int, num_heads: int) -> torch.Tensor:
+    """Row index that ``reverse_rope_permute`` applies, for weights that are not plain tensors."""
+    return reverse_rope_permute(torch.arange(rows)[:, None], num_heads).flatten()
 
 
 def _field(reader, key: str, default=None):
@@ -135,6 +142,26 @@ def read_weights(reader, config: LlamaConfig) -> dict[str, torch.Tensor]:
     return weights
 
 
+def read_q4_weights(reader, config: LlamaConfig) -> dict[str, Q4Blocks]:
+    """The layers' Q4_0/Q4_1 projections as 4-bit blocks, named and un-permuted as in ``read_weights``."""
+    blocks: dict[str, Q4Blocks] = {}
+    for tensor in reader.tensors:
+        type_name = tensor.tensor_type.name
+        if type_name not in ("Q4_0", "Q4_1") or not tensor.name.startswith("blk."):
+            continue
+        _, index, rest = tensor.name.split(".", 2)
+        if rest not in _LAYER_NAMES:
+            continue
+        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        value = q4_from_gguf(torch.from_numpy(np.array(tensor.data, copy=True)).reshape(-1), type_name, shape)
+        if rest == "attn_q.weight":
+            value = value.permute_rows(rope_row_order(shape[0], config.num_heads))
+        elif rest == "attn_k.weight":
+            value = value.permute_rows(rope_row_order(shape[0], config.num_kv_heads))
+        blocks[f"layers.{index}.{_LAYER_NAMES[rest]}"] = value
+    return blocks
+
+
 def load_tokenizer(path: Path):
     """HF fast tokenizer built from the file's ``tokenizer.ggml.*`` metadata (no download)."""
     from transformers import AutoTokenizer
@@ -142,8 +169,14 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, with_tokenizer: bool = True) -> LoadedModel:
-    """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template."""
+def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, with_tokenizer: bool = True,
+              native_4bit: bool = False) -> LoadedModel:
+    """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template.
+
+    ``native_4bit`` also keeps the file's 4-bit projections for the int4 kernel, which the
+    model then uses for small batches (decode); off, every matmul uses the dequantised
+    weights (the numerics the HF-identical tests pin). A no-op where torch lacks the kernel.
+    """
     from gguf import GGUFReader
 
     path = Path(path)
@@ -156,6 +189,8 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, with_tokeniz
     model.load_weights(read_weights(reader, config))
     model.to(dtype)
     model.eval()
+    if native_4bit and int4_available():
+        model.attach_4bit(read_q4_weights(reader, config))
     eos = _field(reader, "tokenizer.ggml.eos_token_id")
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
     eos_ids = [int(eos)] if eos is not None else []

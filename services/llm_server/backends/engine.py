@@ -60,6 +60,8 @@ class EngineBackend:
             "max_num_batched_tokens": settings.llm_max_batched_tokens,
             "max_model_len": settings.llm_max_model_len,
             "enable_prefix_caching": settings.llm_prefix_caching,
+            "native_4bit": settings.llm_native_4bit,
+            "dtype": settings.llm_dtype,
         }
         return cls(model_path, settings.llm_model, config, settings.llm_cpu_threads)
 
@@ -82,7 +84,11 @@ class EngineBackend:
 
             torch.set_num_threads(self._cpu_threads)  # torch hands it to threads started later
         try:
-            config = engine_config(**self._engine_config)
+            from llm.engine.config import resolve_dtype
+
+            options = dict(self._engine_config)
+            options["dtype"] = resolve_dtype(options.get("dtype", "fp32"))
+            config = engine_config(**options)
         except ValueError as exc:
             raise BackendUnavailable(f"invalid engine settings (ENCLAVE_LLM_*): {exc}") from exc
         # Loading is blocking work; the engine starts its own step thread on the first request.

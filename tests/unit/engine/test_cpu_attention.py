@@ -45,3 +45,28 @@ def test_bf16_cache_matches_reference():
     expected = paged_attention_ref(query, k_cache, v_cache, tables, starts, lens, 0.25)
     got = paged_attention_cpu(query, k_cache, v_cache, tables, starts, lens, 0.25)
     assert got.dtype == torch.bfloat16 and torch.allclose(got.float(), expected.float(), atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_major_storage_is_written_and_read_like_the_plain_layout(dtype):
+    """The runner's CPU caches are head-major views; writes land in the same logical slots."""
+    from llm.engine.model_runner import kv_cache_storage
+    from llm.kernels.attention import write_kv_cache_ref
+
+    query, k_plain, v_plain, tables, starts, lens = random_batch([1, 5, 1], [9, 5, 14], dtype=dtype)
+    k_cache, v_cache = kv_cache_storage(k_plain.shape, dtype), kv_cache_storage(v_plain.shape, dtype)
+    assert k_cache.shape == k_plain.shape and not k_cache.is_contiguous()
+    assert k_cache.permute(2, 0, 1, 3).is_contiguous()
+    slots = torch.arange(k_plain.shape[0] * k_plain.shape[1])
+    flat = k_plain.shape[2:]
+    write_kv_cache_ref(k_plain.reshape(-1, *flat), v_plain.reshape(-1, *flat), k_cache, v_cache, slots)
+    assert torch.equal(k_cache, k_plain) and torch.equal(v_cache, v_plain)
+    # padding slots (-1) are skipped, the others written
+    new_k, new_v = torch.ones(2, *flat, dtype=dtype), torch.full((2, *flat), 2.0, dtype=dtype)
+    write_kv_cache_ref(new_k, new_v, k_cache, v_cache, torch.tensor([-1, 5]))
+    assert torch.equal(k_cache[1, 1], new_k[1]) and torch.equal(v_cache[1, 1], new_v[1])
+    k_plain[1, 1], v_plain[1, 1] = new_k[1], new_v[1]
+    expected = paged_attention_ref(query, k_plain, v_plain, tables, starts, lens, 0.25)
+    got = paged_attention_cpu(query, k_cache, v_cache, tables, starts, lens, 0.25)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), expected.float(), atol=tolerance, rtol=tolerance)

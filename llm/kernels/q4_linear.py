@@ -1,0 +1,101 @@
+"""4-bit weights kept as the GGUF file stores them, multiplied with torch's int4 CPU kernel.
+
+GGUF's Q4_0 and Q4_1 store each row in blocks of 32 four-bit codes with an fp16 scale
+``d`` (and, for Q4_1, an fp16 minimum ``m``): ``w = d * (q - 8)`` or ``w = d * q + m``.
+Both are exactly torch's int4 group format, ``w = scale * (q - 8) + zero`` with group size
+32 (Q4_0: ``zero = 0``; Q4_1: ``zero = m + 8 d``), so the weights need not be dequantised:
+``aten._weight_int4pack_mm_for_cpu`` reads a quarter of the bytes of bf16 per decode step.
+
+Why it matters: decoding one sequence is memory-bound (every weight is read once per
+token), so 4-bit weights make a single request's decode much faster. For many rows at
+once (prefill, big decode batches) the dequantising kernel loses to oneDNN's bf16 GEMM,
+so ``Linear`` in the models uses this path only up to ``INT4_MAX_ROWS`` rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+GROUP = 32  # elements per GGUF block, and the int4 kernel's group size
+
+# Rows (tokens) up to which the int4 kernel beats the prepacked bf16 GEMM on this CPU
+# (measured with bench/kernels_cpu.py: int4 wins at 1-4 rows, bf16 from 8 rows on).
+INT4_MAX_ROWS = 4
+
+
+@dataclass
+class Q4Blocks:
+    """A 4-bit weight [rows, cols]: codes 0..15 and per-32-column fp32 scale and zero."""
+
+    codes: torch.Tensor   # uint8 [rows, cols]
+    scale: torch.Tensor   # float32 [rows, cols // 32]
+    zero: torch.Tensor    # float32 [rows, cols // 32]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+    def dequantize(self) -> torch.Tensor:
+        """The fp32 weight these blocks encode (the reference for the int4 kernel)."""
+        rows, cols = self.codes.shape
+        grouped = (self.codes.float() - 8.0).view(rows, cols // GROUP, GROUP)
+        return (grouped * self.scale[..., None] + self.zero[..., None]).view(rows, cols)
+
+    def permute_rows(self, index: torch.Tensor) -> Q4Blocks:
+        """The same weight with its rows reordered (blocks run along columns, so rows move whole)."""
+        return Q4Blocks(self.codes[index], self.scale[index], self.zero[index])
+
+    @staticmethod
+    def cat(parts: list[Q4Blocks]) -> Q4Blocks:
+        """Stack weights along rows, as fused projections (q|k|v, gate|up) do."""
+        return Q4Blocks(torch.cat([p.codes for p in parts]), torch.cat([p.scale for p in parts]),
+                        torch.cat([p.zero for p in parts]))
+
+
+def q4_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> Q4Blocks:
+    """Split GGUF Q4_0/Q4_1 bytes of a [rows, cols] tensor into codes, scales and zeros."""
+    rows, cols = shape
+    if cols % GROUP:
+        raise ValueError(f"a 4-bit GGUF row must hold whole {GROUP}-element blocks, got {cols} columns")
+    header = {"Q4_0": 2, "Q4_1": 4}.get(type_name)
+    if header is None:
+        raise ValueError(f"{type_name} is not a 4-bit GGUF block type (Q4_0 or Q4_1)")
+    blocks = raw.view(torch.uint8).reshape(rows * cols // GROUP, header + GROUP // 2)
+    d = blocks[:, 0:2].contiguous().view(torch.float16).float()
+    qs = blocks[:, header:]
+    codes = torch.cat([qs & 0x0F, qs >> 4], dim=1)  # low nibbles are elements 0..15, high ones 16..31
+    zero = blocks[:, 2:4].contiguous().view(torch.float16).float() + 8.0 * d if type_name == "Q4_1" \
+        else torch.zeros_like(d)
+    return Q4Blocks(codes.reshape(rows, cols), d.reshape(rows, cols // GROUP), zero.reshape(rows, cols // GROUP))
+
+
+def int4_available() -> bool:
+    """Whether this torch build has the int4 CPU kernels."""
+    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
+        torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+
+
+@dataclass
+class PackedInt4:
+    """A ``Q4Blocks`` weight in the int4 kernel's layout, for activations of ``dtype``."""
+
+    weight: torch.Tensor            # uint8, the kernel's packed layout
+    scales_and_zeros: torch.Tensor  # [cols // 32, rows, 2] in the activation dtype
+    out_features: int
+
+
+def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
+    """Lay 4-bit blocks out for ``_weight_int4pack_mm_for_cpu`` (once, at load)."""
+    rows, cols = blocks.shape
+    if rows % 8 or cols % (2 * GROUP):
+        raise ValueError(f"int4 packing needs rows % 8 == 0 and cols % {2 * GROUP} == 0, got {rows}x{cols}")
+    weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(blocks.codes.to(torch.int32).contiguous(), 1)
+    scales_and_zeros = torch.stack([blocks.scale.t(), blocks.zero.t()], dim=-1).to(dtype).contiguous()
+    return PackedInt4(weight, scales_and_zeros, rows)
+
+
+def int4_linear(x: torch.Tensor, packed: PackedInt4) -> torch.Tensor:
+    """``x @ W.T`` for a 2-d ``x`` in the dtype the weight was packed for."""
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed.weight, GROUP, packed.scales_and_zeros)

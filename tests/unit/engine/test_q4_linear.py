@@ -1,0 +1,79 @@
+"""GGUF 4-bit weights kept 4-bit: the blocks decode to what gguf decodes, and the int4
+kernel multiplies by exactly that weight; ``Linear`` picks it only for small batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm.kernels.q4_linear import INT4_MAX_ROWS, Q4Blocks, int4_available, int4_linear, pack_int4, q4_from_gguf
+from llm.loader.gguf import dequantize, rope_row_order
+from llm.models.llama import Linear
+
+needs_int4 = pytest.mark.skipif(not int4_available(), reason="this torch build has no int4 CPU kernel")
+
+
+def gguf_blocks(type_name: str, rows: int = 16, cols: int = 128, seed: int = 0):
+    """Real GGUF bytes made by gguf's own quantiser, plus gguf's dequantisation of them."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    values = (np.random.default_rng(seed).standard_normal((rows, cols)) * 2 + 0.5).astype(np.float32)
+    raw = quantize(values, GGMLQuantizationType[type_name])
+    return torch.from_numpy(raw.copy()).reshape(-1), dequantize(raw, type_name, (rows, cols))
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
+def test_blocks_decode_exactly_like_gguf(type_name):
+    raw, reference = gguf_blocks(type_name)
+    blocks = q4_from_gguf(raw, type_name, (16, 128))
+    assert blocks.codes.dtype == torch.uint8 and int(blocks.codes.max()) <= 15
+    torch.testing.assert_close(blocks.dequantize(), reference, rtol=0, atol=1e-6)
+
+
+def test_row_moves_and_stacking_follow_the_weight():
+    raw, reference = gguf_blocks("Q4_1")
+    blocks = q4_from_gguf(raw, "Q4_1", (16, 128))
+    order = rope_row_order(16, 2)
+    assert sorted(order.tolist()) == list(range(16)) and order.tolist() != list(range(16))
+    torch.testing.assert_close(blocks.permute_rows(order).dequantize(), reference[order], rtol=0, atol=1e-6)
+    torch.testing.assert_close(Q4Blocks.cat([blocks, blocks.permute_rows(order)]).dequantize(),
+                               torch.cat([reference, reference[order]]), rtol=0, atol=1e-6)
+
+
+def test_bad_input_is_refused_with_a_reason():
+    raw, _ = gguf_blocks("Q4_1")
+    with pytest.raises(ValueError, match="Q4_0 or Q4_1"):
+        q4_from_gguf(raw, "Q8_0", (16, 128))
+    with pytest.raises(ValueError, match="whole 32-element blocks"):
+        q4_from_gguf(raw, "Q4_1", (128, 16))
+
+
+@needs_int4
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
+def test_int4_kernel_multiplies_by_the_decoded_weight(type_name):
+    raw, reference = gguf_blocks(type_name)
+    blocks = q4_from_gguf(raw, type_name, (16, 128))
+    x = torch.randn(3, 128)
+    torch.testing.assert_close(int4_linear(x, pack_int4(blocks, torch.float32)), x @ reference.T,
+                               rtol=1e-5, atol=1e-4)
+    # bf16 activations: bf16 rounding of x, scales and the accumulation, nothing worse
+    got = int4_linear(x.bfloat16(), pack_int4(blocks, torch.bfloat16)).float()
+    torch.testing.assert_close(got, x @ reference.T, rtol=0.02, atol=0.1)
+
+
+@needs_int4
+def test_linear_uses_int4_for_small_batches_and_dense_weights_for_large():
+    raw, reference = gguf_blocks("Q4_1")
+    layer = Linear(128, 16, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(reference + 1.0)  # a different dense weight, so the two paths are told apart
+    layer.set_int4(q4_from_gguf(raw, "Q4_1", (16, 128)))
+    small, large = torch.randn(INT4_MAX_ROWS, 128), torch.randn(INT4_MAX_ROWS + 1, 128)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(small), small @ reference.T, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(layer(large), F.linear(large, layer.weight), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="expected"):
+        layer.set_int4(q4_from_gguf(raw, "Q4_1", (32, 64)))
