@@ -244,8 +244,8 @@ def main() -> None:
                            "prompt_tokens_mean": round(statistics.mean(map(len, prompts[:args.requests])), 1),
                            "new_tokens": args.new_tokens, "greedy": True, "threads": args.threads,
                            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                           "note": "2 shared CPU cores; other processes were running, so absolute "
-                                   "figures are noisy; ratios are from the same run"},
+                           "note": "all engines measured in this one run on the same machine; absolute "
+                                   "figures depend on its load, ratios less so"},
               "engine": bench_engine(args, prompts)}
     print(json.dumps(report["engine"], indent=1))
     if not args.skip_hf:

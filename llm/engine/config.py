@@ -17,9 +17,12 @@ class EngineConfig:
     ``num_threads`` sets torch's intra-op threads (process-wide) when the engine starts;
     None leaves torch's setting alone. ``native_4bit`` keeps a GGUF file's Q4_0/Q4_1 weights
     4-bit for small-batch (decode) matmuls (``llm.kernels.q4_linear``); off, every matmul
-    uses dequantised weights. Measured on 2 cores (bf16, 16 decoding sequences):
-    2 threads ~55 ms/step vs 1 thread ~75-84 ms/step on a quiet machine; with the cores
-    busy with other work 1 thread avoids oversubscription.
+    uses dequantised weights.
+
+    Threads, measured on 2 cores (bf16, 4-bit, SmolLM2): stepping in the calling thread, 2
+    threads beat 1 (16 sequences 27.6 vs 38.0 ms/step); but ``AsyncEngine`` steps in its
+    own thread, and there 2 threads were twice as slow as 1 (1 sequence 20.0 vs 12.3 ms),
+    so on such a machine the server uses 1 (``default_threads``).
     """
 
     block_size: int = 16
@@ -48,6 +51,15 @@ class EngineConfig:
             raise ValueError(f"num_threads must be >= 1 (or None to keep torch's setting), got {self.num_threads}")
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+
+
+def default_threads() -> int:
+    """Intra-op threads for an engine stepping in its own thread: 1 on up to 2 cores (see
+    ``EngineConfig``), else all cores but one, which is left to the server's event loop."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if cores <= 2 else cores - 1
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -20,8 +20,9 @@ import torch
 
 GROUP = 32  # elements per GGUF block, and the int4 kernel's group size
 
-# Rows (tokens) up to which the int4 kernel beats the prepacked bf16 GEMM on this CPU
-# (measured with bench/kernels_cpu.py: int4 wins at 1-4 rows, bf16 from 8 rows on).
+# Rows (tokens) up to which the int4 kernel beats the prepacked bf16 GEMM. Measured as the
+# engine's whole decode step on SmolLM2-135M, 1 thread, AVX512-BF16 CPU (int4 vs bf16):
+# 2 sequences 13.4 vs 17.6 ms, 4: 17.7 vs 20.2 ms, 8: 27.3 vs 26.3 ms.
 INT4_MAX_ROWS = 4
 
 

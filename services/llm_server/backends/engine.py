@@ -79,13 +79,13 @@ class EngineBackend:
         if not self.model_path.exists():
             raise BackendUnavailable(f"model file {self.model_path} does not exist (ENCLAVE_LLM_MODEL_PATH)")
         async_engine, engine_config, self._sampling_params = _engine_modules()
-        if self._cpu_threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(self._cpu_threads)  # torch hands it to threads started later
+        from llm.engine.config import default_threads, resolve_dtype
+
+        # torch hands this to threads started later, such as the engine's step thread
+        torch.set_num_threads(self._cpu_threads or default_threads())
         try:
-            from llm.engine.config import resolve_dtype
-
             options = dict(self._engine_config)
             options["dtype"] = resolve_dtype(options.get("dtype", "fp32"))
             config = engine_config(**options)

@@ -16,3 +16,24 @@ def test_nonpositive_thread_count_is_refused(bad: int) -> None:
 def test_default_leaves_torch_threads_alone() -> None:
     assert EngineConfig().num_threads is None
     assert EngineConfig(num_threads=2).num_threads == 2
+
+
+def test_server_thread_default_leaves_a_core_for_the_event_loop(monkeypatch) -> None:
+    import os
+
+    from llm.engine.config import default_threads
+
+    for cores, expected in [(1, 1), (2, 1), (3, 2), (16, 15)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        assert default_threads() == expected
+
+
+def test_dtype_names_resolve_and_unknown_ones_are_refused() -> None:
+    import torch
+
+    from llm.engine.config import resolve_dtype
+
+    assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("fp32") is torch.float32
+    assert resolve_dtype("auto") in (torch.bfloat16, torch.float32)
+    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+        resolve_dtype("fp8")
