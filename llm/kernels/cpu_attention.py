@@ -95,12 +95,18 @@ def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     return out
 
 
+PREFILL_QUERY_CHUNK = 64
+
+
 def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sliding_window, sinks):
     """A chunk of q_len queries (the last positions of seq_len) against its cached context.
 
-    Without sinks this is one ``scaled_dot_product_attention`` call (oneDNN/flash on CPU:
-    no [heads, q, k] fp32 score tensor is materialised, which made prefill attention 40%
-    of prefill time). Sinks (gpt-oss) have no SDPA equivalent and use the reference.
+    Without sinks this is ``scaled_dot_product_attention`` (oneDNN/flash on CPU: no fp32
+    [heads, q, k] score tensor is materialised) over slices of ``PREFILL_QUERY_CHUNK``
+    queries, each against only the keys it can see: the CPU flash kernel works in
+    512-key blocks, so for prompts of a few hundred tokens it computed the whole causal
+    square; slicing skips the masked half (measured 1 thread, 400 tokens, 9 heads: 3.0 vs
+    4.2 ms per layer). Sinks (gpt-oss) have no SDPA equivalent and use the reference.
     """
     from llm.kernels.attention import paged_attention_ref
 
@@ -110,19 +116,23 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
                                    torch.tensor([seq_len]), scale, sliding_window, sinks)
     block_size = k_cache.shape[1]
     tables = block_table[:-(-seq_len // block_size)].long()
-    keys = _gather(k_cache, tables)[:, :seq_len].to(query.dtype)
-    values = _gather(v_cache, tables)[:, :seq_len].to(query.dtype)
-    causal = q_len == seq_len and sliding_window is None
-    visible = None
-    if not causal:  # queries are the last q_len positions: bottom-right aligned causal mask
-        q_pos = torch.arange(seq_len - q_len, seq_len)[:, None]
-        k_pos = torch.arange(seq_len)[None, :]
+    keys = _gather(k_cache, tables)[:, :seq_len].to(query.dtype)[None]      # [1, kv_heads, seq_len, d]
+    values = _gather(v_cache, tables)[:, :seq_len].to(query.dtype)[None]
+    queries = query.transpose(0, 1)[None]                                     # [1, heads, q_len, d]
+    out = torch.empty_like(queries)
+    first = seq_len - q_len  # position of the first query
+    for start in range(0, q_len, PREFILL_QUERY_CHUNK):
+        end = min(q_len, start + PREFILL_QUERY_CHUNK)
+        k_end = first + end  # keys after the chunk's last query are never visible
+        k_start = max(0, first + start - sliding_window + 1) if sliding_window is not None else 0
+        q_pos = torch.arange(first + start, first + end)[:, None]
+        k_pos = torch.arange(k_start, k_end)[None, :]
         visible = k_pos <= q_pos
         if sliding_window is not None:
             visible &= k_pos > q_pos - sliding_window
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query.transpose(0, 1)[None], keys[None], values[None], attn_mask=visible, is_causal=causal, scale=scale,
-        enable_gqa=True)
+        out[:, :, start:end] = torch.nn.functional.scaled_dot_product_attention(
+            queries[:, :, start:end], keys[:, :, k_start:k_end], values[:, :, k_start:k_end], attn_mask=visible,
+            scale=scale, enable_gqa=True)
     return out[0].transpose(0, 1)
 
 

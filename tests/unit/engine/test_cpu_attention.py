@@ -70,3 +70,14 @@ def test_head_major_storage_is_written_and_read_like_the_plain_layout(dtype):
     got = paged_attention_cpu(query, k_cache, v_cache, tables, starts, lens, 0.25)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), expected.float(), atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("window", [None, 50])
+def test_long_prefill_chunks_match_reference(window):
+    """Prefill queries are attended in slices; slices past the first, chunks that start
+    after a cached prefix, and sliding windows all keep the reference's result."""
+    query, k_cache, v_cache, tables, starts, lens = random_batch([150, 1, 70], [150, 40, 200], block_size=16,
+                                                                 num_blocks=40)
+    expected = paged_attention_ref(query, k_cache, v_cache, tables, starts, lens, 0.125, window)
+    got = paged_attention_cpu(query, k_cache, v_cache, tables, starts, lens, 0.125, window)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
