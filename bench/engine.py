@@ -16,6 +16,8 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,9 +97,10 @@ def bench_engine(args, prompts) -> dict:
     from llm.loader.packaged import smollm2_gguf_path
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    torch.set_num_threads(1)  # load on one thread; the engine's step thread takes args.threads (ModelRunner)
     loaded = load_gguf(smollm2_gguf_path(), dtype, native_4bit=args.native_4bit)
     config = EngineConfig(dtype=dtype, kv_cache_mb=args.kv_cache_mb, max_num_batched_tokens=args.step_tokens,
-                          max_model_len=4096)
+                          max_model_len=4096, num_threads=args.threads)
     sync = LLMEngine(loaded.model, config, loaded.tokenizer, loaded.eos_token_ids, loaded.model_name,
                      loaded.chat_template, loaded.special_tokens)
     engine = AsyncEngine(sync)
@@ -219,6 +222,31 @@ def bench_llama_cpp(args, prompts) -> dict:
             "note": "sequential: llama-cpp-python serves one context at a time"}
 
 
+def run_part(part: str, args, prompts) -> dict:
+    """One measurement, in this process: ``engine``, ``hf_fp32``, ``hf_bf16`` or ``llama_cpp``."""
+    if part == "engine":
+        return bench_engine(args, prompts)
+    if part.startswith("hf_"):
+        torch.set_num_threads(args.threads)
+        return bench_hf(args, prompts, part.removeprefix("hf_"))
+    if part == "llama_cpp":
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            return {"skipped": "not installed (optional; pip install llama-cpp-python==0.3.36)"}
+        return bench_llama_cpp(args, prompts)
+    raise SystemExit(f"unknown part {part!r}")
+
+
+def run_in_fresh_process(part: str, argv: list[str]) -> dict:
+    """Each engine gets its own process: thread pools (OpenMP teams) one leaves behind would
+    otherwise slow the next (libgomp stops spin-waiting once it manages more threads than
+    there are cores), and peak RSS is then per engine."""
+    done = subprocess.run([sys.executable, "-m", "bench.engine", *argv, "--only", part], cwd=REPO,
+                          stdout=subprocess.PIPE, check=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=16)
@@ -227,41 +255,40 @@ def main() -> None:
     parser.add_argument("--no-native-4bit", dest="native_4bit", action="store_false",
                         help="dequantise every weight (default: keep the file's Q4 blocks for decode matmuls)")
     parser.add_argument("--hf-dtype", choices=["bf16", "fp32", "both"], default="both")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both engines")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every engine")
     parser.add_argument("--kv-cache-mb", type=int, default=512)
     parser.add_argument("--step-tokens", type=int, default=1024, help="max_num_batched_tokens")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine.json")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one part, JSON on the last stdout line
+    argv = sys.argv[1:]
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
     from llm.loader.gguf import load_tokenizer
     from llm.loader.packaged import smollm2_gguf_path
 
     tokenizer = load_tokenizer(smollm2_gguf_path())
     prompts = rag_prompts(tokenizer, args.requests + 2)
+    if args.only:
+        print(json.dumps(run_part(args.only, args, prompts)), flush=True)
+        return
     report = {"workload": {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "requests": args.requests,
                            "prompt_tokens_mean": round(statistics.mean(map(len, prompts[:args.requests])), 1),
                            "new_tokens": args.new_tokens, "greedy": True, "threads": args.threads,
                            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                           "note": "all engines measured in this one run on the same machine; absolute "
-                                   "figures depend on its load, ratios less so"},
-              "engine": bench_engine(args, prompts)}
-    print(json.dumps(report["engine"], indent=1))
-    if not args.skip_hf:
-        ours = report["engine"]["concurrent"]["aggregate_tok_s"]
-        for hf_dtype in (["fp32", "bf16"] if args.hf_dtype == "both" else [args.hf_dtype]):
-            report[f"hf_transformers_{hf_dtype}"] = hf = bench_hf(args, prompts, hf_dtype)
-            report[f"ratio_aggregate_vs_hf_{hf_dtype}"] = round(ours / hf["aggregate_tok_s"], 2)
-            print(json.dumps(hf), flush=True)
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        report["llama_cpp"] = "not installed (optional; pip install llama-cpp-python==0.3.36)"
-    else:
-        report["llama_cpp"] = llama = bench_llama_cpp(args, prompts)
-        report["ratio_aggregate_vs_llama_cpp"] = round(report["engine"]["concurrent"]["aggregate_tok_s"]
-                                                       / llama["aggregate_tok_s"], 2)
+                           "note": "all engines measured in this one run on the same machine, each in its own "
+                                   "process; absolute figures depend on its load, ratios less so"},
+              "engine": run_in_fresh_process("engine", argv)}
+    print(json.dumps(report["engine"], indent=1), flush=True)
+    ours = report["engine"]["concurrent"]["aggregate_tok_s"]
+    peers = [] if args.skip_hf else [f"hf_{d}" for d in (["fp32", "bf16"] if args.hf_dtype == "both"
+                                                        else [args.hf_dtype])]
+    for part in [*peers, "llama_cpp"]:
+        key = part.replace("hf_", "hf_transformers_")
+        report[key] = peer = run_in_fresh_process(part, argv)
+        if "aggregate_tok_s" in peer:
+            report[f"ratio_aggregate_vs_{part}"] = round(ours / peer["aggregate_tok_s"], 2)
+        print(json.dumps(peer), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "engine"}, indent=1))

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     llm_dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="Engine weights and KV cache dtype. auto: bf16 where the CPU has native bf16 matmuls (AVX512-BF16/AMX), else fp32.")
     llm_native_4bit: bool = Field(True, description="Engine: keep a GGUF file's Q4_0/Q4_1 weights 4-bit for decode matmuls (about 1.4x faster single-request decode on CPU); off: dequantise all weights.")
     llm_prefix_caching: bool = Field(True, description="Reuse KV blocks of identical prompt prefixes.")
-    llm_cpu_threads: int | None = Field(None, description="CPU threads for the LLM server's torch ops. Default: engine backend 1 on machines with up to 2 cores, else all cores but one (see llm.engine.config.default_threads); hf backend: torch's choice.")
+    llm_cpu_threads: int | None = Field(None, description="CPU threads for the LLM server's torch ops. Default: every core (engine: set in its step thread; hf: torch's choice).")
     llm_max_queue: int = Field(4096, description="Most requests waiting in the LLM server; beyond it requests get 503.")
 
     # --- safety ------------------------------------------------------------------------

@@ -19,10 +19,11 @@ class EngineConfig:
     4-bit for small-batch (decode) matmuls (``llm.kernels.q4_linear``); off, every matmul
     uses dequantised weights.
 
-    Threads, measured on 2 cores (bf16, 4-bit, SmolLM2): stepping in the calling thread, 2
-    threads beat 1 (16 sequences 27.6 vs 38.0 ms/step); but ``AsyncEngine`` steps in its
-    own thread, and there 2 threads were twice as slow as 1 (1 sequence 20.0 vs 12.3 ms),
-    so on such a machine the server uses 1 (``default_threads``).
+    ``num_threads`` is applied in the thread that steps the engine (``ModelRunner``), so
+    an ``AsyncEngine``'s step thread gets it; load the model with 1 torch thread (see
+    ``ModelRunner._use_own_threads`` for why). Measured on 2 cores (bf16, 4-bit, SmolLM2,
+    ``bench/engine.py``): 2 threads 241 vs 1 thread 194 tok/s for 16 concurrent requests,
+    single-request decode 86 vs 79 tok/s.
     """
 
     block_size: int = 16
@@ -54,12 +55,10 @@ class EngineConfig:
 
 
 def default_threads() -> int:
-    """Intra-op threads for an engine stepping in its own thread: 1 on up to 2 cores (see
-    ``EngineConfig``), else all cores but one, which is left to the server's event loop."""
+    """Intra-op threads for an engine when none are configured: every core this process may use."""
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if cores <= 2 else cores - 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -8,6 +8,8 @@ sequence that samples this step (those whose new tokens reach their end).
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from llm.engine.config import EngineConfig
@@ -49,8 +51,8 @@ class ModelRunner:
 
     def __init__(self, model: CausalLM, config: EngineConfig, num_blocks: int) -> None:
         self.model = model
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
+        self.num_threads = config.num_threads
+        self._threads_set_in: int | None = None  # the thread whose torch threads we last set
         prepare = getattr(model, "prepare_for_inference", None)
         if prepare is not None:  # e.g. pack CPU weights once the loaded weights are final
             prepare()
@@ -59,6 +61,18 @@ class ModelRunner:
         shape = (num_blocks, config.block_size, spec.num_kv_heads, spec.head_dim)
         self.kv_caches = [(kv_cache_storage(shape, spec.dtype), kv_cache_storage(shape, spec.dtype))
                           for _ in range(spec.num_layers)]
+
+    def _use_own_threads(self) -> None:
+        """Apply ``num_threads`` in the thread that steps the engine, once per thread.
+
+        Set here rather than at load: an OpenMP thread team is made per calling thread,
+        and teams left behind by a loading thread push libgomp over the core count, where
+        it stops spin-waiting and every small parallel op pays a wake-up (measured on 2
+        cores: a 1-sequence step took 20-24 ms in a worker thread vs 10 ms with this).
+        """
+        if self.num_threads is not None and self._threads_set_in != threading.get_ident():
+            torch.set_num_threads(self.num_threads)
+            self._threads_set_in = threading.get_ident()
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Apply copy-on-write: block ``dst`` gets ``src``'s K/V in every layer."""
@@ -111,6 +125,7 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
         """Logits [num_sampling, vocab] (float32) and the batch rows they belong to."""
+        self._use_own_threads()
         self.copy_blocks(batch.block_copies)
         input_ids, positions, meta, sampling_rows = self.prepare(batch)
         logits = self.model(input_ids, positions, self.kv_caches, meta)

@@ -83,10 +83,11 @@ class EngineBackend:
 
         from llm.engine.config import default_threads, resolve_dtype
 
-        # torch hands this to threads started later, such as the engine's step thread
-        torch.set_num_threads(self._cpu_threads or default_threads())
+        # load on one thread; the engine's step thread then takes its own count (ModelRunner)
+        torch.set_num_threads(1)
         try:
             options = dict(self._engine_config)
+            options["num_threads"] = self._cpu_threads or default_threads()
             options["dtype"] = resolve_dtype(options.get("dtype", "fp32"))
             config = engine_config(**options)
         except ValueError as exc:

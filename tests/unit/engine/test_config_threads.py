@@ -18,14 +18,40 @@ def test_default_leaves_torch_threads_alone() -> None:
     assert EngineConfig(num_threads=2).num_threads == 2
 
 
-def test_server_thread_default_leaves_a_core_for_the_event_loop(monkeypatch) -> None:
+def test_server_thread_default_is_every_usable_core(monkeypatch) -> None:
     import os
 
     from llm.engine.config import default_threads
 
-    for cores, expected in [(1, 1), (2, 1), (3, 2), (16, 15)]:
+    for cores in (1, 2, 16):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
-        assert default_threads() == expected
+        assert default_threads() == cores
+
+
+def test_threads_are_set_in_the_thread_that_steps() -> None:
+    """``num_threads`` reaches the engine's step thread, not only the thread that built it."""
+    import threading
+
+    import torch
+
+    from llm.engine.model_runner import ModelRunner
+
+    runner = ModelRunner.__new__(ModelRunner)
+    runner.num_threads, runner._threads_set_in = 1, None
+    before = torch.get_num_threads()
+    seen = []
+
+    def step() -> None:
+        runner._use_own_threads()
+        seen.append((runner._threads_set_in == threading.get_ident(), torch.get_num_threads()))
+
+    try:
+        worker = threading.Thread(target=step)
+        worker.start()
+        worker.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(True, 1)]
 
 
 def test_dtype_names_resolve_and_unknown_ones_are_refused() -> None:
