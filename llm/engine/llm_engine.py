@@ -18,6 +18,7 @@ from typing import Any
 from llm.engine.block_manager import BlockManager
 from llm.engine.config import EngineConfig
 from llm.engine.detokenizer import IncrementalDetokenizer
+from llm.engine.guided import JsonSchemaCompiler
 from llm.engine.model_runner import ModelRunner, num_kv_blocks_for
 from llm.engine.outputs import CompletedRequest, RequestOutput
 from llm.engine.sampler import Sampler
@@ -58,6 +59,7 @@ class LLMEngine:
         self.ttft_samples: deque[float] = deque(maxlen=256)
         self.itl_samples: deque[float] = deque(maxlen=1024)
         self._ids = itertools.count()
+        self._json_compiler: JsonSchemaCompiler | None = None
 
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:
@@ -98,6 +100,8 @@ class LLMEngine:
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
         seq = Sequence(request_id, prompt_token_ids, params)
+        if params.json_schema is not None:
+            seq.json_matcher = self.json_matcher(params.json_schema)
         if arrival_time is not None:
             seq.arrival_time = arrival_time
         detokenizer = None
@@ -106,6 +110,14 @@ class LLMEngine:
         self.requests[request_id] = _Request(seq, detokenizer)
         self.scheduler.add(seq)
         return request_id
+
+    def json_matcher(self, schema: dict):
+        """A matcher constraining one request to ``schema``; ValueError says why it cannot."""
+        if self.tokenizer is None:
+            raise ValueError("response_format json_schema needs a tokenizer; this engine has none")
+        if self._json_compiler is None:
+            self._json_compiler = JsonSchemaCompiler(self.tokenizer, sorted(self.eos_token_ids))
+        return self._json_compiler.matcher(schema)
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Drop a request wherever it is and free its blocks; None if it is unknown."""
@@ -154,6 +166,8 @@ class LLMEngine:
         seq.last_token_time = now
         seq.append_token(token_id, logprob)
         self.generation_tokens_total += 1
+        if seq.json_matcher is not None and token_id not in self.eos_token_ids:
+            seq.json_matcher.accept(token_id)
         reason = None
         if (token_id in self.eos_token_ids and not params.ignore_eos) or token_id in params.stop_token_ids:
             reason = "stop"

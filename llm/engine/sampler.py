@@ -38,6 +38,11 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[float | None]]:
         logits = logits.float()
+        guided = [(row, seq.json_matcher) for row, seq in enumerate(seqs) if seq.json_matcher is not None]
+        if guided:  # constrained decoding: forbidden tokens can never be drawn
+            logits = logits.clone()  # a normal tensor: the runner's are inference-mode and read-only here
+            for row, matcher in guided:
+                matcher.mask_(logits[row])
         chosen = logits.argmax(dim=-1)
         sampled_rows = [i for i, seq in enumerate(seqs) if not seq.params.greedy]
         if sampled_rows:

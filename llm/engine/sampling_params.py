@@ -12,6 +12,7 @@ class SamplingParams:
     ``temperature == 0`` means greedy. ``top_k == 0`` / ``top_p == 1`` / ``min_p == 0``
     disable those filters. ``seed`` makes sampling reproducible for this request alone.
     ``stop`` strings are matched on the decoded text and are not part of the output.
+    ``json_schema`` constrains the output to JSON that the schema accepts (``guided.py``).
     """
 
     max_tokens: int = 16
@@ -24,6 +25,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     logprobs: bool = False
     ignore_eos: bool = False
+    json_schema: dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -44,6 +46,8 @@ class SamplingParams:
             raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise ValueError(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise ValueError(f"json_schema must be a JSON object (dict), got {type(self.json_schema).__name__}")
 
     @property
     def greedy(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import Any
 
 import torch
 
@@ -42,6 +43,7 @@ class Sequence:
         if params.seed is not None:
             self.generator = torch.Generator().manual_seed(params.seed)
         self.arrival_time = time.monotonic()
+        self.json_matcher: Any = None  # a guided.JsonMatcher when params.json_schema is set
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
 

@@ -15,10 +15,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm.engine.guided import GuidedDecodingUnavailable
+
 from .base import BackendError, BackendUnavailable, Delta, GenerationParams, Prompt, TokenLogprob
 
 if TYPE_CHECKING:
     from services.settings import Settings
+
+
+def json_schema_of(response_format: dict[str, Any] | None) -> dict | None:
+    """The schema the engine must enforce for an OpenAI ``response_format`` (None: free text)."""
+    if not response_format or response_format.get("type") in (None, "text"):
+        return None
+    if response_format["type"] == "json_object":
+        return {"type": "object"}
+    return dict((response_format.get("json_schema") or {}).get("schema") or {})
 
 
 def _engine_modules() -> tuple[Any, Any, Any]:
@@ -38,7 +49,9 @@ class EngineBackend:
     kind = "engine"  # the ENCLAVE_LLM_BACKEND value that selects it
 
     max_top_logprobs = 0  # the engine reports the chosen token's logprob only
-    supports_response_format = False
+    # json_object / json_schema are enforced by the engine's constrained decoding
+    # (llm.engine.guided); a model it cannot constrain refuses the request with a 400
+    supports_response_format = True
 
     def __init__(self, model_path: Path, model_name: str, engine_config: dict[str, Any],
                  cpu_threads: int | None = None):
@@ -127,7 +140,8 @@ class EngineBackend:
         return self._sampling_params(
             max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
             top_k=params.top_k, min_p=params.min_p, seed=params.seed, stop=list(params.stop),
-            logprobs=params.logprobs, ignore_eos=params.ignore_eos)
+            logprobs=params.logprobs, ignore_eos=params.ignore_eos,
+            json_schema=json_schema_of(params.response_format))
 
     def _logprobs(self, token_ids: list[int], values: Any) -> list[TokenLogprob] | None:
         if not values:
@@ -155,6 +169,8 @@ class EngineBackend:
                 except StopAsyncIteration:
                     raise BackendError("the engine ended a request without finishing it", status=500,
                                        code="engine_failed") from None
+                except GuidedDecodingUnavailable as exc:  # a schema or model we cannot constrain to
+                    raise BackendError(str(exc), status=400, code="response_format_unsupported") from exc
                 except ValueError as exc:  # the engine's own validation: this request cannot be served
                     raise BackendError(str(exc), status=400, code="invalid_request") from exc
                 except RuntimeError as exc:  # EngineDeadError: shut down or crashed

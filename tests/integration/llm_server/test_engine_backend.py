@@ -78,6 +78,43 @@ def test_engine_logprobs_and_refusals(engine_client):
     with pytest.raises(openai.BadRequestError, match="top logprobs"):
         engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True,
                                               top_logprobs=2)
-    with pytest.raises(openai.BadRequestError, match="engine"):
-        engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3,
-                                              response_format={"type": "json_object"})
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                           "age": {"type": "integer", "minimum": 0}},
+          "required": ["name", "age"], "additionalProperties": False}
+DESCRIBE = [{"role": "user", "content": "Describe a person with a name and an age."}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_engine_json_schema_output_parses_and_fits_the_schema(engine_client, stream):
+    import json
+
+    import jsonschema
+
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    kwargs = dict(model=MODEL, messages=DESCRIBE, max_tokens=60, temperature=0.8, seed=5,
+                  response_format=response_format)
+    if stream:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in
+                       engine_client.chat.completions.create(stream=True, **kwargs) if chunk.choices)
+    else:
+        reply = engine_client.chat.completions.create(**kwargs)
+        text = reply.choices[0].message.content
+        assert reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_engine_json_object_and_bad_schemas(engine_client):
+    import json
+
+    import openai
+
+    reply = engine_client.chat.completions.create(model=MODEL, messages=DESCRIBE, max_tokens=60, temperature=0,
+                                                  response_format={"type": "json_object"})
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+    with pytest.raises(openai.BadRequestError) as bad:
+        engine_client.chat.completions.create(
+            model=MODEL, messages=DESCRIBE, max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
+    assert bad.value.code == "response_format_unsupported" and "invalid json schema" in bad.value.message

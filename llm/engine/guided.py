@@ -1,0 +1,91 @@
+"""Constrained decoding: only tokens that keep the output valid JSON for a schema may be drawn.
+
+``response_format: json_schema`` promises the caller parseable output, so asking the model
+nicely is not enough. Before each draw, the request's matcher says which tokens can extend
+the text within the schema's grammar; the others are masked to -inf, and the drawn token
+advances the matcher. Once the JSON is complete only EOS stays allowed, so the request ends
+normally. The grammar work is llguidance's (the library vLLM and SGLang use): it compiles
+the schema and computes each step's token mask in about a millisecond. Heavy imports
+are deferred so the LLM server can import the error type without torch.
+
+Works with HF fast tokenizers (GGUF models). Harmony models (gpt-oss) would also need the
+mask applied to the final channel only; they are refused with a clear error for now.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class GuidedDecodingUnavailable(ValueError):
+    """This engine cannot constrain decoding for the request (library, tokenizer or schema)."""
+
+
+class JsonMatcher:
+    """One request's position in its schema's grammar."""
+
+    def __init__(self, matcher: Any, vocab_size: int) -> None:
+        self._matcher = matcher
+        self._vocab_size = vocab_size
+
+    def mask_(self, logits_row) -> None:
+        """Set the logits of every token the grammar forbids next to -inf (in place)."""
+        import numpy as np
+        import torch
+
+        bits = np.unpackbits(np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        allowed = torch.from_numpy(bits[:self._vocab_size].astype(bool))
+        width = min(len(allowed), logits_row.shape[-1])
+        logits_row[:width].masked_fill_(~allowed[:width], float("-inf"))
+        logits_row[width:] = float("-inf")  # model rows beyond the tokenizer's vocabulary
+
+    def accept(self, token_id: int) -> None:
+        """Advance past the drawn token (always one the mask allowed)."""
+        if not self._matcher.consume_token(token_id):
+            raise RuntimeError(f"grammar rejected token {token_id}: {self._matcher.get_error()}")
+
+    @property
+    def complete(self) -> bool:
+        """The output so far is a whole document the schema accepts."""
+        return self._matcher.is_accepting()
+
+
+class JsonSchemaCompiler:
+    """Turns JSON schemas into per-request matchers for one tokenizer (built once, ~0.3 s)."""
+
+    def __init__(self, tokenizer: Any, eos_token_ids: list[int]) -> None:
+        self._hf_tokenizer = tokenizer
+        self._eos_token_ids = eos_token_ids
+        self._ll_tokenizer = None
+
+    def _tokenizer(self):
+        if self._ll_tokenizer is None:
+            try:
+                import llguidance.hf
+                from transformers import PreTrainedTokenizerFast
+            except ImportError as exc:
+                raise GuidedDecodingUnavailable(f"constrained decoding needs llguidance ({exc})") from exc
+            if not isinstance(self._hf_tokenizer, PreTrainedTokenizerFast):
+                raise GuidedDecodingUnavailable(
+                    "response_format json_schema is not supported for this model yet: its tokenizer is not a "
+                    "Hugging Face fast tokenizer (harmony models such as gpt-oss)")
+            eos = self._eos_token_ids[0] if self._eos_token_ids else None
+            self._ll_tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer, eos_token=eos)
+        return self._ll_tokenizer
+
+    def matcher(self, schema: dict) -> JsonMatcher:
+        """A fresh matcher for ``schema``; GuidedDecodingUnavailable says what is wrong with it."""
+        import llguidance
+
+        tokenizer = self._tokenizer()
+        if not isinstance(schema, dict):
+            raise GuidedDecodingUnavailable(f"json schema must be an object, got {type(schema).__name__}")
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        except Exception as exc:  # the schema compiler reports unsupported or malformed schemas
+            raise GuidedDecodingUnavailable(f"invalid json schema: {exc}") from exc
+        matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise GuidedDecodingUnavailable(f"invalid json schema: {matcher.get_error()}")
+        return JsonMatcher(matcher, tokenizer.vocab_size)
