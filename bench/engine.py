@@ -242,7 +242,9 @@ def run_in_fresh_process(part: str, argv: list[str]) -> dict:
     """Each engine gets its own process: thread pools (OpenMP teams) one leaves behind would
     otherwise slow the next (libgomp stops spin-waiting once it manages more threads than
     there are cores), and peak RSS is then per engine."""
-    done = subprocess.run([sys.executable, "-m", "bench.engine", *argv, "--only", part], cwd=REPO,
+    env = {**os.environ}
+    env.setdefault("OMP_PROC_BIND", "true")  # as services/llm_server sets it; the same for every engine
+    done = subprocess.run([sys.executable, "-m", "bench.engine", *argv, "--only", part], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, check=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -277,7 +279,8 @@ def main() -> None:
                            "new_tokens": args.new_tokens, "greedy": True, "threads": args.threads,
                            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                            "note": "all engines measured in this one run on the same machine, each in its own "
-                                   "process; absolute figures depend on its load, ratios less so"},
+                                   "process with OMP_PROC_BIND=true; absolute figures depend on its "
+                                   "load, ratios less so"},
               "engine": run_in_fresh_process("engine", argv)}
     print(json.dumps(report["engine"], indent=1), flush=True)
     ours = report["engine"]["concurrent"]["aggregate_tok_s"]

@@ -34,3 +34,16 @@ def test_a_missing_model_file_fails_the_start_with_the_setting_name(tmp_path):
         settings = Settings(_env_file=None, llm_backend=backend, llm_model_path=str(tmp_path / "absent.gguf"))
         with pytest.raises(BackendError, match="ENCLAVE_LLM_MODEL_PATH"):
             asyncio.run(build_backend(settings).start())
+
+
+def test_the_entry_point_pins_openmp_threads_unless_the_environment_says_otherwise():
+    code = ("import os, uvicorn, services.llm_server.__main__ as entry; "
+            "uvicorn.run = lambda *a, **k: print('OMP_PROC_BIND=' + os.environ.get('OMP_PROC_BIND', '')); "
+            "entry.main()")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_PROC_BIND"}
+    pinned = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert "OMP_PROC_BIND=true" in pinned.stdout, pinned.stderr
+    chosen = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "OMP_PROC_BIND": "false"},
+                            capture_output=True, text=True, timeout=120)
+    assert "OMP_PROC_BIND=false" in chosen.stdout, chosen.stderr
