@@ -31,17 +31,15 @@ def num_kv_blocks_for(model: CausalLM, config: EngineConfig) -> int:
     return max(1, config.kv_cache_mb * 2**20 // kv_block_bytes(model, config.block_size))
 
 
-def kv_cache_storage(shape: tuple[int, int, int, int], dtype: torch.dtype,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """A zeroed cache of logical shape [num_blocks, block_size, num_kv_heads, head_dim].
+def kv_cache_storage(shape: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed CPU cache of logical shape [num_blocks, block_size, num_kv_heads, head_dim].
 
-    On CPU the memory is laid out head-major ([heads, blocks, block_size, head_dim]) and
-    returned as a permuted view: the CPU attention gathers blocks per head with no
-    transpose copy (``llm.kernels.cpu_attention.head_major``). Elsewhere (the Triton
-    kernels) it is the plain contiguous layout.
+    The memory is laid out head-major ([heads, blocks, block_size, head_dim]) and returned
+    as a permuted view: the CPU attention gathers blocks per head with no transpose copy
+    (``llm.kernels.cpu_attention.head_major``). The logical shape is the kernels' contract,
+    so the Triton kernels, which want it contiguous, get a plain tensor wherever a CUDA
+    runner allocates one.
     """
-    if torch.device(device).type != "cpu":
-        return torch.zeros(shape, dtype=dtype, device=device)
     blocks, block_size, heads, head_dim = shape
     return torch.zeros((heads, blocks, block_size, head_dim), dtype=dtype).permute(1, 2, 0, 3)
 
