@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm.kernels.q4_linear import INT4_MAX_ROWS, Q4Blocks, int4_available, int4_linear, pack_int4, q4_from_gguf
+from llm.kernels.q4_linear import (
+    INT4_MAX_ROWS,
+    Q4Blocks,
+    int4_available,
+    int4_linear,
+    pack_int4,
+    q4_from_gguf,
+)
 from llm.loader.gguf import dequantize, rope_row_order
 from llm.models.llama import Linear
 
