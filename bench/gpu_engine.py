@@ -40,11 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.kernels import (
-    NO_CUDA_MESSAGE,
     cuda_time_ms,
+    gpu_or_cpu_smoke,
     measured_bandwidth_gbs,
     random_mxfp4_experts,
-    write_results,
 )
 
 DECODE_BATCHES = (1, 8, 64)
@@ -372,16 +371,7 @@ def _wall_ms(fn, iters: int) -> float:
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if not torch.cuda.is_available():
-        print(NO_CUDA_MESSAGE)
-        print("interpreter smoke run of a tiny gpt-oss-shaped stack on our Triton kernels (CPU):")
-        smoke = run_cpu_smoke()
-        path = write_results("gpu_engine-cpu-smoke.json", dict(message=NO_CUDA_MESSAGE, smoke=smoke))
-        print(f"wrote {path}")
-        return 0 if smoke["ok"] else 1
-    path = write_results("gpu_engine.json", run_gpu())
-    print(f"wrote {path}")
-    return 0
+    return gpu_or_cpu_smoke("gpu_engine", run_gpu, run_cpu_smoke, "a tiny gpt-oss-shaped stack on our Triton kernels")
 
 
 if __name__ == "__main__":

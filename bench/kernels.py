@@ -284,18 +284,23 @@ def run_cpu_smoke() -> dict:
     return results
 
 
-def main() -> int:
+def gpu_or_cpu_smoke(name: str, run_gpu, run_cpu_smoke, smoke_what: str) -> int:
+    """Run a GPU benchmark into ``<name>.json``; without CUDA, say so and run its CPU smoke
+    test instead (into ``<name>-cpu-smoke.json``), exiting 1 only if the smoke run fails."""
     if not torch.cuda.is_available():
         print(NO_CUDA_MESSAGE)
-        print("interpreter smoke run of the Triton kernels on CPU (tiny shapes):")
+        print(f"interpreter smoke run of {smoke_what} (CPU):")
         smoke = run_cpu_smoke()
-        path = write_results("kernels-cpu-smoke.json", dict(message=NO_CUDA_MESSAGE, smoke=smoke))
+        path = write_results(f"{name}-cpu-smoke.json", dict(message=NO_CUDA_MESSAGE, smoke=smoke))
         print(f"wrote {path}")
         return 0 if smoke["ok"] else 1
-    payload = run_gpu()
-    path = write_results("kernels.json", payload)
+    path = write_results(f"{name}.json", run_gpu())
     print(f"wrote {path}")
     return 0
+
+
+def main() -> int:
+    return gpu_or_cpu_smoke("kernels", run_gpu, run_cpu_smoke, "the Triton kernels, tiny shapes")
 
 
 if __name__ == "__main__":
