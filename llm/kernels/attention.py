@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from llm.kernels.step_cache import StepCache
+
 
 def _use_triton(tensor: torch.Tensor) -> bool:
     return tensor.is_cuda
@@ -41,30 +43,21 @@ def write_kv_cache_ref(key, value, k_cache, v_cache, slot_mapping) -> None:
     v_cache[blocks, offsets] = value.to(v_cache.dtype)
 
 
-# (slot_mapping, block_size, index) of the last step; one tuple, swapped whole, so threads
-# running separate engines never read one step's key with another's index
-_last_slots: tuple = (None, 0, None)
+_slots = StepCache()
 
 
 def _slot_index(slot_mapping: torch.Tensor, block_size: int):
-    """(block, offset, valid rows or None) of each slot, computed once per step.
+    """(block, offset, valid rows or None) of each slot, derived once per step (``StepCache``)."""
 
-    Every layer of a forward pass writes with the same ``slot_mapping`` tensor, so the
-    index (and the host sync of the padding check) is derived once, keyed on its identity
-    (the entry holds the tensor, so its id cannot be reused while cached).
-    """
-    global _last_slots
-    last = _last_slots
-    if last[0] is slot_mapping and last[1] == block_size:
-        return last[2]
-    valid = None
-    slots = slot_mapping
-    if len(slots) and int(slots.min()) < 0:  # padding rows are not stored
-        valid = slots >= 0
-        slots = slots[valid]
-    index = (slots // block_size, slots % block_size, valid)
-    _last_slots = (slot_mapping, block_size, index)
-    return index
+    def compute():
+        valid = None
+        slots = slot_mapping
+        if len(slots) and int(slots.min()) < 0:  # padding rows are not stored
+            valid = slots >= 0
+            slots = slots[valid]
+        return slots // block_size, slots % block_size, valid
+
+    return _slots.get((slot_mapping, block_size), compute)
 
 
 def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

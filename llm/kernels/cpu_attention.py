@@ -13,35 +13,24 @@ from __future__ import annotations
 
 import torch
 
+from llm.kernels.step_cache import StepCache
 
-class _StepPlan:
-    """What every layer of one step shares: the decode rows, gather index and padding mask.
+_plan = StepCache()  # per step: the decode rows, gather index and padding mask every layer shares
 
-    A forward pass calls attention once per layer with the same metadata tensors; deriving
-    the plan once instead of per layer saves a dozen small ops (and a host sync) per layer.
-    Keyed on the identity of those tensors, which the plan holds so they cannot be reused.
-    """
 
-    def __init__(self) -> None:
-        self.entry: tuple = ((), None)  # (key, value), swapped whole: safe across engine threads
+def _step_plan(block_tables, query_start_loc, seq_lens, block_size, sliding_window):
+    """(q_lens, decode rows, all_decode, decode mask) for this step's metadata, derived once."""
 
-    def get(self, block_tables, query_start_loc, seq_lens, block_size, sliding_window):
-        key = (block_tables, query_start_loc, seq_lens, block_size, sliding_window)
-        last_key, last_value = self.entry
-        if len(last_key) == len(key) and all(a is b for a, b in zip(last_key, key, strict=True)):
-            return last_value
+    def compute():
         q_lens = query_start_loc[1:] - query_start_loc[:-1]
         decode = (q_lens == 1).nonzero().flatten()
         all_decode = len(decode) == len(q_lens)
         mask = _decode_mask(block_tables if all_decode else block_tables[decode],
                             seq_lens if all_decode else seq_lens[decode], block_size, sliding_window) \
             if len(decode) else None
-        value = (q_lens, decode, all_decode, mask)
-        self.entry = (key, value)
-        return value
+        return q_lens, decode, all_decode, mask
 
-
-_plan = _StepPlan()
+    return _plan.get((block_tables, query_start_loc, seq_lens, block_size, sliding_window), compute)
 
 
 def _decode_mask(block_tables, seq_lens, block_size, sliding_window):
@@ -78,8 +67,8 @@ def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                         block_tables: torch.Tensor, query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
                         scale: float, sliding_window: int | None = None,
                         sinks: torch.Tensor | None = None) -> torch.Tensor:
-    q_lens, decode, all_decode, mask = _plan.get(block_tables, query_start_loc, seq_lens, k_cache.shape[1],
-                                                 sliding_window)
+    q_lens, decode, all_decode, mask = _step_plan(block_tables, query_start_loc, seq_lens, k_cache.shape[1],
+                                                  sliding_window)
     if all_decode:
         return _decode_attention(query, k_cache, v_cache, mask, scale, sinks)
     out = torch.empty_like(query)
