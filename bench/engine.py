@@ -27,15 +27,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.support import corpus_dir  # noqa: E402
+
 SYSTEM = "You answer employee questions using only the context below. Cite the document name."
-
-
-def corpus_dir() -> Path:
-    """ENCLAVE_CORPUS_DIR, else ``<repo>/../shared/corpus``, else ``/work/shared/corpus``."""
-    for candidate in (os.environ.get("ENCLAVE_CORPUS_DIR"), REPO / ".." / "shared" / "corpus", "/work/shared/corpus"):
-        if candidate and (Path(candidate) / "docs").is_dir():
-            return Path(candidate)
-    raise SystemExit("corpus not found: set ENCLAVE_CORPUS_DIR")
 
 
 def rag_prompts(tokenizer, n: int, context_tokens: int = 340) -> list[list[int]]:

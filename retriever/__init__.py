@@ -1,6 +1,6 @@
 """Retrieval: hybrid search with access filtering, prompt composition and citations.
 
-Entry points: ``retriever.access.AccessScope`` (who sees what; None groups = admin),
+Entry points (the access scope itself lives in ``ingest.stores.acl``, shared with the writers):
 ``retriever.search.HybridSearcher`` (``from_config``, ``search``), ``retriever.followup.rewrite_query``,
 ``retriever.prompt.compose_prompt`` (+ ``approx_tokens``, ``PromptTooLong``),
 ``retriever.citations.extract_citations``, ``retriever.fusion.reciprocal_rank_fusion``,

@@ -15,7 +15,6 @@ topic.
 from __future__ import annotations
 
 import json
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -63,17 +62,6 @@ class GoldQuestion:
     evidence: str | None
     answerable: bool
     follow_up_of: str | None
-
-
-def corpus_dir() -> Path:
-    """The evaluation corpus: $ENCLAVE_CORPUS_DIR, else <repo>/../shared/corpus, else /work/shared/corpus."""
-    env = os.environ.get("ENCLAVE_CORPUS_DIR")
-    if env:
-        return Path(env)
-    sibling = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
-    if sibling.is_dir():
-        return sibling.resolve()
-    return Path("/work/shared/corpus")
 
 
 def load_questions(path: Path) -> list[GoldQuestion]:

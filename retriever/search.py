@@ -7,9 +7,9 @@ from typing import Any
 
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
+from ingest.stores.acl import AccessScope
 from ingest.stores.lexical import LexicalIndex
 from ingest.stores.vector import VectorStore
-from retriever.access import AccessScope
 from retriever.fusion import reciprocal_rank_fusion
 
 
@@ -68,7 +68,7 @@ class HybridSearcher:
         if k <= 0:
             raise ValueError(f"k must be a positive number of results, not {k}.")
         if not isinstance(scope, AccessScope):
-            raise TypeError("scope must be a retriever.access.AccessScope")
+            raise TypeError("scope must be a ingest.stores.acl.AccessScope")
         depth = max(self.candidate_k, k)
         dense = self.vector_store.query(self.embedder.embed_query(query), depth, scope)
         lexical = self.lexical_index.search(query, depth, scope)

@@ -1,7 +1,7 @@
 """Keep a process on the loopback: offline/telemetry-off environment and a connect guard.
 
 ``harden_process`` is the first thing every Enclave process runs. It sets the variables
-that keep Hugging Face, Chroma, unstructured and friends offline and silent, and, when
+(``ingest.offline.OFFLINE_ENV``, the one list) that keep Hugging Face, Chroma, unstructured and friends offline and silent, and, when
 ``settings.egress_guard`` is on, installs an audit hook (``sys.addaudithook``) that
 refuses any ``socket.connect`` to a non-loopback address and any name lookup of a
 non-local host, appending each attempt to ``settings.egress_log``. Audit hooks cannot
@@ -22,20 +22,11 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.offline import OFFLINE_ENV
+
 if TYPE_CHECKING:
     from services.settings import Settings
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "SCARF_NO_ANALYTICS": "true",
-    "ANONYMIZED_TELEMETRY": "False",
-    "UNSTRUCTURED_DISABLE_NOTICE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", ""}
 
@@ -129,8 +120,3 @@ def harden_process(settings: Settings, process_name: str) -> None:
     set_offline_env()
     if settings.egress_guard:
         install_egress_guard(settings.egress_log, process_name)
-
-
-def install(settings: Settings, process_name: str = "llm_server") -> None:
-    """Alias of ``harden_process`` under the name services.llm_server calls."""
-    harden_process(settings, process_name)

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
+from ingest.stores.acl import chunk_acl_column
 
 SCHEMA_VERSION = 2  # 2: heading and body in separate FTS5 columns
 _SCHEMA = """
@@ -54,7 +55,7 @@ HEADING_WEIGHT, BODY_WEIGHT = 2.0, 1.0
 
 
 class ScopeFilter(Protocol):
-    """What the index needs of an access scope (retriever.access.AccessScope)."""
+    """What the index needs of an access scope (ingest.stores.acl.AccessScope)."""
 
     def sql_where(self, public_column: str = ..., acl_column: str = ...) -> tuple[str, list[str]]: ...
 
@@ -109,8 +110,6 @@ class LexicalIndex:
 
     def add(self, chunks: list[Chunk], groups: Iterable[str] = ()) -> None:
         """Index chunks (all of one document) in one transaction, readable by ``groups``."""
-        from retriever.access import chunk_acl_column
-
         is_public, acl = chunk_acl_column(groups)
         with self._connect() as conn:
             try:

@@ -2,7 +2,7 @@
 
 We always pass our own vectors (Chroma's default embedding function, which would
 download an ONNX model, is never created) and telemetry is off. Metadata holds the
-chunk's document, position, display fields and ACL keys (see retriever.access), so a
+chunk's document, position, display fields and ACL keys (see ingest.stores.acl), so a
 filtered query only ever returns chunks the caller may read.
 
 Embedded mode and several processes: a PersistentClient keeps its HNSW index in memory
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
+from ingest.stores.acl import chunk_acl_metadata
 
 _ADD_BATCH = 1000
 GENERATION_FILE = "enclave-generation"
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class ScopeFilter(Protocol):
-    """What the store needs of an access scope (retriever.access.AccessScope)."""
+    """What the store needs of an access scope (ingest.stores.acl.AccessScope)."""
 
     def chroma_where(self) -> dict[str, Any] | None: ...
 
@@ -165,8 +166,6 @@ class VectorStore:
 
     def add(self, chunks: list[Chunk], embeddings: list[list[float]], groups: Iterable[str] = ()) -> None:
         """Store chunks with their vectors, readable by ``groups`` (none = public)."""
-        from retriever.access import chunk_acl_metadata
-
         if len(chunks) != len(embeddings):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
         acl = chunk_acl_metadata(groups)

@@ -7,15 +7,13 @@ see; the scope is then enforced inside the retrieval query, never after the fact
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
+from ingest.stores.acl import AccessScope
 from services.gateway.auth_service import CurrentUser
 
 
-def scope_for(user: CurrentUser) -> Any:
-    """``retriever.access.AccessScope``: all documents for admins, else the user's groups."""
-    from retriever.access import AccessScope
-
+def scope_for(user: CurrentUser) -> AccessScope:
+    """All documents for admins, else public ones plus the user's groups."""
     return AccessScope(groups=None if user.is_admin else frozenset(user.groups))
 
 

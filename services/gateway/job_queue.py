@@ -10,7 +10,7 @@ from typing import Protocol
 
 from celery import Celery
 
-from services.worker.app import DELETE_TASK, INGEST_TASK
+from services.worker.task_names import DELETE_TASK, INGEST_TASK
 
 
 class JobQueue(Protocol):

@@ -1,25 +1,12 @@
 """Run the LLM server: ``python -m services.llm_server`` serves on llm_host:llm_port.
 
-Offline and telemetry-off environment variables are set here, at start, never at import;
-the egress guard (when enabled and present) is installed before anything else runs.
+``harden_process`` (offline environment, egress guard) runs first, as in every process.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-
-_OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "true",
-    "SCARF_NO_ANALYTICS": "true",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
 
 # OpenMP threads pinned one per core. Measured on 2 cores, AsyncEngine, 16 sequences
 # sharing a prompt prefix, 2 threads: unpinned, the decode step was bimodal run to run
@@ -29,25 +16,14 @@ _OFFLINE_ENV = {
 _THREADING_ENV = {"OMP_PROC_BIND": "true"}
 
 
-def _install_egress_guard(settings: object) -> None:
-    try:
-        guard = importlib.import_module("services.egress_guard")
-    except ModuleNotFoundError as exc:
-        if exc.name != "services.egress_guard":
-            raise
-        logging.getLogger(__name__).warning("egress_guard is on but services.egress_guard is not available")
-        return
-    guard.install(settings)
-
-
 def main() -> None:
-    for key, value in {**_OFFLINE_ENV, **_THREADING_ENV}.items():
+    for key, value in _THREADING_ENV.items():
         os.environ.setdefault(key, value)
+    from services.egress_guard import harden_process
     from services.settings import Settings
 
     settings = Settings()
-    if settings.egress_guard:
-        _install_egress_guard(settings)
+    harden_process(settings, "llm_server")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn

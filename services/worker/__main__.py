@@ -28,9 +28,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from services.db import migrate
     from services.worker.app import create_celery, is_embedded_broker
+    from services.worker.tasks import register_tasks
 
     migrate(settings.resolved_database_url)
-    app = create_celery(settings, with_tasks=True)
+    app = create_celery(settings)
+    register_tasks(app, settings)
     embedded = is_embedded_broker(settings)
     pool = ["-P", "solo"] if embedded else ["-P", "prefork", "-c", str(max(1, settings.worker_concurrency))]
     name = args.name or f"enclave-{os.getpid()}@{socket.gethostname()}"

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 from celery import Celery
 from kombu import Exchange, Queue
 
+from services.worker.task_names import DELETE_TASK, INGEST_TASK
+
 if TYPE_CHECKING:
     from services.settings import Settings
 
-INGEST_TASK = "enclave.ingest_document"
-DELETE_TASK = "enclave.delete_document"
 
 
 def is_embedded_broker(settings: Settings) -> bool:
@@ -24,10 +24,11 @@ def is_embedded_broker(settings: Settings) -> bool:
     return settings.resolved_broker_url.startswith(("sqla+", "sqlalchemy+"))
 
 
-def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
-    """A Celery app for ``settings``; ``with_tasks`` registers the task bodies (worker side).
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``, with queues and routes but no task bodies.
 
-    The gateway only sends tasks by name, so it never imports the worker's code.
+    The gateway only sends tasks by name, so it never imports the worker's code; the worker
+    adds the bodies with ``services.worker.tasks.register_tasks``.
     """
     if is_embedded_broker(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +58,4 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         # kombu's SQLAlchemy transport hands these to create_engine: wait on SQLite locks
         # (gateway and worker share the file) instead of failing at once.
         app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
-    if with_tasks:
-        from services.worker.tasks import register_tasks
-
-        register_tasks(app, settings)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from services.worker.app import DELETE_TASK, INGEST_TASK
+from services.worker.task_names import DELETE_TASK, INGEST_TASK
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,24 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import free_port, require_corpus
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PDF = "performance/performance-management.pdf"
 ADMIN_PASSWORD = "e2e-admin-pass"
-
-
-def corpus_dir() -> Path:
-    if os.environ.get("ENCLAVE_CORPUS_DIR"):
-        return Path(os.environ["ENCLAVE_CORPUS_DIR"])
-    beside = REPO_ROOT / ".." / "shared" / "corpus"
-    return beside if beside.is_dir() else Path("/work/shared/corpus")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def question_for(doc: str) -> dict:
@@ -50,7 +38,7 @@ def question_for(doc: str) -> dict:
     the EAP question's top chunks straddle pages 2-3, and the FERS one gets a terse
     "5 years." with no [n] marker and nothing to cite.)
     """
-    rows = [json.loads(line) for line in (corpus_dir() / "questions.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in (require_corpus() / "questions.jsonl").read_text().splitlines() if line]
     candidates = [r for r in rows if r["doc"] == doc and r["answerable"] and r["type"] == "single"]
     return next(r for r in candidates if "Level 5" in r["question"])
 
@@ -105,7 +93,7 @@ def platform(tmp_path_factory):
 def test_upload_ask_cited_answer_with_no_egress(platform):
     url, process, log = platform["url"], platform["process"], platform["log"]
     started = time.monotonic()
-    pdf = corpus_dir() / "docs" / PDF
+    pdf = require_corpus() / "docs" / PDF
     print(f"e2e: {time.monotonic() - started:.1f}s", flush=True)
     ingest = subprocess.run([sys.executable, "-m", "services.cli", "ingest", str(pdf), "--url", url,
                              "--password", ADMIN_PASSWORD, "--poll", "0.5"], cwd=REPO_ROOT, env=platform["env"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
@@ -14,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from llm.client import LLMClient, LLMError
+from tests.support import free_port
 
 
 def sse(payload: dict | str) -> str:
@@ -50,12 +50,6 @@ def build_app() -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

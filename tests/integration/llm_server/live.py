@@ -8,6 +8,8 @@ import time
 
 import httpx
 
+from tests.support import free_port, wait_for  # noqa: F401 (the server tests import them from here)
+
 MAX_MODEL_LEN = 1024
 
 
@@ -39,27 +41,10 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def settings(**overrides):
     from services.settings import Settings
 
     return Settings(_env_file=None, **overrides)
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll until ``predicate()`` is truthy (no timing assertion: the deadline only bounds a hang)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def metric_value(base_url: str, name: str, labels: str = "") -> float:

@@ -11,8 +11,9 @@ import pytest
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.pipeline import IngestPipeline
-from retriever.evaluation import GoldQuestion, corpus_dir, load_questions
+from retriever.evaluation import GoldQuestion, load_questions
 from retriever.search import HybridSearcher
+from tests.support import require_corpus
 
 
 @dataclass
@@ -33,10 +34,8 @@ def embedder() -> Embedder:
 
 @pytest.fixture(scope="session")
 def corpus_index(tmp_path_factory, embedder) -> CorpusIndex:
-    root = corpus_dir()
+    root = require_corpus()
     docs = root / "docs"
-    if not (docs.is_dir() and (root / "questions.jsonl").is_file()):
-        pytest.skip(f"evaluation corpus not found at {root} (set ENCLAVE_CORPUS_DIR)")
     config = IngestConfig(data_dir=tmp_path_factory.mktemp("corpus_store"))
     pipeline = IngestPipeline(config, embedder=embedder)
     started = time.perf_counter()

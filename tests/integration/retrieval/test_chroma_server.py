@@ -13,8 +13,8 @@ import pytest
 
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
+from ingest.stores.acl import AccessScope
 from ingest.stores.vector import VectorStore
-from retriever.access import AccessScope
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.errors import CorruptDocument, EmptyDocument, IngestError, UnsupportedFileType
-from retriever.access import AccessScope
+from ingest.stores.acl import AccessScope
 from retriever.search import HybridSearcher
 
 from .conftest import write

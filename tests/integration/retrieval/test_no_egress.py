@@ -22,7 +22,7 @@ def test_ingest_and_search_make_no_connection_attempt(tmp_path):
         from pathlib import Path
         from ingest.config import IngestConfig
         from ingest.pipeline import IngestPipeline
-        from retriever.access import AccessScope
+        from ingest.stores.acl import AccessScope
         from retriever.search import HybridSearcher
         config = IngestConfig(data_dir=Path(FILES["data"]))
         pipeline = IngestPipeline(config)

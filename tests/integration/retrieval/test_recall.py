@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retriever.access import AccessScope
+from ingest.stores.acl import AccessScope
 from retriever.evaluation import recall, search_text
 from retriever.followup import rewrite_query
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.stores.acl import AccessScope
 from ingest.stores.vector import VectorStore
-from retriever.access import AccessScope
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[3]

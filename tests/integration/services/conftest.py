@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.services.helpers import port_open
+from tests.support import missing, require_service
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -16,8 +16,7 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database ``enclave_test_<random>`` on the local PostgreSQL, dropped afterwards."""
-    if not port_open("127.0.0.1", 5432):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    require_service("PostgreSQL", "127.0.0.1", 5432)
     from sqlalchemy import create_engine, text
 
     name = f"enclave_test_{uuid.uuid4().hex[:10]}"
@@ -27,7 +26,7 @@ def postgres_url() -> Iterator[str]:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001
         admin.dispose()
-        pytest.skip(f"cannot create a PostgreSQL test database: {exc}")
+        missing(f"cannot create a PostgreSQL test database: {exc}")
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
@@ -38,5 +37,4 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_available() -> None:
-    if not port_open(REDIS_HOST, REDIS_PORT):
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    require_service("Redis", REDIS_HOST, REDIS_PORT)

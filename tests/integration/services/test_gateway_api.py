@@ -28,7 +28,7 @@ from services.settings import Settings
 from services.worker.inline import InlineJobQueue
 from services.worker.jobs import JobRunner
 from tests.integration.services.fake_llm import FakeLLMServer
-from tests.integration.services.helpers import corpus_dir, free_port
+from tests.support import corpus_dir, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

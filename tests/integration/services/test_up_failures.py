@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.integration.services.helpers import REPO_ROOT
+from tests.support import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

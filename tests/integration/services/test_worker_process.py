@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from services.db import migrate
 from services.gateway.app import create_app
 from services.settings import Settings
-from tests.integration.services.helpers import REPO_ROOT, corpus_dir, wait_for
+from tests.support import REPO_ROOT, corpus_dir, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ingest.chunking import Chunk
+from ingest.stores.acl import AccessScope
 from ingest.stores.lexical import LexicalIndex, match_expression
-from retriever.access import AccessScope
 
 
 def _chunk(doc, n, text, section=None):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ingest.chunking import Chunk
+from ingest.stores.acl import AccessScope
 from ingest.stores.vector import VectorStore
-from retriever.access import AccessScope
 
 DIM = 8
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from retriever.access import AccessError, AccessScope, chunk_acl_column, chunk_acl_metadata
+from ingest.stores.acl import AccessError, AccessScope, chunk_acl_column, chunk_acl_metadata
 
 
 def test_admin_scope_has_no_filter():

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from services.settings import Settings
-from services.worker.app import DELETE_TASK, INGEST_TASK, create_celery, is_embedded_broker
+from services.worker.app import create_celery, is_embedded_broker
+from services.worker.task_names import DELETE_TASK, INGEST_TASK
 
 
 def test_embedded_default_uses_sqlite_broker_and_backend(tmp_path):

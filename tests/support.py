@@ -1,0 +1,85 @@
+"""Helpers every test package shares: the corpus, free ports, polling, required services.
+
+One copy, so a fix reaches every test. ``require_service`` is the rule for tests that need
+PostgreSQL, Redis or another real service: on a developer's machine without it the test is
+skipped with the reason; under CI (``ENCLAVE_REQUIRE_SERVICES=1``, set by ``.ci/run``) a
+missing service fails the run, so a green CI cannot hide a service that quietly was not there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def corpus_dir() -> Path:
+    """The shared corpus: ``$ENCLAVE_CORPUS_DIR``, else ``<repo>/../shared/corpus``.
+
+    Nothing else: a test must not pick up whatever corpus one machine happens to have.
+    """
+    env = os.environ.get("ENCLAVE_CORPUS_DIR")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "corpus").resolve()
+
+
+def require_corpus() -> Path:
+    """The corpus folder, or skip/fail (as ``require_service``) when it is not there."""
+    root = corpus_dir()
+    if not ((root / "docs").is_dir() and (root / "questions.jsonl").is_file()):
+        missing(f"the evaluation corpus is not at {root} (set ENCLAVE_CORPUS_DIR)")
+    return root
+
+
+def services_required() -> bool:
+    """Whether a missing service is a failure (CI) rather than a skip (a laptop)."""
+    return os.environ.get("ENCLAVE_REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+def missing(reason: str) -> None:
+    """Fail under CI, skip elsewhere; never returns."""
+    if services_required():
+        pytest.fail(f"required by CI but missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (laptop) or fail (CI) unless ``host:port`` accepts connections."""
+    if not port_open(host, port):
+        missing(f"{name} is not reachable at {host}:{port}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns a truthy value (returned) or fail after ``timeout``.
+
+    No timing assertion: the deadline only bounds a hang.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
