@@ -17,7 +17,9 @@ if config.config_file_name is not None and not config.attributes.get("database_u
 
 
 def _database_url() -> str:
-    url = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get("url")
+    url = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get(
+        "url"
+    )
     if url:
         return url
     from services.settings import Settings
@@ -26,8 +28,9 @@ def _database_url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_database_url(), target_metadata=Base.metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(
+        url=_database_url(), target_metadata=Base.metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -36,7 +39,9 @@ def run_migrations_online() -> None:
     engine = make_engine(_database_url())
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+            context.configure(
+                connection=connection, target_metadata=Base.metadata, render_as_batch=True
+            )
             with context.begin_transaction():
                 context.run_migrations()
     finally:

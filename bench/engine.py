@@ -37,14 +37,22 @@ def rag_prompts(tokenizer, n: int, context_tokens: int = 340) -> list[list[int]]
     """n distinct chat prompts: a document excerpt (~context_tokens) plus a corpus question."""
     root = corpus_dir()
     docs = sorted((root / "docs").rglob("*.md"))
-    questions = [json.loads(line)["question"] for line in (root / "questions.jsonl").read_text().splitlines() if line]
+    questions = [
+        json.loads(line)["question"]
+        for line in (root / "questions.jsonl").read_text().splitlines()
+        if line
+    ]
     prompts = []
     for i in range(n):
         doc = docs[i % len(docs)]
-        ids = tokenizer.encode(doc.read_text(errors="ignore"), add_special_tokens=False)[:context_tokens]
+        ids = tokenizer.encode(doc.read_text(errors="ignore"), add_special_tokens=False)[
+            :context_tokens
+        ]
         context = tokenizer.decode(ids)
-        messages = [{"role": "system", "content": f"{SYSTEM}\n\n[{doc.name}]\n{context}"},
-                    {"role": "user", "content": questions[i % len(questions)]}]
+        messages = [
+            {"role": "system", "content": f"{SYSTEM}\n\n[{doc.name}]\n{context}"},
+            {"role": "user", "content": questions[i % len(questions)]},
+        ]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         prompts.append(tokenizer.encode(text, add_special_tokens=False))
     return prompts
@@ -52,7 +60,9 @@ def rag_prompts(tokenizer, n: int, context_tokens: int = 340) -> list[list[int]]
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+    return (
+        values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+    )
 
 
 def peak_rss_mb() -> float:
@@ -78,10 +88,15 @@ async def run_concurrent(engine, prompts: list[list[int]], max_tokens: int, tag:
     ttft = [stamps[0] - start for start, stamps in results]
     gaps = [b - a for _, stamps in results for a, b in zip(stamps, stamps[1:], strict=False)]
     tokens = sum(len(stamps) for _, stamps in results)
-    return {"requests": len(prompts), "new_tokens": tokens, "wall_s": round(wall, 3),
-            "aggregate_tok_s": round(tokens / wall, 2),
-            "ttft_p50_s": round(pct(ttft, 0.5), 3), "ttft_p95_s": round(pct(ttft, 0.95), 3),
-            "inter_token_p50_ms": round(pct(gaps, 0.5) * 1e3, 2)}
+    return {
+        "requests": len(prompts),
+        "new_tokens": tokens,
+        "wall_s": round(wall, 3),
+        "aggregate_tok_s": round(tokens / wall, 2),
+        "ttft_p50_s": round(pct(ttft, 0.5), 3),
+        "ttft_p95_s": round(pct(ttft, 0.95), 3),
+        "inter_token_p50_ms": round(pct(gaps, 0.5) * 1e3, 2),
+    }
 
 
 def bench_engine(args, prompts) -> dict:
@@ -92,20 +107,40 @@ def bench_engine(args, prompts) -> dict:
     from llm.loader.packaged import smollm2_gguf_path
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    torch.set_num_threads(1)  # load on one thread; the engine's step thread takes args.threads (ModelRunner)
+    torch.set_num_threads(
+        1
+    )  # load on one thread; the engine's step thread takes args.threads (ModelRunner)
     loaded = load_gguf(smollm2_gguf_path(), dtype, native_4bit=args.native_4bit)
-    config = EngineConfig(dtype=dtype, kv_cache_mb=args.kv_cache_mb, max_num_batched_tokens=args.step_tokens,
-                          max_model_len=4096, num_threads=args.threads)
-    sync = LLMEngine(loaded.model, config, loaded.tokenizer, loaded.eos_token_ids, loaded.model_name,
-                     loaded.chat_template, loaded.special_tokens)
+    config = EngineConfig(
+        dtype=dtype,
+        kv_cache_mb=args.kv_cache_mb,
+        max_num_batched_tokens=args.step_tokens,
+        max_model_len=4096,
+        num_threads=args.threads,
+    )
+    sync = LLMEngine(
+        loaded.model,
+        config,
+        loaded.tokenizer,
+        loaded.eos_token_ids,
+        loaded.model_name,
+        loaded.chat_template,
+        loaded.special_tokens,
+    )
     engine = AsyncEngine(sync)
-    result: dict = {"dtype": args.dtype, "native_4bit": args.native_4bit, "kv_blocks": sync.block_manager.num_blocks,
-                    "max_num_batched_tokens": args.step_tokens}
+    result: dict = {
+        "dtype": args.dtype,
+        "native_4bit": args.native_4bit,
+        "kv_blocks": sync.block_manager.num_blocks,
+        "max_num_batched_tokens": args.step_tokens,
+    }
 
     async def main():
         # warm-up (first-call allocations), on a distinct prompt so nothing is cached
         await run_concurrent(engine, [prompts[-1][:64]], 4, "warm")
-        result["concurrent"] = await run_concurrent(engine, prompts[:args.requests], args.new_tokens, "conc")
+        result["concurrent"] = await run_concurrent(
+            engine, prompts[: args.requests], args.new_tokens, "conc"
+        )
         single = await run_concurrent(engine, [prompts[args.requests]], args.new_tokens, "single")
         single_decode = 1e3 / single["inter_token_p50_ms"]
         result["single_request"] = {**single, "decode_tok_s": round(single_decode, 2)}
@@ -113,9 +148,12 @@ def bench_engine(args, prompts) -> dict:
         fresh = prompts[args.requests + 1]
         first = await run_concurrent(engine, [fresh], 1, "cold")
         second = await run_concurrent(engine, [fresh], 1, "hot")
-        result["prefix_cache"] = {"prompt_tokens": len(fresh), "ttft_first_s": first["ttft_p50_s"],
-                                  "ttft_cached_s": second["ttft_p50_s"],
-                                  "speedup": round(first["ttft_p50_s"] / max(second["ttft_p50_s"], 1e-9), 1)}
+        result["prefix_cache"] = {
+            "prompt_tokens": len(fresh),
+            "ttft_first_s": first["ttft_p50_s"],
+            "ttft_cached_s": second["ttft_p50_s"],
+            "speedup": round(first["ttft_p50_s"] / max(second["ttft_p50_s"], 1e-9), 1),
+        }
         result["stats"] = {k: v for k, v in engine.stats().items() if not isinstance(v, list)}
         await engine.shutdown()
 
@@ -131,15 +169,24 @@ def kv_capacity(engine, seq_len: int) -> dict:
     from llm.engine.sampling_params import SamplingParams
     from llm.engine.sequence import Sequence
 
-    bm = BlockManager(engine.block_manager.num_blocks, engine.config.block_size, enable_prefix_caching=False)
+    bm = BlockManager(
+        engine.block_manager.num_blocks, engine.config.block_size, enable_prefix_caching=False
+    )
     admitted = 0
-    while bm.allocate(Sequence(f"s{admitted}", [1] * seq_len, SamplingParams()), seq_len) == seq_len:
+    while (
+        bm.allocate(Sequence(f"s{admitted}", [1] * seq_len, SamplingParams()), seq_len) == seq_len
+    ):
         admitted += 1
     slots = bm.num_blocks * bm.block_size
     contiguous = slots // engine.max_model_len
-    return {"kv_slots": slots, "seq_len": seq_len, "paged": admitted,
-            "contiguous_max_len": contiguous, "contiguous_reserves_tokens": engine.max_model_len,
-            "ratio": round(admitted / max(contiguous, 1), 2)}
+    return {
+        "kv_slots": slots,
+        "seq_len": seq_len,
+        "paged": admitted,
+        "contiguous_max_len": contiguous,
+        "contiguous_reserves_tokens": engine.max_model_len,
+        "ratio": round(admitted / max(contiguous, 1), 2),
+    }
 
 
 def bench_hf(args, prompts, hf_dtype: str) -> dict:
@@ -150,26 +197,38 @@ def bench_hf(args, prompts, hf_dtype: str) -> dict:
 
     path = smollm2_gguf_path()
     dtype = torch.bfloat16 if hf_dtype == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=dtype
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    batch = prompts[:args.requests]
+    batch = prompts[: args.requests]
     width = max(map(len, batch))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 2
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
     kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=pad)
     with torch.inference_mode():
-        model.generate(input_ids[:1, -32:], max_new_tokens=2, do_sample=False, pad_token_id=pad)  # warm-up
+        model.generate(
+            input_ids[:1, -32:], max_new_tokens=2, do_sample=False, pad_token_id=pad
+        )  # warm-up
         t0 = time.perf_counter()
         model.generate(input_ids, max_new_tokens=1, min_new_tokens=1, **kwargs)
         ttft = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = model.generate(input_ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kwargs)
+        out = model.generate(
+            input_ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kwargs
+        )
         wall = time.perf_counter() - t0
     tokens = (out.shape[1] - width) * len(batch)
-    return {"dtype": hf_dtype, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
-            "aggregate_tok_s": round(tokens / wall, 2), "ttft_batch_s": round(ttft, 3),
-            "inter_token_ms": round((wall - ttft) / max(args.new_tokens - 1, 1) * 1e3, 2)}
+    return {
+        "dtype": hf_dtype,
+        "requests": len(batch),
+        "new_tokens": tokens,
+        "wall_s": round(wall, 3),
+        "aggregate_tok_s": round(tokens / wall, 2),
+        "ttft_batch_s": round(ttft, 3),
+        "inter_token_ms": round((wall - ttft) / max(args.new_tokens - 1, 1) * 1e3, 2),
+    }
 
 
 def bench_llama_cpp(args, prompts) -> dict:
@@ -191,9 +250,15 @@ def bench_llama_cpp(args, prompts) -> dict:
         return params
 
     low.llama_model_default_params = params_without_extra_bufts
-    llama = llama_cpp.Llama(model_path=str(smollm2_gguf_path()), n_ctx=2048, n_batch=512,
-                            n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
-    batch = prompts[:args.requests]
+    llama = llama_cpp.Llama(
+        model_path=str(smollm2_gguf_path()),
+        n_ctx=2048,
+        n_batch=512,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        verbose=False,
+    )
+    batch = prompts[: args.requests]
     ttfts, gaps, tokens = [], [], 0
     t0 = time.perf_counter()
     for prompt in batch:
@@ -211,10 +276,17 @@ def bench_llama_cpp(args, prompts) -> dict:
                 break
         tokens += count
     wall = time.perf_counter() - t0
-    return {"threads": args.threads, "requests": len(batch), "new_tokens": tokens, "wall_s": round(wall, 3),
-            "aggregate_tok_s": round(tokens / wall, 2), "ttft_p50_s": round(pct(ttfts, 0.5), 3),
-            "ttft_p95_s": round(pct(ttfts, 0.95), 3), "inter_token_p50_ms": round(pct(gaps, 0.5) * 1e3, 2),
-            "note": "sequential: llama-cpp-python serves one context at a time"}
+    return {
+        "threads": args.threads,
+        "requests": len(batch),
+        "new_tokens": tokens,
+        "wall_s": round(wall, 3),
+        "aggregate_tok_s": round(tokens / wall, 2),
+        "ttft_p50_s": round(pct(ttfts, 0.5), 3),
+        "ttft_p95_s": round(pct(ttfts, 0.95), 3),
+        "inter_token_p50_ms": round(pct(gaps, 0.5) * 1e3, 2),
+        "note": "sequential: llama-cpp-python serves one context at a time",
+    }
 
 
 def run_part(part: str, args, prompts) -> dict:
@@ -238,9 +310,17 @@ def run_in_fresh_process(part: str, argv: list[str]) -> dict:
     otherwise slow the next (libgomp stops spin-waiting once it manages more threads than
     there are cores), and peak RSS is then per engine."""
     env = {**os.environ}
-    env.setdefault("OMP_PROC_BIND", "true")  # as services/llm_server sets it; the same for every engine
-    done = subprocess.run([sys.executable, "-m", "bench.engine", *argv, "--only", part], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, check=True, text=True)
+    env.setdefault(
+        "OMP_PROC_BIND", "true"
+    )  # as services/llm_server sets it; the same for every engine
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.engine", *argv, "--only", part],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        check=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -248,16 +328,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="our engine's weights/KV")
-    parser.add_argument("--no-native-4bit", dest="native_4bit", action="store_false",
-                        help="dequantise every weight (default: keep the file's Q4 blocks for decode matmuls)")
+    parser.add_argument(
+        "--dtype", choices=["bf16", "fp32"], default="bf16", help="our engine's weights/KV"
+    )
+    parser.add_argument(
+        "--no-native-4bit",
+        dest="native_4bit",
+        action="store_false",
+        help="dequantise every weight (default: keep the file's Q4 blocks for decode matmuls)",
+    )
     parser.add_argument("--hf-dtype", choices=["bf16", "fp32", "both"], default="both")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every engine")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads for every engine"
+    )
     parser.add_argument("--kv-cache-mb", type=int, default=512)
     parser.add_argument("--step-tokens", type=int, default=1024, help="max_num_batched_tokens")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine.json")
-    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one part, JSON on the last stdout line
+    parser.add_argument(
+        "--only", help=argparse.SUPPRESS
+    )  # internal: one part, JSON on the last stdout line
     argv = sys.argv[1:]
     args = parser.parse_args()
 
@@ -269,18 +359,29 @@ def main() -> None:
     if args.only:
         print(json.dumps(run_part(args.only, args, prompts)), flush=True)
         return
-    report = {"workload": {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "requests": args.requests,
-                           "prompt_tokens_mean": round(statistics.mean(map(len, prompts[:args.requests])), 1),
-                           "new_tokens": args.new_tokens, "greedy": True, "threads": args.threads,
-                           "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                           "note": "all engines measured in this one run on the same machine, each in its own "
-                                   "process with OMP_PROC_BIND=true; absolute figures depend on its "
-                                   "load, ratios less so"},
-              "engine": run_in_fresh_process("engine", argv)}
+    report = {
+        "workload": {
+            "model": "SmolLM2-135M-Instruct Q4_1 GGUF",
+            "requests": args.requests,
+            "prompt_tokens_mean": round(statistics.mean(map(len, prompts[: args.requests])), 1),
+            "new_tokens": args.new_tokens,
+            "greedy": True,
+            "threads": args.threads,
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "note": "all engines measured in this one run on the same machine, each in its own "
+            "process with OMP_PROC_BIND=true; absolute figures depend on its "
+            "load, ratios less so",
+        },
+        "engine": run_in_fresh_process("engine", argv),
+    }
     print(json.dumps(report["engine"], indent=1), flush=True)
     ours = report["engine"]["concurrent"]["aggregate_tok_s"]
-    peers = [] if args.skip_hf else [f"hf_{d}" for d in (["fp32", "bf16"] if args.hf_dtype == "both"
-                                                        else [args.hf_dtype])]
+    peers = (
+        []
+        if args.skip_hf
+        else [f"hf_{d}" for d in (["fp32", "bf16"] if args.hf_dtype == "both" else [args.hf_dtype])]
+    )
     for part in [*peers, "llama_cpp"]:
         key = part.replace("hf_", "hf_transformers_")
         report[key] = peer = run_in_fresh_process(part, argv)

@@ -66,8 +66,18 @@ class Shape:
     window: int = 128  # even layers slide, odd layers attend to everything (gpt-oss)
 
 
-TINY = Shape(layers=2, hidden=64, experts=4, top_k=2, intermediate=64, heads=4, kv_heads=2, head_dim=16, vocab=96,
-             window=4)
+TINY = Shape(
+    layers=2,
+    hidden=64,
+    experts=4,
+    top_k=2,
+    intermediate=64,
+    heads=4,
+    kv_heads=2,
+    head_dim=16,
+    vocab=96,
+    window=4,
+)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -83,8 +93,13 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 class KernelStack:
     """gpt-oss-shaped decoder on our kernels with random weights; ``use_triton`` False runs the references."""
 
-    def __init__(self, shape: Shape, device: torch.device, dtype: torch.dtype = torch.bfloat16,
-                 use_triton: bool = True) -> None:
+    def __init__(
+        self,
+        shape: Shape,
+        device: torch.device,
+        dtype: torch.dtype = torch.bfloat16,
+        use_triton: bool = True,
+    ) -> None:
         self.shape, self.use_triton = shape, use_triton
         s = shape
 
@@ -94,13 +109,25 @@ class KernelStack:
         qkv_rows = (s.heads + 2 * s.kv_heads) * s.head_dim
         self.embed, self.lm_head = dense(s.vocab, s.hidden), dense(s.vocab, s.hidden)
         self.final_norm = torch.ones(s.hidden, device=device)
-        self.layers = [dict(
-            in_norm=torch.ones(s.hidden, device=device), post_norm=torch.ones(s.hidden, device=device),
-            qkv_w=dense(qkv_rows, s.hidden), qkv_b=dense(qkv_rows), o_w=dense(s.hidden, s.heads * s.head_dim),
-            o_b=dense(s.hidden), sinks=torch.randn(s.heads, device=device), router_w=dense(s.experts, s.hidden),
-            router_b=dense(s.experts), experts=random_mxfp4_experts(s.experts, s.hidden, s.intermediate, device, dtype),
-            window=s.window if i % 2 == 0 else None) for i in range(s.layers)]
-        self.inv_freq = 1.0 / (150000.0 ** (torch.arange(0, s.head_dim, 2, device=device).float() / s.head_dim))
+        self.layers = [
+            dict(
+                in_norm=torch.ones(s.hidden, device=device),
+                post_norm=torch.ones(s.hidden, device=device),
+                qkv_w=dense(qkv_rows, s.hidden),
+                qkv_b=dense(qkv_rows),
+                o_w=dense(s.hidden, s.heads * s.head_dim),
+                o_b=dense(s.hidden),
+                sinks=torch.randn(s.heads, device=device),
+                router_w=dense(s.experts, s.hidden),
+                router_b=dense(s.experts),
+                experts=random_mxfp4_experts(s.experts, s.hidden, s.intermediate, device, dtype),
+                window=s.window if i % 2 == 0 else None,
+            )
+            for i in range(s.layers)
+        ]
+        self.inv_freq = 1.0 / (
+            150000.0 ** (torch.arange(0, s.head_dim, 2, device=device).float() / s.head_dim)
+        )
 
     def tensors(self) -> list[torch.Tensor]:
         out = [self.embed, self.lm_head, self.final_norm]
@@ -116,9 +143,11 @@ class KernelStack:
         if self.use_triton:
             from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
             from llm.kernels.triton_moe import fused_moe_triton
+
             return write_kv_cache_triton, paged_attention_triton, fused_moe_triton
         from llm.kernels.attention import paged_attention_ref, write_kv_cache_ref
         from llm.kernels.moe import fused_moe_ref
+
         return write_kv_cache_ref, paged_attention_ref, fused_moe_ref
 
     @torch.inference_mode()
@@ -133,14 +162,27 @@ class KernelStack:
         for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
             qkv = F.linear(_rms_norm(x, layer["in_norm"]), layer["qkv_w"], layer["qkv_b"])
             q = _rope(qkv[:, :q_size].view(tokens, s.heads, s.head_dim), cos, sin)
-            k = _rope(qkv[:, q_size:q_size + kv_size].view(tokens, s.kv_heads, s.head_dim), cos, sin)
-            v = qkv[:, q_size + kv_size:].view(tokens, s.kv_heads, s.head_dim)
+            k = _rope(
+                qkv[:, q_size : q_size + kv_size].view(tokens, s.kv_heads, s.head_dim), cos, sin
+            )
+            v = qkv[:, q_size + kv_size :].view(tokens, s.kv_heads, s.head_dim)
             write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-            attn = attend(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-                          s.head_dim ** -0.5, layer["window"], layer["sinks"])
+            attn = attend(
+                q,
+                k_cache,
+                v_cache,
+                meta.block_tables,
+                meta.query_start_loc,
+                meta.seq_lens,
+                s.head_dim**-0.5,
+                layer["window"],
+                layer["sinks"],
+            )
             x = x + F.linear(attn.reshape(tokens, q_size), layer["o_w"], layer["o_b"])
             h = _rms_norm(x, layer["post_norm"])
-            x = x + moe(h, F.linear(h, layer["router_w"], layer["router_b"]), s.top_k, layer["experts"])
+            x = x + moe(
+                h, F.linear(h, layer["router_w"], layer["router_b"]), s.top_k, layer["experts"]
+            )
         return F.linear(_rms_norm(x[meta.logits_indices], self.final_norm), self.lm_head).float()
 
 
@@ -149,11 +191,18 @@ def build_project_model(shape: Shape, device: torch.device):
     from llm.models.gpt_oss import GptOssForCausalLM
     from llm.models.gpt_oss_config import GptOssConfig
 
-    config = GptOssConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-                          num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-                          num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
-                          num_local_experts=shape.experts, num_experts_per_tok=shape.top_k,
-                          sliding_window=shape.window)
+    config = GptOssConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        num_local_experts=shape.experts,
+        num_experts_per_tok=shape.top_k,
+        sliding_window=shape.window,
+    )
     with torch.device(device):
         model = GptOssForCausalLM(config, "mxfp4", torch.bfloat16).eval()
     for name, buffer in model.named_buffers():
@@ -172,7 +221,9 @@ def weight_bytes(model) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
-def paged_step(shape: Shape, batch: int, q_len: int, context: int, device: torch.device, dtype=torch.bfloat16):
+def paged_step(
+    shape: Shape, batch: int, q_len: int, context: int, device: torch.device, dtype=torch.bfloat16
+):
     """Inputs of one step: ``batch`` sequences each adding ``q_len`` tokens after ``context`` cached ones.
 
     The cache holds random K/V for the context (its content does not change the cost).
@@ -181,31 +232,51 @@ def paged_step(shape: Shape, batch: int, q_len: int, context: int, device: torch
 
     seq_len = context + q_len
     blocks_per_seq = -(-seq_len // BLOCK_SIZE)
-    tables = torch.arange(batch * blocks_per_seq, device=device, dtype=torch.int32).view(batch, blocks_per_seq)
+    tables = torch.arange(batch * blocks_per_seq, device=device, dtype=torch.int32).view(
+        batch, blocks_per_seq
+    )
     positions = torch.arange(context, seq_len, device=device).repeat(batch)
     rows = torch.arange(batch, device=device).repeat_interleave(q_len)
     slots = tables[rows, positions // BLOCK_SIZE].long() * BLOCK_SIZE + positions % BLOCK_SIZE
-    meta = AttentionMetadata(slot_mapping=slots, block_tables=tables,
-                             query_start_loc=torch.arange(0, batch * q_len + 1, q_len, device=device,
-                                                          dtype=torch.int32),
-                             seq_lens=torch.full((batch,), seq_len, device=device, dtype=torch.int32),
-                             logits_indices=torch.arange(q_len - 1, batch * q_len, q_len, device=device))
+    meta = AttentionMetadata(
+        slot_mapping=slots,
+        block_tables=tables,
+        query_start_loc=torch.arange(0, batch * q_len + 1, q_len, device=device, dtype=torch.int32),
+        seq_lens=torch.full((batch,), seq_len, device=device, dtype=torch.int32),
+        logits_indices=torch.arange(q_len - 1, batch * q_len, q_len, device=device),
+    )
     cache_shape = (batch * blocks_per_seq, BLOCK_SIZE, shape.kv_heads, shape.head_dim)
-    kv_caches = [(torch.randn(cache_shape, device=device, dtype=dtype), torch.randn(cache_shape, device=device,
-                                                                                    dtype=dtype))
-                 for _ in range(shape.layers)]
+    kv_caches = [
+        (
+            torch.randn(cache_shape, device=device, dtype=dtype),
+            torch.randn(cache_shape, device=device, dtype=dtype),
+        )
+        for _ in range(shape.layers)
+    ]
     ids = torch.randint(0, shape.vocab, (batch * q_len,), device=device)
     return ids, positions, kv_caches, meta
 
 
-def decode_bytes(model_bytes: int, shape: Shape, batch: int, context: int, expert_bytes: int) -> float:
+def decode_bytes(
+    model_bytes: int, shape: Shape, batch: int, context: int, expert_bytes: int
+) -> float:
     """Bytes a decode step must read: dense weights (not the embedding table), hit experts, the KV attended."""
     all_experts = shape.layers * shape.experts * expert_bytes
     embedding = shape.vocab * shape.hidden * 2
-    hit = shape.experts * (1 - (1 - shape.top_k / shape.experts) ** batch)  # expected, uniform routing
+    hit = shape.experts * (
+        1 - (1 - shape.top_k / shape.experts) ** batch
+    )  # expected, uniform routing
     kv_per_token = shape.kv_heads * shape.head_dim * 2 * 2
-    keys = sum(min(context + 1, shape.window) if i % 2 == 0 else context + 1 for i in range(shape.layers))
-    return model_bytes - all_experts - embedding + shape.layers * hit * expert_bytes + batch * keys * kv_per_token
+    keys = sum(
+        min(context + 1, shape.window) if i % 2 == 0 else context + 1 for i in range(shape.layers)
+    )
+    return (
+        model_bytes
+        - all_experts
+        - embedding
+        + shape.layers * hit * expert_bytes
+        + batch * keys * kv_per_token
+    )
 
 
 def _graph(fn):
@@ -227,13 +298,27 @@ def bench_ours(shape: Shape, device: torch.device, bandwidth_gbs: float) -> dict
 
     torch.manual_seed(0)
     try:
-        model, model_name = build_project_model(shape, device), "llm.models.gpt_oss.GptOssForCausalLM"
-    except Exception as exc:  # absent from this checkout, or its API moved: the cost model still measures
+        model, model_name = (
+            build_project_model(shape, device),
+            "llm.models.gpt_oss.GptOssForCausalLM",
+        )
+    except (
+        Exception
+    ) as exc:  # absent from this checkout, or its API moved: the cost model still measures
         model, model_name = KernelStack(shape, device), f"bench KernelStack (cost model; {exc})"
-    expert_bytes = mxfp4_bytes_per_expert(random_mxfp4_experts(1, shape.hidden, shape.intermediate, device))
+    expert_bytes = mxfp4_bytes_per_expert(
+        random_mxfp4_experts(1, shape.hidden, shape.intermediate, device)
+    )
     total = weight_bytes(model)
-    result = dict(model=model_name, weight_bytes=total, weight_gb=total / 1e9, weight_gib=total / 2**30,
-                  under_13_gb=total < 13e9, under_13_gib=total < 13 * 2**30, decode=[])
+    result = dict(
+        model=model_name,
+        weight_bytes=total,
+        weight_gb=total / 1e9,
+        weight_gib=total / 2**30,
+        under_13_gb=total < 13e9,
+        under_13_gib=total < 13 * 2**30,
+        decode=[],
+    )
     print(f"ours: {model_name}: weights {total / 1e9:.2f} GB ({total / 2**30:.2f} GiB)")
     for batch in DECODE_BATCHES:
         ids, positions, kv_caches, meta = paged_step(shape, batch, 1, CONTEXT, device)
@@ -244,17 +329,23 @@ def bench_ours(shape: Shape, device: torch.device, bandwidth_gbs: float) -> dict
         except Exception as exc:  # a capture failure is reported, not fatal
             row["graph_error"] = repr(exc)
         best = row.get("graph_ms", row["eager_ms"])
-        row["bound_ms"] = decode_bytes(total, shape, batch, CONTEXT, expert_bytes) / (bandwidth_gbs * 1e9) * 1e3
+        row["bound_ms"] = (
+            decode_bytes(total, shape, batch, CONTEXT, expert_bytes) / (bandwidth_gbs * 1e9) * 1e3
+        )
         row["fraction_of_bandwidth_bound"] = row["bound_ms"] / best
         row["tokens_per_s"] = batch / (best * 1e-3)
         result["decode"].append(row)
-        print(f"  decode batch {batch:3d}: eager {row['eager_ms']:.2f} ms, graph {row.get('graph_ms', float('nan')):.2f} "
-              f"ms, bound {row['bound_ms']:.2f} ms ({row['fraction_of_bandwidth_bound']:.0%})")
+        print(
+            f"  decode batch {batch:3d}: eager {row['eager_ms']:.2f} ms, graph {row.get('graph_ms', float('nan')):.2f} "
+            f"ms, bound {row['bound_ms']:.2f} ms ({row['fraction_of_bandwidth_bound']:.0%})"
+        )
         del kv_caches
         torch.cuda.empty_cache()
     ids, positions, kv_caches, meta = paged_step(shape, 1, PREFILL_TOKENS, 0, device)
     prefill_ms = cuda_time_ms(partial(model, ids, positions, kv_caches, meta), warmup=2, iters=5)
-    result["prefill"] = dict(tokens=PREFILL_TOKENS, ms=prefill_ms, tokens_per_s=PREFILL_TOKENS / (prefill_ms * 1e-3))
+    result["prefill"] = dict(
+        tokens=PREFILL_TOKENS, ms=prefill_ms, tokens_per_s=PREFILL_TOKENS / (prefill_ms * 1e-3)
+    )
     result["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     print(f"  prefill {PREFILL_TOKENS}: {prefill_ms:.1f} ms")
     model = kv_caches = None  # free before the peer is built
@@ -266,10 +357,18 @@ def bench_ours(shape: Shape, device: torch.device, bandwidth_gbs: float) -> dict
 def build_hf_model(shape: Shape, device: torch.device, dtype: torch.dtype = torch.bfloat16):
     from transformers import GptOssConfig, GptOssForCausalLM
 
-    config = GptOssConfig(num_hidden_layers=shape.layers, num_local_experts=shape.experts, vocab_size=shape.vocab,
-                          hidden_size=shape.hidden, intermediate_size=shape.intermediate, head_dim=shape.head_dim,
-                          num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-                          sliding_window=shape.window, num_experts_per_tok=shape.top_k)
+    config = GptOssConfig(
+        num_hidden_layers=shape.layers,
+        num_local_experts=shape.experts,
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        head_dim=shape.head_dim,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        sliding_window=shape.window,
+        num_experts_per_tok=shape.top_k,
+    )
     config._attn_implementation = "eager"  # sinks: eager is the implementation every install has
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -278,14 +377,18 @@ def build_hf_model(shape: Shape, device: torch.device, dtype: torch.dtype = torc
             model = GptOssForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
-    with torch.no_grad():  # whatever transformers' init did or skipped, weights are finite and small
+    with (
+        torch.no_grad()
+    ):  # whatever transformers' init did or skipped, weights are finite and small
         for param in model.parameters():
             param.normal_(0.0, 0.02)
     return model
 
 
 @torch.inference_mode()
-def hf_decode_ms(model, shape: Shape, batch: int, context: int, steps: int, device: torch.device, timer) -> float:
+def hf_decode_ms(
+    model, shape: Shape, batch: int, context: int, steps: int, device: torch.device, timer
+) -> float:
     """Mean ms of a decode step after a ``context``-token prompt, HF's own KV cache."""
     prompt = torch.randint(0, shape.vocab, (batch, context), device=device)
     past = model(prompt, use_cache=True).past_key_values
@@ -302,18 +405,26 @@ def bench_hf(shape: Shape, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = build_hf_model(shape, device)
     total = sum(t.numel() * t.element_size() for t in model.parameters())
-    result = dict(model="transformers GptOssForCausalLM (bf16, eager attention)", weight_gb=total / 1e9, decode=[])
+    result = dict(
+        model="transformers GptOssForCausalLM (bf16, eager attention)",
+        weight_gb=total / 1e9,
+        decode=[],
+    )
     print(f"hf: weights {total / 1e9:.2f} GB")
     timer = lambda fn, n: cuda_time_ms(fn, warmup=2, iters=n)  # noqa: E731
     for batch in DECODE_BATCHES:
         ms = hf_decode_ms(model, shape, batch, CONTEXT, 8, device, timer)
-        result["decode"].append(dict(batch=batch, context=CONTEXT, ms=ms, tokens_per_s=batch / (ms * 1e-3)))
+        result["decode"].append(
+            dict(batch=batch, context=CONTEXT, ms=ms, tokens_per_s=batch / (ms * 1e-3))
+        )
         print(f"  decode batch {batch:3d}: {ms:.2f} ms")
         torch.cuda.empty_cache()
     prompt = torch.randint(0, shape.vocab, (1, PREFILL_TOKENS), device=device)
     with torch.inference_mode():
         ms = cuda_time_ms(partial(model, prompt, use_cache=True), warmup=1, iters=3)
-    result["prefill"] = dict(tokens=PREFILL_TOKENS, ms=ms, tokens_per_s=PREFILL_TOKENS / (ms * 1e-3))
+    result["prefill"] = dict(
+        tokens=PREFILL_TOKENS, ms=ms, tokens_per_s=PREFILL_TOKENS / (ms * 1e-3)
+    )
     print(f"  prefill {PREFILL_TOKENS}: {ms:.1f} ms")
     model = None
     gc.collect()
@@ -328,12 +439,22 @@ def run_gpu() -> dict:
     print(f"{torch.cuda.get_device_name(device)}: measured copy bandwidth {bandwidth:.0f} GB/s")
     ours = bench_ours(shape, device, bandwidth)
     hf = bench_hf(shape, device)
-    ratios = dict(decode_speedup_vs_hf={str(o["batch"]): h["ms"] / o.get("graph_ms", o["eager_ms"])
-                                        for o, h in zip(ours["decode"], hf["decode"], strict=True)},
-                  prefill_speedup_vs_hf=hf["prefill"]["ms"] / ours["prefill"]["ms"])
+    ratios = dict(
+        decode_speedup_vs_hf={
+            str(o["batch"]): h["ms"] / o.get("graph_ms", o["eager_ms"])
+            for o, h in zip(ours["decode"], hf["decode"], strict=True)
+        },
+        prefill_speedup_vs_hf=hf["prefill"]["ms"] / ours["prefill"]["ms"],
+    )
     print(f"speedup vs HF: {ratios}")
-    return dict(device=torch.cuda.get_device_name(device), bandwidth_gbs=bandwidth, shape=vars(shape),
-                ours=ours, hf_transformers=hf, ratios=ratios)
+    return dict(
+        device=torch.cuda.get_device_name(device),
+        bandwidth_gbs=bandwidth,
+        shape=vars(shape),
+        ours=ours,
+        hf_transformers=hf,
+        ratios=ratios,
+    )
 
 
 def run_cpu_smoke() -> dict:
@@ -354,8 +475,12 @@ def run_cpu_smoke() -> dict:
         errors[f"{name}_logits_max_abs_err"] = (got - expected).abs().max().item()
     hf = build_hf_model(TINY, cpu, torch.float32)
     hf_ms = hf_decode_ms(hf, TINY, 2, 8, 2, cpu, lambda fn, n: _wall_ms(fn, n))
-    result = dict(errors=errors, hf_tiny_decode_ms=hf_ms, seconds=time.perf_counter() - started,
-                  ok=all(e < 1e-3 for e in errors.values()))
+    result = dict(
+        errors=errors,
+        hf_tiny_decode_ms=hf_ms,
+        seconds=time.perf_counter() - started,
+        ok=all(e < 1e-3 for e in errors.values()),
+    )
     for key, value in result.items():
         print(f"  {key}: {value}")
     return result
@@ -371,7 +496,9 @@ def _wall_ms(fn, iters: int) -> float:
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return gpu_or_cpu_smoke("gpu_engine", run_gpu, run_cpu_smoke, "a tiny gpt-oss-shaped stack on our Triton kernels")
+    return gpu_or_cpu_smoke(
+        "gpu_engine", run_gpu, run_cpu_smoke, "a tiny gpt-oss-shaped stack on our Triton kernels"
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_key, _value)
 
 from ingest.chunking import Chunk, make_chunk_id  # noqa: E402
@@ -65,7 +69,17 @@ def naive_chunks(path: Path, document_id: str) -> list[Chunk]:
     out: list[Chunk] = []
     for page, texts in pages.items():
         for piece in splitter.split_text("\n\n".join(texts)):
-            out.append(Chunk(make_chunk_id(document_id, len(out)), document_id, len(out), piece, "", page, None))
+            out.append(
+                Chunk(
+                    make_chunk_id(document_id, len(out)),
+                    document_id,
+                    len(out),
+                    piece,
+                    "",
+                    page,
+                    None,
+                )
+            )
     return out
 
 
@@ -135,15 +149,17 @@ def evaluate(searchers: list[HybridSearcher], questions) -> list[dict]:
     for i in range(len(searchers)):
         report = recall(questions, lambda q, i=i: results[i][q.id])
         ms = sorted(latencies[i])
-        out.append({
-            "recall_at_1": round(report.recall_at_1, 4),
-            "recall_at_5": round(report.recall_at_5, 4),
-            "answerable_questions": report.questions,
-            "misses_at_5": report.misses,
-            "search_p50_ms": round(statistics.median(ms), 1),
-            "search_p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1),
-            "searches": len(ms),
-        })
+        out.append(
+            {
+                "recall_at_1": round(report.recall_at_1, 4),
+                "recall_at_5": round(report.recall_at_5, 4),
+                "answerable_questions": report.questions,
+                "misses_at_5": report.misses,
+                "search_p50_ms": round(statistics.median(ms), 1),
+                "search_p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1),
+                "searches": len(ms),
+            }
+        )
     return out
 
 
@@ -160,25 +176,47 @@ def main() -> int:
     embedder = Embedder()
     warm_up(docs, embedder)  # model and parser loading is not ingestion throughput
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as tmp:
-        ours_cfg, naive_cfg = IngestConfig(data_dir=Path(tmp) / "ours"), IngestConfig(data_dir=Path(tmp) / "naive")
-        (ours_s, ours_chunks, ours_t), (naive_s, naive_chunk_count, naive_t) = ingest_both(docs, ours_cfg, naive_cfg, embedder)
+        ours_cfg, naive_cfg = (
+            IngestConfig(data_dir=Path(tmp) / "ours"),
+            IngestConfig(data_dir=Path(tmp) / "naive"),
+        )
+        (ours_s, ours_chunks, ours_t), (naive_s, naive_chunk_count, naive_t) = ingest_both(
+            docs, ours_cfg, naive_cfg, embedder
+        )
         ours_eval, naive_eval = evaluate([ours_s, naive_s], questions)
 
     def block(chunks: int, timer: Timer, evaluation: dict) -> dict:
-        return {"documents": n_docs, "chunks": chunks, "ingest_s": round(timer.wall, 1),
-                "ingest_cpu_s": round(timer.cpu, 1),
-                "documents_per_min": round(n_docs / timer.wall * 60, 1), "chunks_per_s": round(chunks / timer.wall, 2),
-                **evaluation}
+        return {
+            "documents": n_docs,
+            "chunks": chunks,
+            "ingest_s": round(timer.wall, 1),
+            "ingest_cpu_s": round(timer.cpu, 1),
+            "documents_per_min": round(n_docs / timer.wall * 60, 1),
+            "chunks_per_s": round(chunks / timer.wall, 2),
+            **evaluation,
+        }
 
-    ours, naive = block(ours_chunks, ours_t, ours_eval), block(naive_chunk_count, naive_t, naive_eval)
+    ours, naive = (
+        block(ours_chunks, ours_t, ours_eval),
+        block(naive_chunk_count, naive_t, naive_eval),
+    )
     result = {
         "benchmark": "ingest+retrieval on corpus/",
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": load_at_start,
-                    "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version()},
-        "ours": {"chunking": f"sections/pages, {ours_cfg.chunk_size}/{ours_cfg.chunk_overlap} chars, heading prefix", **ours},
-        "naive": {"chunking": f"{NAIVE_CHUNK}/{NAIVE_OVERLAP} chars, no sections, no prefix", **naive},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m_at_start": load_at_start,
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+        },
+        "ours": {
+            "chunking": f"sections/pages, {ours_cfg.chunk_size}/{ours_cfg.chunk_overlap} chars, heading prefix",
+            **ours,
+        },
+        "naive": {
+            "chunking": f"{NAIVE_CHUNK}/{NAIVE_OVERLAP} chars, no sections, no prefix",
+            **naive,
+        },
         "ratios_ours_over_naive": {
             "recall_at_1": round(ours["recall_at_1"] / max(naive["recall_at_1"], 1e-9), 3),
             "recall_at_5": round(ours["recall_at_5"] / max(naive["recall_at_5"], 1e-9), 3),
@@ -190,8 +228,18 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
     rows = [("", "ours", "naive", "ours/naive")]
-    for key in ("documents", "chunks", "ingest_s", "ingest_cpu_s", "documents_per_min", "chunks_per_s", "search_p50_ms",
-                "search_p95_ms", "recall_at_1", "recall_at_5"):
+    for key in (
+        "documents",
+        "chunks",
+        "ingest_s",
+        "ingest_cpu_s",
+        "documents_per_min",
+        "chunks_per_s",
+        "search_p50_ms",
+        "search_p95_ms",
+        "recall_at_1",
+        "recall_at_5",
+    ):
         ratio = ours[key] / naive[key] if naive[key] else float("nan")
         rows.append((key, str(ours[key]), str(naive[key]), f"{ratio:.2f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

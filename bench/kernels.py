@@ -73,8 +73,13 @@ def measured_bandwidth_gbs(device: torch.device, nbytes: int = 2 << 30) -> float
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
-def random_mxfp4_experts(num_experts: int, hidden: int, intermediate: int, device: torch.device,
-                         dtype: torch.dtype = torch.bfloat16):
+def random_mxfp4_experts(
+    num_experts: int,
+    hidden: int,
+    intermediate: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.bfloat16,
+):
     """Random MXFP4 ``ExpertWeights`` made on ``device``: random nibbles, scales near 2^-6, small biases.
 
     The scale range keeps activations O(1) through a deep stack (values up to 6 * 2^-6).
@@ -82,27 +87,49 @@ def random_mxfp4_experts(num_experts: int, hidden: int, intermediate: int, devic
     from llm.kernels.moe import ExpertWeights
 
     def packed(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blocks = torch.randint(0, 256, (num_experts, rows, cols // 32, 16), dtype=torch.uint8, device=device)
-        scales = torch.randint(119, 123, (num_experts, rows, cols // 32), dtype=torch.uint8, device=device)
+        blocks = torch.randint(
+            0, 256, (num_experts, rows, cols // 32, 16), dtype=torch.uint8, device=device
+        )
+        scales = torch.randint(
+            119, 123, (num_experts, rows, cols // 32), dtype=torch.uint8, device=device
+        )
         return blocks, scales
 
     gate_up_blocks, gate_up_scales = packed(2 * intermediate, hidden)
     down_blocks, down_scales = packed(hidden, intermediate)
     return ExpertWeights(
-        gate_up_blocks=gate_up_blocks, gate_up_scales=gate_up_scales, down_blocks=down_blocks, down_scales=down_scales,
+        gate_up_blocks=gate_up_blocks,
+        gate_up_scales=gate_up_scales,
+        down_blocks=down_blocks,
+        down_scales=down_scales,
         gate_up_bias=torch.randn(num_experts, 2 * intermediate, device=device, dtype=dtype) * 0.01,
-        down_bias=torch.randn(num_experts, hidden, device=device, dtype=dtype) * 0.01)
+        down_bias=torch.randn(num_experts, hidden, device=device, dtype=dtype) * 0.01,
+    )
 
 
 def mxfp4_bytes_per_expert(experts) -> int:
     """Bytes one expert's packed weights, scales and biases occupy (what a decode must read per hit)."""
-    tensors = (experts.gate_up_blocks, experts.gate_up_scales, experts.down_blocks, experts.down_scales,
-               experts.gate_up_bias, experts.down_bias)
+    tensors = (
+        experts.gate_up_blocks,
+        experts.gate_up_scales,
+        experts.down_blocks,
+        experts.down_scales,
+        experts.gate_up_bias,
+        experts.down_bias,
+    )
     return sum(t[0].numel() * t.element_size() for t in tensors)
 
 
-def paged_batch(seq_lens: list[int], q_lens: list[int], heads: int, kv_heads: int, head_dim: int, block_size: int,
-                device: torch.device, dtype: torch.dtype) -> dict:
+def paged_batch(
+    seq_lens: list[int],
+    q_lens: list[int],
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    block_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict:
     """Random queries and a paged cache holding ``seq_lens`` tokens per sequence (shuffled blocks)."""
     blocks_per_seq = [(n + block_size - 1) // block_size for n in seq_lens]
     total = sum(blocks_per_seq)
@@ -110,15 +137,18 @@ def paged_batch(seq_lens: list[int], q_lens: list[int], heads: int, kv_heads: in
     tables = torch.full((len(seq_lens), max(blocks_per_seq)), -1, dtype=torch.int32, device=device)
     used = 0
     for i, count in enumerate(blocks_per_seq):
-        tables[i, :count] = order[used:used + count]
+        tables[i, :count] = order[used : used + count]
         used += count
     shape = (total, block_size, kv_heads, head_dim)
     starts = torch.tensor([0] + q_lens, device=device).cumsum(0).to(torch.int32)
-    return dict(query=torch.randn(sum(q_lens), heads, head_dim, device=device, dtype=dtype),
-                k_cache=torch.randn(shape, device=device, dtype=dtype),
-                v_cache=torch.randn(shape, device=device, dtype=dtype),
-                block_tables=tables, query_start_loc=starts,
-                seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device))
+    return dict(
+        query=torch.randn(sum(q_lens), heads, head_dim, device=device, dtype=dtype),
+        k_cache=torch.randn(shape, device=device, dtype=dtype),
+        v_cache=torch.randn(shape, device=device, dtype=dtype),
+        block_tables=tables,
+        query_start_loc=starts,
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
+    )
 
 
 def write_results(name: str, payload: dict) -> Path:
@@ -171,11 +201,23 @@ def bench_moe(device: torch.device, bandwidth_gbs: float) -> list[dict]:
         peer_ms = cuda_time_ms(partial(peer, hidden, logits), iters=5)
         hit = torch.unique(torch.topk(logits, TOP_K, dim=-1).indices).numel()
         bound_ms = hit * per_expert / (bandwidth_gbs * 1e9) * 1e3
-        rows.append(dict(op="moe", tokens=tokens, triton_ms=triton_ms, torch_bf16_loop_ms=peer_ms,
-                         speedup=peer_ms / triton_ms, experts_hit=hit, bandwidth_bound_ms=bound_ms,
-                         fraction_of_bandwidth_bound=bound_ms / triton_ms, rel_err_vs_peer=rel_err))
-        print(f"moe   tokens={tokens:5d}  triton {triton_ms:8.3f} ms  torch {peer_ms:8.3f} ms  "
-              f"x{peer_ms / triton_ms:5.1f}  bound {bound_ms:.3f} ms ({bound_ms / triton_ms:5.1%})  err {rel_err:.1e}")
+        rows.append(
+            dict(
+                op="moe",
+                tokens=tokens,
+                triton_ms=triton_ms,
+                torch_bf16_loop_ms=peer_ms,
+                speedup=peer_ms / triton_ms,
+                experts_hit=hit,
+                bandwidth_bound_ms=bound_ms,
+                fraction_of_bandwidth_bound=bound_ms / triton_ms,
+                rel_err_vs_peer=rel_err,
+            )
+        )
+        print(
+            f"moe   tokens={tokens:5d}  triton {triton_ms:8.3f} ms  torch {peer_ms:8.3f} ms  "
+            f"x{peer_ms / triton_ms:5.1f}  bound {bound_ms:.3f} ms ({bound_ms / triton_ms:5.1%})  err {rel_err:.1e}"
+        )
     return rows
 
 
@@ -205,17 +247,35 @@ def bench_attention(device: torch.device, bandwidth_gbs: float) -> list[dict]:
     cases.append((1, [PREFILL_TOKENS], [PREFILL_TOKENS]))
     sinks = torch.randn(HEADS, device=device)
     for batch_size, seq_lens, q_lens in cases:
-        batch = paged_batch(seq_lens, q_lens, HEADS, KV_HEADS, HEAD_DIM, BLOCK_SIZE, device, torch.bfloat16)
-        args = (batch["query"], batch["k_cache"], batch["v_cache"], batch["block_tables"],
-                batch["query_start_loc"], batch["seq_lens"], HEAD_DIM ** -0.5, None, sinks)
+        batch = paged_batch(
+            seq_lens, q_lens, HEADS, KV_HEADS, HEAD_DIM, BLOCK_SIZE, device, torch.bfloat16
+        )
+        args = (
+            batch["query"],
+            batch["k_cache"],
+            batch["v_cache"],
+            batch["block_tables"],
+            batch["query_start_loc"],
+            batch["seq_lens"],
+            HEAD_DIM**-0.5,
+            None,
+            sinks,
+        )
         ours = paged_attention_triton(*args)
         expected = paged_attention_ref(*args)
         max_err = (ours.float() - expected.float()).abs().max().item()
         triton_ms = cuda_time_ms(partial(paged_attention_triton, *args))
         peer_ms = cuda_time_ms(_sdpa_peer(batch, q_lens, seq_lens))
         kind = "decode" if q_lens[0] == 1 else "prefill"
-        row = dict(op=f"attention_{kind}", batch=batch_size, context=seq_lens[0], triton_ms=triton_ms,
-                   torch_sdpa_contiguous_ms=peer_ms, ratio_vs_sdpa=peer_ms / triton_ms, max_abs_err_vs_ref=max_err)
+        row = dict(
+            op=f"attention_{kind}",
+            batch=batch_size,
+            context=seq_lens[0],
+            triton_ms=triton_ms,
+            torch_sdpa_contiguous_ms=peer_ms,
+            ratio_vs_sdpa=peer_ms / triton_ms,
+            max_abs_err_vs_ref=max_err,
+        )
         if kind == "decode":
             kv_bytes = sum(seq_lens) * KV_HEADS * HEAD_DIM * 2 * batch["k_cache"].element_size()
             row["bandwidth_bound_ms"] = kv_bytes / (bandwidth_gbs * 1e9) * 1e3
@@ -224,8 +284,10 @@ def bench_attention(device: torch.device, bandwidth_gbs: float) -> list[dict]:
             flops = 4 * HEADS * HEAD_DIM * PREFILL_TOKENS * PREFILL_TOKENS / 2  # causal
             row["triton_tflops"] = flops / (triton_ms * 1e-3) / 1e12
         rows.append(row)
-        print(f"attn  {kind:7s} batch={batch_size:3d} ctx={seq_lens[0]:5d}  triton {triton_ms:8.3f} ms  "
-              f"sdpa {peer_ms:8.3f} ms  err {max_err:.1e}")
+        print(
+            f"attn  {kind:7s} batch={batch_size:3d} ctx={seq_lens[0]:5d}  triton {triton_ms:8.3f} ms  "
+            f"sdpa {peer_ms:8.3f} ms  err {max_err:.1e}"
+        )
         del batch
     return rows
 
@@ -235,8 +297,12 @@ def run_gpu() -> dict:
     torch.manual_seed(0)
     bandwidth = measured_bandwidth_gbs(device)
     print(f"{torch.cuda.get_device_name(device)}: measured copy bandwidth {bandwidth:.0f} GB/s")
-    return dict(device=torch.cuda.get_device_name(device), bandwidth_gbs=bandwidth,
-                moe=bench_moe(device, bandwidth), attention=bench_attention(device, bandwidth))
+    return dict(
+        device=torch.cuda.get_device_name(device),
+        bandwidth_gbs=bandwidth,
+        moe=bench_moe(device, bandwidth),
+        attention=bench_attention(device, bandwidth),
+    )
 
 
 # ---------------------------------------------------------------------------- CPU smoke
@@ -255,10 +321,22 @@ def run_cpu_smoke() -> dict:
     cpu = torch.device("cpu")
     results = {}
     started = time.perf_counter()
-    for name, seq_lens, q_lens in (("decode", [5, 17, 33], [1, 1, 1]), ("prefill", [20, 9], [20, 3])):
+    for name, seq_lens, q_lens in (
+        ("decode", [5, 17, 33], [1, 1, 1]),
+        ("prefill", [20, 9], [20, 3]),
+    ):
         batch = paged_batch(seq_lens, q_lens, 4, 2, 16, 16, cpu, torch.float32)
-        args = (batch["query"], batch["k_cache"], batch["v_cache"], batch["block_tables"],
-                batch["query_start_loc"], batch["seq_lens"], 0.25, 8, torch.randn(4))
+        args = (
+            batch["query"],
+            batch["k_cache"],
+            batch["v_cache"],
+            batch["block_tables"],
+            batch["query_start_loc"],
+            batch["seq_lens"],
+            0.25,
+            8,
+            torch.randn(4),
+        )
         err = (paged_attention_triton(*args) - paged_attention_ref(*args)).abs().max().item()
         results[f"attention_{name}_max_abs_err"] = err
     key = torch.randn(3, 2, 16)
@@ -270,14 +348,26 @@ def run_cpu_smoke() -> dict:
     dense_gate_up, dense_down = torch.randn(4, 64, 32) * 0.2, torch.randn(4, 32, 32) * 0.2
     gu_blocks, gu_scales = quantize_mxfp4(dense_gate_up)
     d_blocks, d_scales = quantize_mxfp4(dense_down)
-    experts = ExpertWeights(gate_up_bias=torch.randn(4, 64) * 0.1, down_bias=torch.randn(4, 32) * 0.1,
-                            gate_up_blocks=gu_blocks, gate_up_scales=gu_scales,
-                            down_blocks=d_blocks, down_scales=d_scales)
+    experts = ExpertWeights(
+        gate_up_bias=torch.randn(4, 64) * 0.1,
+        down_bias=torch.randn(4, 32) * 0.1,
+        gate_up_blocks=gu_blocks,
+        gate_up_scales=gu_scales,
+        down_blocks=d_blocks,
+        down_scales=d_scales,
+    )
     hidden, logits = torch.randn(7, 32), torch.randn(7, 4)
-    err = (fused_moe_triton(hidden, logits, 2, experts) - fused_moe_ref(hidden, logits, 2, experts)).abs().max()
+    err = (
+        (fused_moe_triton(hidden, logits, 2, experts) - fused_moe_ref(hidden, logits, 2, experts))
+        .abs()
+        .max()
+    )
     results["moe_mxfp4_max_abs_err"] = err.item()
     results["seconds"] = time.perf_counter() - started
-    ok = all(v < 1e-3 for k, v in results.items() if k.endswith("err")) and results["write_kv_cache_exact"]
+    ok = (
+        all(v < 1e-3 for k, v in results.items() if k.endswith("err"))
+        and results["write_kv_cache_exact"]
+    )
     results["ok"] = ok
     for k, v in results.items():
         print(f"  {k}: {v}")

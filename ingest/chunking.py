@@ -93,7 +93,8 @@ def _merge_small(blocks: list[_Block], chunk_size: int, min_size: int) -> list[_
             prev is not None
             and prev.page == block.page
             and (prev.size < min_size or block.size < min_size)
-            and prev.size + block.size + 2 * len(PARAGRAPH_BREAK) + len(block.section or "") <= chunk_size
+            and prev.size + block.size + 2 * len(PARAGRAPH_BREAK) + len(block.section or "")
+            <= chunk_size
         ):
             if block.section != prev.section and _leaf(block.section):
                 prev.parts.append(_leaf(block.section) or "")

@@ -32,7 +32,9 @@ class IngestConfig:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         if self.vector_store not in ("embedded", "server"):
-            raise ValueError(f"vector_store must be 'embedded' or 'server', not {self.vector_store!r}")
+            raise ValueError(
+                f"vector_store must be 'embedded' or 'server', not {self.vector_store!r}"
+            )
         if self.chunk_size < 100:
             raise ValueError(f"chunk_size must be at least 100 characters, not {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:

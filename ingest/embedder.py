@@ -37,20 +37,31 @@ class Embedder:
                 if self._model is None:
                     import os
 
-                    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+                    for key in (
+                        "HF_HUB_OFFLINE",
+                        "TRANSFORMERS_OFFLINE",
+                        "HF_HUB_DISABLE_TELEMETRY",
+                    ):
                         os.environ[key] = OFFLINE_ENV[key]
                     from sentence_transformers import SentenceTransformer
 
                     try:
-                        self._model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
+                        self._model = SentenceTransformer(
+                            self.model_path, device="cpu", local_files_only=True
+                        )
                     except Exception as exc:
-                        raise IngestError(f"Could not load the embedding model from {self.model_path}: {exc}") from exc
+                        raise IngestError(
+                            f"Could not load the embedding model from {self.model_path}: {exc}"
+                        ) from exc
         return self._model
 
     @property
     def dimension(self) -> int:
         model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        getter = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         return int(getter())
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -56,7 +56,9 @@ def spacy_model_path() -> Path:
         )
     path = Path(spec.submodule_search_locations[0]) / f"{SPACY_MODEL_PACKAGE}-{SPACY_MODEL_VERSION}"
     if not (path / "config.cfg").is_file():
-        raise OfflineSetupError(f"The spaCy model directory {path} is incomplete or not version {SPACY_MODEL_VERSION}.")
+        raise OfflineSetupError(
+            f"The spaCy model directory {path} is incomplete or not version {SPACY_MODEL_VERSION}."
+        )
     return path
 
 

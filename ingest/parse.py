@@ -102,7 +102,9 @@ def parse_document(path: Path) -> ParsedDocument:
     except Exception as exc:  # unstructured/pdfminer/python-docx raise many types
         log.info("parsing %s failed: %r", path.name, exc)
         kind = {".pdf": "PDF", ".docx": "Word document"}.get(ext, f"{ext} file")
-        raise CorruptDocument(f"{path.name} could not be read as a {kind}: it may be damaged or not really a {kind}.") from exc
+        raise CorruptDocument(
+            f"{path.name} could not be read as a {kind}: it may be damaged or not really a {kind}."
+        ) from exc
     document = _structure(raw)
     if not document.elements:
         hint = " (a scanned PDF without a text layer?)" if ext == ".pdf" else ""
@@ -118,7 +120,11 @@ def _check_pdf(path: Path) -> None:
     try:
         pdf = pdfium.PdfDocument(str(path))
     except Exception as exc:
-        reason = "it is password-protected" if "password" in str(exc).lower() else "it may be damaged or not really a PDF"
+        reason = (
+            "it is password-protected"
+            if "password" in str(exc).lower()
+            else "it may be damaged or not really a PDF"
+        )
         raise CorruptDocument(f"{path.name} could not be read as a PDF: {reason}.") from exc
     try:
         if len(pdf) == 0:
@@ -150,7 +156,9 @@ def _structure(raw: list[Any]) -> ParsedDocument:
             while headings and headings[-1][0] >= depth:
                 headings.pop()
             headings.append((depth, text))
-            elements.append(ParsedElement(text=text, page=page, section=_path(headings), is_heading=True))
+            elements.append(
+                ParsedElement(text=text, page=page, section=_path(headings), is_heading=True)
+            )
             continue
         elements.append(ParsedElement(text=text, page=page, section=_path(headings)))
     return ParsedDocument(elements=elements, title=title)

@@ -105,7 +105,9 @@ class IngestPipeline:
             for start in range(0, len(chunks), _EMBED_BATCH):
                 batch = chunks[start : start + _EMBED_BATCH]
                 embeddings += self.embedder.embed_documents([c.index_text for c in batch])
-                report(_CHUNKED + (_EMBEDDED - _CHUNKED) * len(embeddings) / len(chunks), "embedding")
+                report(
+                    _CHUNKED + (_EMBEDDED - _CHUNKED) * len(embeddings) / len(chunks), "embedding"
+                )
             report(_EMBEDDED, "indexing")
             self._remove(document_id)
             self.lexical_index.add(chunks, group_names)

@@ -30,21 +30,41 @@ class ChatResult:
 class LLMClient:
     """Chat completions against an OpenAI-compatible ``base_url`` (ending in ``/v1``)."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 300.0):
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None = None, timeout: float = 300.0
+    ):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout, connect=5.0)
 
-    def _payload(self, messages: list[dict], max_tokens: int, temperature: float, stop: list[str] | None, stream: bool) -> dict:
-        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                   "temperature": temperature, "stream": stream}
+    def _payload(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        stop: list[str] | None,
+        stream: bool,
+    ) -> dict:
+        payload = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": stream,
+        }
         if stop:
             payload["stop"] = stop
         return payload
 
-    async def chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
-                   stop: list[str] | None = None) -> ChatResult:
+    async def chat(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> ChatResult:
         """One non-streamed chat completion."""
         payload = self._payload(messages, max_tokens, temperature, stop, stream=False)
         try:
@@ -57,20 +77,33 @@ class LLMClient:
         body = response.json()
         choice = body["choices"][0]
         usage = body.get("usage") or {}
-        return ChatResult(text=choice["message"].get("content") or "", finish_reason=choice.get("finish_reason"),
-                          prompt_tokens=usage.get("prompt_tokens", 0),
-                          completion_tokens=usage.get("completion_tokens", 0))
+        return ChatResult(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+        )
 
-    async def stream_chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
-                          stop: list[str] | None = None) -> AsyncIterator[str]:
+    async def stream_chat(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> AsyncIterator[str]:
         """Yield the answer's text pieces as the server streams them (SSE)."""
         payload = self._payload(messages, max_tokens, temperature, stop, stream=True)
         try:
             async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
-                async with client.stream("POST", f"{self.base_url}/chat/completions", json=payload) as response:
+                async with client.stream(
+                    "POST", f"{self.base_url}/chat/completions", json=payload
+                ) as response:
                     if response.status_code != 200:
                         body = await response.aread()
-                        raise LLMError(f"LLM server answered {response.status_code}: {body[:500]!r}")
+                        raise LLMError(
+                            f"LLM server answered {response.status_code}: {body[:500]!r}"
+                        )
                     async for line in response.aiter_lines():
                         if not line.startswith("data:"):
                             continue
@@ -79,7 +112,9 @@ class LLMClient:
                             return
                         chunk = json.loads(data)
                         if "error" in chunk:  # the server failed mid-stream (OpenAI's error shape)
-                            raise LLMError(f"LLM server failed mid-stream: {chunk['error'].get('message')}")
+                            raise LLMError(
+                                f"LLM server failed mid-stream: {chunk['error'].get('message')}"
+                            )
                         delta = chunk["choices"][0].get("delta", {}) if chunk.get("choices") else {}
                         if delta.get("content"):
                             yield delta["content"]
@@ -89,7 +124,9 @@ class LLMClient:
     async def health(self) -> bool:
         """True when the endpoint lists models (works on our server, vLLM and Ollama)."""
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(3.0), headers=self._headers) as client:
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(3.0), headers=self._headers
+            ) as client:
                 response = await client.get(f"{self.base_url}/models")
             return response.status_code == 200
         except httpx.HTTPError:

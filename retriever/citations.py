@@ -31,7 +31,10 @@ _STOP = frozenset(
     its me my of on or our should so than that the their them then there these they this to us was we
     were what when where which who will with would you your not no any all also may must""".split()
 )
-_DECLINE = re.compile(r"\b(i do not know|i don't know|i dont know|not (?:contain|mention|say)|no information|cannot find|can't find)\b", re.I)
+_DECLINE = re.compile(
+    r"\b(i do not know|i don't know|i dont know|not (?:contain|mention|say)|no information|cannot find|can't find)\b",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ def best_quote(source_text: str, claim: str) -> str:
     """The source sentence sharing most content words with ``claim`` (verbatim from the source)."""
     claim_words = _content_words(claim)
     candidates = [s for s in _sentences(source_text) if s in source_text] or [source_text.strip()]
-    best = max(candidates, key=lambda s: (len(_content_words(s) & claim_words), -candidates.index(s)))
+    best = max(
+        candidates, key=lambda s: (len(_content_words(s) & claim_words), -candidates.index(s))
+    )
     return best if best in source_text else source_text.strip()
 
 

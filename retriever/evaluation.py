@@ -25,10 +25,24 @@ from pathlib import Path
 MIN_EVIDENCE_SHARE = 0.6
 
 _FOLD = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
-    "\u00a0": " ", "\u200b": "", "\u00ad": "",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u2033": '"',
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2212": "-",
+    "\u00a0": " ",
+    "\u200b": "",
+    "\u00ad": "",
 }
 _WORD = re.compile(r"\w+")
 
@@ -69,8 +83,17 @@ def load_questions(path: Path) -> list[GoldQuestion]:
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
             q = json.loads(line)
-            out.append(GoldQuestion(q["id"], q["question"], q.get("doc"), q.get("page"), q.get("evidence"),
-                                    bool(q.get("answerable")), q.get("follow_up_of")))
+            out.append(
+                GoldQuestion(
+                    q["id"],
+                    q["question"],
+                    q.get("doc"),
+                    q.get("page"),
+                    q.get("evidence"),
+                    bool(q.get("answerable")),
+                    q.get("follow_up_of"),
+                )
+            )
     return out
 
 
@@ -83,7 +106,11 @@ def supports(question: GoldQuestion, document_id: str, page: int | None, text: s
     return evidence_share(question.evidence, text) >= MIN_EVIDENCE_SHARE
 
 
-def search_text(question: GoldQuestion, by_id: dict[str, GoldQuestion], rewrite: Callable[[str, list[dict]], str]) -> str:
+def search_text(
+    question: GoldQuestion,
+    by_id: dict[str, GoldQuestion],
+    rewrite: Callable[[str, list[dict]], str],
+) -> str:
     """The query sent for a question: follow-ups see the question they follow as history."""
     history: list[dict] = []
     if question.follow_up_of:

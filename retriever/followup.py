@@ -21,7 +21,9 @@ MAX_FOLLOW_UP_WORDS = 14
 _OPENERS = ("and ", "but ", "also ", "so ", "then ", "what about ", "how about ", "what if ")
 _POINTERS = frozenset("it its it's that those this these them they such same".split())
 # "it" that points at nothing: "does it take", "is it okay", "it is possible to".
-_IMPERSONAL = re.compile(r"\b(?:does|did|will|would) it take\b|\bis it (?:ok|okay|possible|true|allowed|fine|required)\b|\bit is (?:ok|okay|possible|true|allowed|required)\b")
+_IMPERSONAL = re.compile(
+    r"\b(?:does|did|will|would) it take\b|\bis it (?:ok|okay|possible|true|allowed|fine|required)\b|\bit is (?:ok|okay|possible|true|allowed|required)\b"
+)
 _WORD = re.compile(r"[A-Za-z']+")
 _SENTENCE_END = re.compile(r"[.?!]\s+\S")
 

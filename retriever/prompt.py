@@ -59,7 +59,11 @@ def approx_tokens(text: str) -> int:
         if first.isspace():
             # a space joins the word after it; before a digit, mark or line break it
             # often is a token of its own
-            followed_by_letter = match.end() < len(text) and text[match.end()].isascii() and text[match.end()].isalpha()
+            followed_by_letter = (
+                match.end() < len(text)
+                and text[match.end()].isascii()
+                and text[match.end()].isalpha()
+            )
             count += "\n" in piece or not followed_by_letter
         elif first.isascii() and first.isalpha():
             count += -(-len(piece) // 4)
@@ -90,7 +94,10 @@ def _user_message(question: str, sources: Sequence[SearchHit], texts: Sequence[s
     if not sources:
         block = NO_SOURCES
     else:
-        block = "\n\n".join(f"{source_label(i, hit)}\n{text}" for i, (hit, text) in enumerate(zip(sources, texts, strict=True), 1))
+        block = "\n\n".join(
+            f"{source_label(i, hit)}\n{text}"
+            for i, (hit, text) in enumerate(zip(sources, texts, strict=True), 1)
+        )
     return f"Sources:\n\n{block}\n\nQuestion: {question.strip()}"
 
 
@@ -116,7 +123,9 @@ def compose_prompt(
         raise ValueError("The question is empty.")
     budget = context_tokens - answer_tokens
     if budget <= 0:
-        raise PromptTooLong(f"No room for a prompt: context_tokens ({context_tokens}) <= answer_tokens ({answer_tokens}).")
+        raise PromptTooLong(
+            f"No room for a prompt: context_tokens ({context_tokens}) <= answer_tokens ({answer_tokens})."
+        )
 
     def cost(text: str) -> int:
         return count_tokens(text) + MESSAGE_OVERHEAD_TOKENS
@@ -127,7 +136,11 @@ def compose_prompt(
     fixed = cost(SYSTEM_PROMPT)
 
     def total() -> int:
-        return fixed + sum(cost(t["content"]) for t in turns) + cost(_user_message(question, sources, texts))
+        return (
+            fixed
+            + sum(cost(t["content"]) for t in turns)
+            + cost(_user_message(question, sources, texts))
+        )
 
     while turns and sum(cost(t["content"]) for t in turns) > budget * HISTORY_SHARE:
         turns.pop(0)
@@ -137,7 +150,9 @@ def compose_prompt(
     while turns and total() > budget:
         turns.pop(0)
     if sources and total() > budget:
-        shortened = _truncate_to_fit(texts[0], lambda t: fixed + cost(_user_message(question, sources, [t])) <= budget)
+        shortened = _truncate_to_fit(
+            texts[0], lambda t: fixed + cost(_user_message(question, sources, [t])) <= budget
+        )
         if shortened is None:
             sources, texts = [], []
         else:
@@ -147,8 +162,11 @@ def compose_prompt(
             f"The question is too long: it needs about {total()} tokens with the instructions, "
             f"but the budget is {budget}. Please shorten it."
         )
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *turns,
-                {"role": "user", "content": _user_message(question, sources, texts)}]
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        *turns,
+        {"role": "user", "content": _user_message(question, sources, texts)},
+    ]
     return ComposedPrompt(messages=messages, sources=sources)
 
 

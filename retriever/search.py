@@ -52,7 +52,9 @@ class HybridSearcher:
         self.weights = (dense_weight, lexical_weight)
 
     @classmethod
-    def from_config(cls, config: IngestConfig, *, embedder: Embedder | None = None, **options: Any) -> HybridSearcher:
+    def from_config(
+        cls, config: IngestConfig, *, embedder: Embedder | None = None, **options: Any
+    ) -> HybridSearcher:
         """Searcher over the stores a pipeline with the same config writes to."""
         return cls(
             VectorStore.from_config(config),
@@ -73,7 +75,9 @@ class HybridSearcher:
         dense = self.vector_store.query(self.embedder.embed_query(query), depth, scope)
         lexical = self.lexical_index.search(query, depth, scope)
         fused = reciprocal_rank_fusion(
-            [[cid for cid, _, _ in dense], [cid for cid, _ in lexical]], k=self.rrf_k, weights=self.weights
+            [[cid for cid, _, _ in dense], [cid for cid, _ in lexical]],
+            k=self.rrf_k,
+            weights=self.weights,
         )[:k]
         chunks = self.lexical_index.get(cid for cid, _ in fused)
         hits = []

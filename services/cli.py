@@ -69,8 +69,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if wait_healthy(f"{url}/healthz", supervisor, args.start_timeout):
         print(f"enclave: ready, browse {url}/ (API docs at {url}/docs)", flush=True)
     elif supervisor.dead_child() is None and not supervisor.stop_requested:
-        print(f"enclave: the gateway did not answer {url}/healthz within {args.start_timeout:.0f}s; "
-              "still waiting (see its log above)", flush=True)
+        print(
+            f"enclave: the gateway did not answer {url}/healthz within {args.start_timeout:.0f}s; "
+            "still waiting (see its log above)",
+            flush=True,
+        )
     if generated:
         print(f"enclave: admin login: admin / {generated} (generated, shown once)", flush=True)
     return supervisor.watch()
@@ -82,15 +85,21 @@ class ApiClient:
     def __init__(self, url: str, username: str, password: str | None, timeout: float = 600.0):
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
         if password is None:
-            raise SystemExit("enclave: set ENCLAVE_PASSWORD (or --password) to log in to the gateway")
-        response = self.http.post("/api/auth/login", json={"username": username, "password": password})
+            raise SystemExit(
+                "enclave: set ENCLAVE_PASSWORD (or --password) to log in to the gateway"
+            )
+        response = self.http.post(
+            "/api/auth/login", json={"username": username, "password": password}
+        )
         _raise_for(response)
         self.http.headers["Authorization"] = f"Bearer {response.json()['token']}"
 
     def upload(self, path: Path, groups: str | None) -> dict:
         data = {"groups": groups} if groups else {}
         with open(path, "rb") as handle:
-            response = self.http.post("/api/documents", files={"file": (path.name, handle)}, data=data)
+            response = self.http.post(
+                "/api/documents", files={"file": (path.name, handle)}, data=data
+            )
         _raise_for(response)
         return response.json()
 
@@ -119,8 +128,11 @@ def _files(paths: list[str], extensions: frozenset[str] | None) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file()
-                            and (extensions is None or p.suffix.lower() in extensions))
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and (extensions is None or p.suffix.lower() in extensions)
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -205,8 +217,10 @@ def _ingest_local(args: argparse.Namespace) -> int:
         for path in _files(args.paths, None):
             name = sanitize_filename(path.name)
             if file_extension(name) not in extensions:
-                print(f"{path}: rejected (file type not supported; supported: {', '.join(sorted(extensions))})",
-                      file=sys.stderr)
+                print(
+                    f"{path}: rejected (file type not supported; supported: {', '.join(sorted(extensions))})",
+                    file=sys.stderr,
+                )
                 failures += 1
                 continue
             if path.stat().st_size == 0:
@@ -215,7 +229,9 @@ def _ingest_local(args: argparse.Namespace) -> int:
                 continue
             incoming = settings.uploads_dir / f".incoming-{uuid.uuid4().hex}"
             shutil.copyfile(path, incoming)
-            upload = ReceivedUpload(incoming, name, incoming.stat().st_size, {"groups": args.groups or ""})
+            upload = ReceivedUpload(
+                incoming, name, incoming.stat().st_size, {"groups": args.groups or ""}
+            )
             try:
                 body, created = documents.register_upload(upload, user)
             except ApiError as exc:
@@ -225,7 +241,9 @@ def _ingest_local(args: argparse.Namespace) -> int:
             if not created:
                 print(f"{path}: already ingested as {body['document_id']}")
                 continue
-            job = _follow(lambda job_id: documents.job(job_id, user), body["job_id"], path.name, args.poll)
+            job = _follow(
+                lambda job_id: documents.job(job_id, user), body["job_id"], path.name, args.poll
+            )
             failures += _report(path, job)
     finally:
         queue.close()
@@ -259,15 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start gateway, worker and LLM server (Ctrl-C stops all)")
-    up.add_argument("--no-llm", action="store_true", help="do not start the LLM server (use a remote one)")
-    up.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for the gateway")
+    up.add_argument(
+        "--no-llm", action="store_true", help="do not start the LLM server (use a remote one)"
+    )
+    up.add_argument(
+        "--start-timeout", type=float, default=120.0, help="seconds to wait for the gateway"
+    )
     up.set_defaults(func=cmd_up)
 
     def add_client_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default=default_url, help="gateway URL (env ENCLAVE_URL)")
         p.add_argument("--username", default=os.environ.get("ENCLAVE_USERNAME", "admin"))
-        p.add_argument("--password", default=os.environ.get("ENCLAVE_PASSWORD",
-                                                            os.environ.get("ENCLAVE_ADMIN_PASSWORD")))
+        p.add_argument(
+            "--password",
+            default=os.environ.get("ENCLAVE_PASSWORD", os.environ.get("ENCLAVE_ADMIN_PASSWORD")),
+        )
 
     ingest = sub.add_parser("ingest", help="upload files or folders and follow their jobs")
     ingest.add_argument("paths", nargs="+")
@@ -284,8 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_args(ask)
     ask.set_defaults(func=cmd_ask)
 
-    sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=cmd_migrate)
-    sub.add_parser("settings", help="print every setting with its description").set_defaults(func=cmd_settings)
+    sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(
+        func=cmd_migrate
+    )
+    sub.add_parser("settings", help="print every setting with its description").set_defaults(
+        func=cmd_settings
+    )
     return parser
 
 

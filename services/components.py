@@ -17,9 +17,12 @@ def ingest_config(settings: Settings) -> Any:
     from ingest.config import IngestConfig
 
     kwargs: dict[str, Any] = dict(
-        data_dir=settings.data_dir, vector_store=settings.vector_store,
-        chroma_host=settings.chroma_host, chroma_port=settings.chroma_port,
-        chroma_collection=settings.chroma_collection, chunk_size=settings.chunk_size,
+        data_dir=settings.data_dir,
+        vector_store=settings.vector_store,
+        chroma_host=settings.chroma_host,
+        chroma_port=settings.chroma_port,
+        chroma_collection=settings.chroma_collection,
+        chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
     )
     if settings.embedding_model:
@@ -38,12 +41,15 @@ def create_searcher(settings: Settings) -> Any:
     """A ``HybridSearcher`` over the same stores the worker writes (loads the embedding model)."""
     from retriever.search import HybridSearcher
 
-    return HybridSearcher.from_config(ingest_config(settings), candidate_k=settings.candidate_k,
-                                      rrf_k=settings.rrf_k)
+    return HybridSearcher.from_config(
+        ingest_config(settings), candidate_k=settings.candidate_k, rrf_k=settings.rrf_k
+    )
 
 
 def supported_extensions() -> frozenset[str]:
     """File extensions the ingest pipeline parses (``.pdf``, ``.md``, ...)."""
     from ingest.pipeline import SUPPORTED_EXTENSIONS
 
-    return frozenset(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in SUPPORTED_EXTENSIONS)
+    return frozenset(
+        ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in SUPPORTED_EXTENSIONS
+    )

@@ -91,9 +91,15 @@ class EgressGuard:
     def _record(self, event: str, host: Any, port: Any) -> None:
         if self.log_path is None:
             return
-        entry = {"time": time.time(), "pid": os.getpid(), "process": self.process_name, "event": event,
-                 "host": str(host), "port": port,
-                 "stack": traceback.format_stack(limit=8)[:-2]}
+        entry = {
+            "time": time.time(),
+            "pid": os.getpid(),
+            "process": self.process_name,
+            "event": event,
+            "host": str(host),
+            "port": port,
+            "stack": traceback.format_stack(limit=8)[:-2],
+        }
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", encoding="utf-8") as handle:

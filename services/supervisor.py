@@ -100,8 +100,10 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def default_specs(with_llm: bool = True) -> list[ChildSpec]:
     python = sys.executable
-    specs = [ChildSpec("gateway", [python, "-m", "services.gateway"]),
-             ChildSpec("worker", [python, "-m", "services.worker"])]
+    specs = [
+        ChildSpec("gateway", [python, "-m", "services.gateway"]),
+        ChildSpec("worker", [python, "-m", "services.worker"]),
+    ]
     if with_llm:
         specs.append(ChildSpec("llm_server", [python, "-m", "services.llm_server"]))
     return specs

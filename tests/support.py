@@ -71,7 +71,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns a truthy value (returned) or fail after ``timeout``.
 
     No timing assertion: the deadline only bounds a hang.

@@ -39,7 +39,9 @@ def normalise_groups(groups: Iterable[str] | None) -> frozenset[str]:
         if not name:
             raise AccessError("Group names must not be empty.")
         if len(name) > MAX_GROUP_NAME or any(ord(ch) < 32 for ch in name):
-            raise AccessError(f"Invalid group name {name[:40]!r}: at most {MAX_GROUP_NAME} printable characters.")
+            raise AccessError(
+                f"Invalid group name {name[:40]!r}: at most {MAX_GROUP_NAME} printable characters."
+            )
         cleaned.add(name)
     return frozenset(cleaned)
 
@@ -100,7 +102,9 @@ class AccessScope:
         clauses += [{group_key(g): True} for g in sorted(self.groups)]
         return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
-    def sql_where(self, public_column: str = "is_public", acl_column: str = "acl") -> tuple[str, list[str]]:
+    def sql_where(
+        self, public_column: str = "is_public", acl_column: str = "acl"
+    ) -> tuple[str, list[str]]:
         """SQL boolean expression and its parameters; ``("1 = 1", [])`` for everything."""
         if self.groups is None:
             return "1 = 1", []

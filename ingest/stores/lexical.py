@@ -57,7 +57,9 @@ HEADING_WEIGHT, BODY_WEIGHT = 2.0, 1.0
 class ScopeFilter(Protocol):
     """What the index needs of an access scope (ingest.stores.acl.AccessScope)."""
 
-    def sql_where(self, public_column: str = ..., acl_column: str = ...) -> tuple[str, list[str]]: ...
+    def sql_where(
+        self, public_column: str = ..., acl_column: str = ...
+    ) -> tuple[str, list[str]]: ...
 
 
 def match_expression(query: str) -> str | None:
@@ -96,7 +98,9 @@ class LexicalIndex:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Create the schema, or check that an existing file has ours."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'chunks'").fetchone()[0]
+        has_tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'chunks'"
+        ).fetchone()[0]
         if has_tables and version != SCHEMA_VERSION:
             raise IngestError(
                 f"The lexical index {self.path} has schema version {version}, this Enclave needs "
@@ -118,15 +122,26 @@ class LexicalIndex:
                         cur = conn.execute(
                             "INSERT INTO chunks (chunk_id, document_id, ordinal, title, page, section, text, is_public, acl)"
                             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (chunk.chunk_id, chunk.document_id, chunk.ordinal, chunk.title, chunk.page,
-                             chunk.section, chunk.text, is_public, acl),
+                            (
+                                chunk.chunk_id,
+                                chunk.document_id,
+                                chunk.ordinal,
+                                chunk.title,
+                                chunk.page,
+                                chunk.section,
+                                chunk.text,
+                                is_public,
+                                acl,
+                            ),
                         )
                         conn.execute(
                             "INSERT INTO chunks_fts (rowid, heading, body) VALUES (?, ?, ?)",
                             (cur.lastrowid, chunk.heading, chunk.text),
                         )
             except sqlite3.IntegrityError as exc:
-                raise IngestError(f"Chunks of this document are already indexed ({exc}); delete it first.") from exc
+                raise IngestError(
+                    f"Chunks of this document are already indexed ({exc}); delete it first."
+                ) from exc
 
     def delete_document(self, document_id: str) -> int:
         """Remove every chunk of a document; returns how many were removed (0 is fine)."""
@@ -183,7 +198,9 @@ class LexicalIndex:
         with self._connect() as conn:
             if document_id is None:
                 return conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            return conn.execute("SELECT count(*) FROM chunks WHERE document_id = ?", (document_id,)).fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM chunks WHERE document_id = ?", (document_id,)
+            ).fetchone()[0]
 
     def fts_count(self) -> int:
         """Rows in the FTS table itself (equals count() unless something leaked)."""

@@ -43,7 +43,11 @@ class ScopeFilter(Protocol):
 
 def chunk_metadata(chunk: Chunk, acl: dict[str, bool]) -> dict[str, Any]:
     """Chroma metadata of a chunk: no None values (Chroma rejects them), ACL keys merged in."""
-    meta: dict[str, Any] = {"document_id": chunk.document_id, "ordinal": chunk.ordinal, "title": chunk.title}
+    meta: dict[str, Any] = {
+        "document_id": chunk.document_id,
+        "ordinal": chunk.ordinal,
+        "title": chunk.title,
+    }
     if chunk.page is not None:
         meta["page"] = chunk.page
     if chunk.section:
@@ -97,7 +101,11 @@ class VectorStore:
 
     @property
     def _generation_path(self) -> Path | None:
-        return Path(self.path) / GENERATION_FILE if self.mode == "embedded" and self.path is not None else None
+        return (
+            Path(self.path) / GENERATION_FILE
+            if self.mode == "embedded" and self.path is not None
+            else None
+        )
 
     def _read_generation(self) -> str | None:
         path = self._generation_path
@@ -154,7 +162,9 @@ class VectorStore:
                 Path(self.path).mkdir(parents=True, exist_ok=True)
                 self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             else:
-                self._client = chromadb.HttpClient(host=self.host, port=self.port, settings=settings)
+                self._client = chromadb.HttpClient(
+                    host=self.host, port=self.port, settings=settings
+                )
             return self._client.get_or_create_collection(
                 name=self.collection_name,
                 metadata={"hnsw:space": "cosine"},
@@ -164,7 +174,9 @@ class VectorStore:
             where = self.path if self.mode == "embedded" else f"{self.host}:{self.port}"
             raise IngestError(f"Cannot open the vector store at {where}: {exc}") from exc
 
-    def add(self, chunks: list[Chunk], embeddings: list[list[float]], groups: Iterable[str] = ()) -> None:
+    def add(
+        self, chunks: list[Chunk], embeddings: list[list[float]], groups: Iterable[str] = ()
+    ) -> None:
         """Store chunks with their vectors, readable by ``groups`` (none = public)."""
         if len(chunks) != len(embeddings):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
@@ -192,7 +204,9 @@ class VectorStore:
             finally:
                 self._mark_written()
 
-    def query(self, embedding: list[float], k: int, scope: ScopeFilter) -> list[tuple[str, float, dict[str, Any]]]:
+    def query(
+        self, embedding: list[float], k: int, scope: ScopeFilter
+    ) -> list[tuple[str, float, dict[str, Any]]]:
         """Nearest ``k`` chunks the scope may read: (chunk_id, cosine distance, metadata)."""
         if k <= 0:
             return []
@@ -200,12 +214,17 @@ class VectorStore:
         with self._lock:
             self._refresh_if_stale()
             result = self.collection.query(
-                query_embeddings=[embedding], n_results=k, where=where, include=["metadatas", "distances"]
+                query_embeddings=[embedding],
+                n_results=k,
+                where=where,
+                include=["metadatas", "distances"],
             )
         ids = result["ids"][0] if result["ids"] else []
         distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
         metadatas = result["metadatas"][0] if result.get("metadatas") else [{}] * len(ids)
-        return [(i, float(d), dict(m or {})) for i, d, m in zip(ids, distances, metadatas, strict=True)]
+        return [
+            (i, float(d), dict(m or {})) for i, d, m in zip(ids, distances, metadatas, strict=True)
+        ]
 
     def document_chunk_ids(self, document_id: str) -> list[str]:
         """Ids stored for a document (used to prove deletes are complete)."""

@@ -25,14 +25,17 @@ def _raise_exception(message: str) -> None:
 
 @lru_cache(maxsize=8)
 def _compile(template: str):
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env.from_string(template)
 
 
-def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True,
-                **special_tokens: str) -> str:
+def render_chat(
+    template: str, messages: list[dict], add_generation_prompt: bool = True, **special_tokens: str
+) -> str:
     """The prompt text for ``messages`` (each ``{"role", "content"}``), ready to tokenize."""
     if not messages:
         raise ChatTemplateError("messages is empty: at least one message is required")
@@ -40,7 +43,8 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise ChatTemplateError(f"message {i} must be a dict with 'role' and 'content'")
     try:
-        return _compile(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         **special_tokens)
+        return _compile(template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **special_tokens
+        )
     except TemplateError as exc:
         raise ChatTemplateError(f"chat template rejected the conversation: {exc}") from exc

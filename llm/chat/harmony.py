@@ -39,7 +39,11 @@ class ToolCall:
     id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
 
     def to_openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass
@@ -86,8 +90,14 @@ def _text_of(content: Any, where: str) -> str:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise HarmonyFormatError(f"{where}: only text content parts are supported, got {part!r}")
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise HarmonyFormatError(
+                    f"{where}: only text content parts are supported, got {part!r}"
+                )
             parts.append(part["text"])
         return "".join(parts)
     raise HarmonyFormatError(f"{where}: content must be a string or a list of text parts")
@@ -117,8 +127,12 @@ class HarmonyChat:
             ids = [t for t in ids if not self.encoding.is_special_token(t)]
         return self.encoding.decode(ids)
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                            **options: Any) -> list[int]:
+    def apply_chat_template(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> list[int]:
         """Prompt ids, under the name HF tokenizers use; ``options`` as in :meth:`render_prompt`."""
         options.pop("add_generation_prompt", None)
         options.pop("tokenize", None)
@@ -130,8 +144,13 @@ class HarmonyChat:
         return list(self.encoding.stop_tokens_for_assistant_actions())
 
     # -- rendering --------------------------------------------------------
-    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                      reasoning_effort: str = "medium", conversation_start_date: str | None = None) -> list[int]:
+    def render_prompt(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None = None,
+        reasoning_effort: str = "medium",
+        conversation_start_date: str | None = None,
+    ) -> list[int]:
         """Prompt ids for the assistant's next turn, ending in ``<|start|>assistant``.
 
         ``messages`` are OpenAI chat messages (system, developer, user, assistant with
@@ -142,7 +161,8 @@ class HarmonyChat:
         from openai_harmony import Conversation, Role
 
         conversation = Conversation.from_messages(
-            self._harmony_messages(messages, tools, reasoning_effort, conversation_start_date))
+            self._harmony_messages(messages, tools, reasoning_effort, conversation_start_date)
+        )
         return self.encoding.render_conversation_for_completion(conversation, Role.ASSISTANT)
 
     def _harmony_messages(self, messages, tools, reasoning_effort, start_date) -> list:
@@ -157,15 +177,24 @@ class HarmonyChat:
         )
 
         if reasoning_effort not in REASONING_EFFORTS:
-            raise HarmonyFormatError(f"reasoning_effort must be one of {REASONING_EFFORTS}, not {reasoning_effort!r}")
-        system = SystemContent.new().with_reasoning_effort(ReasoningEffort(reasoning_effort.capitalize()))
+            raise HarmonyFormatError(
+                f"reasoning_effort must be one of {REASONING_EFFORTS}, not {reasoning_effort!r}"
+            )
+        system = SystemContent.new().with_reasoning_effort(
+            ReasoningEffort(reasoning_effort.capitalize())
+        )
         if start_date:
             system = system.with_conversation_start_date(start_date)
         out = [Message.from_role_and_content(Role.SYSTEM, system)]
 
-        instructions = [_text_of(m.get("content"), f"messages[{i}]") for i, m in enumerate(messages)
-                        if m.get("role") in ("system", "developer")]
-        function_tools = [_tool_description(t, i, ToolDescription) for i, t in enumerate(tools or [])]
+        instructions = [
+            _text_of(m.get("content"), f"messages[{i}]")
+            for i, m in enumerate(messages)
+            if m.get("role") in ("system", "developer")
+        ]
+        function_tools = [
+            _tool_description(t, i, ToolDescription) for i, t in enumerate(tools or [])
+        ]
         if instructions or function_tools:
             developer = DeveloperContent.new()
             if instructions:
@@ -183,35 +212,59 @@ class HarmonyChat:
             if role in ("system", "developer"):
                 continue
             if role == "user":
-                out.append(Message.from_role_and_content(Role.USER, _text_of(message.get("content"), where)))
+                out.append(
+                    Message.from_role_and_content(
+                        Role.USER, _text_of(message.get("content"), where)
+                    )
+                )
             elif role == "assistant":
                 reasoning = message.get("reasoning") or message.get("reasoning_content")
                 if reasoning:
-                    out.append(Message.from_role_and_content(Role.ASSISTANT, reasoning).with_channel(ANALYSIS))
+                    out.append(
+                        Message.from_role_and_content(Role.ASSISTANT, reasoning).with_channel(
+                            ANALYSIS
+                        )
+                    )
                 text = _text_of(message.get("content"), where)
                 if text:
-                    out.append(Message.from_role_and_content(Role.ASSISTANT, text).with_channel(FINAL))
+                    out.append(
+                        Message.from_role_and_content(Role.ASSISTANT, text).with_channel(FINAL)
+                    )
                 for j, call in enumerate(message.get("tool_calls") or []):
                     name, arguments = _call_parts(call, f"{where}.tool_calls[{j}]")
                     if call.get("id"):
                         call_names[call["id"]] = name
-                    out.append(Message.from_role_and_content(Role.ASSISTANT, arguments).with_channel(COMMENTARY)
-                               .with_recipient(f"functions.{name}").with_content_type("<|constrain|>json"))
+                    out.append(
+                        Message.from_role_and_content(Role.ASSISTANT, arguments)
+                        .with_channel(COMMENTARY)
+                        .with_recipient(f"functions.{name}")
+                        .with_content_type("<|constrain|>json")
+                    )
             elif role == "tool":
                 name = message.get("name") or call_names.get(message.get("tool_call_id") or "")
                 if not name:
-                    raise HarmonyFormatError(f"{where}: a tool result needs `name` or the `tool_call_id` "
-                                             "of an earlier assistant tool call")
-                out.append(Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"),
-                                                           _text_of(message.get("content"), where))
-                           .with_recipient("assistant").with_channel(COMMENTARY))
+                    raise HarmonyFormatError(
+                        f"{where}: a tool result needs `name` or the `tool_call_id` "
+                        "of an earlier assistant tool call"
+                    )
+                out.append(
+                    Message.from_author_and_content(
+                        Author.new(Role.TOOL, f"functions.{name}"),
+                        _text_of(message.get("content"), where),
+                    )
+                    .with_recipient("assistant")
+                    .with_channel(COMMENTARY)
+                )
             else:
-                raise HarmonyFormatError(f"{where}: unknown role {role!r} "
-                                         "(system, developer, user, assistant or tool)")
+                raise HarmonyFormatError(
+                    f"{where}: unknown role {role!r} (system, developer, user, assistant or tool)"
+                )
         return out
 
     # -- parsing ------------------------------------------------------------
-    def parse_completion(self, token_ids: Sequence[int], include_reasoning: bool = False) -> ParsedCompletion:
+    def parse_completion(
+        self, token_ids: Sequence[int], include_reasoning: bool = False
+    ) -> ParsedCompletion:
         """Split the generated ids (after the prompt's ``<|start|>assistant``) into answer, reasoning, calls.
 
         Lenient: a completion cut off by a token limit still yields what it said so far,
@@ -260,7 +313,10 @@ class HarmonyStreamDecoder:
             from openai_harmony import Message, Role
 
             tail = Message.from_role_and_content(Role.ASSISTANT, pending)
-            tail.channel, tail.recipient = self._parser.current_channel, self._parser.current_recipient
+            tail.channel, tail.recipient = (
+                self._parser.current_channel,
+                self._parser.current_recipient,
+            )
             messages.append(tail)
         content, reasoning, calls = [], [], []
         for message in messages:
@@ -272,21 +328,30 @@ class HarmonyStreamDecoder:
                 content.append(text)
             elif message.channel == ANALYSIS:
                 reasoning.append(text)
-        self._finished = ParsedCompletion(content="".join(content),
-                                          reasoning="".join(reasoning) if self._include_reasoning else None,
-                                          tool_calls=calls)
+        self._finished = ParsedCompletion(
+            content="".join(content),
+            reasoning="".join(reasoning) if self._include_reasoning else None,
+            tool_calls=calls,
+        )
         return self._finished
 
 
 def _tool_description(tool: Any, index: int, tool_description_cls):
     where = f"tools[{index}]"
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(
-            tool.get("function"), dict):
-        raise HarmonyFormatError(f"{where}: only {{'type': 'function', 'function': {{...}}}} tools are supported")
+    if (
+        not isinstance(tool, dict)
+        or tool.get("type", "function") != "function"
+        or not isinstance(tool.get("function"), dict)
+    ):
+        raise HarmonyFormatError(
+            f"{where}: only {{'type': 'function', 'function': {{...}}}} tools are supported"
+        )
     function = tool["function"]
     name = function.get("name")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise HarmonyFormatError(f"{where}: function name must be letters, digits, '_' or '-', got {name!r}")
+        raise HarmonyFormatError(
+            f"{where}: function name must be letters, digits, '_' or '-', got {name!r}"
+        )
     parameters = function.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise HarmonyFormatError(f"{where}: parameters must be a JSON schema object")

@@ -39,11 +39,13 @@ def tiktoken_dir(verify: bool = True) -> Path:
     if not path.is_file():
         raise TokenizerAssetMissing(
             f"gpt-oss tokenizer file {path} is missing; run `python scripts/fetch_assets.py` with this "
-            f"environment's Python (part of `make install`), or point {DIR_ENV} at a folder holding {O200K_FILE}")
+            f"environment's Python (part of `make install`), or point {DIR_ENV} at a folder holding {O200K_FILE}"
+        )
     if verify:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != O200K_SHA256:
             raise TokenizerAssetMissing(
                 f"{path} has sha256 {digest}, expected {O200K_SHA256}; delete it and run "
-                "`python scripts/fetch_assets.py` again")
+                "`python scripts/fetch_assets.py` again"
+            )
     return folder

@@ -39,7 +39,9 @@ class AsyncEngine:
         self.max_model_len: int = engine.max_model_len
         self.tokenizer = engine.tokenizer
         self._inbox: queue.Queue = queue.Queue()
-        self._sinks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}  # engine thread only
+        self._sinks: dict[
+            str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]
+        ] = {}  # engine thread only
         self._active: set[str] = set()  # request ids with a live generate() (event-loop side)
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -57,16 +59,21 @@ class AsyncEngine:
         from llm.chat import render_chat
 
         if self.engine.chat_template is None and hasattr(self.tokenizer, "render_prompt"):
-            return list(self.tokenizer.render_prompt(messages))  # harmony (gpt-oss): no Jinja template
+            return list(
+                self.tokenizer.render_prompt(messages)
+            )  # harmony (gpt-oss): no Jinja template
         if self.engine.chat_template is None:
-            raise ValueError(f"model {self.model_name!r} has no chat template; send a plain completion")
+            raise ValueError(
+                f"model {self.model_name!r} has no chat template; send a plain completion"
+            )
         text = render_chat(self.engine.chat_template, messages, True, **self.engine.special_tokens)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     # -- requests ------------------------------------------------------------------
 
-    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
-                       request_id: str) -> AsyncIterator[RequestOutput]:
+    async def generate(
+        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs until one has ``finished=True``."""
         self.engine.validate(prompt_token_ids, params)
         if request_id in self._active:
@@ -77,7 +84,9 @@ class AsyncEngine:
         outputs: asyncio.Queue = asyncio.Queue()
         self._active.add(request_id)
         self._ensure_started()
-        self._inbox.put(("add", request_id, list(prompt_token_ids), params, loop, outputs, time.monotonic()))
+        self._inbox.put(
+            ("add", request_id, list(prompt_token_ids), params, loop, outputs, time.monotonic())
+        )
         finished = False
         try:
             while True:
@@ -173,7 +182,9 @@ class AsyncEngine:
                     log.exception("engine step failed")
                     self._fail_all(EngineDeadError(f"engine step failed: {exc}"))
                     continue
-                self._stats = engine.stats()  # before delivery: a caller that saw its output sees it counted
+                self._stats = (
+                    engine.stats()
+                )  # before delivery: a caller that saw its output sees it counted
                 for out in outputs:
                     self._deliver(out.request_id, out)
             else:

@@ -37,11 +37,15 @@ def chain_hash(prev_hash: int | None, token_ids: tuple[int, ...]) -> int:
 class BlockManager:
     """Hands out blocks to sequences and takes them back; owns the prefix-cache index."""
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True
+    ) -> None:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self.free_block_ids: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.free_block_ids: OrderedDict[int, None] = OrderedDict(
+            (i, None) for i in range(num_blocks)
+        )
         self.hash_to_block: dict[int, int] = {}
         self.pending_copies: list[tuple[int, int]] = []
         self.prefix_queried_tokens = 0
@@ -98,7 +102,7 @@ class BlockManager:
         matched: list[int] = []
         prev: int | None = None
         for start in range(0, len(token_ids) - self.block_size + 1, self.block_size):
-            tokens = tuple(token_ids[start:start + self.block_size])
+            tokens = tuple(token_ids[start : start + self.block_size])
             prev = chain_hash(prev, tokens)
             block_id = self.hash_to_block.get(prev)
             if block_id is None or self.blocks[block_id].token_ids != tokens:
@@ -114,19 +118,25 @@ class BlockManager:
         for index in range(seq.num_registered_blocks, num_full):
             while len(seq.block_hashes) <= index:
                 done = len(seq.block_hashes)
-                tokens = tuple(seq.token_ids[done * self.block_size:(done + 1) * self.block_size])
+                tokens = tuple(seq.token_ids[done * self.block_size : (done + 1) * self.block_size])
                 seq.block_hashes.append(chain_hash(seq.block_hashes[-1] if done else None, tokens))
             block = self.blocks[seq.block_table[index]]
             block_hash = seq.block_hashes[index]
             if block.hash is None and block_hash not in self.hash_to_block:
                 block.hash = block_hash
-                block.token_ids = tuple(seq.token_ids[index * self.block_size:(index + 1) * self.block_size])
+                block.token_ids = tuple(
+                    seq.token_ids[index * self.block_size : (index + 1) * self.block_size]
+                )
                 self.hash_to_block[block_hash] = block.block_id
         seq.num_registered_blocks = max(seq.num_registered_blocks, num_full)
 
     @property
     def prefix_cache_hit_rate(self) -> float:
-        return self.prefix_hit_tokens / self.prefix_queried_tokens if self.prefix_queried_tokens else 0.0
+        return (
+            self.prefix_hit_tokens / self.prefix_queried_tokens
+            if self.prefix_queried_tokens
+            else 0.0
+        )
 
     # -- admission and growth ----------------------------------------------------------
 
@@ -141,7 +151,12 @@ class BlockManager:
         num_cached = min(len(matched) * self.block_size, len(seq) - 1)
         # cost: resurrected free blocks + fresh blocks (+1 if the first write hits a shared block)
         resurrect = sum(1 for b in matched if self.blocks[b].ref_count == 0)
-        cow = 1 if num_cached < len(matched) * self.block_size and self.blocks[matched[-1]].ref_count > 0 else 0
+        cow = (
+            1
+            if num_cached < len(matched) * self.block_size
+            and self.blocks[matched[-1]].ref_count > 0
+            else 0
+        )
         spare = self.num_free_blocks - resurrect - cow
         room = (len(matched) + max(spare, 0)) * self.block_size - num_cached  # tokens that fit
         num_new = min(len(seq) - num_cached, max_new_tokens, room)
@@ -164,8 +179,14 @@ class BlockManager:
         False (and no change) when the free list cannot cover it; the scheduler preempts.
         """
         first_index = seq.num_computed_tokens // self.block_size
-        need_fresh = max(self.blocks_for(seq.num_computed_tokens + num_new_tokens) - len(seq.block_table), 0)
-        first = self.blocks[seq.block_table[first_index]] if first_index < len(seq.block_table) else None
+        need_fresh = max(
+            self.blocks_for(seq.num_computed_tokens + num_new_tokens) - len(seq.block_table), 0
+        )
+        first = (
+            self.blocks[seq.block_table[first_index]]
+            if first_index < len(seq.block_table)
+            else None
+        )
         need_cow = first is not None and first.ref_count > 1
         if need_fresh + need_cow > self.num_free_blocks:
             return False

@@ -47,9 +47,13 @@ class EngineConfig:
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
-            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+            raise ValueError(
+                f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}"
+            )
         if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 (or None to keep torch's setting), got {self.num_threads}")
+            raise ValueError(
+                f"num_threads must be >= 1 (or None to keep torch's setting), got {self.num_threads}"
+            )
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
 
@@ -58,7 +62,9 @@ def default_threads() -> int:
     """Intra-op threads for an engine when none are configured: every core this process may use."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def resolve_dtype(name: str) -> torch.dtype:

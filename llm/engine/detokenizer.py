@@ -37,13 +37,17 @@ class IncrementalDetokenizer:
     def add_token(self, token_id: int) -> str | None:
         """Append a token; return the stop string if one now appears in the text."""
         self.context.append(token_id)
-        prefix_text = self._decode(self.context[self.prefix_offset:self.read_offset])
-        full_text = self._decode(self.context[self.prefix_offset:])
+        prefix_text = self._decode(self.context[self.prefix_offset : self.read_offset])
+        full_text = self._decode(self.context[self.prefix_offset :])
         if len(full_text) > len(prefix_text) and not full_text.endswith(REPLACEMENT):
             search_from = max(len(self.text) - self.hold_back, 0)
-            self.text += full_text[len(prefix_text):]
+            self.text += full_text[len(prefix_text) :]
             self.prefix_offset, self.read_offset = self.read_offset, len(self.context)
-            hits = [(index, stop) for stop in self.stop if (index := self.text.find(stop, search_from)) != -1]
+            hits = [
+                (index, stop)
+                for stop in self.stop
+                if (index := self.text.find(stop, search_from)) != -1
+            ]
             if hits:
                 index, stop = min(hits)
                 self.text = self.text[:index]
@@ -53,6 +57,6 @@ class IncrementalDetokenizer:
     def delta(self, finished: bool) -> str:
         """New text safe to show now (all of it once the request is finished)."""
         visible = len(self.text) if finished else max(len(self.text) - self.hold_back, self.emitted)
-        out = self.text[self.emitted:visible]
+        out = self.text[self.emitted : visible]
         self.emitted = visible
         return out

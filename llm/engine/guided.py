@@ -34,8 +34,10 @@ class JsonMatcher:
         import numpy as np
         import torch
 
-        bits = np.unpackbits(np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        allowed = torch.from_numpy(bits[:self._vocab_size].astype(bool))
+        bits = np.unpackbits(
+            np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8), bitorder="little"
+        )
+        allowed = torch.from_numpy(bits[: self._vocab_size].astype(bool))
         width = min(len(allowed), logits_row.shape[-1])
         logits_row[:width].masked_fill_(~allowed[:width], float("-inf"))
         logits_row[width:] = float("-inf")  # model rows beyond the tokenizer's vocabulary
@@ -65,11 +67,14 @@ class JsonSchemaCompiler:
                 import llguidance.hf
                 from transformers import PreTrainedTokenizerFast
             except ImportError as exc:
-                raise GuidedDecodingUnavailable(f"constrained decoding needs llguidance ({exc})") from exc
+                raise GuidedDecodingUnavailable(
+                    f"constrained decoding needs llguidance ({exc})"
+                ) from exc
             if not isinstance(self._hf_tokenizer, PreTrainedTokenizerFast):
                 raise GuidedDecodingUnavailable(
                     "response_format json_schema is not supported for this model yet: its tokenizer is not a "
-                    "Hugging Face fast tokenizer (harmony models such as gpt-oss)")
+                    "Hugging Face fast tokenizer (harmony models such as gpt-oss)"
+                )
             eos = self._eos_token_ids[0] if self._eos_token_ids else None
             self._ll_tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer, eos_token=eos)
         return self._ll_tokenizer
@@ -80,7 +85,9 @@ class JsonSchemaCompiler:
 
         tokenizer = self._tokenizer()
         if not isinstance(schema, dict):
-            raise GuidedDecodingUnavailable(f"json schema must be an object, got {type(schema).__name__}")
+            raise GuidedDecodingUnavailable(
+                f"json schema must be an object, got {type(schema).__name__}"
+            )
         try:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
         except Exception as exc:  # the schema compiler reports unsupported or malformed schemas

@@ -37,9 +37,16 @@ class _Request:
 class LLMEngine:
     """Scheduler -> model runner -> sampler -> sequences, one step at a time."""
 
-    def __init__(self, model: CausalLM, config: EngineConfig | None = None, tokenizer: Any = None,
-                 eos_token_ids: list[int] | tuple[int, ...] = (), model_name: str = "model",
-                 chat_template: str | None = None, special_tokens: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model: CausalLM,
+        config: EngineConfig | None = None,
+        tokenizer: Any = None,
+        eos_token_ids: list[int] | tuple[int, ...] = (),
+        model_name: str = "model",
+        chat_template: str | None = None,
+        special_tokens: dict[str, str] | None = None,
+    ) -> None:
         self.config = config or EngineConfig()
         self.model = model
         self.tokenizer = tokenizer
@@ -49,7 +56,9 @@ class LLMEngine:
         self.special_tokens = special_tokens or {}
         self.max_model_len = min(self.config.max_model_len, model.max_position_embeddings)
         num_blocks = num_kv_blocks_for(model, self.config)
-        self.block_manager = BlockManager(num_blocks, self.config.block_size, self.config.enable_prefix_caching)
+        self.block_manager = BlockManager(
+            num_blocks, self.config.block_size, self.config.enable_prefix_caching
+        )
         self.scheduler = Scheduler(self.config, self.block_manager)
         self.runner = ModelRunner(model, self.config, num_blocks)
         self.sampler = Sampler()
@@ -68,8 +77,15 @@ class LLMEngine:
 
         config = config or EngineConfig()
         loaded = load_model(path, config.dtype, native_4bit=config.native_4bit)
-        return cls(loaded.model, config, loaded.tokenizer, loaded.eos_token_ids, loaded.model_name,
-                   loaded.chat_template, loaded.special_tokens)
+        return cls(
+            loaded.model,
+            config,
+            loaded.tokenizer,
+            loaded.eos_token_ids,
+            loaded.model_name,
+            loaded.chat_template,
+            loaded.special_tokens,
+        )
 
     # -- requests ------------------------------------------------------------------
 
@@ -78,19 +94,28 @@ class LLMEngine:
         if not prompt_token_ids:
             raise ValueError("prompt is empty: at least one token is required")
         if len(prompt_token_ids) > self.max_model_len - 1:
-            raise ValueError(f"prompt has {len(prompt_token_ids)} tokens; this model accepts at most "
-                             f"{self.max_model_len - 1} (max_model_len {self.max_model_len} minus one to generate)")
+            raise ValueError(
+                f"prompt has {len(prompt_token_ids)} tokens; this model accepts at most "
+                f"{self.max_model_len - 1} (max_model_len {self.max_model_len} minus one to generate)"
+            )
         vocab = self.model.vocab_size
         if any(not 0 <= t < vocab for t in prompt_token_ids):
             raise ValueError(f"prompt holds token ids outside the vocabulary [0, {vocab})")
         if params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer; this engine has none")
         if self.block_manager.blocks_for(len(prompt_token_ids) + 1) > self.block_manager.num_blocks:
-            raise ValueError(f"prompt of {len(prompt_token_ids)} tokens does not fit the KV cache "
-                             f"({self.block_manager.num_blocks} blocks of {self.config.block_size})")
+            raise ValueError(
+                f"prompt of {len(prompt_token_ids)} tokens does not fit the KV cache "
+                f"({self.block_manager.num_blocks} blocks of {self.config.block_size})"
+            )
 
-    def add_request(self, request_id: str | None, prompt_token_ids: list[int], params: SamplingParams,
-                    arrival_time: float | None = None) -> str:
+    def add_request(
+        self,
+        request_id: str | None,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        arrival_time: float | None = None,
+    ) -> str:
         """Queue a request; it joins the batch at the next step.
 
         ``arrival_time`` (``time.monotonic()``) lets a front end count queueing in TTFT.
@@ -153,7 +178,9 @@ class LLMEngine:
             outputs.append(self._postprocess(seq, token_id, logprob, now))
         return outputs
 
-    def _postprocess(self, seq: Sequence, token_id: int, logprob: float | None, now: float) -> RequestOutput:
+    def _postprocess(
+        self, seq: Sequence, token_id: int, logprob: float | None, now: float
+    ) -> RequestOutput:
         """Append the sampled token, decide whether the request is done, emit its delta."""
         request = self.requests[seq.request_id]
         params = seq.params
@@ -169,47 +196,76 @@ class LLMEngine:
         if seq.json_matcher is not None and token_id not in self.eos_token_ids:
             seq.json_matcher.accept(token_id)
         reason = None
-        if (token_id in self.eos_token_ids and not params.ignore_eos) or token_id in params.stop_token_ids:
+        if (
+            token_id in self.eos_token_ids and not params.ignore_eos
+        ) or token_id in params.stop_token_ids:
             reason = "stop"
-        elif request.detokenizer is not None and request.detokenizer.add_token(token_id) is not None:
+        elif (
+            request.detokenizer is not None and request.detokenizer.add_token(token_id) is not None
+        ):
             reason = "stop"
-        if reason is None and (seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len):
+        if reason is None and (
+            seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len
+        ):
             reason = "length"
         if reason is not None:
             self.requests.pop(seq.request_id)
             self.scheduler.finish(seq, reason)
         return self._output(request, [token_id], [logprob], reason)
 
-    def _output(self, request: _Request, new_token_ids: list[int], logprobs: list, reason: str | None) -> RequestOutput:
+    def _output(
+        self, request: _Request, new_token_ids: list[int], logprobs: list, reason: str | None
+    ) -> RequestOutput:
         seq = request.seq
         finished = reason is not None
         text = request.detokenizer.delta(finished) if request.detokenizer is not None else ""
         return RequestOutput(
-            request_id=seq.request_id, new_token_ids=new_token_ids, text_delta=text, finished=finished,
-            finish_reason=reason, logprobs=list(logprobs) if seq.params.logprobs else None,
-            prompt_tokens=seq.num_prompt_tokens, completion_tokens=seq.num_output_tokens)
+            request_id=seq.request_id,
+            new_token_ids=new_token_ids,
+            text_delta=text,
+            finished=finished,
+            finish_reason=reason,
+            logprobs=list(logprobs) if seq.params.logprobs else None,
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=seq.num_output_tokens,
+        )
 
     # -- offline use -----------------------------------------------------------------
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None,
-                 ) -> list[CompletedRequest]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams | list[SamplingParams] | None = None,
+    ) -> list[CompletedRequest]:
         """Run prompts to completion together (continuous batching) and return them in order."""
-        params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        params_list = (
+            params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        )
         if len(params_list) != len(prompts):
             raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
-        ids = [self.add_request(None, prompt, p) for prompt, p in zip(prompts, params_list, strict=True)]
+        ids = [
+            self.add_request(None, prompt, p)
+            for prompt, p in zip(prompts, params_list, strict=True)
+        ]
         seqs = {rid: self.requests[rid].seq for rid in ids}
         texts = {rid: [] for rid in ids}
         while any(not seqs[rid].is_finished for rid in ids):
             for out in self.step():
                 if out.request_id in texts:
                     texts[out.request_id].append(out.text_delta)
-        return [CompletedRequest(
-            request_id=rid, prompt_token_ids=seqs[rid].token_ids[:seqs[rid].num_prompt_tokens],
-            token_ids=seqs[rid].output_token_ids, text="".join(texts[rid]), finish_reason=seqs[rid].finish_reason,
-            logprobs=seqs[rid].logprobs if seqs[rid].params.logprobs else None,
-            num_cached_tokens=seqs[rid].num_cached_tokens, num_preemptions=seqs[rid].num_preemptions)
-            for rid in ids]
+        return [
+            CompletedRequest(
+                request_id=rid,
+                prompt_token_ids=seqs[rid].token_ids[: seqs[rid].num_prompt_tokens],
+                token_ids=seqs[rid].output_token_ids,
+                text="".join(texts[rid]),
+                finish_reason=seqs[rid].finish_reason,
+                logprobs=seqs[rid].logprobs if seqs[rid].params.logprobs else None,
+                num_cached_tokens=seqs[rid].num_cached_tokens,
+                num_preemptions=seqs[rid].num_preemptions,
+            )
+            for rid in ids
+        ]
 
     def stats(self) -> dict:
         """Counters for /metrics and the bench."""

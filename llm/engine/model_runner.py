@@ -57,8 +57,10 @@ class ModelRunner:
         self.block_size = config.block_size
         spec = model.kv_cache_spec()
         shape = (num_blocks, config.block_size, spec.num_kv_heads, spec.head_dim)
-        self.kv_caches = [(kv_cache_storage(shape, spec.dtype), kv_cache_storage(shape, spec.dtype))
-                          for _ in range(spec.num_layers)]
+        self.kv_caches = [
+            (kv_cache_storage(shape, spec.dtype), kv_cache_storage(shape, spec.dtype))
+            for _ in range(spec.num_layers)
+        ]
 
     def _use_own_threads(self) -> None:
         """Apply ``num_threads`` in the thread that steps the engine, once per thread.
@@ -82,7 +84,9 @@ class ModelRunner:
             k_cache[dst] = k_cache[src]
             v_cache[dst] = v_cache[src]
 
-    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+    def prepare(
+        self, batch: ScheduledBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
         """Flat ids/positions, the metadata, and which batch rows sample this step."""
         bs = self.block_size
         input_ids: list[int] = []
@@ -109,8 +113,10 @@ class ModelRunner:
                 logits_indices.append(query_start[-1] - 1)
                 sampling_rows.append(row)
         max_blocks = max(len(seq.block_table) for seq in batch.seqs)
-        block_tables = torch.tensor([seq.block_table + [-1] * (max_blocks - len(seq.block_table))
-                                     for seq in batch.seqs], dtype=torch.int32)
+        block_tables = torch.tensor(
+            [seq.block_table + [-1] * (max_blocks - len(seq.block_table)) for seq in batch.seqs],
+            dtype=torch.int32,
+        )
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.int64),
             block_tables=block_tables,
@@ -118,7 +124,12 @@ class ModelRunner:
             seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
             logits_indices=torch.tensor(logits_indices, dtype=torch.int64),
         )
-        return torch.tensor(input_ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64), meta, sampling_rows
+        return (
+            torch.tensor(input_ids, dtype=torch.int64),
+            torch.tensor(positions, dtype=torch.int64),
+            meta,
+            sampling_rows,
+        )
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:

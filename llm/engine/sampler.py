@@ -12,8 +12,9 @@ import torch
 from llm.engine.sequence import Sequence
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                  min_p: torch.Tensor) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> torch.Tensor:
     """Mask (to -inf) what top-k / top-p / min-p exclude; rows [n, vocab], params [n].
 
     ``top_k`` 0 = off; ``top_p`` 1 = off; ``min_p`` 0 = off. The most likely token always
@@ -26,8 +27,8 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     remove = ranks >= k[:, None]
     probs = sorted_logits.softmax(dim=-1)
     cumulative = probs.cumsum(dim=-1)
-    remove |= (cumulative - probs) >= top_p[:, None]        # mass before this token already >= p
-    remove |= probs < (min_p[:, None] * probs[:, :1])        # below min_p * p(best)
+    remove |= (cumulative - probs) >= top_p[:, None]  # mass before this token already >= p
+    remove |= probs < (min_p[:, None] * probs[:, :1])  # below min_p * p(best)
     remove[:, 0] = False
     sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
     return torch.empty_like(logits).scatter_(-1, sorted_ids, sorted_logits)
@@ -36,11 +37,17 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
 class Sampler:
     """Chooses one token per row of logits, following each sequence's ``SamplingParams``."""
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[float | None]]:
+    def __call__(
+        self, logits: torch.Tensor, seqs: list[Sequence]
+    ) -> tuple[list[int], list[float | None]]:
         logits = logits.float()
-        guided = [(row, seq.json_matcher) for row, seq in enumerate(seqs) if seq.json_matcher is not None]
+        guided = [
+            (row, seq.json_matcher) for row, seq in enumerate(seqs) if seq.json_matcher is not None
+        ]
         if guided:  # constrained decoding: forbidden tokens can never be drawn
-            logits = logits.clone()  # a normal tensor: the runner's are inference-mode and read-only here
+            logits = (
+                logits.clone()
+            )  # a normal tensor: the runner's are inference-mode and read-only here
             for row, matcher in guided:
                 matcher.mask_(logits[row])
         chosen = logits.argmax(dim=-1)
@@ -50,9 +57,12 @@ class Sampler:
             params = [seqs[i].params for i in sampled_rows]
             scaled = logits[rows] / torch.tensor([p.temperature for p in params])[:, None]
             if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params):
-                scaled = filter_logits(scaled, torch.tensor([p.top_k for p in params]),
-                                       torch.tensor([p.top_p for p in params]),
-                                       torch.tensor([p.min_p for p in params]))
+                scaled = filter_logits(
+                    scaled,
+                    torch.tensor([p.top_k for p in params]),
+                    torch.tensor([p.top_p for p in params]),
+                    torch.tensor([p.min_p for p in params]),
+                )
             probs = scaled.softmax(dim=-1)
             unseeded = [j for j, i in enumerate(sampled_rows) if seqs[i].generator is None]
             if unseeded:
@@ -66,7 +76,13 @@ class Sampler:
         wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
         if wanted:
             rows = torch.tensor(wanted)
-            values = logits[rows].log_softmax(dim=-1).gather(1, chosen[rows][:, None]).squeeze(1).tolist()
+            values = (
+                logits[rows]
+                .log_softmax(dim=-1)
+                .gather(1, chosen[rows][:, None])
+                .squeeze(1)
+                .tolist()
+            )
             for i, value in zip(wanted, values, strict=True):
                 logprobs[i] = value
         return token_ids, logprobs

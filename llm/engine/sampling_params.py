@@ -45,9 +45,13 @@ class SamplingParams:
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
-            raise ValueError(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")
+            raise ValueError(
+                f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}"
+            )
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
-            raise ValueError(f"json_schema must be a JSON object (dict), got {type(self.json_schema).__name__}")
+            raise ValueError(
+                f"json_schema must be a JSON object (dict), got {type(self.json_schema).__name__}"
+            )
 
     @property
     def greedy(self) -> bool:

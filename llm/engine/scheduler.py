@@ -90,8 +90,12 @@ class Scheduler:
                 continue
             break
         # Admit new work only if nothing had to be preempted: otherwise we would thrash.
-        while (not preempted and self.waiting and budget > 0
-               and len(self.running) < self.config.max_num_seqs):
+        while (
+            not preempted
+            and self.waiting
+            and budget > 0
+            and len(self.running) < self.config.max_num_seqs
+        ):
             seq = self.waiting[0]
             num_new = self.block_manager.allocate(seq, budget)
             if num_new == 0:

@@ -12,8 +12,8 @@ from llm.engine.sampling_params import SamplingParams
 
 
 class SequenceStatus(enum.Enum):
-    WAITING = "waiting"      # not admitted yet, or preempted (holds no blocks)
-    RUNNING = "running"      # holds blocks; prefilling in chunks or decoding
+    WAITING = "waiting"  # not admitted yet, or preempted (holds no blocks)
+    RUNNING = "running"  # holds blocks; prefilling in chunks or decoding
     FINISHED = "finished"
 
 
@@ -25,7 +25,9 @@ class Sequence:
     last step). ``num_cached_tokens`` is how many prompt tokens the prefix cache supplied.
     """
 
-    def __init__(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def __init__(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> None:
         self.request_id = request_id
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
@@ -34,8 +36,8 @@ class Sequence:
         self.block_table: list[int] = []
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0
-        self.block_hashes: list[int] = []      # chained hashes of full blocks (tokens never change)
-        self.num_registered_blocks = 0         # leading blocks already offered to the prefix cache
+        self.block_hashes: list[int] = []  # chained hashes of full blocks (tokens never change)
+        self.num_registered_blocks = 0  # leading blocks already offered to the prefix cache
         self.finish_reason: str | None = None
         self.logprobs: list[float] = []
         self.num_preemptions = 0
@@ -56,7 +58,7 @@ class Sequence:
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens:]
+        return self.token_ids[self.num_prompt_tokens :]
 
     @property
     def num_uncomputed_tokens(self) -> int:

@@ -20,8 +20,13 @@ def _use_triton(tensor: torch.Tensor) -> bool:
     return tensor.is_cuda
 
 
-def write_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                   slot_mapping: torch.Tensor) -> None:
+def write_kv_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     """Scatter this step's ``key``/``value`` [num_tokens, num_kv_heads, head_dim] into the cache.
 
     ``slot_mapping`` [num_tokens] (int64) holds block_id * block_size + offset for each
@@ -60,10 +65,17 @@ def _slot_index(slot_mapping: torch.Tensor, block_size: int):
     return _slots.get((slot_mapping, block_size), compute)
 
 
-def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    block_tables: torch.Tensor, query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
-                    scale: float, sliding_window: int | None = None,
-                    sinks: torch.Tensor | None = None) -> torch.Tensor:
+def paged_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Causal attention of a varlen batch of queries against the paged cache.
 
     - ``query`` [num_tokens, num_heads, head_dim]: sequence i owns rows
@@ -81,19 +93,55 @@ def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     if _use_triton(query):
         from llm.kernels.triton_attention import paged_attention_triton
 
-        return paged_attention_triton(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens,
-                                      scale, sliding_window, sinks)
+        return paged_attention_triton(
+            query,
+            k_cache,
+            v_cache,
+            block_tables,
+            query_start_loc,
+            seq_lens,
+            scale,
+            sliding_window,
+            sinks,
+        )
     if query.device.type == "cpu":  # decodes batched in one pass (the reference loops per sequence)
         from llm.kernels.cpu_attention import paged_attention_cpu
 
-        return paged_attention_cpu(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens,
-                                   scale, sliding_window, sinks)
-    return paged_attention_ref(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens,
-                               scale, sliding_window, sinks)
+        return paged_attention_cpu(
+            query,
+            k_cache,
+            v_cache,
+            block_tables,
+            query_start_loc,
+            seq_lens,
+            scale,
+            sliding_window,
+            sinks,
+        )
+    return paged_attention_ref(
+        query,
+        k_cache,
+        v_cache,
+        block_tables,
+        query_start_loc,
+        seq_lens,
+        scale,
+        sliding_window,
+        sinks,
+    )
 
 
-def paged_attention_ref(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
-                        sliding_window=None, sinks=None) -> torch.Tensor:
+def paged_attention_ref(
+    query,
+    k_cache,
+    v_cache,
+    block_tables,
+    query_start_loc,
+    seq_lens,
+    scale,
+    sliding_window=None,
+    sinks=None,
+) -> torch.Tensor:
     """Torch reference for :func:`paged_attention`: one sequence at a time, fp32 softmax."""
     num_heads, head_dim = query.shape[1], query.shape[2]
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]

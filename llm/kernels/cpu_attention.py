@@ -25,9 +25,16 @@ def _step_plan(block_tables, query_start_loc, seq_lens, block_size, sliding_wind
         q_lens = query_start_loc[1:] - query_start_loc[:-1]
         decode = (q_lens == 1).nonzero().flatten()
         all_decode = len(decode) == len(q_lens)
-        mask = _decode_mask(block_tables if all_decode else block_tables[decode],
-                            seq_lens if all_decode else seq_lens[decode], block_size, sliding_window) \
-            if len(decode) else None
+        mask = (
+            _decode_mask(
+                block_tables if all_decode else block_tables[decode],
+                seq_lens if all_decode else seq_lens[decode],
+                block_size,
+                sliding_window,
+            )
+            if len(decode)
+            else None
+        )
         return q_lens, decode, all_decode, mask
 
     return _plan.get((block_tables, query_start_loc, seq_lens, block_size, sliding_window), compute)
@@ -63,12 +70,20 @@ def _gather(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return head_major(cache).index_select(1, tables).view(heads, len(tables) * block_size, head_dim)
 
 
-def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                        block_tables: torch.Tensor, query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
-                        scale: float, sliding_window: int | None = None,
-                        sinks: torch.Tensor | None = None) -> torch.Tensor:
-    q_lens, decode, all_decode, mask = _step_plan(block_tables, query_start_loc, seq_lens, k_cache.shape[1],
-                                                  sliding_window)
+def paged_attention_cpu(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    q_lens, decode, all_decode, mask = _step_plan(
+        block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
+    )
     if all_decode:
         return _decode_attention(query, k_cache, v_cache, mask, scale, sinks)
     out = torch.empty_like(query)
@@ -79,8 +94,16 @@ def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     starts = query_start_loc.tolist()
     for i in prefill:
         rows = slice(starts[i], starts[i + 1])
-        out[rows] = _prefill_attention(query[rows], k_cache, v_cache, block_tables[i], int(seq_lens[i]), scale,
-                                       sliding_window, sinks)
+        out[rows] = _prefill_attention(
+            query[rows],
+            k_cache,
+            v_cache,
+            block_tables[i],
+            int(seq_lens[i]),
+            scale,
+            sliding_window,
+            sinks,
+        )
     return out
 
 
@@ -101,13 +124,22 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
 
     q_len = query.shape[0]
     if sinks is not None:
-        return paged_attention_ref(query, k_cache, v_cache, block_table[None], torch.tensor([0, q_len]),
-                                   torch.tensor([seq_len]), scale, sliding_window, sinks)
+        return paged_attention_ref(
+            query,
+            k_cache,
+            v_cache,
+            block_table[None],
+            torch.tensor([0, q_len]),
+            torch.tensor([seq_len]),
+            scale,
+            sliding_window,
+            sinks,
+        )
     block_size = k_cache.shape[1]
-    tables = block_table[:-(-seq_len // block_size)].long()
-    keys = _gather(k_cache, tables)[:, :seq_len].to(query.dtype)[None]      # [1, kv_heads, seq_len, d]
+    tables = block_table[: -(-seq_len // block_size)].long()
+    keys = _gather(k_cache, tables)[:, :seq_len].to(query.dtype)[None]  # [1, kv_heads, seq_len, d]
     values = _gather(v_cache, tables)[:, :seq_len].to(query.dtype)[None]
-    queries = query.transpose(0, 1)[None]                                     # [1, heads, q_len, d]
+    queries = query.transpose(0, 1)[None]  # [1, heads, q_len, d]
     out = torch.empty_like(queries)
     first = seq_len - q_len  # position of the first query
     for start in range(0, q_len, PREFILL_QUERY_CHUNK):
@@ -120,8 +152,13 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
         if sliding_window is not None:
             visible &= k_pos > q_pos - sliding_window
         out[:, :, start:end] = torch.nn.functional.scaled_dot_product_attention(
-            queries[:, :, start:end], keys[:, :, k_start:k_end], values[:, :, k_start:k_end], attn_mask=visible,
-            scale=scale, enable_gqa=True)
+            queries[:, :, start:end],
+            keys[:, :, k_start:k_end],
+            values[:, :, k_start:k_end],
+            attn_mask=visible,
+            scale=scale,
+            enable_gqa=True,
+        )
     return out[0].transpose(0, 1)
 
 
@@ -141,9 +178,18 @@ def _decode_attention(query, k_cache, v_cache, mask, scale, sinks):
     padded = hidden.shape[1]
     keys = _gather(k_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
     values = _gather(v_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
-    q = (query.to(k_cache.dtype).view(num_seqs, num_kv_heads, group, head_dim).transpose(0, 1)
-         .reshape(num_kv_heads * num_seqs, group, head_dim))
-    scores = torch.bmm(q, keys.transpose(1, 2)).float().mul_(scale).view(num_kv_heads, num_seqs, group, padded)
+    q = (
+        query.to(k_cache.dtype)
+        .view(num_seqs, num_kv_heads, group, head_dim)
+        .transpose(0, 1)
+        .reshape(num_kv_heads * num_seqs, group, head_dim)
+    )
+    scores = (
+        torch.bmm(q, keys.transpose(1, 2))
+        .float()
+        .mul_(scale)
+        .view(num_kv_heads, num_seqs, group, padded)
+    )
     scores.masked_fill_(hidden[None, :, None, :], float("-inf"))
     if sinks is not None:
         sink = sinks.float().view(num_kv_heads, 1, group, 1).expand(-1, num_seqs, -1, 1)

@@ -73,7 +73,9 @@ def swiglu_clamped(gate_up: torch.Tensor, alpha: float, limit: float) -> torch.T
     return (up + 1) * (gate * torch.sigmoid(gate * alpha))
 
 
-def fused_moe(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights) -> torch.Tensor:
+def fused_moe(
+    hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights
+) -> torch.Tensor:
     """MoE output [T, H] for ``hidden`` [T, H] and ``router_logits`` [T, E]."""
     if hidden.is_cuda:
         from llm.kernels.triton_moe import fused_moe_triton
@@ -82,14 +84,19 @@ def fused_moe(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, exp
     return fused_moe_ref(hidden, router_logits, top_k, experts)
 
 
-def fused_moe_ref(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights) -> torch.Tensor:
+def fused_moe_ref(
+    hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights
+) -> torch.Tensor:
     """Torch reference for :func:`fused_moe`: loop over experts that received tokens, fp32 math."""
     weights, chosen = route(router_logits, top_k)
     out = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
     x = hidden.float()
     for expert in torch.unique(chosen).tolist():
         token_idx, slot = torch.nonzero(chosen == expert, as_tuple=True)
-        gate_up = x[token_idx] @ experts.gate_up(expert, torch.float32).T + experts.gate_up_bias[expert].float()
+        gate_up = (
+            x[token_idx] @ experts.gate_up(expert, torch.float32).T
+            + experts.gate_up_bias[expert].float()
+        )
         h = swiglu_clamped(gate_up, experts.alpha, experts.limit)
         y = h @ experts.down(expert, torch.float32).T + experts.down_bias[expert].float()
         out.index_add_(0, token_idx, y * weights[token_idx, slot].unsqueeze(-1))

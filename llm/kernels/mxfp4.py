@@ -11,10 +11,29 @@ import torch
 
 MXFP4_BLOCK = 32
 # e2m1 code -> value; bit 3 is the sign.
-FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+FP4_VALUES = (
+    0.0,
+    0.5,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    4.0,
+    6.0,
+    -0.0,
+    -0.5,
+    -1.0,
+    -1.5,
+    -2.0,
+    -3.0,
+    -4.0,
+    -6.0,
+)
 
 
-def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def dequantize_mxfp4(
+    blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
     """Expand MXFP4 ``blocks``/``scales`` to a dense tensor [..., out, in] of ``dtype``.
 
     The reference path calls this on one expert at a time, so a full dense copy of all
@@ -23,7 +42,9 @@ def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
     if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
         raise TypeError("MXFP4 blocks and scales must be uint8")
     if blocks.shape[:-1] != scales.shape or blocks.shape[-1] != MXFP4_BLOCK // 2:
-        raise ValueError(f"MXFP4 shapes disagree: blocks {tuple(blocks.shape)}, scales {tuple(scales.shape)}")
+        raise ValueError(
+            f"MXFP4 shapes disagree: blocks {tuple(blocks.shape)}, scales {tuple(scales.shape)}"
+        )
     lut = torch.tensor(FP4_VALUES, dtype=torch.float32, device=blocks.device)
     low = lut[(blocks & 0x0F).long()]
     high = lut[(blocks >> 4).long()]

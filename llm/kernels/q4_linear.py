@@ -30,9 +30,9 @@ INT4_MAX_ROWS = 4
 class Q4Blocks:
     """A 4-bit weight [rows, cols]: codes 0..15 and per-32-column fp32 scale and zero."""
 
-    codes: torch.Tensor   # uint8 [rows, cols]
-    scale: torch.Tensor   # float32 [rows, cols // 32]
-    zero: torch.Tensor    # float32 [rows, cols // 32]
+    codes: torch.Tensor  # uint8 [rows, cols]
+    scale: torch.Tensor  # float32 [rows, cols // 32]
+    zero: torch.Tensor  # float32 [rows, cols // 32]
 
     @property
     def shape(self) -> torch.Size:
@@ -51,38 +51,51 @@ class Q4Blocks:
     @staticmethod
     def cat(parts: list[Q4Blocks]) -> Q4Blocks:
         """Stack weights along rows, as fused projections (q|k|v, gate|up) do."""
-        return Q4Blocks(torch.cat([p.codes for p in parts]), torch.cat([p.scale for p in parts]),
-                        torch.cat([p.zero for p in parts]))
+        return Q4Blocks(
+            torch.cat([p.codes for p in parts]),
+            torch.cat([p.scale for p in parts]),
+            torch.cat([p.zero for p in parts]),
+        )
 
 
 def q4_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> Q4Blocks:
     """Split GGUF Q4_0/Q4_1 bytes of a [rows, cols] tensor into codes, scales and zeros."""
     rows, cols = shape
     if cols % GROUP:
-        raise ValueError(f"a 4-bit GGUF row must hold whole {GROUP}-element blocks, got {cols} columns")
+        raise ValueError(
+            f"a 4-bit GGUF row must hold whole {GROUP}-element blocks, got {cols} columns"
+        )
     header = {"Q4_0": 2, "Q4_1": 4}.get(type_name)
     if header is None:
         raise ValueError(f"{type_name} is not a 4-bit GGUF block type (Q4_0 or Q4_1)")
     blocks = raw.view(torch.uint8).reshape(rows * cols // GROUP, header + GROUP // 2)
     d = blocks[:, 0:2].contiguous().view(torch.float16).float()
     qs = blocks[:, header:]
-    codes = torch.cat([qs & 0x0F, qs >> 4], dim=1)  # low nibbles are elements 0..15, high ones 16..31
-    zero = blocks[:, 2:4].contiguous().view(torch.float16).float() + 8.0 * d if type_name == "Q4_1" \
+    codes = torch.cat(
+        [qs & 0x0F, qs >> 4], dim=1
+    )  # low nibbles are elements 0..15, high ones 16..31
+    zero = (
+        blocks[:, 2:4].contiguous().view(torch.float16).float() + 8.0 * d
+        if type_name == "Q4_1"
         else torch.zeros_like(d)
-    return Q4Blocks(codes.reshape(rows, cols), d.reshape(rows, cols // GROUP), zero.reshape(rows, cols // GROUP))
+    )
+    return Q4Blocks(
+        codes.reshape(rows, cols), d.reshape(rows, cols // GROUP), zero.reshape(rows, cols // GROUP)
+    )
 
 
 def int4_available() -> bool:
     """Whether this torch build has the int4 CPU kernels."""
     return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
-        torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+        torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
+    )
 
 
 @dataclass
 class PackedInt4:
     """A ``Q4Blocks`` weight in the int4 kernel's layout, for activations of ``dtype``."""
 
-    weight: torch.Tensor            # uint8, the kernel's packed layout
+    weight: torch.Tensor  # uint8, the kernel's packed layout
     scales_and_zeros: torch.Tensor  # [cols // 32, rows, 2] in the activation dtype
     out_features: int
 
@@ -91,12 +104,20 @@ def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
     """Lay 4-bit blocks out for ``_weight_int4pack_mm_for_cpu`` (once, at load)."""
     rows, cols = blocks.shape
     if rows % 8 or cols % (2 * GROUP):
-        raise ValueError(f"int4 packing needs rows % 8 == 0 and cols % {2 * GROUP} == 0, got {rows}x{cols}")
-    weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(blocks.codes.to(torch.int32).contiguous(), 1)
-    scales_and_zeros = torch.stack([blocks.scale.t(), blocks.zero.t()], dim=-1).to(dtype).contiguous()
+        raise ValueError(
+            f"int4 packing needs rows % 8 == 0 and cols % {2 * GROUP} == 0, got {rows}x{cols}"
+        )
+    weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+        blocks.codes.to(torch.int32).contiguous(), 1
+    )
+    scales_and_zeros = (
+        torch.stack([blocks.scale.t(), blocks.zero.t()], dim=-1).to(dtype).contiguous()
+    )
     return PackedInt4(weight, scales_and_zeros, rows)
 
 
 def int4_linear(x: torch.Tensor, packed: PackedInt4) -> torch.Tensor:
     """``x @ W.T`` for a 2-d ``x`` in the dtype the weight was packed for."""
-    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed.weight, GROUP, packed.scales_and_zeros)
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(
+        x, packed.weight, GROUP, packed.scales_and_zeros
+    )

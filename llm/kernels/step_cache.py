@@ -24,8 +24,9 @@ class StepCache:
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
         last_key, value = self._entry
         if len(last_key) == len(key) and all(
-                a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
-                for a, b in zip(last_key, key, strict=True)):
+            a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
+            for a, b in zip(last_key, key, strict=True)
+        ):
             return value
         value = compute()
         self._entry = (key, value)

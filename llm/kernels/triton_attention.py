@@ -38,12 +38,32 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _write_kv_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
-                     stride_kt, stride_kh, stride_kd, stride_vt, stride_vh, stride_vd,
-                     stride_kcb, stride_kcs, stride_kch, stride_kcd,
-                     stride_vcb, stride_vcs, stride_vch, stride_vcd,
-                     cache_block_size, num_kv_heads, head_dim,
-                     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+def _write_kv_kernel(
+    key_ptr,
+    value_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    slot_ptr,
+    stride_kt,
+    stride_kh,
+    stride_kd,
+    stride_vt,
+    stride_vh,
+    stride_vd,
+    stride_kcb,
+    stride_kcs,
+    stride_kch,
+    stride_kcd,
+    stride_vcb,
+    stride_vcs,
+    stride_vch,
+    stride_vcd,
+    cache_block_size,
+    num_kv_heads,
+    head_dim,
+    BLOCK_H: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token).to(tl.int64)
     # a negative slot stores nothing: no head passes the mask. (The interpreter mishandles
@@ -57,40 +77,105 @@ def _write_kv_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
     mask = (heads < heads_to_store) & (dims < head_dim)
     k = tl.load(key_ptr + token * stride_kt + heads * stride_kh + dims * stride_kd, mask=mask)
     v = tl.load(value_ptr + token * stride_vt + heads * stride_vh + dims * stride_vd, mask=mask)
-    tl.store(k_cache_ptr + block * stride_kcb + offset * stride_kcs + heads * stride_kch + dims * stride_kcd,
-             k.to(k_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_cache_ptr + block * stride_vcb + offset * stride_vcs + heads * stride_vch + dims * stride_vcd,
-             v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(
+        k_cache_ptr
+        + block * stride_kcb
+        + offset * stride_kcs
+        + heads * stride_kch
+        + dims * stride_kcd,
+        k.to(k_cache_ptr.dtype.element_ty),
+        mask=mask,
+    )
+    tl.store(
+        v_cache_ptr
+        + block * stride_vcb
+        + offset * stride_vcs
+        + heads * stride_vch
+        + dims * stride_vcd,
+        v.to(v_cache_ptr.dtype.element_ty),
+        mask=mask,
+    )
 
 
-def write_kv_cache_triton(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                          slot_mapping: torch.Tensor) -> None:
+def write_kv_cache_triton(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     """Triton version of :func:`llm.kernels.attention.write_kv_cache` (same arguments)."""
     if key.shape != value.shape or key.dim() != 3:
-        raise ValueError(f"key/value must both be [tokens, kv_heads, head_dim], got {tuple(key.shape)} "
-                         f"and {tuple(value.shape)}")
-    if k_cache.shape != v_cache.shape or k_cache.dim() != 4 or tuple(k_cache.shape[2:]) != tuple(key.shape[1:]):
-        raise ValueError(f"cache {tuple(k_cache.shape)} does not hold [.., .., {key.shape[1]}, {key.shape[2]}] rows")
+        raise ValueError(
+            f"key/value must both be [tokens, kv_heads, head_dim], got {tuple(key.shape)} "
+            f"and {tuple(value.shape)}"
+        )
+    if (
+        k_cache.shape != v_cache.shape
+        or k_cache.dim() != 4
+        or tuple(k_cache.shape[2:]) != tuple(key.shape[1:])
+    ):
+        raise ValueError(
+            f"cache {tuple(k_cache.shape)} does not hold [.., .., {key.shape[1]}, {key.shape[2]}] rows"
+        )
     if slot_mapping.shape != (key.shape[0],):
-        raise ValueError(f"slot_mapping has shape {tuple(slot_mapping.shape)}, expected ({key.shape[0]},)")
+        raise ValueError(
+            f"slot_mapping has shape {tuple(slot_mapping.shape)}, expected ({key.shape[0]},)"
+        )
     num_tokens, num_kv_heads, head_dim = key.shape
     if num_tokens == 0:
         return
     _write_kv_kernel[(num_tokens,)](
-        key, value, k_cache, v_cache, slot_mapping,
-        *key.stride(), *value.stride(), *k_cache.stride(), *v_cache.stride(),
-        k_cache.shape[1], num_kv_heads, head_dim,
-        BLOCK_H=triton.next_power_of_2(num_kv_heads), BLOCK_D=triton.next_power_of_2(head_dim))
+        key,
+        value,
+        k_cache,
+        v_cache,
+        slot_mapping,
+        *key.stride(),
+        *value.stride(),
+        *k_cache.stride(),
+        *v_cache.stride(),
+        k_cache.shape[1],
+        num_kv_heads,
+        head_dim,
+        BLOCK_H=triton.next_power_of_2(num_kv_heads),
+        BLOCK_D=triton.next_power_of_2(head_dim),
+    )
 
 
 # ---------------------------------------------------------------------------- attention
 
 
 @triton.jit
-def _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, q_pos, kv_lo, kv_hi,
-                  stride_kb, stride_ks, stride_kh, stride_kd, stride_vb, stride_vs, stride_vh, stride_vd,
-                  qk_scale, window, cache_block_size, head_dim,
-                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, SLIDING: tl.constexpr, PRECISION: tl.constexpr):
+def _attend_range(
+    acc,
+    m_i,
+    l_i,
+    q,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_table_ptr,
+    kv_head,
+    q_pos,
+    kv_lo,
+    kv_hi,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vs,
+    stride_vh,
+    stride_vd,
+    qk_scale,
+    window,
+    cache_block_size,
+    head_dim,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SLIDING: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Online softmax of the rows ``q`` [ROWS, D] over KV positions ``kv_lo .. kv_hi-1`` (log2 domain)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -98,10 +183,17 @@ def _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr, block_table_ptr, k
     for start in range(kv_lo, kv_hi, BLOCK_N):
         k_pos = start + offs_n
         n_mask = k_pos < kv_hi
-        block = tl.load(block_table_ptr + k_pos // cache_block_size, mask=n_mask, other=0).to(tl.int64)
+        block = tl.load(block_table_ptr + k_pos // cache_block_size, mask=n_mask, other=0).to(
+            tl.int64
+        )
         offset = k_pos % cache_block_size
-        k_ptrs = (k_cache_ptr + block[None, :] * stride_kb + offset[None, :] * stride_ks + kv_head * stride_kh
-                  + offs_d[:, None] * stride_kd)
+        k_ptrs = (
+            k_cache_ptr
+            + block[None, :] * stride_kb
+            + offset[None, :] * stride_ks
+            + kv_head * stride_kh
+            + offs_d[:, None] * stride_kd
+        )
         k = tl.load(k_ptrs, mask=n_mask[None, :] & d_mask[:, None], other=0.0)  # [D, N]
         scores = tl.dot(q, k.to(q.dtype), input_precision=PRECISION) * qk_scale  # [ROWS, N]
         visible = n_mask[None, :] & (k_pos[None, :] <= q_pos[:, None])
@@ -109,23 +201,37 @@ def _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr, block_table_ptr, k
             visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
         scores = tl.where(visible, scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that saw nothing yet stays at 0
+        m_safe = tl.where(
+            m_new == float("-inf"), 0.0, m_new
+        )  # a row that saw nothing yet stays at 0
         rescale = tl.exp2(m_i - m_safe)
         p = tl.exp2(scores - m_safe[:, None])
         l_i = l_i * rescale + tl.sum(p, 1)
-        v_ptrs = (v_cache_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vs + kv_head * stride_vh
-                  + offs_d[None, :] * stride_vd)
+        v_ptrs = (
+            v_cache_ptr
+            + block[:, None] * stride_vb
+            + offset[:, None] * stride_vs
+            + kv_head * stride_vh
+            + offs_d[None, :] * stride_vd
+        )
         v = tl.load(v_ptrs, mask=n_mask[:, None] & d_mask[None, :], other=0.0)  # [N, D]
-        acc = acc * rescale[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision=PRECISION)
+        acc = acc * rescale[:, None] + tl.dot(
+            p.to(q.dtype), v.to(q.dtype), input_precision=PRECISION
+        )
         m_i = m_new
     return acc, m_i, l_i
 
 
 @triton.jit
-def _initial_state(sinks_ptr, heads, row_valid, first_split, ROWS: tl.constexpr, HAS_SINKS: tl.constexpr):
+def _initial_state(
+    sinks_ptr, heads, row_valid, first_split, ROWS: tl.constexpr, HAS_SINKS: tl.constexpr
+):
     """Softmax state before any key: empty, or the sink logit (denominator 1, no value)."""
     if HAS_SINKS:
-        sink = tl.load(sinks_ptr + heads, mask=row_valid, other=0.0).to(tl.float32) * 1.4426950408889634
+        sink = (
+            tl.load(sinks_ptr + heads, mask=row_valid, other=0.0).to(tl.float32)
+            * 1.4426950408889634
+        )
         m_i = tl.where(first_split, sink, float("-inf"))
         l_i = tl.where(first_split, 1.0, 0.0) + tl.zeros([ROWS], dtype=tl.float32)
     else:
@@ -135,13 +241,47 @@ def _initial_state(sinks_ptr, heads, row_valid, first_split, ROWS: tl.constexpr,
 
 
 @triton.jit
-def _decode_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr,
-                   query_start_loc_ptr, seq_lens_ptr, sinks_ptr,
-                   stride_qt, stride_qh, stride_qd, stride_ot, stride_oh, stride_od, stride_bt,
-                   stride_kb, stride_ks, stride_kh, stride_kd, stride_vb, stride_vs, stride_vh, stride_vd,
-                   qk_scale, window, cache_block_size, head_dim, group, num_heads,
-                   G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                   SLIDING: tl.constexpr, HAS_SINKS: tl.constexpr, PRECISION: tl.constexpr):
+def _decode_kernel(
+    out_ptr,
+    part_acc_ptr,
+    part_m_ptr,
+    part_l_ptr,
+    q_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_tables_ptr,
+    query_start_loc_ptr,
+    seq_lens_ptr,
+    sinks_ptr,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    stride_bt,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vs,
+    stride_vh,
+    stride_vd,
+    qk_scale,
+    window,
+    cache_block_size,
+    head_dim,
+    group,
+    num_heads,
+    G_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    SLIDING: tl.constexpr,
+    HAS_SINKS: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One (sequence, KV head, split): its new tokens one after another (one, for a decode)."""
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -156,8 +296,11 @@ def _decode_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, q_ptr, k_cache
     d_mask = offs_d < head_dim
     for q_idx in range(0, q_len):
         token = (q_start + q_idx).to(tl.int64)
-        q = tl.load(q_ptr + token * stride_qt + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
-                    mask=row_valid[:, None] & d_mask[None, :], other=0.0)
+        q = tl.load(
+            q_ptr + token * stride_qt + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
+            mask=row_valid[:, None] & d_mask[None, :],
+            other=0.0,
+        )
         pos = seq_len - q_len + q_idx
         q_pos = tl.zeros([G_PAD], dtype=tl.int32) + pos
         kv_lo = 0
@@ -169,28 +312,71 @@ def _decode_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, q_ptr, k_cache
         hi = tl.minimum(kv_hi, lo + tiles_per_split * BLOCK_N)
         m_i, l_i = _initial_state(sinks_ptr, heads, row_valid, split == 0, G_PAD, HAS_SINKS)
         acc = tl.zeros([G_PAD, BLOCK_D], dtype=tl.float32)
-        acc, m_i, l_i = _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr,
-                                      block_tables_ptr + seq * stride_bt, kv_head, q_pos, lo, hi,
-                                      stride_kb, stride_ks, stride_kh, stride_kd,
-                                      stride_vb, stride_vs, stride_vh, stride_vd,
-                                      qk_scale, window, cache_block_size, head_dim,
-                                      BLOCK_N, BLOCK_D, SLIDING, PRECISION)
+        acc, m_i, l_i = _attend_range(
+            acc,
+            m_i,
+            l_i,
+            q,
+            k_cache_ptr,
+            v_cache_ptr,
+            block_tables_ptr + seq * stride_bt,
+            kv_head,
+            q_pos,
+            lo,
+            hi,
+            stride_kb,
+            stride_ks,
+            stride_kh,
+            stride_kd,
+            stride_vb,
+            stride_vs,
+            stride_vh,
+            stride_vd,
+            qk_scale,
+            window,
+            cache_block_size,
+            head_dim,
+            BLOCK_N,
+            BLOCK_D,
+            SLIDING,
+            PRECISION,
+        )
         if NUM_SPLITS == 1:
             out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-            tl.store(out_ptr + token * stride_ot + heads[:, None] * stride_oh + offs_d[None, :] * stride_od,
-                     out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None] & d_mask[None, :])
+            tl.store(
+                out_ptr
+                + token * stride_ot
+                + heads[:, None] * stride_oh
+                + offs_d[None, :] * stride_od,
+                out.to(out_ptr.dtype.element_ty),
+                mask=row_valid[:, None] & d_mask[None, :],
+            )
         else:
             # partials are [num_tokens, num_heads, NUM_SPLITS(, BLOCK_D)] fp32, contiguous
             part = (token * num_heads + heads) * NUM_SPLITS + split
             tl.store(part_m_ptr + part, m_i, mask=row_valid)
             tl.store(part_l_ptr + part, l_i, mask=row_valid)
-            tl.store(part_acc_ptr + part[:, None] * BLOCK_D + offs_d[None, :], acc, mask=row_valid[:, None])
+            tl.store(
+                part_acc_ptr + part[:, None] * BLOCK_D + offs_d[None, :],
+                acc,
+                mask=row_valid[:, None],
+            )
 
 
 @triton.jit
-def _combine_splits_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
-                           stride_ot, stride_oh, stride_od, head_dim, num_heads,
-                           NUM_SPLITS: tl.constexpr, BLOCK_D: tl.constexpr):
+def _combine_splits_kernel(
+    out_ptr,
+    part_acc_ptr,
+    part_m_ptr,
+    part_l_ptr,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    head_dim,
+    num_heads,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Merge one (token, head)'s split softmax states: rescale each to the common max, sum, divide."""
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
@@ -205,8 +391,11 @@ def _combine_splits_kernel(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
     weight = tl.exp2(m - m_safe)
     denom = tl.sum(weight * denominators, 0)
     out = tl.sum(weight[:, None] * acc, 0) / tl.where(denom == 0.0, 1.0, denom)
-    tl.store(out_ptr + token * stride_ot + head * stride_oh + offs_d * stride_od, out.to(out_ptr.dtype.element_ty),
-             mask=offs_d < head_dim)
+    tl.store(
+        out_ptr + token * stride_ot + head * stride_oh + offs_d * stride_od,
+        out.to(out_ptr.dtype.element_ty),
+        mask=offs_d < head_dim,
+    )
 
 
 @triton.jit
@@ -232,13 +421,44 @@ def _find_sequence(query_start_loc_ptr, num_seqs, tile, BLOCK_Q: tl.constexpr):
 
 
 @triton.jit
-def _prefill_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, query_start_loc_ptr, seq_lens_ptr,
-                    sinks_ptr,
-                    stride_qt, stride_qh, stride_qd, stride_ot, stride_oh, stride_od, stride_bt,
-                    stride_kb, stride_ks, stride_kh, stride_kd, stride_vb, stride_vs, stride_vh, stride_vd,
-                    qk_scale, window, cache_block_size, head_dim, group, num_seqs,
-                    BLOCK_Q: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                    SLIDING: tl.constexpr, HAS_SINKS: tl.constexpr, PRECISION: tl.constexpr):
+def _prefill_kernel(
+    out_ptr,
+    q_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_tables_ptr,
+    query_start_loc_ptr,
+    seq_lens_ptr,
+    sinks_ptr,
+    stride_qt,
+    stride_qh,
+    stride_qd,
+    stride_ot,
+    stride_oh,
+    stride_od,
+    stride_bt,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vs,
+    stride_vh,
+    stride_vd,
+    qk_scale,
+    window,
+    cache_block_size,
+    head_dim,
+    group,
+    num_seqs,
+    BLOCK_Q: tl.constexpr,
+    G_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SLIDING: tl.constexpr,
+    HAS_SINKS: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One (query tile, KV head): BLOCK_Q new tokens of one sequence x the heads of one group."""
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -257,8 +477,14 @@ def _prefill_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, 
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < head_dim
     tokens = (q_start + q_idx).to(tl.int64)
-    q = tl.load(q_ptr + tokens[:, None] * stride_qt + heads[:, None] * stride_qh + offs_d[None, :] * stride_qd,
-                mask=row_valid[:, None] & d_mask[None, :], other=0.0)
+    q = tl.load(
+        q_ptr
+        + tokens[:, None] * stride_qt
+        + heads[:, None] * stride_qh
+        + offs_d[None, :] * stride_qd,
+        mask=row_valid[:, None] & d_mask[None, :],
+        other=0.0,
+    )
     first_pos = seq_len - q_len + q_tile * BLOCK_Q
     q_pos = seq_len - q_len + q_idx
     kv_hi = tl.minimum(seq_len, first_pos + BLOCK_Q)
@@ -267,14 +493,44 @@ def _prefill_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, 
         kv_lo = tl.maximum(first_pos - window + 1, 0)
     m_i, l_i = _initial_state(sinks_ptr, heads, row_valid, q_tile >= 0, BLOCK_Q * G_PAD, HAS_SINKS)
     acc = tl.zeros([BLOCK_Q * G_PAD, BLOCK_D], dtype=tl.float32)
-    acc, m_i, l_i = _attend_range(acc, m_i, l_i, q, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt,
-                                  kv_head, q_pos, kv_lo, kv_hi,
-                                  stride_kb, stride_ks, stride_kh, stride_kd, stride_vb, stride_vs, stride_vh, stride_vd,
-                                  qk_scale, window, cache_block_size, head_dim,
-                                  BLOCK_N, BLOCK_D, SLIDING, PRECISION)
+    acc, m_i, l_i = _attend_range(
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_cache_ptr,
+        v_cache_ptr,
+        block_tables_ptr + seq * stride_bt,
+        kv_head,
+        q_pos,
+        kv_lo,
+        kv_hi,
+        stride_kb,
+        stride_ks,
+        stride_kh,
+        stride_kd,
+        stride_vb,
+        stride_vs,
+        stride_vh,
+        stride_vd,
+        qk_scale,
+        window,
+        cache_block_size,
+        head_dim,
+        BLOCK_N,
+        BLOCK_D,
+        SLIDING,
+        PRECISION,
+    )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    tl.store(out_ptr + tokens[:, None] * stride_ot + heads[:, None] * stride_oh + offs_d[None, :] * stride_od,
-             out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None] & d_mask[None, :])
+    tl.store(
+        out_ptr
+        + tokens[:, None] * stride_ot
+        + heads[:, None] * stride_oh
+        + offs_d[None, :] * stride_od,
+        out.to(out_ptr.dtype.element_ty),
+        mask=row_valid[:, None] & d_mask[None, :],
+    )
 
 
 # ---------------------------------------------------------------------------- host side
@@ -282,10 +538,14 @@ def _prefill_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, 
 _INTERPRETER_SMS = 2  # the Triton interpreter on CPU: few splits keep it quick
 
 
-def _check_attention_args(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sliding_window, sinks):
+def _check_attention_args(
+    query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sliding_window, sinks
+):
     if query.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
-        raise ValueError(f"expected query [tokens, heads, dim] and caches [blocks, block_size, kv_heads, dim], "
-                         f"got {tuple(query.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+        raise ValueError(
+            f"expected query [tokens, heads, dim] and caches [blocks, block_size, kv_heads, dim], "
+            f"got {tuple(query.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}"
+        )
     num_heads, head_dim = query.shape[1], query.shape[2]
     num_kv_heads = k_cache.shape[2]
     if k_cache.shape[3] != head_dim:
@@ -293,9 +553,15 @@ def _check_attention_args(query, k_cache, v_cache, block_tables, query_start_loc
     if num_heads % num_kv_heads:
         raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")
     num_seqs = seq_lens.shape[0]
-    if query_start_loc.shape != (num_seqs + 1,) or block_tables.dim() != 2 or block_tables.shape[0] != num_seqs:
-        raise ValueError(f"batch layout disagrees: seq_lens {tuple(seq_lens.shape)}, query_start_loc "
-                         f"{tuple(query_start_loc.shape)}, block_tables {tuple(block_tables.shape)}")
+    if (
+        query_start_loc.shape != (num_seqs + 1,)
+        or block_tables.dim() != 2
+        or block_tables.shape[0] != num_seqs
+    ):
+        raise ValueError(
+            f"batch layout disagrees: seq_lens {tuple(seq_lens.shape)}, query_start_loc "
+            f"{tuple(query_start_loc.shape)}, block_tables {tuple(block_tables.shape)}"
+        )
     if sliding_window is not None and sliding_window < 1:
         raise ValueError(f"sliding_window must be >= 1 or None, got {sliding_window}")
     if sinks is not None and sinks.shape != (num_heads,):
@@ -313,11 +579,21 @@ def _num_splits(programs: int, max_keys: int, block_n: int, device: torch.device
     return min(16, triton.next_power_of_2(max(1, min(by_occupancy, by_length))))
 
 
-def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           block_tables: torch.Tensor, query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
-                           scale: float, sliding_window: int | None = None, sinks: torch.Tensor | None = None,
-                           *, num_splits: int | None = None, block_n: int | None = None,
-                           block_q_rows: int | None = None) -> torch.Tensor:
+def paged_attention_triton(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+    sinks: torch.Tensor | None = None,
+    *,
+    num_splits: int | None = None,
+    block_n: int | None = None,
+    block_q_rows: int | None = None,
+) -> torch.Tensor:
     """Triton version of :func:`llm.kernels.attention.paged_attention` (same arguments and result).
 
     Never waits on the device (so a step can be captured in a CUDA graph): the choice and
@@ -329,7 +605,9 @@ def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     (KV positions per tile) and ``block_q_rows`` (query rows per prefill tile: tokens x
     group heads) are tuning knobs that tests use to force tile boundaries.
     """
-    _check_attention_args(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sliding_window, sinks)
+    _check_attention_args(
+        query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sliding_window, sinks
+    )
     num_tokens, num_heads, head_dim = query.shape
     cache_block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     group = num_heads // num_kv_heads
@@ -343,36 +621,91 @@ def paged_attention_triton(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     precision = "ieee" if query.dtype == torch.float32 else "tf32"
     window = sliding_window if sliding_window is not None else 0
     sinks_arg = sinks if sinks is not None else query  # never read when HAS_SINKS is off
-    common = (*query.stride(), *out.stride(), block_tables.stride(0), *k_cache.stride(), *v_cache.stride(),
-              scale * LOG2E, window, cache_block_size, head_dim, group)
-    flags = dict(SLIDING=sliding_window is not None, HAS_SINKS=sinks is not None, PRECISION=precision)
+    common = (
+        *query.stride(),
+        *out.stride(),
+        block_tables.stride(0),
+        *k_cache.stride(),
+        *v_cache.stride(),
+        scale * LOG2E,
+        window,
+        cache_block_size,
+        head_dim,
+        group,
+    )
+    flags = dict(
+        SLIDING=sliding_window is not None, HAS_SINKS=sinks is not None, PRECISION=precision
+    )
     block_n = block_n or 64
     if num_tokens == num_seqs:
         g_pad = max(16, triton.next_power_of_2(group))
         max_keys = block_tables.shape[1] * cache_block_size
         if sliding_window is not None:
             max_keys = min(max_keys, sliding_window)
-        splits = triton.next_power_of_2(num_splits or _num_splits(num_seqs * num_kv_heads, max_keys, block_n,
-                                                                  query.device))
+        splits = triton.next_power_of_2(
+            num_splits or _num_splits(num_seqs * num_kv_heads, max_keys, block_n, query.device)
+        )
         if splits > 1:
-            part_m = torch.empty((num_tokens, num_heads, splits), dtype=torch.float32, device=query.device)
+            part_m = torch.empty(
+                (num_tokens, num_heads, splits), dtype=torch.float32, device=query.device
+            )
             part_l = torch.empty_like(part_m)
-            part_acc = torch.empty((num_tokens, num_heads, splits, block_d), dtype=torch.float32, device=query.device)
+            part_acc = torch.empty(
+                (num_tokens, num_heads, splits, block_d), dtype=torch.float32, device=query.device
+            )
         else:
             part_m = part_l = part_acc = out
         _decode_kernel[(num_seqs, num_kv_heads, splits)](
-            out, part_acc, part_m, part_l, query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sinks_arg,
-            *common, num_heads,
-            G_PAD=g_pad, BLOCK_N=block_n, BLOCK_D=block_d, NUM_SPLITS=splits, **flags)
+            out,
+            part_acc,
+            part_m,
+            part_l,
+            query,
+            k_cache,
+            v_cache,
+            block_tables,
+            query_start_loc,
+            seq_lens,
+            sinks_arg,
+            *common,
+            num_heads,
+            G_PAD=g_pad,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+            NUM_SPLITS=splits,
+            **flags,
+        )
         if splits > 1:
             _combine_splits_kernel[(num_tokens, num_heads)](
-                out, part_acc, part_m, part_l, *out.stride(), head_dim, num_heads,
-                NUM_SPLITS=splits, BLOCK_D=block_d)
+                out,
+                part_acc,
+                part_m,
+                part_l,
+                *out.stride(),
+                head_dim,
+                num_heads,
+                NUM_SPLITS=splits,
+                BLOCK_D=block_d,
+            )
         return out
     g_pad = triton.next_power_of_2(group)
     rows = triton.next_power_of_2(max(16, block_q_rows or 64, g_pad))
     block_q = rows // g_pad
     _prefill_kernel[(num_tokens // block_q + num_seqs, num_kv_heads)](
-        out, query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, sinks_arg, *common, num_seqs,
-        BLOCK_Q=block_q, G_PAD=g_pad, BLOCK_N=block_n, BLOCK_D=block_d, **flags)
+        out,
+        query,
+        k_cache,
+        v_cache,
+        block_tables,
+        query_start_loc,
+        seq_lens,
+        sinks_arg,
+        *common,
+        num_seqs,
+        BLOCK_Q=block_q,
+        G_PAD=g_pad,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        **flags,
+    )
     return out

@@ -53,7 +53,9 @@ def _recording(modules, launches: list):
     for module in modules:
         for name, value in vars(module).copy().items():
             if name.endswith("_kernel") and not isinstance(value, triton.runtime.jit.JITFunction):
-                raise CompileCheckError(f"{module.__name__}.{name} is not a compiled kernel: unset TRITON_INTERPRET")
+                raise CompileCheckError(
+                    f"{module.__name__}.{name} is not a compiled kernel: unset TRITON_INTERPRET"
+                )
             if name.endswith("_kernel"):
                 saved.append((module, name, value))
                 setattr(module, name, Recorder(value))
@@ -69,8 +71,14 @@ def _paged(seq_lens, q_lens, dtype, heads=64, kv_heads=8, head_dim=64, block=16)
     tables = torch.arange(num_blocks, dtype=torch.int32).view(1, -1).repeat(len(seq_lens), 1)
     cache = torch.zeros(num_blocks, block, kv_heads, head_dim, dtype=dtype)
     starts = torch.tensor([0] + q_lens).cumsum(0).to(torch.int32)
-    return (torch.zeros(sum(q_lens), heads, head_dim, dtype=dtype), cache, cache.clone(), tables, starts,
-            torch.tensor(seq_lens, dtype=torch.int32))
+    return (
+        torch.zeros(sum(q_lens), heads, head_dim, dtype=dtype),
+        cache,
+        cache.clone(),
+        tables,
+        starts,
+        torch.tensor(seq_lens, dtype=torch.int32),
+    )
 
 
 def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
@@ -81,29 +89,44 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
 
     sinks = torch.zeros(64)
     for dtype in dtypes:
-        for seq_lens, q_lens, splits in (([300, 7], [1, 1], 4), ([300], [1], 1), ([40, 9], [40, 3], None),
-                                         ([50], [50], None)):
+        for seq_lens, q_lens, splits in (
+            ([300, 7], [1, 1], 4),
+            ([300], [1], 1),
+            ([40, 9], [40, 3], None),
+            ([50], [50], None),
+        ):
             for window, sink in ((None, None), (128, sinks)):
-                paged_attention_triton(*_paged(seq_lens, q_lens, dtype), 0.125, window, sink, num_splits=splits)
+                paged_attention_triton(
+                    *_paged(seq_lens, q_lens, dtype), 0.125, window, sink, num_splits=splits
+                )
         key = torch.zeros(3, 8, 64, dtype=dtype)
         cache = torch.zeros(2, 16, 8, 64, dtype=dtype)
         write_kv_cache_triton(key, key, cache, cache.clone(), torch.tensor([0, -1, 5]))
         hidden, inter, experts = 2880, 2880, 32
-        mxfp4 = ExpertWeights(gate_up_bias=torch.zeros(experts, 2 * inter, dtype=dtype),
-                              down_bias=torch.zeros(experts, hidden, dtype=dtype),
-                              gate_up_blocks=torch.zeros(experts, 2 * inter, hidden // 32, 16, dtype=torch.uint8),
-                              gate_up_scales=torch.zeros(experts, 2 * inter, hidden // 32, dtype=torch.uint8),
-                              down_blocks=torch.zeros(experts, hidden, inter // 32, 16, dtype=torch.uint8),
-                              down_scales=torch.zeros(experts, hidden, inter // 32, dtype=torch.uint8))
+        mxfp4 = ExpertWeights(
+            gate_up_bias=torch.zeros(experts, 2 * inter, dtype=dtype),
+            down_bias=torch.zeros(experts, hidden, dtype=dtype),
+            gate_up_blocks=torch.zeros(experts, 2 * inter, hidden // 32, 16, dtype=torch.uint8),
+            gate_up_scales=torch.zeros(experts, 2 * inter, hidden // 32, dtype=torch.uint8),
+            down_blocks=torch.zeros(experts, hidden, inter // 32, 16, dtype=torch.uint8),
+            down_scales=torch.zeros(experts, hidden, inter // 32, dtype=torch.uint8),
+        )
         for tokens in (1, 64, 300):  # block_m 16 (decode; one-program routing) and 64 (prefill)
-            fused_moe_triton(torch.zeros(tokens, hidden, dtype=dtype), torch.randn(tokens, experts), 4, mxfp4)
-        dense = ExpertWeights(gate_up_bias=torch.zeros(4, 128), down_bias=torch.zeros(4, 64),
-                              gate_up_weight=torch.zeros(4, 128, 64), down_weight=torch.zeros(4, 64, 64))
+            fused_moe_triton(
+                torch.zeros(tokens, hidden, dtype=dtype), torch.randn(tokens, experts), 4, mxfp4
+            )
+        dense = ExpertWeights(
+            gate_up_bias=torch.zeros(4, 128),
+            down_bias=torch.zeros(4, 64),
+            gate_up_weight=torch.zeros(4, 128, 64),
+            down_weight=torch.zeros(4, 64, 64),
+        )
         fused_moe_triton(torch.zeros(5, 64, dtype=dtype), torch.randn(5, 4), 2, dense)
 
 
-def compile_all(arch: int = 90, dtypes: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
-                ) -> list[CompiledVariant]:
+def compile_all(
+    arch: int = 90, dtypes: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
+) -> list[CompiledVariant]:
     """Compile each distinct kernel launch of the wrappers for ``cuda:sm_{arch}``; never raises per kernel."""
     import triton
     from triton.backends.compiler import BaseBackend, GPUTarget
@@ -132,19 +155,37 @@ def compile_all(arch: int = 90, dtypes: tuple[torch.dtype, ...] = (torch.bfloat1
                 constexprs[name] = bound[name]
             elif isinstance(spec, str):
                 attrs[(index,)] = BaseBackend.parse_attr(spec)
-        key = (fn.__name__, tuple(signature.items()), tuple((k, str(v)) for k, v in constexprs.items()),
-               tuple(sorted(attrs)))
+        key = (
+            fn.__name__,
+            tuple(signature.items()),
+            tuple((k, str(v)) for k, v in constexprs.items()),
+            tuple(sorted(attrs)),
+        )
         if key in seen:
             continue
         seen.add(key)
         started = time.perf_counter()
         try:
             compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target)
-            results.append(CompiledVariant(fn.__name__, constexprs, True, time.perf_counter() - started,
-                                           compiled.metadata.shared))
+            results.append(
+                CompiledVariant(
+                    fn.__name__,
+                    constexprs,
+                    True,
+                    time.perf_counter() - started,
+                    compiled.metadata.shared,
+                )
+            )
         except Exception as exc:  # report every failing variant, not just the first
-            results.append(CompiledVariant(fn.__name__, constexprs, False, time.perf_counter() - started,
-                                           error=repr(exc)[:2000]))
+            results.append(
+                CompiledVariant(
+                    fn.__name__,
+                    constexprs,
+                    False,
+                    time.perf_counter() - started,
+                    error=repr(exc)[:2000],
+                )
+            )
     return results
 
 
@@ -153,7 +194,9 @@ def main(argv: list[str]) -> int:
     results = compile_all(arch)
     for r in results:
         status = "ok  " if r.ok else "FAIL"
-        print(f"{status} {r.kernel} {r.constexprs} {r.seconds:.1f}s shared={r.shared_bytes} {r.error}")
+        print(
+            f"{status} {r.kernel} {r.constexprs} {r.seconds:.1f}s shared={r.shared_bytes} {r.error}"
+        )
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed}/{len(results)} kernel variants compiled for sm_{arch}")
     return 1 if failed else 0

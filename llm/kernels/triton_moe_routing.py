@@ -32,7 +32,9 @@ def num_expert_blocks(num_pairs: int, num_experts: int, block_m: int) -> int:
     return triton.cdiv(num_pairs + min(num_experts, num_pairs) * (block_m - 1), block_m)
 
 
-def align_by_expert(chosen: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def align_by_expert(
+    chosen: torch.Tensor, num_experts: int, block_m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Group (token, slot) pairs by expert in runs padded to ``block_m`` (torch, no host sync).
 
     ``chosen`` [T, k] expert ids. Returns ``sorted_pairs`` [num_blocks * block_m] int32
@@ -61,17 +63,33 @@ def align_by_expert(chosen: torch.Tensor, num_experts: int, block_m: int) -> tup
 
 
 @triton.jit
-def _route_align_kernel(logits_ptr, weights_ptr, sorted_pairs_ptr, block_expert_ptr,
-                        num_tokens, num_experts, num_blocks, stride_lt, stride_le,
-                        TOP_K: tl.constexpr, T_PAD: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr,
-                        NB_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
+def _route_align_kernel(
+    logits_ptr,
+    weights_ptr,
+    sorted_pairs_ptr,
+    block_expert_ptr,
+    num_tokens,
+    num_experts,
+    num_blocks,
+    stride_lt,
+    stride_le,
+    TOP_K: tl.constexpr,
+    T_PAD: tl.constexpr,
+    K_PAD: tl.constexpr,
+    E_PAD: tl.constexpr,
+    NB_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
     """The whole routing of a small batch in one program (see the module docstring)."""
     tokens = tl.arange(0, T_PAD)
     experts = tl.arange(0, E_PAD)
     slots_k = tl.arange(0, K_PAD)
     token_valid = tokens < num_tokens
-    logits = tl.load(logits_ptr + tokens[:, None] * stride_lt + experts[None, :] * stride_le,
-                     mask=token_valid[:, None] & (experts < num_experts)[None, :], other=float("-inf"))
+    logits = tl.load(
+        logits_ptr + tokens[:, None] * stride_lt + experts[None, :] * stride_le,
+        mask=token_valid[:, None] & (experts < num_experts)[None, :],
+        other=float("-inf"),
+    )
     logits = logits.to(tl.float32)
     chosen = tl.zeros([T_PAD, K_PAD], dtype=tl.int32)
     values = tl.full([T_PAD, K_PAD], float("-inf"), dtype=tl.float32)
@@ -101,17 +119,29 @@ def _route_align_kernel(logits_ptr, weights_ptr, sorted_pairs_ptr, block_expert_
     dest = tl.sum(onehot * run_start[None, :], 1) + rank
     slots = tl.arange(0, NB_PAD * BLOCK_M)
     num_pairs = num_tokens * TOP_K
-    tl.store(sorted_pairs_ptr + slots, tl.zeros([NB_PAD * BLOCK_M], dtype=tl.int32) + num_pairs,
-             mask=slots < num_blocks * BLOCK_M)
+    tl.store(
+        sorted_pairs_ptr + slots,
+        tl.zeros([NB_PAD * BLOCK_M], dtype=tl.int32) + num_pairs,
+        mask=slots < num_blocks * BLOCK_M,
+    )
     tl.debug_barrier()  # the padding fill lands before the scatter overwrites it
     tl.store(sorted_pairs_ptr + dest, pair, mask=pair_valid)
     blocks = tl.arange(0, NB_PAD)
     owner = tl.sum((padded_end[None, :] <= (blocks * BLOCK_M)[:, None]).to(tl.int32), 1)
-    tl.store(block_expert_ptr + blocks, tl.where(owner < num_experts, owner, -1), mask=blocks < num_blocks)
+    tl.store(
+        block_expert_ptr + blocks,
+        tl.where(owner < num_experts, owner, -1),
+        mask=blocks < num_blocks,
+    )
 
 
-def route_and_align(router_logits: torch.Tensor, top_k: int, num_experts: int, block_m: int,
-                    fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def route_and_align(
+    router_logits: torch.Tensor,
+    top_k: int,
+    num_experts: int,
+    block_m: int,
+    fused: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Routing weights [T, k] fp32, ``sorted_pairs`` and ``block_expert`` (see :func:`align_by_expert`).
 
     ``fused`` None picks the one-program Triton path when the batch is small enough.
@@ -123,8 +153,10 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, num_experts: int, b
     e_pad, nb_pad = triton.next_power_of_2(num_experts), triton.next_power_of_2(num_blocks)
     small = t_pad * k_pad * e_pad <= _FUSED_TILE_LIMIT and nb_pad * e_pad <= _FUSED_TILE_LIMIT
     if fused and not small:
-        raise ValueError(f"{num_tokens} tokens x top-{top_k} over {num_experts} experts is too large for "
-                         f"one-program routing")
+        raise ValueError(
+            f"{num_tokens} tokens x top-{top_k} over {num_experts} experts is too large for "
+            f"one-program routing"
+        )
     if not (small if fused is None else fused):
         weights, chosen = route(router_logits, top_k)
         return (weights, *align_by_expert(chosen, num_experts, block_m))
@@ -132,8 +164,21 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, num_experts: int, b
     weights = torch.empty((num_tokens, top_k), dtype=torch.float32, device=device)
     sorted_pairs = torch.empty(num_blocks * block_m, dtype=torch.int32, device=device)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=device)
-    _route_align_kernel[(1,)](router_logits, weights, sorted_pairs, block_expert,
-                              num_tokens, num_experts, num_blocks, *router_logits.stride(),
-                              TOP_K=top_k, T_PAD=t_pad, K_PAD=k_pad, E_PAD=e_pad, NB_PAD=nb_pad, BLOCK_M=block_m,
-                              num_warps=8)
+    _route_align_kernel[(1,)](
+        router_logits,
+        weights,
+        sorted_pairs,
+        block_expert,
+        num_tokens,
+        num_experts,
+        num_blocks,
+        *router_logits.stride(),
+        TOP_K=top_k,
+        T_PAD=t_pad,
+        K_PAD=k_pad,
+        E_PAD=e_pad,
+        NB_PAD=nb_pad,
+        BLOCK_M=block_m,
+        num_warps=8,
+    )
     return weights, sorted_pairs, block_expert

@@ -12,7 +12,9 @@ from llm.loader.loaded import LoadedModel, LoaderError
 __all__ = ["LoadedModel", "LoaderError", "load_model"]
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, native_4bit: bool = False) -> LoadedModel:
+def load_model(
+    path: str | Path, dtype: torch.dtype = torch.float32, native_4bit: bool = False
+) -> LoadedModel:
     """Load a model by path; heavy imports happen only in the branch that needs them.
 
     ``native_4bit`` applies to GGUF files (see ``load_gguf``); gpt-oss keeps its MXFP4
@@ -36,6 +38,8 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, native_4bit
             except ImportError as exc:
                 raise LoaderError(f"gpt-oss loader is not available in this build ({exc})") from exc
             return load_gpt_oss(path, dtype)
-        raise LoaderError(f"model directory {str(path)!r} has model_type {model_type!r}; "
-                          "supported: 'gpt_oss' (or a .gguf file for llama-family models)")
+        raise LoaderError(
+            f"model directory {str(path)!r} has model_type {model_type!r}; "
+            "supported: 'gpt_oss' (or a .gguf file for llama-family models)"
+        )
     raise LoaderError(f"cannot load {str(path)!r}: expected a .gguf file or a gpt-oss directory")

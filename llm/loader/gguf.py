@@ -24,7 +24,7 @@ QK = 32  # elements per block of the legacy quant types
 
 def _halves(blocks: torch.Tensor, start: int) -> torch.Tensor:
     """fp16 scale stored at byte ``start`` of every block, as an fp32 column."""
-    return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
+    return blocks[:, start : start + 2].contiguous().view(torch.float16).float()
 
 
 def _nibbles(qs: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,9 @@ def dequantize(raw: np.ndarray, type_name: str, shape: tuple[int, ...]) -> torch
         from gguf import GGMLQuantizationType
         from gguf.quants import dequantize as gguf_dequantize
 
-        return torch.from_numpy(gguf_dequantize(raw, GGMLQuantizationType[type_name]).copy()).reshape(shape)
+        return torch.from_numpy(
+            gguf_dequantize(raw, GGMLQuantizationType[type_name]).copy()
+        ).reshape(shape)
     return values.reshape(shape)
 
 
@@ -62,7 +64,9 @@ def reverse_rope_permute(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Undo llama.cpp's Q/K row permutation (per head: interleaved pairs -> two halves)."""
     rows = weight.shape[0]
     half = rows // num_heads // 2
-    return weight.reshape(num_heads, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(num_heads, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+    )
 
 
 def rope_row_order(rows: int, num_heads: int) -> torch.Tensor:
@@ -153,7 +157,9 @@ def read_q4_weights(reader, config: LlamaConfig) -> dict[str, Q4Blocks]:
         if rest not in _LAYER_NAMES:
             continue
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        value = q4_from_gguf(torch.from_numpy(np.array(tensor.data, copy=True)).reshape(-1), type_name, shape)
+        value = q4_from_gguf(
+            torch.from_numpy(np.array(tensor.data, copy=True)).reshape(-1), type_name, shape
+        )
         if rest == "attn_q.weight":
             value = value.permute_rows(rope_row_order(shape[0], config.num_heads))
         elif rest == "attn_k.weight":
@@ -169,8 +175,12 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, with_tokenizer: bool = True,
-              native_4bit: bool = False) -> LoadedModel:
+def load_gguf(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    with_tokenizer: bool = True,
+    native_4bit: bool = False,
+) -> LoadedModel:
     """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template.
 
     ``native_4bit`` also keeps the file's 4-bit projections for the int4 kernel, which the

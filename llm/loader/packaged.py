@@ -19,7 +19,8 @@ def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise PackagedModelMissing(
-            f"package {package!r} is not installed; run `make install` (it installs it with --no-deps)")
+            f"package {package!r} is not installed; run `make install` (it installs it with --no-deps)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

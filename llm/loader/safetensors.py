@@ -69,7 +69,9 @@ def is_gpt_oss_checkpoint(path: str | Path) -> bool:
 def read_config(path: Path) -> GptOssConfig:
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{path} has no config.json; expected a Hugging Face gpt-oss checkpoint directory")
+        raise CheckpointError(
+            f"{path} has no config.json; expected a Hugging Face gpt-oss checkpoint directory"
+        )
     try:
         raw = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -111,8 +113,10 @@ def detect_expert_format(names: set[str]) -> str:
         return "mxfp4"
     if prefix + "gate_up_proj" in names:
         return "dense"
-    raise CheckpointError(f"no {prefix}gate_up_proj_blocks (MXFP4) or {prefix}gate_up_proj (dense) tensor; "
-                          "is this a gpt-oss checkpoint?")
+    raise CheckpointError(
+        f"no {prefix}gate_up_proj_blocks (MXFP4) or {prefix}gate_up_proj (dense) tensor; "
+        "is this a gpt-oss checkpoint?"
+    )
 
 
 def _target_dtype(name: str, wanted: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
@@ -123,19 +127,24 @@ def _target_dtype(name: str, wanted: torch.Tensor, dtype: torch.dtype) -> torch.
     return dtype
 
 
-def _read_state(model: GptOssForCausalLM, files: dict[str, Path], expert_format: str,
-                dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _read_state(
+    model: GptOssForCausalLM, files: dict[str, Path], expert_format: str, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """Every persistent tensor the model declares, read from its shard, converted and shape-checked."""
     from safetensors import safe_open
 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(files))
     if missing:
-        raise CheckpointError(f"checkpoint lacks {len(missing)} tensors the config implies, e.g. {missing[:3]}")
+        raise CheckpointError(
+            f"checkpoint lacks {len(missing)} tensors the config implies, e.g. {missing[:3]}"
+        )
     unexpected = sorted(set(files) - set(expected))
     if unexpected:
-        raise CheckpointError(f"checkpoint has {len(unexpected)} tensors this gpt-oss config does not use, "
-                              f"e.g. {unexpected[:3]}; does config.json match the weights?")
+        raise CheckpointError(
+            f"checkpoint has {len(unexpected)} tensors this gpt-oss config does not use, "
+            f"e.g. {unexpected[:3]}; does config.json match the weights?"
+        )
     by_file: dict[Path, list[str]] = {}
     for name in expected:
         by_file.setdefault(files[name], []).append(name)
@@ -145,20 +154,34 @@ def _read_state(model: GptOssForCausalLM, files: dict[str, Path], expert_format:
             for name in names:
                 tensor = handle.get_tensor(name)
                 wanted = expected[name]
-                if expert_format == "dense" and name.rsplit(".", 1)[-1] in DENSE_EXPERTS and tensor.dim() == 3:
-                    tensor = tensor.transpose(1, 2)  # transformers' [E, in, out] -> our [E, out, in]
+                if (
+                    expert_format == "dense"
+                    and name.rsplit(".", 1)[-1] in DENSE_EXPERTS
+                    and tensor.dim() == 3
+                ):
+                    tensor = tensor.transpose(
+                        1, 2
+                    )  # transformers' [E, in, out] -> our [E, out, in]
                 if tuple(tensor.shape) != tuple(wanted.shape):
-                    raise CheckpointError(f"{name} in {shard.name} has shape {tuple(tensor.shape)}, "
-                                          f"the config implies {tuple(wanted.shape)}")
+                    raise CheckpointError(
+                        f"{name} in {shard.name} has shape {tuple(tensor.shape)}, "
+                        f"the config implies {tuple(wanted.shape)}"
+                    )
                 target = _target_dtype(name, wanted, dtype)
                 if target == torch.uint8 and tensor.dtype != torch.uint8:
-                    raise CheckpointError(f"{name} is {tensor.dtype}; MXFP4 blocks and scales must be uint8")
+                    raise CheckpointError(
+                        f"{name} is {tensor.dtype}; MXFP4 blocks and scales must be uint8"
+                    )
                 state[name] = tensor.to(target).contiguous()
     return state
 
 
-def load_gpt_oss(path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
-                 load_tokenizer: bool = True) -> GptOssLoaded:
+def load_gpt_oss(
+    path: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    load_tokenizer: bool = True,
+) -> GptOssLoaded:
     """Build a ready ``GptOssForCausalLM`` (eval mode, on ``device``) from an HF checkpoint directory.
 
     ``dtype`` applies to the dense weights and activations; norms and sinks stay fp32,
@@ -167,7 +190,9 @@ def load_gpt_oss(path: str | Path, dtype: torch.dtype = torch.bfloat16, device: 
     """
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path} is not a directory; point the model path at a gpt-oss checkpoint folder")
+        raise CheckpointError(
+            f"{path} is not a directory; point the model path at a gpt-oss checkpoint folder"
+        )
     config = read_config(path)
     files = tensor_files(path)
     expert_format = detect_expert_format(set(files))
@@ -185,5 +210,11 @@ def load_gpt_oss(path: str | Path, dtype: torch.dtype = torch.bfloat16, device: 
 
         tokenizer = HarmonyChat()
         eos += [t for t in tokenizer.stop_token_ids if t < config.vocab_size]
-    return GptOssLoaded(model=model, tokenizer=tokenizer, chat_format="harmony", model_name=path.name,
-                        eos_token_ids=list(dict.fromkeys(eos)), expert_format=expert_format)
+    return GptOssLoaded(
+        model=model,
+        tokenizer=tokenizer,
+        chat_format="harmony",
+        model_name=path.name,
+        eos_token_ids=list(dict.fromkeys(eos)),
+        expert_format=expert_format,
+    )

@@ -56,8 +56,13 @@ class CausalLM(nn.Module):
     def kv_cache_spec(self) -> KVCacheSpec:
         raise NotImplementedError
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         """Logits [len(meta.logits_indices), vocab_size] (float32) for this step.
 
         ``input_ids``/``positions`` [num_tokens]; ``kv_caches[layer]`` is (k_cache, v_cache),

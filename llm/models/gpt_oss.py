@@ -47,9 +47,13 @@ class YarnRotary(nn.Module):
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """fp32 cos/sin [T, 1, D/2] for ``positions``; computed once per step, shared by every layer."""
         freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]
-        return (freqs.cos() * self.attention_scaling)[:, None, :], (freqs.sin() * self.attention_scaling)[:, None, :]
+        return (freqs.cos() * self.attention_scaling)[:, None, :], (
+            freqs.sin() * self.attention_scaling
+        )[:, None, :]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.cos_sin(positions)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
@@ -67,7 +71,7 @@ class GptOssAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.sliding_window = config.window_of(layer)
         hidden, bias = config.hidden_size, config.attention_bias
         self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias, dtype=dtype)
@@ -77,8 +81,13 @@ class GptOssAttention(nn.Module):
         # One learned logit per head that joins the softmax denominator (attention may rest on nothing).
         self.sinks = nn.Parameter(torch.zeros(self.num_heads, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         tokens = x.shape[0]
         q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
@@ -86,8 +95,17 @@ class GptOssAttention(nn.Module):
         q, k = _rotate(q, *rope), _rotate(k, *rope)
         k_cache, v_cache = kv_cache
         write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-                              self.scale, self.sliding_window, self.sinks)
+        out = paged_attention(
+            q,
+            k_cache,
+            v_cache,
+            meta.block_tables,
+            meta.query_start_loc,
+            meta.seq_lens,
+            self.scale,
+            self.sliding_window,
+            self.sinks,
+        )
         return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
 
 
@@ -102,29 +120,53 @@ class GptOssExperts(nn.Module):
     def __init__(self, config: GptOssConfig, expert_format: str, dtype: torch.dtype) -> None:
         super().__init__()
         if expert_format not in EXPERT_FORMATS:
-            raise ValueError(f"expert_format must be one of {EXPERT_FORMATS}, not {expert_format!r}")
+            raise ValueError(
+                f"expert_format must be one of {EXPERT_FORMATS}, not {expert_format!r}"
+            )
         self.expert_format = expert_format
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
-        experts, hidden, inter = config.num_local_experts, config.hidden_size, config.intermediate_size
+        experts, hidden, inter = (
+            config.num_local_experts,
+            config.hidden_size,
+            config.intermediate_size,
+        )
         if expert_format == "mxfp4":
-            for name, rows, cols in (("gate_up_proj", 2 * inter, hidden), ("down_proj", hidden, inter)):
+            for name, rows, cols in (
+                ("gate_up_proj", 2 * inter, hidden),
+                ("down_proj", hidden, inter),
+            ):
                 if cols % 32:
                     raise ValueError(f"MXFP4 {name} needs in-features divisible by 32, got {cols}")
-                self.register_buffer(f"{name}_blocks", torch.zeros(experts, rows, cols // 32, 16, dtype=torch.uint8))
-                self.register_buffer(f"{name}_scales", torch.zeros(experts, rows, cols // 32, dtype=torch.uint8))
+                self.register_buffer(
+                    f"{name}_blocks", torch.zeros(experts, rows, cols // 32, 16, dtype=torch.uint8)
+                )
+                self.register_buffer(
+                    f"{name}_scales", torch.zeros(experts, rows, cols // 32, dtype=torch.uint8)
+                )
         else:
-            self.register_buffer("gate_up_proj", torch.zeros(experts, 2 * inter, hidden, dtype=dtype))
+            self.register_buffer(
+                "gate_up_proj", torch.zeros(experts, 2 * inter, hidden, dtype=dtype)
+            )
             self.register_buffer("down_proj", torch.zeros(experts, hidden, inter, dtype=dtype))
         self.register_buffer("gate_up_proj_bias", torch.zeros(experts, 2 * inter, dtype=dtype))
         self.register_buffer("down_proj_bias", torch.zeros(experts, hidden, dtype=dtype))
 
     def weights(self) -> ExpertWeights:
         """A view of the buffers in the form ``fused_moe`` takes (no copy)."""
-        common = dict(gate_up_bias=self.gate_up_proj_bias, down_bias=self.down_proj_bias,
-                      alpha=self.alpha, limit=self.limit)
+        common = dict(
+            gate_up_bias=self.gate_up_proj_bias,
+            down_bias=self.down_proj_bias,
+            alpha=self.alpha,
+            limit=self.limit,
+        )
         if self.expert_format == "mxfp4":
-            return ExpertWeights(gate_up_blocks=self.gate_up_proj_blocks, gate_up_scales=self.gate_up_proj_scales,
-                                 down_blocks=self.down_proj_blocks, down_scales=self.down_proj_scales, **common)
+            return ExpertWeights(
+                gate_up_blocks=self.gate_up_proj_blocks,
+                gate_up_scales=self.gate_up_proj_scales,
+                down_blocks=self.down_proj_blocks,
+                down_scales=self.down_proj_scales,
+                **common,
+            )
         return ExpertWeights(gate_up_weight=self.gate_up_proj, down_weight=self.down_proj, **common)
 
 
@@ -134,7 +176,9 @@ class GptOssMLP(nn.Module):
     def __init__(self, config: GptOssConfig, expert_format: str, dtype: torch.dtype) -> None:
         super().__init__()
         self.top_k = config.num_experts_per_tok
-        self.router = nn.Linear(config.hidden_size, config.num_local_experts, bias=True, dtype=dtype)
+        self.router = nn.Linear(
+            config.hidden_size, config.num_local_experts, bias=True, dtype=dtype
+        )
         self.experts = GptOssExperts(config, expert_format, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,15 +186,22 @@ class GptOssMLP(nn.Module):
 
 
 class GptOssDecoderLayer(nn.Module):
-    def __init__(self, config: GptOssConfig, layer: int, expert_format: str, dtype: torch.dtype) -> None:
+    def __init__(
+        self, config: GptOssConfig, layer: int, expert_format: str, dtype: torch.dtype
+    ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = GptOssAttention(config, layer, dtype)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = GptOssMLP(config, expert_format, dtype)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -161,15 +212,22 @@ class GptOssBody(nn.Module):
     def __init__(self, config: GptOssConfig, expert_format: str, dtype: torch.dtype) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList(GptOssDecoderLayer(config, i, expert_format, dtype)
-                                    for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            GptOssDecoderLayer(config, i, expert_format, dtype)
+            for i in range(config.num_hidden_layers)
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
 class GptOssForCausalLM(CausalLM):
     """gpt-oss: token ids and paged-cache metadata in, fp32 logits of the sampled rows out."""
 
-    def __init__(self, config: GptOssConfig, expert_format: str = "mxfp4", dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(
+        self,
+        config: GptOssConfig,
+        expert_format: str = "mxfp4",
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
         super().__init__()
         self.config = config
         self.dtype = dtype
@@ -181,13 +239,22 @@ class GptOssForCausalLM(CausalLM):
 
     def kv_cache_spec(self) -> KVCacheSpec:
         cfg = self.config
-        return KVCacheSpec(num_layers=cfg.num_hidden_layers, num_kv_heads=cfg.num_key_value_heads,
-                           head_dim=cfg.head_dim, dtype=self.dtype,
-                           sliding_windows=[cfg.window_of(i) for i in range(cfg.num_hidden_layers)])
+        return KVCacheSpec(
+            num_layers=cfg.num_hidden_layers,
+            num_kv_heads=cfg.num_key_value_heads,
+            head_dim=cfg.head_dim,
+            dtype=self.dtype,
+            sliding_windows=[cfg.window_of(i) for i in range(cfg.num_hidden_layers)],
+        )
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         if len(kv_caches) != len(self.model.layers):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
         hidden = self.model.embed_tokens(input_ids)

@@ -63,26 +63,38 @@ class GptOssConfig:
     def __post_init__(self) -> None:
         if not self.layer_types:
             # transformers' default: even layers slide, odd layers attend to everything.
-            self.layer_types = [SLIDING if (i + 1) % 2 else FULL for i in range(self.num_hidden_layers)]
+            self.layer_types = [
+                SLIDING if (i + 1) % 2 else FULL for i in range(self.num_hidden_layers)
+            ]
         self.validate()
 
     def validate(self) -> None:
         if len(self.layer_types) != self.num_hidden_layers:
-            raise GptOssConfigError(f"layer_types has {len(self.layer_types)} entries for "
-                                    f"{self.num_hidden_layers} layers")
+            raise GptOssConfigError(
+                f"layer_types has {len(self.layer_types)} entries for "
+                f"{self.num_hidden_layers} layers"
+            )
         unknown = set(self.layer_types) - {SLIDING, FULL}
         if unknown:
-            raise GptOssConfigError(f"unknown layer_types {sorted(unknown)}; expected {SLIDING!r} or {FULL!r}")
+            raise GptOssConfigError(
+                f"unknown layer_types {sorted(unknown)}; expected {SLIDING!r} or {FULL!r}"
+            )
         if SLIDING in self.layer_types and not self.sliding_window:
             raise GptOssConfigError("layer_types has sliding layers but sliding_window is not set")
         if self.num_attention_heads % self.num_key_value_heads:
-            raise GptOssConfigError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
-                                    f"num_key_value_heads {self.num_key_value_heads}")
+            raise GptOssConfigError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
+            )
         if not 0 < self.num_experts_per_tok <= self.num_local_experts:
-            raise GptOssConfigError(f"num_experts_per_tok {self.num_experts_per_tok} must be in "
-                                    f"1..num_local_experts ({self.num_local_experts})")
+            raise GptOssConfigError(
+                f"num_experts_per_tok {self.num_experts_per_tok} must be in "
+                f"1..num_local_experts ({self.num_local_experts})"
+            )
         if self.rope.rope_type not in ("yarn", "default"):
-            raise GptOssConfigError(f"rope type {self.rope.rope_type!r} is not supported (yarn or default)")
+            raise GptOssConfigError(
+                f"rope type {self.rope.rope_type!r} is not supported (yarn or default)"
+            )
 
     def window_of(self, layer: int) -> int | None:
         """Sliding window of ``layer`` (None = full attention)."""
@@ -107,7 +119,9 @@ class GptOssConfig:
                 num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
                 head_dim=int(raw.get("head_dim") or hidden // heads),
                 num_local_experts=int(raw.get("num_local_experts", raw.get("num_experts", 32))),
-                num_experts_per_tok=int(raw.get("num_experts_per_tok", raw.get("experts_per_token", 4))),
+                num_experts_per_tok=int(
+                    raw.get("num_experts_per_tok", raw.get("experts_per_token", 4))
+                ),
                 sliding_window=raw.get("sliding_window"),
                 layer_types=list(raw.get("layer_types") or []),
                 rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
@@ -138,8 +152,11 @@ def _rope_from_dict(raw: dict[str, Any]) -> RopeParams:
         factor=params.get("factor"),
         beta_fast=params.get("beta_fast"),
         beta_slow=params.get("beta_slow"),
-        original_max_position_embeddings=int(params.get("original_max_position_embeddings",
-                                                        raw.get("max_position_embeddings", 131072))),
+        original_max_position_embeddings=int(
+            params.get(
+                "original_max_position_embeddings", raw.get("max_position_embeddings", 131072)
+            )
+        ),
         truncate=bool(params.get("truncate", True)),
         attention_factor=params.get("attention_factor"),
         mscale=params.get("mscale"),
@@ -172,7 +189,9 @@ def rope_frequencies(config: GptOssConfig) -> tuple[torch.Tensor, float]:
     attention_factor = rope.attention_factor
     if attention_factor is None:
         if rope.mscale and rope.mscale_all_dim:
-            attention_factor = float(get_mscale(factor, rope.mscale) / get_mscale(factor, rope.mscale_all_dim))
+            attention_factor = float(
+                get_mscale(factor, rope.mscale) / get_mscale(factor, rope.mscale_all_dim)
+            )
         else:
             attention_factor = get_mscale(factor)
     beta_fast = rope.beta_fast or 32
@@ -187,9 +206,14 @@ def rope_frequencies(config: GptOssConfig) -> tuple[torch.Tensor, float]:
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001  # transformers' guard against a zero-width ramp
-    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
+    ramp = torch.clamp(
+        (torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1
+    )
     extrapolation_factor = 1 - ramp
     inv_freq_extrapolation = 1.0 / pos_freqs
     inv_freq_interpolation = 1.0 / (factor * pos_freqs)
-    inv_freq = inv_freq_interpolation * (1 - extrapolation_factor) + inv_freq_extrapolation * extrapolation_factor
+    inv_freq = (
+        inv_freq_interpolation * (1 - extrapolation_factor)
+        + inv_freq_extrapolation * extrapolation_factor
+    )
     return inv_freq, float(attention_factor)

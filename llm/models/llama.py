@@ -52,7 +52,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return torch.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return self.weight * torch.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype)
+        return self.weight * torch.rms_norm(x.float(), self.weight.shape, None, self.eps).to(
+            x.dtype
+        )
 
 
 class RotaryEmbedding(nn.Module):
@@ -69,13 +71,17 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.arange(max_positions, dtype=torch.float)[:, None] * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         sin = emb.sin()
-        sin[:, :head_dim // 2] *= -1
+        sin[:, : head_dim // 2] *= -1
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin_signed", sin, persistent=False)
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # [num_tokens, 1, head_dim]: broadcasts over heads
-        return self.cos[positions].to(dtype)[:, None, :], self.sin_signed[positions].to(dtype)[:, None, :]
+        return self.cos[positions].to(dtype)[:, None, :], self.sin_signed[positions].to(dtype)[
+            :, None, :
+        ]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
@@ -84,8 +90,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -
 
 
 def _can_pack(weight: torch.Tensor) -> bool:
-    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
 
 
 class Linear(nn.Linear):
@@ -107,18 +117,29 @@ class Linear(nn.Linear):
 
     def pack(self) -> bool:
         """Snapshot the weight in oneDNN layout; False (and no packing) where unsupported."""
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None) if _can_pack(self.weight) else None
+        self.packed = (
+            torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+            if _can_pack(self.weight)
+            else None
+        )
         return self.packed is not None
 
     def set_int4(self, blocks: Q4Blocks) -> None:
         """Keep 4-bit blocks of this layer's weight, packed for activations of the weight's dtype."""
         if blocks.shape != self.weight.shape:
-            raise ValueError(f"4-bit weight has shape {tuple(blocks.shape)}, expected {tuple(self.weight.shape)}")
+            raise ValueError(
+                f"4-bit weight has shape {tuple(blocks.shape)}, expected {tuple(self.weight.shape)}"
+            )
         self.int4 = pack_int4(blocks, self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.int4 is not None and x.shape[0] <= INT4_MAX_ROWS and x.dtype == self.int4.scales_and_zeros.dtype
-                and self.bias is None and not torch.is_grad_enabled()):
+        if (
+            self.int4 is not None
+            and x.shape[0] <= INT4_MAX_ROWS
+            and x.dtype == self.int4.scales_and_zeros.dtype
+            and self.bias is None
+            and not torch.is_grad_enabled()
+        ):
             return int4_linear(x, self.int4)
         if self.packed is not None and x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -130,25 +151,38 @@ class LlamaAttention(nn.Module):
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+        )
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=False)
         self.o_proj = Linear(self.q_size, config.hidden_size, bias=False)
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         num_tokens = x.shape[0]
         qkv = self.qkv_proj(x)
         # rotate q and k heads together in one pass (elementwise, same numerics as separately)
-        qk = qkv[:, :self.q_size + self.kv_size].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim)
+        qk = qkv[:, : self.q_size + self.kv_size].view(
+            num_tokens, self.num_heads + self.num_kv_heads, self.head_dim
+        )
         q, k = apply_rotary(qk, cos, sin).split([self.num_heads, self.num_kv_heads], dim=1)
-        v = qkv[:, self.q_size + self.kv_size:].view(num_tokens, self.num_kv_heads, self.head_dim)
+        v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
         write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-                              self.scale)
+        out = paged_attention(
+            q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens, self.scale
+        )
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
 
@@ -181,8 +215,10 @@ class LlamaDecoderLayer(nn.Module):
 
 
 # fused projection -> the HF-style names of its parts, stacked in this order
-_FUSED = {"self_attn.qkv_proj.weight": ("q_proj", "k_proj", "v_proj"),
-          "mlp.gate_up_proj.weight": ("gate_proj", "up_proj")}
+_FUSED = {
+    "self_attn.qkv_proj.weight": ("q_proj", "k_proj", "v_proj"),
+    "mlp.gate_up_proj.weight": ("gate_proj", "up_proj"),
+}
 _RENAMED = {"o_proj.weight": "self_attn.o_proj.weight", "down_proj.weight": "mlp.down_proj.weight"}
 
 
@@ -197,7 +233,9 @@ class LlamaForCausalLM(CausalLM):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings)
+        self.rotary = RotaryEmbedding(
+            config.head_dim, config.rope_theta, config.max_position_embeddings
+        )
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -210,11 +248,21 @@ class LlamaForCausalLM(CausalLM):
 
     def kv_cache_spec(self) -> KVCacheSpec:
         c = self.config
-        return KVCacheSpec(num_layers=c.num_layers, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
-                           dtype=self.embed_tokens.weight.dtype, sliding_windows=[None] * c.num_layers)
+        return KVCacheSpec(
+            num_layers=c.num_layers,
+            num_kv_heads=c.num_kv_heads,
+            head_dim=c.head_dim,
+            dtype=self.embed_tokens.weight.dtype,
+            sliding_windows=[None] * c.num_layers,
+        )
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(positions, x.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
@@ -257,10 +305,16 @@ class LlamaForCausalLM(CausalLM):
             if name not in params:
                 raise ValueError(f"unexpected weight {name!r}")
             if params[name].shape != value.shape:
-                raise ValueError(f"weight {name!r} has shape {tuple(value.shape)}, expected {tuple(params[name].shape)}")
+                raise ValueError(
+                    f"weight {name!r} has shape {tuple(value.shape)}, expected {tuple(params[name].shape)}"
+                )
             with torch.no_grad():
                 params[name].copy_(value)
             loaded.add(name)
-        missing = set(params) - loaded - ({"lm_head.weight"} if self.config.tie_word_embeddings else set())
+        missing = (
+            set(params)
+            - loaded
+            - ({"lm_head.weight"} if self.config.tie_word_embeddings else set())
+        )
         if missing:
             raise ValueError(f"weights missing from the file: {sorted(missing)[:5]}")

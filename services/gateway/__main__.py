@@ -15,7 +15,9 @@ def main() -> None:
 
     settings = Settings()
     harden_process(settings, "gateway")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s"
+    )
 
     import uvicorn
 
@@ -24,11 +26,20 @@ def main() -> None:
     from services.gateway.auth_service import ensure_admin
 
     migrate(settings.resolved_database_url)
-    generated = ensure_admin(session_factory(make_engine(settings.resolved_database_url)), settings.admin_password)
+    generated = ensure_admin(
+        session_factory(make_engine(settings.resolved_database_url)), settings.admin_password
+    )
     if generated:
-        print(f"enclave: created account 'admin' with password {generated} (shown once)", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=False)
+        print(
+            f"enclave: created account 'admin' with password {generated} (shown once)", flush=True
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

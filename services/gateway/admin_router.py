@@ -25,7 +25,9 @@ class UserRequest(BaseModel):
 
 @router.post("/groups", status_code=201)
 async def create_group(body: GroupRequest, services: ServicesDep) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(services.admin.create_group, body.name), status_code=201)
+    return JSONResponse(
+        await run_in_threadpool(services.admin.create_group, body.name), status_code=201
+    )
 
 
 @router.get("/groups")
@@ -35,8 +37,9 @@ async def list_groups(services: ServicesDep) -> dict:
 
 @router.post("/users", status_code=201)
 async def create_user(body: UserRequest, services: ServicesDep) -> JSONResponse:
-    created = await run_in_threadpool(services.admin.create_user, body.username, body.password, body.role,
-                                      body.groups)
+    created = await run_in_threadpool(
+        services.admin.create_user, body.username, body.password, body.role, body.groups
+    )
     return JSONResponse(created, status_code=201)
 
 

@@ -29,7 +29,10 @@ class AdminService:
 
     def list_groups(self) -> list[dict]:
         with self._sessions() as session:
-            return [{"id": g.id, "name": g.name} for g in session.scalars(select(Group).order_by(Group.name))]
+            return [
+                {"id": g.id, "name": g.name}
+                for g in session.scalars(select(Group).order_by(Group.name))
+            ]
 
     def create_user(self, username: str, password: str, role: str, groups: list[str]) -> dict:
         username = username.strip()
@@ -42,7 +45,9 @@ class AdminService:
         with self._sessions.begin() as session:
             if session.scalar(select(User).where(User.username == username)) is not None:
                 raise Conflict(f"user {username!r} already exists")
-            found = {g.name: g for g in session.scalars(select(Group).where(Group.name.in_(groups)))}
+            found = {
+                g.name: g for g in session.scalars(select(Group).where(Group.name.in_(groups)))
+            }
             missing = sorted(set(groups) - set(found))
             if missing:
                 raise BadRequest(f"unknown group(s): {', '.join(missing)}; create them first")
@@ -55,15 +60,33 @@ class AdminService:
 
     def list_users(self) -> list[dict]:
         with self._sessions() as session:
-            return [_user_json(session, u) for u in session.scalars(select(User).order_by(User.username))]
+            return [
+                _user_json(session, u)
+                for u in session.scalars(select(User).order_by(User.username))
+            ]
 
     def audit(self, limit: int) -> list[dict]:
         with self._sessions() as session:
-            rows = session.scalars(select(AuditEntry).order_by(AuditEntry.created_at.desc()).limit(limit))
-            return [{"id": a.id, "username": a.username, "action": a.action, "query": a.query,
-                     "chunk_ids": a.chunk_ids, "created_at": a.created_at.isoformat()} for a in rows]
+            rows = session.scalars(
+                select(AuditEntry).order_by(AuditEntry.created_at.desc()).limit(limit)
+            )
+            return [
+                {
+                    "id": a.id,
+                    "username": a.username,
+                    "action": a.action,
+                    "query": a.query,
+                    "chunk_ids": a.chunk_ids,
+                    "created_at": a.created_at.isoformat(),
+                }
+                for a in rows
+            ]
 
 
 def _user_json(session, user: User) -> dict:
-    return {"id": user.id, "username": user.username, "role": user.role,
-            "groups": list(user_groups(session, user.id))}
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "groups": list(user_groups(session, user.id)),
+    }

@@ -52,35 +52,58 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     if job_queue is None:
         from services.worker.app import create_celery
 
-        job_queue = CeleryJobQueue(create_celery(settings), settings.ingest_queue, settings.delete_queue)
-    llm = LLMClient(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s)
+        job_queue = CeleryJobQueue(
+            create_celery(settings), settings.ingest_queue, settings.delete_queue
+        )
+    llm = LLMClient(
+        settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s
+    )
     metrics = GatewayMetrics(sessions)
     searchers = SearcherProvider(functools.partial(components.create_searcher, settings))
     search = SearchService(sessions, searchers, settings.search_k)
     conversations = ConversationsService(sessions)
     services = Services(
-        settings=settings, sessions=sessions,
+        settings=settings,
+        sessions=sessions,
         auth=AuthService(sessions, settings.session_ttl_hours),
         admin=AdminService(sessions),
         documents=DocumentsService(sessions, job_queue, settings.uploads_dir),
         search=search,
-        chat=ChatService(search, conversations, llm, metrics, search_k=settings.search_k,
-                         context_tokens=settings.context_tokens, answer_tokens=settings.answer_tokens,
-                         answer_stop=settings.answer_stop),
+        chat=ChatService(
+            search,
+            conversations,
+            llm,
+            metrics,
+            search_k=settings.search_k,
+            context_tokens=settings.context_tokens,
+            answer_tokens=settings.answer_tokens,
+            answer_stop=settings.answer_stop,
+        ),
         conversations=conversations,
         health=HealthService(settings, sessions, job_queue, llm),
         metrics=metrics,
         extensions=functools.cache(components.supported_extensions),
     )
 
-    app = FastAPI(title="Enclave", version="0.1.0",
-                  description="Private knowledge assistant: documents, hybrid retrieval, cited answers.")
+    app = FastAPI(
+        title="Enclave",
+        version="0.1.0",
+        description="Private knowledge assistant: documents, hybrid retrieval, cited answers.",
+    )
     app.state.services = services
     app.state.engine = engine
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
-    for module in (health_router, auth_router, documents_router, jobs_router, search_router, chat_router,
-                   conversations_router, admin_router):
+    for module in (
+        health_router,
+        auth_router,
+        documents_router,
+        jobs_router,
+        search_router,
+        chat_router,
+        conversations_router,
+        admin_router,
+    ):
         app.include_router(module.router)
     frontend = frontend_directory(settings)
     if frontend.is_dir():

@@ -18,20 +18,31 @@ class LoginRequest(BaseModel):
 
 
 def user_json(user: CurrentUser) -> dict:
-    return {"id": user.id, "username": user.username, "role": user.role, "groups": list(user.groups)}
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "groups": list(user.groups),
+    }
 
 
 @router.post("/auth/login")
 async def login(body: LoginRequest, response: Response, services: ServicesDep) -> dict:
     token, user = await run_in_threadpool(services.auth.login, body.username, body.password)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
-                        max_age=services.settings.session_ttl_hours * 3600)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        max_age=services.settings.session_ttl_hours * 3600,
+    )
     return {"token": token, "user": user_json(user)}
 
 
 @router.post("/auth/logout")
-async def logout(request: Request, response: Response, _user: UserDep,
-                 services: ServicesDep) -> dict:
+async def logout(
+    request: Request, response: Response, _user: UserDep, services: ServicesDep
+) -> dict:
     await run_in_threadpool(services.auth.logout, request_token(request))
     response.delete_cookie(SESSION_COOKIE)
     return {"ok": True}

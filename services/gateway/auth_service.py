@@ -40,8 +40,12 @@ class CurrentUser:
 
 
 def user_groups(session, user_id: str) -> tuple[str, ...]:
-    rows = session.scalars(select(Group.name).join(UserGroup, UserGroup.group_id == Group.id)
-                           .where(UserGroup.user_id == user_id).order_by(Group.name))
+    rows = session.scalars(
+        select(Group.name)
+        .join(UserGroup, UserGroup.group_id == Group.id)
+        .where(UserGroup.user_id == user_id)
+        .order_by(Group.name)
+    )
     return tuple(rows)
 
 
@@ -51,7 +55,13 @@ def ensure_admin(sessions: sessionmaker, password: str | None) -> str | None:
         if session.scalar(select(User).where(User.username == ADMIN_USERNAME)) is not None:
             return None
         generated = None if password else generate_password()
-        session.add(User(username=ADMIN_USERNAME, password_hash=hash_password(password or generated), role="admin"))
+        session.add(
+            User(
+                username=ADMIN_USERNAME,
+                password_hash=hash_password(password or generated),
+                role="admin",
+            )
+        )
     return generated
 
 
@@ -70,12 +80,20 @@ class AuthService:
             token = new_token()
             now = utcnow()
             session.execute(delete(ApiToken).where(ApiToken.expires_at < now))
-            session.add(ApiToken(user_id=user.id, token_hash=token_digest(token), expires_at=now + self._ttl))
-            return token, CurrentUser(user.id, user.username, user.role, user_groups(session, user.id))
+            session.add(
+                ApiToken(
+                    user_id=user.id, token_hash=token_digest(token), expires_at=now + self._ttl
+                )
+            )
+            return token, CurrentUser(
+                user.id, user.username, user.role, user_groups(session, user.id)
+            )
 
     def authenticate(self, token: str | None) -> CurrentUser:
         if not token:
-            raise Unauthorized("log in first: send 'Authorization: Bearer <token>' or the session cookie")
+            raise Unauthorized(
+                "log in first: send 'Authorization: Bearer <token>' or the session cookie"
+            )
         with self._sessions() as session:
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
             if row is None or _aware(row.expires_at) < utcnow():

@@ -18,10 +18,12 @@ class ChatRequest(BaseModel):
 
 
 @router.post("/chat")
-async def chat(body: ChatRequest, user: UserDep,
-               services: ServicesDep):
+async def chat(body: ChatRequest, user: UserDep, services: ServicesDep):
     if not body.stream:
         return await services.chat.answer(user, body.message, body.conversation_id)
     events = await services.chat.stream(user, body.message, body.conversation_id)
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

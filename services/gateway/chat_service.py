@@ -45,9 +45,18 @@ def sse_event(event: str, data: dict) -> str:
 
 
 class ChatService:
-    def __init__(self, search: SearchService, conversations: ConversationsService, llm: LLMClient,
-                 metrics: GatewayMetrics, *, search_k: int, context_tokens: int, answer_tokens: int,
-                 answer_stop: list[str] | None = None):
+    def __init__(
+        self,
+        search: SearchService,
+        conversations: ConversationsService,
+        llm: LLMClient,
+        metrics: GatewayMetrics,
+        *,
+        search_k: int,
+        context_tokens: int,
+        answer_tokens: int,
+        answer_stop: list[str] | None = None,
+    ):
         self._search = search
         self._conversations = conversations
         self._llm = llm
@@ -57,7 +66,9 @@ class ChatService:
         self._answer_tokens = answer_tokens
         self._answer_stop = list(answer_stop or []) or None
 
-    async def prepare(self, user: CurrentUser, message: str, conversation_id: str | None) -> PreparedTurn:
+    async def prepare(
+        self, user: CurrentUser, message: str, conversation_id: str | None
+    ) -> PreparedTurn:
         from retriever.followup import rewrite_query
         from retriever.prompt import compose_prompt
 
@@ -66,43 +77,63 @@ class ChatService:
             raise BadRequest("message must not be empty")
         history: list[dict] = []
         if conversation_id:
-            history = await run_in_threadpool(self._conversations.history, conversation_id, user, HISTORY_TURNS)
+            history = await run_in_threadpool(
+                self._conversations.history, conversation_id, user, HISTORY_TURNS
+            )
         else:
             conversation_id = await run_in_threadpool(self._conversations.start, user, question)
         query = rewrite_query(question, history) if history else question
         hits = await run_in_threadpool(self._search.retrieve, query, self._search_k, user)
         try:
-            composed = compose_prompt(question, hits, history=history, context_tokens=self._context_tokens,
-                                      answer_tokens=self._answer_tokens)
+            composed = compose_prompt(
+                question,
+                hits,
+                history=history,
+                context_tokens=self._context_tokens,
+                answer_tokens=self._answer_tokens,
+            )
         except ValueError as exc:  # PromptTooLong and friends: the user can fix the question
             raise BadRequest(str(exc)) from exc
         chunk_ids = [source.chunk_id for source in composed.sources]
         await run_in_threadpool(self._search.audit, user, "chat", question, chunk_ids)
-        return PreparedTurn(conversation_id, question, composed.messages, list(composed.sources), chunk_ids)
+        return PreparedTurn(
+            conversation_id, question, composed.messages, list(composed.sources), chunk_ids
+        )
 
     async def _finish(self, turn: PreparedTurn, answer: str) -> tuple[list[dict], str]:
         from retriever.citations import extract_citations
 
         citations = [citation_json(c) for c in extract_citations(answer, turn.sources)]
-        message_id = await run_in_threadpool(self._conversations.append_turn, turn.conversation_id,
-                                             turn.question, answer, citations)
+        message_id = await run_in_threadpool(
+            self._conversations.append_turn, turn.conversation_id, turn.question, answer, citations
+        )
         return citations, message_id
 
     async def answer(self, user: CurrentUser, message: str, conversation_id: str | None) -> dict:
         started = time.perf_counter()
         turn = await self.prepare(user, message, conversation_id)
         try:
-            result = await self._llm.chat(turn.messages, max_tokens=self._answer_tokens, temperature=0.0,
-                                          stop=self._answer_stop)
+            result = await self._llm.chat(
+                turn.messages,
+                max_tokens=self._answer_tokens,
+                temperature=0.0,
+                stop=self._answer_stop,
+            )
         except LLMError as exc:
             raise UpstreamUnavailable(f"the language model is unavailable: {exc}") from exc
         answer = result.text.strip()
         citations, message_id = await self._finish(turn, answer)
         self._metrics.chat_seconds.labels(mode="json").observe(time.perf_counter() - started)
-        return {"conversation_id": turn.conversation_id, "message_id": message_id, "answer": answer,
-                "citations": citations}
+        return {
+            "conversation_id": turn.conversation_id,
+            "message_id": message_id,
+            "answer": answer,
+            "citations": citations,
+        }
 
-    async def stream(self, user: CurrentUser, message: str, conversation_id: str | None) -> AsyncIterator[str]:
+    async def stream(
+        self, user: CurrentUser, message: str, conversation_id: str | None
+    ) -> AsyncIterator[str]:
         """Prepare first (errors become normal HTTP errors), then yield SSE events."""
         started = time.perf_counter()
         turn = await self.prepare(user, message, conversation_id)
@@ -110,19 +141,34 @@ class ChatService:
         async def events() -> AsyncIterator[str]:
             pieces: list[str] = []
             try:
-                async for piece in self._llm.stream_chat(turn.messages, max_tokens=self._answer_tokens,
-                                                         temperature=0.0, stop=self._answer_stop):
+                async for piece in self._llm.stream_chat(
+                    turn.messages,
+                    max_tokens=self._answer_tokens,
+                    temperature=0.0,
+                    stop=self._answer_stop,
+                ):
                     pieces.append(piece)
                     yield sse_event("token", {"text": piece})
             except LLMError as exc:
-                yield sse_event("error", {"code": "upstream_unavailable",
-                                          "message": f"the language model is unavailable: {exc}"})
+                yield sse_event(
+                    "error",
+                    {
+                        "code": "upstream_unavailable",
+                        "message": f"the language model is unavailable: {exc}",
+                    },
+                )
                 return
             answer = "".join(pieces).strip()
             citations, message_id = await self._finish(turn, answer)
             yield sse_event("citations", {"citations": citations})
             self._metrics.chat_seconds.labels(mode="stream").observe(time.perf_counter() - started)
-            yield sse_event("done", {"conversation_id": turn.conversation_id, "message_id": message_id,
-                                     "answer": answer})
+            yield sse_event(
+                "done",
+                {
+                    "conversation_id": turn.conversation_id,
+                    "message_id": message_id,
+                    "answer": answer,
+                },
+            )
 
         return events()

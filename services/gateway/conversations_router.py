@@ -11,12 +11,10 @@ router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 
 @router.get("")
-async def list_conversations(user: UserDep,
-                             services: ServicesDep) -> dict:
+async def list_conversations(user: UserDep, services: ServicesDep) -> dict:
     return {"conversations": await run_in_threadpool(services.conversations.list, user)}
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, user: UserDep,
-                           services: ServicesDep) -> dict:
+async def get_conversation(conversation_id: str, user: UserDep, services: ServicesDep) -> dict:
     return await run_in_threadpool(services.conversations.get, conversation_id, user)

@@ -11,8 +11,13 @@ from services.gateway.errors import NotFound
 
 
 def message_json(message: Message) -> dict:
-    return {"id": message.id, "role": message.role, "content": message.content,
-            "citations": message.citations or [], "created_at": message.created_at.isoformat()}
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "citations": message.citations or [],
+        "created_at": message.created_at.isoformat(),
+    }
 
 
 class ConversationsService:
@@ -27,27 +32,40 @@ class ConversationsService:
 
     def list(self, user: CurrentUser) -> list[dict]:
         with self._sessions() as session:
-            rows = session.scalars(select(Conversation).where(Conversation.username == user.username)
-                                   .order_by(Conversation.created_at.desc()))
-            return [{"id": c.id, "title": c.title, "created_at": c.created_at.isoformat()} for c in rows]
+            rows = session.scalars(
+                select(Conversation)
+                .where(Conversation.username == user.username)
+                .order_by(Conversation.created_at.desc())
+            )
+            return [
+                {"id": c.id, "title": c.title, "created_at": c.created_at.isoformat()} for c in rows
+            ]
 
     def get(self, conversation_id: str, user: CurrentUser) -> dict:
         with self._sessions() as session:
             conversation = self.owned(session, conversation_id, user)
-            return {"id": conversation.id, "title": conversation.title,
-                    "created_at": conversation.created_at.isoformat(),
-                    "messages": [message_json(m) for m in self.messages(session, conversation.id)]}
+            return {
+                "id": conversation.id,
+                "title": conversation.title,
+                "created_at": conversation.created_at.isoformat(),
+                "messages": [message_json(m) for m in self.messages(session, conversation.id)],
+            }
 
     @staticmethod
     def messages(session, conversation_id: str) -> list[Message]:
-        return list(session.scalars(select(Message).where(Message.conversation_id == conversation_id)
-                                    .order_by(Message.created_at, Message.role.desc())))
+        return list(
+            session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.created_at, Message.role.desc())
+            )
+        )
 
     def history(self, conversation_id: str, user: CurrentUser, turns: int) -> list[dict]:
         """The last ``turns`` user/assistant pairs as chat messages."""
         with self._sessions() as session:
             self.owned(session, conversation_id, user)
-            rows = self.messages(session, conversation_id)[-2 * turns:]
+            rows = self.messages(session, conversation_id)[-2 * turns :]
             return [{"role": m.role, "content": m.content} for m in rows]
 
     def start(self, user: CurrentUser, first_message: str) -> str:
@@ -58,11 +76,22 @@ class ConversationsService:
             session.flush()
             return conversation.id
 
-    def append_turn(self, conversation_id: str, question: str, answer: str, citations: list[dict]) -> str:
+    def append_turn(
+        self, conversation_id: str, question: str, answer: str, citations: list[dict]
+    ) -> str:
         with self._sessions.begin() as session:
-            session.add(Message(conversation_id=conversation_id, role="user", content=question, citations=[]))
+            session.add(
+                Message(
+                    conversation_id=conversation_id, role="user", content=question, citations=[]
+                )
+            )
             session.flush()
-            reply = Message(conversation_id=conversation_id, role="assistant", content=answer, citations=citations)
+            reply = Message(
+                conversation_id=conversation_id,
+                role="assistant",
+                content=answer,
+                citations=citations,
+            )
             session.add(reply)
             session.flush()
             return reply.id

@@ -50,7 +50,9 @@ def request_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
-def current_user(request: Request, services: Annotated[Services, Depends(get_services)]) -> CurrentUser:
+def current_user(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> CurrentUser:
     return services.auth.authenticate(request_token(request))
 
 

@@ -25,20 +25,39 @@ def parse_groups(raw: str | None) -> list[str]:
 
 
 def document_json(doc: Document) -> dict:
-    return {"id": doc.id, "document_id": doc.id, "filename": doc.filename, "title": doc.title,
-            "extension": doc.extension, "size": doc.size_bytes, "groups": list(doc.groups or []),
-            "status": doc.status, "chunk_count": doc.chunk_count, "error": doc.error,
-            "content_hash": doc.content_hash, "created_at": doc.created_at.isoformat()}
+    return {
+        "id": doc.id,
+        "document_id": doc.id,
+        "filename": doc.filename,
+        "title": doc.title,
+        "extension": doc.extension,
+        "size": doc.size_bytes,
+        "groups": list(doc.groups or []),
+        "status": doc.status,
+        "chunk_count": doc.chunk_count,
+        "error": doc.error,
+        "content_hash": doc.content_hash,
+        "created_at": doc.created_at.isoformat(),
+    }
 
 
 def job_json(job: Job) -> dict:
     def iso(moment):
         return moment.isoformat() if moment else None
 
-    return {"id": job.id, "job_id": job.id, "document_id": job.document_id, "kind": job.kind,
-            "state": job.state, "progress": round(job.progress, 4), "stage": job.stage, "error": job.error,
-            "created_at": iso(job.created_at), "started_at": iso(job.started_at),
-            "finished_at": iso(job.finished_at)}
+    return {
+        "id": job.id,
+        "job_id": job.id,
+        "document_id": job.document_id,
+        "kind": job.kind,
+        "state": job.state,
+        "progress": round(job.progress, 4),
+        "stage": job.stage,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+    }
 
 
 class DocumentsService:
@@ -57,7 +76,11 @@ class DocumentsService:
         from ingest.hashing import content_hash
 
         groups = parse_groups(upload.fields.get("groups"))
-        title = (upload.fields.get("title") or "").strip()[:500] or Path(upload.filename).stem or upload.filename
+        title = (
+            (upload.fields.get("title") or "").strip()[:500]
+            or Path(upload.filename).stem
+            or upload.filename
+        )
         try:
             digest = content_hash(upload.path)
             with self._sessions.begin() as session:
@@ -73,10 +96,18 @@ class DocumentsService:
                 document_id = new_id()
                 stored = self._uploads_dir / f"{document_id}{file_extension(upload.filename)}"
                 upload.path.replace(stored)
-                doc = Document(id=document_id, filename=upload.filename, title=title, content_hash=digest,
-                               extension=file_extension(upload.filename), size_bytes=upload.size,
-                               stored_path=str(stored.resolve()), groups=groups, status="queued",
-                               uploaded_by=user.username)
+                doc = Document(
+                    id=document_id,
+                    filename=upload.filename,
+                    title=title,
+                    content_hash=digest,
+                    extension=file_extension(upload.filename),
+                    size_bytes=upload.size,
+                    stored_path=str(stored.resolve()),
+                    groups=groups,
+                    status="queued",
+                    uploaded_by=user.username,
+                )
                 job = Job(document_id=document_id, kind="ingest", state="queued")
                 session.add_all([doc, job])
                 session.flush()
@@ -101,16 +132,28 @@ class DocumentsService:
         known = set(session.scalars(select(Group.name).where(Group.name.in_(groups))))
         missing = sorted(set(groups) - known)
         if missing:
-            raise BadRequest(f"unknown group(s): {', '.join(missing)}; create them under /api/admin/groups first")
+            raise BadRequest(
+                f"unknown group(s): {', '.join(missing)}; create them under /api/admin/groups first"
+            )
 
     @staticmethod
     def _duplicate(session, existing: Document) -> dict:
-        job = session.scalar(select(Job).where(Job.document_id == existing.id, Job.kind == "ingest")
-                             .order_by(Job.created_at.desc()).limit(1))
-        return {"document_id": existing.id, "job_id": job.id if job else None, "duplicate": True,
-                "status": existing.status}
+        job = session.scalar(
+            select(Job)
+            .where(Job.document_id == existing.id, Job.kind == "ingest")
+            .order_by(Job.created_at.desc())
+            .limit(1)
+        )
+        return {
+            "document_id": existing.id,
+            "job_id": job.id if job else None,
+            "duplicate": True,
+            "status": existing.status,
+        }
 
-    def _enqueue(self, kind: str, job_id: str, document_id: str, previous_status: str | None = None) -> None:
+    def _enqueue(
+        self, kind: str, job_id: str, document_id: str, previous_status: str | None = None
+    ) -> None:
         try:
             self._queue.enqueue(kind, job_id)
         except Exception as exc:  # noqa: BLE001 - any broker failure is the same to the caller
@@ -147,8 +190,13 @@ class DocumentsService:
             doc = self._readable(session, document_id, user)
             if not user.can_manage_documents:
                 raise Forbidden("only admins and editors may delete documents")
-            pending = session.scalar(select(Job).where(Job.document_id == document_id, Job.kind == "delete",
-                                                       Job.state.in_(("queued", "running"))))
+            pending = session.scalar(
+                select(Job).where(
+                    Job.document_id == document_id,
+                    Job.kind == "delete",
+                    Job.state.in_(("queued", "running")),
+                )
+            )
             if pending is not None:
                 return {"document_id": document_id, "job_id": pending.id}
             previous_status, doc.status = doc.status, "deleting"
@@ -174,4 +222,7 @@ class DocumentsService:
         if not user.can_manage_documents:
             raise Forbidden("only admins and editors may list jobs")
         with self._sessions() as session:
-            return [job_json(j) for j in session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))]
+            return [
+                job_json(j)
+                for j in session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))
+            ]

@@ -65,14 +65,27 @@ class ServiceUnavailable(ApiError):
     status_code, code = 503, "unavailable"
 
 
-_CODES_BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-                    415: "unsupported_media_type", 422: "validation_error", 503: "unavailable"}
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "unavailable",
+}
 
 
-def error_response(status_code: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status_code: int, code: str, message: str, headers: dict | None = None
+) -> JSONResponse:
     """The one shape of every error body."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status_code, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status_code, headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:

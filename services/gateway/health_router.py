@@ -22,8 +22,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         return JSONResponse({"status": "ready", "checks": checks})
     failed = [name for name, result in checks.items() if not result["ok"]]
     message = "not ready: " + "; ".join(f"{name}: {checks[name]['error']}" for name in failed)
-    return JSONResponse({"error": {"code": "not_ready", "message": message}, "failed": failed, "checks": checks},
-                        status_code=503)
+    return JSONResponse(
+        {"error": {"code": "not_ready", "message": message}, "failed": failed, "checks": checks},
+        status_code=503,
+    )
 
 
 @router.get("/metrics")

@@ -25,7 +25,10 @@ class CeleryJobQueue:
 
     def __init__(self, app: Celery, ingest_queue: str, delete_queue: str):
         self._app = app
-        self._routes = {"ingest": (INGEST_TASK, ingest_queue), "delete": (DELETE_TASK, delete_queue)}
+        self._routes = {
+            "ingest": (INGEST_TASK, ingest_queue),
+            "delete": (DELETE_TASK, delete_queue),
+        }
 
     def enqueue(self, kind: str, job_id: str) -> None:
         task, queue = self._routes[kind]

@@ -11,12 +11,13 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
 @router.get("")
-async def list_jobs(user: UserDep, services: ServicesDep, limit: int = Query(50, ge=1, le=500)) -> dict:
+async def list_jobs(
+    user: UserDep, services: ServicesDep, limit: int = Query(50, ge=1, le=500)
+) -> dict:
     return {"jobs": await run_in_threadpool(services.documents.jobs, user, limit)}
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, user: UserDep,
-                  services: ServicesDep) -> dict:
+async def get_job(job_id: str, user: UserDep, services: ServicesDep) -> dict:
     """{state: queued|running|done|failed, progress: 0..1, stage, error, ...}."""
     return await run_in_threadpool(services.documents.job, job_id, user)

@@ -25,11 +25,15 @@ class _JobsCollector:
         self._sessions = sessions
 
     def collect(self):
-        family = GaugeMetricFamily("enclave_jobs", "Jobs by kind and state", labels=["kind", "state"])
+        family = GaugeMetricFamily(
+            "enclave_jobs", "Jobs by kind and state", labels=["kind", "state"]
+        )
         counts: dict[tuple[str, str], int] = {}
         try:
             with self._sessions() as session:
-                rows = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state))
+                rows = session.execute(
+                    select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
+                )
                 counts = {(kind, state): n for kind, state, n in rows}
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB hiccups
             return
@@ -42,16 +46,31 @@ class _JobsCollector:
 class GatewayMetrics:
     def __init__(self, sessions: sessionmaker):
         self.registry = CollectorRegistry()
-        self.requests = Counter("enclave_http_requests_total", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("enclave_http_request_seconds", "HTTP request latency", ["method", "route"],
-                                 registry=self.registry)
-        self.chat_seconds = Histogram("enclave_chat_seconds", "Time to a full chat answer", ["mode"],
-                                      buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300), registry=self.registry)
+        self.requests = Counter(
+            "enclave_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "enclave_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.chat_seconds = Histogram(
+            "enclave_chat_seconds",
+            "Time to a full chat answer",
+            ["mode"],
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+            registry=self.registry,
+        )
         self.registry.register(_JobsCollector(sessions))
 
     def render(self) -> Response:
-        return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     async def middleware(self, request: Request, call_next: Callable) -> Response:
         started = time.perf_counter()
@@ -62,6 +81,8 @@ class GatewayMetrics:
             return response
         finally:
             route = request.scope.get("route")
-            path = getattr(route, "path", None) or ("static" if not request.url.path.startswith("/api") else "unmatched")
+            path = getattr(route, "path", None) or (
+                "static" if not request.url.path.startswith("/api") else "unmatched"
+            )
             self.requests.labels(request.method, path, str(status)).inc()
             self.latency.labels(request.method, path).observe(time.perf_counter() - started)

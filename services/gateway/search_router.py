@@ -17,6 +17,5 @@ class SearchRequest(BaseModel):
 
 
 @router.post("/search")
-async def search(body: SearchRequest, user: UserDep,
-                 services: ServicesDep) -> dict:
+async def search(body: SearchRequest, user: UserDep, services: ServicesDep) -> dict:
     return await run_in_threadpool(services.search.search, body.query, body.k, user)

@@ -75,5 +75,11 @@ class SearchService:
 
     def audit(self, user: CurrentUser, action: str, query: str, chunk_ids: list[str]) -> None:
         with self._sessions.begin() as session:
-            session.add(AuditEntry(username=user.username, action=action, query=query[:10000],
-                                   chunk_ids=list(chunk_ids)))
+            session.add(
+                AuditEntry(
+                    username=user.username,
+                    action=action,
+                    query=query[:10000],
+                    chunk_ids=list(chunk_ids),
+                )
+            )

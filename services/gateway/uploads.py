@@ -72,7 +72,9 @@ class _Collector:
     def callbacks(self) -> dict:
         return {
             "on_part_begin": lambda: self.events.append(("begin", b"")),
-            "on_part_data": lambda data, start, end: self.events.append(("data", bytes(data[start:end]))),
+            "on_part_data": lambda data, start, end: self.events.append(
+                ("data", bytes(data[start:end]))
+            ),
             "on_part_end": lambda: self.events.append(("end", b"")),
             "on_header_field": self._on_header_field,
             "on_header_value": self._on_header_value,
@@ -92,8 +94,9 @@ class _Collector:
         self._header_value = b""
 
 
-async def receive_upload(request: Request, uploads_dir: Path, max_bytes: int,
-                         allowed_extensions: frozenset[str]) -> ReceivedUpload:
+async def receive_upload(
+    request: Request, uploads_dir: Path, max_bytes: int, allowed_extensions: frozenset[str]
+) -> ReceivedUpload:
     """Stream the ``file`` part of a multipart request into ``uploads_dir``.
 
     Raises 400 (not multipart, no file, empty file), 413 (over ``max_bytes``, checked
@@ -112,7 +115,14 @@ async def receive_upload(request: Request, uploads_dir: Path, max_bytes: int,
     parser = MultipartParser(params[b"boundary"], collector.callbacks())
     target = uploads_dir / f".incoming-{uuid.uuid4().hex}"
     fields: dict[str, str] = {}
-    state = {"name": None, "filename": None, "buffer": b"", "size": 0, "handle": None, "done": False}
+    state = {
+        "name": None,
+        "filename": None,
+        "buffer": b"",
+        "size": 0,
+        "handle": None,
+        "done": False,
+    }
     try:
         async for piece in request.stream():
             parser.write(piece)
@@ -130,11 +140,19 @@ async def receive_upload(request: Request, uploads_dir: Path, max_bytes: int,
     if state["size"] == 0:
         target.unlink(missing_ok=True)
         raise BadRequest("the uploaded file is empty")
-    return ReceivedUpload(path=target, filename=state["filename"], size=state["size"], fields=fields)
+    return ReceivedUpload(
+        path=target, filename=state["filename"], size=state["size"], fields=fields
+    )
 
 
-def _process(collector: _Collector, state: dict, fields: dict[str, str], target: Path,
-             max_bytes: int, allowed_extensions: frozenset[str]) -> None:
+def _process(
+    collector: _Collector,
+    state: dict,
+    fields: dict[str, str],
+    target: Path,
+    max_bytes: int,
+    allowed_extensions: frozenset[str],
+) -> None:
     events, collector.events = collector.events, []
     for kind, data in events:
         if kind == "begin":
@@ -151,7 +169,9 @@ def _process(collector: _Collector, state: dict, fields: dict[str, str], target:
                 if extension not in allowed_extensions:
                     supported = ", ".join(sorted(allowed_extensions))
                     shown = extension or "(no extension)"
-                    raise UnsupportedMediaType(f"file type {shown} is not supported; supported types: {supported}")
+                    raise UnsupportedMediaType(
+                        f"file type {shown} is not supported; supported types: {supported}"
+                    )
                 state["handle"] = open(target, "wb")  # noqa: SIM115 - closed at part end
         elif kind == "data":
             if state["name"] == "file" and state["handle"] is not None:

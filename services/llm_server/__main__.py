@@ -24,13 +24,17 @@ def main() -> None:
 
     settings = Settings()
     harden_process(settings, "llm_server")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     import uvicorn
 
     from .app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.llm_host, port=settings.llm_port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=settings.llm_host, port=settings.llm_port, log_level="info"
+    )
 
 
 if __name__ == "__main__":

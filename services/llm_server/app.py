@@ -65,8 +65,12 @@ class _RequireKey:
         if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
-                body = error_body("missing or wrong API key: send Authorization: Bearer <ENCLAVE_LLM_API_KEY>",
-                                  "invalid_request_error", None, "invalid_api_key")
+                body = error_body(
+                    "missing or wrong API key: send Authorization: Bearer <ENCLAVE_LLM_API_KEY>",
+                    "invalid_request_error",
+                    None,
+                    "invalid_api_key",
+                )
                 await JSONResponse(body, status_code=401)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -97,7 +101,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -107,7 +113,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "internal_error"), status_code=500)
+        return JSONResponse(
+            error_body(f"internal error: {type(exc).__name__}", "internal_error"), status_code=500
+        )
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
@@ -137,7 +145,13 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
                 await owned.close()
 
     # No /docs or /redoc: their pages pull scripts from a CDN, and nothing here may phone home.
-    app = FastAPI(title="Enclave LLM server", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Enclave LLM server",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.llm = state
     app.include_router(router)
     _install_error_handlers(app)

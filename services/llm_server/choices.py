@@ -35,7 +35,9 @@ class ChoiceRun:
     async def _pump(self, job: Job) -> None:
         request_id = f"{self._request_id}-{job.index}"
         try:
-            async with aclosing(self._backend.generate(job.prompt, job.params, request_id)) as deltas:
+            async with aclosing(
+                self._backend.generate(job.prompt, job.params, request_id)
+            ) as deltas:
                 async for delta in deltas:
                     self._queue.put_nowait((job.index, delta))
                     if delta.finish_reason is not None:

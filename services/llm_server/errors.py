@@ -15,8 +15,14 @@ class APIError(Exception):
     status = 500
     error_type = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
@@ -42,8 +48,11 @@ class ModelNotFound(APIError):
     error_type = "invalid_request_error"
 
     def __init__(self, requested: str, served: list[str]):
-        super().__init__(f"The model '{requested}' does not exist; this server serves: {', '.join(served)}",
-                         param="model", code="model_not_found")
+        super().__init__(
+            f"The model '{requested}' does not exist; this server serves: {', '.join(served)}",
+            param="model",
+            code="model_not_found",
+        )
 
 
 class QueueFull(APIError):
@@ -53,8 +62,11 @@ class QueueFull(APIError):
     error_type = "server_overloaded"
 
     def __init__(self, max_queue: int):
-        super().__init__(f"The server is overloaded: {max_queue} requests are already waiting "
-                         "(ENCLAVE_LLM_MAX_QUEUE); retry later", code="queue_full")
+        super().__init__(
+            f"The server is overloaded: {max_queue} requests are already waiting "
+            "(ENCLAVE_LLM_MAX_QUEUE); retry later",
+            code="queue_full",
+        )
 
 
 class UpstreamError(APIError):
@@ -63,6 +75,8 @@ class UpstreamError(APIError):
     error_type = "upstream_error"
 
 
-def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error shape."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

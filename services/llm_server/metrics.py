@@ -29,8 +29,26 @@ _NAMED_BACKEND_STATS = {
     "kv_blocks_free": "KV cache blocks free.",
     "prefix_cache_hit_rate": "Share of prompt tokens served from the prefix cache.",
 }
-_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0)
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 class _LiveCollector(Collector):
@@ -41,10 +59,14 @@ class _LiveCollector(Collector):
         self._backend_stats = backend_stats
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(PREFIX + "queue_depth", "Requests waiting for their first token.",
-                                value=self._tracker.waiting)
-        yield GaugeMetricFamily(PREFIX + "requests_running", "Requests generating tokens.",
-                                value=self._tracker.running)
+        yield GaugeMetricFamily(
+            PREFIX + "queue_depth",
+            "Requests waiting for their first token.",
+            value=self._tracker.waiting,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "requests_running", "Requests generating tokens.", value=self._tracker.running
+        )
         try:
             stats = self._backend_stats()
         except Exception:  # a scrape must not fail because a backend is not ready
@@ -65,18 +87,40 @@ class ServerMetrics:
     def __init__(self, tracker: RequestTracker, backend_stats: Callable[[], dict[str, float]]):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(PREFIX + "requests", "HTTP requests to /v1/* by endpoint and status.",
-                                ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            PREFIX + "requests",
+            "HTTP requests to /v1/* by endpoint and status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
         self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens read.", registry=r)
-        self.generation_tokens = Counter(PREFIX + "generation_tokens", "Tokens generated.", registry=r)
-        self.finished = Counter(PREFIX + "finished_choices", "Choices finished, by reason.",
-                                ["finish_reason"], registry=r)
-        self.ttft = Histogram(PREFIX + "time_to_first_token_seconds", "Admission to first token.",
-                              buckets=_LATENCY_BUCKETS, registry=r)
-        self.itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between tokens of one choice.",
-                             buckets=_LATENCY_BUCKETS, registry=r)
-        self.duration = Histogram(PREFIX + "request_duration_seconds", "Admission to last token.",
-                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self.generation_tokens = Counter(
+            PREFIX + "generation_tokens", "Tokens generated.", registry=r
+        )
+        self.finished = Counter(
+            PREFIX + "finished_choices",
+            "Choices finished, by reason.",
+            ["finish_reason"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "Admission to first token.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            PREFIX + "inter_token_latency_seconds",
+            "Time between tokens of one choice.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Admission to last token.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         r.register(_LiveCollector(tracker, backend_stats))
 
     def render(self) -> bytes:

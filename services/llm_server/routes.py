@@ -25,7 +25,9 @@ async def health(request: Request) -> Response:
     state = _state(request)
     if state.backend is None:
         return JSONResponse({"status": "starting"}, status_code=503)
-    return JSONResponse({"status": "ok", "model": state.served_names()[0], "backend": state.backend_name})
+    return JSONResponse(
+        {"status": "ok", "model": state.served_names()[0], "backend": state.backend_name}
+    )
 
 
 @router.get("/metrics")
@@ -37,9 +39,19 @@ async def metrics(request: Request) -> Response:
 async def list_models(request: Request) -> dict:
     state = _state(request)
     ready = state.require_backend()
-    return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": int(state.started_at or time.time()), "owned_by": "enclave",
-         "max_model_len": state.max_model_len(ready)} for name in state.served_names()]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": name,
+                "object": "model",
+                "created": int(state.started_at or time.time()),
+                "owned_by": "enclave",
+                "max_model_len": state.max_model_len(ready),
+            }
+            for name in state.served_names()
+        ],
+    }
 
 
 @router.get("/v1/models/{model_id:path}")
@@ -48,15 +60,22 @@ async def retrieve_model(model_id: str, request: Request) -> dict:
     ready = state.require_backend()
     if model_id not in state.served_names():
         raise ModelNotFound(model_id, state.served_names())
-    return {"id": model_id, "object": "model", "created": int(state.started_at or time.time()),
-            "owned_by": "enclave", "max_model_len": state.max_model_len(ready)}
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": int(state.started_at or time.time()),
+        "owned_by": "enclave",
+        "max_model_len": state.max_model_len(ready),
+    }
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
     backend = state.require_backend()
-    prepared = prepare_chat(body, backend, state.backend_name, state.served_names(), state.max_model_len(backend))
+    prepared = prepare_chat(
+        body, backend, state.backend_name, state.served_names(), state.max_model_len(backend)
+    )
     return await state.service.respond(prepared, request)
 
 
@@ -64,6 +83,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state = _state(request)
     backend = state.require_backend()
-    prepared = prepare_completion(body, backend, state.backend_name, state.served_names(),
-                                  state.max_model_len(backend))
+    prepared = prepare_completion(
+        body, backend, state.backend_name, state.served_names(), state.max_model_len(backend)
+    )
     return await state.service.respond(prepared, request)

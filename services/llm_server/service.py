@@ -94,13 +94,20 @@ class _Progress:
         if delta.logprobs:
             result.logprobs.extend(delta.logprobs)
         if delta.finish_reason is not None:
-            if delta.completion_tokens is not None and delta.completion_tokens > result.completion_tokens:
-                self._metrics.generation_tokens.inc(delta.completion_tokens - result.completion_tokens)
+            if (
+                delta.completion_tokens is not None
+                and delta.completion_tokens > result.completion_tokens
+            ):
+                self._metrics.generation_tokens.inc(
+                    delta.completion_tokens - result.completion_tokens
+                )
                 result.completion_tokens = delta.completion_tokens
             result.finish_reason = delta.finish_reason
             self._metrics.finished.labels(delta.finish_reason).inc()
             if delta.prompt_tokens is not None:
-                self._reported_prompt_tokens[self._req.jobs[index].prompt_index] = delta.prompt_tokens
+                self._reported_prompt_tokens[self._req.jobs[index].prompt_index] = (
+                    delta.prompt_tokens
+                )
 
     def prompt_tokens(self) -> int:
         total = 0
@@ -149,9 +156,12 @@ class CompletionService:
                 first = await until_disconnected(request, run.next())
                 stream = self._stream(req, run, progress, first)
                 handed_over = True
-                return CancellableStream(stream, on_close=lambda: (run.cancel(), progress.close()),
-                                         media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                return CancellableStream(
+                    stream,
+                    on_close=lambda: (run.cancel(), progress.close()),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
             await until_disconnected(request, self._collect(run, progress))
             return JSONResponse(full_response(req, progress.results, progress.prompt_tokens()))
         except BackendError as exc:
@@ -168,8 +178,13 @@ class CompletionService:
         while (event := await run.next()) is not None:
             progress.record(*event)
 
-    async def _stream(self, req: PreparedRequest, run: ChoiceRun, progress: _Progress,
-                      first: tuple[int, Delta] | None) -> AsyncIterator[str]:
+    async def _stream(
+        self,
+        req: PreparedRequest,
+        run: ChoiceRun,
+        progress: _Progress,
+        first: tuple[int, Delta] | None,
+    ) -> AsyncIterator[str]:
         announced: set[int] = set()
         event = first
         try:
@@ -182,8 +197,16 @@ class CompletionService:
                     yield sse(chunk(req, index, text="", role=True))
                 if delta.text or delta.logprobs or delta.finish_reason:
                     text = delta.text if (delta.text or req.kind != "chat") else None
-                    yield sse(chunk(req, index, text=text, logprobs=delta.logprobs,
-                                    finish_reason=delta.finish_reason, text_offset=offset))
+                    yield sse(
+                        chunk(
+                            req,
+                            index,
+                            text=text,
+                            logprobs=delta.logprobs,
+                            finish_reason=delta.finish_reason,
+                            text_offset=offset,
+                        )
+                    )
                 event = await run.next()
             if req.include_usage:
                 yield sse(usage_chunk(req, progress.prompt_tokens(), progress.completion_tokens()))

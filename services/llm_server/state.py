@@ -47,7 +47,11 @@ class ServerState:
     def served_names(self) -> list[str]:
         """Model names requests may use: the configured one first, then the backend's own."""
         names = [self.settings.llm_model]
-        if self.backend is not None and self.backend.model_name and self.backend.model_name not in names:
+        if (
+            self.backend is not None
+            and self.backend.model_name
+            and self.backend.model_name not in names
+        ):
             names.append(self.backend.model_name)
         return names
 

@@ -14,9 +14,13 @@ import socket
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m services.worker", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--name", default=None, help="Celery node name (default: enclave-<pid>@<host>)")
+    parser.add_argument(
+        "--name", default=None, help="Celery node name (default: enclave-<pid>@<host>)"
+    )
     args = parser.parse_args(argv)
 
     from services.egress_guard import harden_process
@@ -24,7 +28,9 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings()
     harden_process(settings, "worker")
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s worker %(levelname)s %(name)s: %(message)s"
+    )
 
     from services.db import migrate
     from services.worker.app import create_celery, is_embedded_broker
@@ -34,11 +40,26 @@ def main(argv: list[str] | None = None) -> None:
     app = create_celery(settings)
     register_tasks(app, settings)
     embedded = is_embedded_broker(settings)
-    pool = ["-P", "solo"] if embedded else ["-P", "prefork", "-c", str(max(1, settings.worker_concurrency))]
+    pool = (
+        ["-P", "solo"]
+        if embedded
+        else ["-P", "prefork", "-c", str(max(1, settings.worker_concurrency))]
+    )
     name = args.name or f"enclave-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main(["worker", *pool, "-Q", f"{settings.ingest_queue},{settings.delete_queue}",
-                     f"--loglevel={args.loglevel}", "-n", name, "--without-gossip", "--without-mingle",
-                     "--without-heartbeat"])
+    app.worker_main(
+        [
+            "worker",
+            *pool,
+            "-Q",
+            f"{settings.ingest_queue},{settings.delete_queue}",
+            f"--loglevel={args.loglevel}",
+            "-n",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
 
 
 if __name__ == "__main__":

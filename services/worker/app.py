@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from services.settings import Settings
 
 
-
 def is_embedded_broker(settings: Settings) -> bool:
     """True for the SQLite transport (one solo worker), False for Redis and friends."""
     return settings.resolved_broker_url.startswith(("sqla+", "sqlalchemy+"))
@@ -32,13 +31,21 @@ def create_celery(settings: Settings) -> Celery:
     """
     if is_embedded_broker(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("enclave", broker=settings.resolved_broker_url, backend=settings.resolved_result_backend,
-                 set_as_current=False)
+    app = Celery(
+        "enclave",
+        broker=settings.resolved_broker_url,
+        backend=settings.resolved_result_backend,
+        set_as_current=False,
+    )
     app.conf.update(
-        task_queues=tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
-                          for name in (settings.ingest_queue, settings.delete_queue)),
-        task_routes={INGEST_TASK: {"queue": settings.ingest_queue, "routing_key": settings.ingest_queue},
-                     DELETE_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue}},
+        task_queues=tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (settings.ingest_queue, settings.delete_queue)
+        ),
+        task_routes={
+            INGEST_TASK: {"queue": settings.ingest_queue, "routing_key": settings.ingest_queue},
+            DELETE_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue},
+        },
         task_default_queue=settings.ingest_queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

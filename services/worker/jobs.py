@@ -86,7 +86,12 @@ class JobRunner:
             if document is None:
                 self._finish(session, job, "failed", f"document {job.document_id} no longer exists")
                 return None
-            job.state, job.started_at, job.progress, job.stage = "running", utcnow(), 0.0, "starting"
+            job.state, job.started_at, job.progress, job.stage = (
+                "running",
+                utcnow(),
+                0.0,
+                "starting",
+            )
             document.status = "processing" if kind == "ingest" else "deleting"
             return job, document
 
@@ -106,8 +111,12 @@ class JobRunner:
         _, document = started
         try:
             chunks = self._pipeline.ingest(
-                Path(document.stored_path), document_id=document.id, title=document.title,
-                groups=list(document.groups or []), progress=ProgressReporter(self._sessions, job_id))
+                Path(document.stored_path),
+                document_id=document.id,
+                title=document.title,
+                groups=list(document.groups or []),
+                progress=ProgressReporter(self._sessions, job_id),
+            )
         except IngestError as exc:
             message = _user_facing(str(exc), document)
             return self._fail_ingest(job_id, document.id, message, clean_stores=False)
@@ -118,18 +127,30 @@ class JobRunner:
         try:
             with self._sessions.begin() as session:
                 session.execute(delete(Chunk).where(Chunk.document_id == document.id))
-                session.add_all(Chunk(id=c.chunk_id, document_id=document.id, ordinal=c.ordinal,
-                                      page=c.page, section=(c.section or None) and str(c.section)[:500],
-                                      text=c.text) for c in chunks)
+                session.add_all(
+                    Chunk(
+                        id=c.chunk_id,
+                        document_id=document.id,
+                        ordinal=c.ordinal,
+                        page=c.page,
+                        section=(c.section or None) and str(c.section)[:500],
+                        text=c.text,
+                    )
+                    for c in chunks
+                )
                 doc = session.get(Document, document.id)
                 doc.status, doc.chunk_count, doc.error = "ready", len(chunks), None
                 self._finish(session, session.get(Job, job_id), "done")
         except Exception as exc:  # noqa: BLE001
             log.exception("recording chunks of %s failed", document.id)
-            return self._fail_ingest(job_id, document.id, f"could not record chunks: {exc}", clean_stores=True)
+            return self._fail_ingest(
+                job_id, document.id, f"could not record chunks: {exc}", clean_stores=True
+            )
         return "done"
 
-    def _fail_ingest(self, job_id: str, document_id: str, message: str, *, clean_stores: bool) -> str:
+    def _fail_ingest(
+        self, job_id: str, document_id: str, message: str, *, clean_stores: bool
+    ) -> str:
         if clean_stores:
             try:
                 self._pipeline.delete(document_id)
@@ -155,7 +176,12 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001
             log.exception("delete of %s failed", document.id)
             with self._sessions.begin() as session:
-                self._finish(session, session.get(Job, job_id), "failed", f"could not delete from the index: {exc}")
+                self._finish(
+                    session,
+                    session.get(Job, job_id),
+                    "failed",
+                    f"could not delete from the index: {exc}",
+                )
             return "failed"
         with self._sessions.begin() as session:
             doc = session.get(Document, document.id)
@@ -170,4 +196,3 @@ def _user_facing(message: str, document: Document) -> str:
     """Name the file as the uploader knows it, not by its generated name on disk."""
     stored = Path(document.stored_path)
     return message.replace(str(stored), document.filename).replace(stored.name, document.filename)
-

@@ -14,8 +14,16 @@ from .base import Backend, BackendError, BackendUnavailable, Delta, GenerationPa
 if TYPE_CHECKING:
     from services.settings import Settings
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "Delta", "GenerationParams", "TokenLogprob",
-           "build_backend", "model_path"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "Delta",
+    "GenerationParams",
+    "TokenLogprob",
+    "build_backend",
+    "model_path",
+]
 
 
 def model_path(settings: Settings) -> Path:
@@ -27,7 +35,9 @@ def model_path(settings: Settings) -> Path:
     try:
         return smollm2_gguf_path()
     except PackagedModelMissing as exc:
-        raise BackendUnavailable(f"no model to serve: {exc}; or set ENCLAVE_LLM_MODEL_PATH") from exc
+        raise BackendUnavailable(
+            f"no model to serve: {exc}; or set ENCLAVE_LLM_MODEL_PATH"
+        ) from exc
 
 
 def build_backend(settings: Settings) -> Backend:
@@ -35,8 +45,12 @@ def build_backend(settings: Settings) -> Backend:
     if settings.llm_backend == "hf":
         from .hf import HFBackend
 
-        return HFBackend(model_path(settings), settings.llm_model, settings.llm_max_model_len,
-                         settings.llm_cpu_threads)
+        return HFBackend(
+            model_path(settings),
+            settings.llm_model,
+            settings.llm_max_model_len,
+            settings.llm_cpu_threads,
+        )
     if settings.llm_backend == "remote":
         from .remote import RemoteBackend
 
@@ -45,4 +59,6 @@ def build_backend(settings: Settings) -> Backend:
         from .engine import EngineBackend
 
         return EngineBackend.from_settings(settings, model_path(settings))
-    raise BackendUnavailable(f"unknown llm_backend {settings.llm_backend!r}; use engine, hf or remote")
+    raise BackendUnavailable(
+        f"unknown llm_backend {settings.llm_backend!r}; use engine, hf or remote"
+    )

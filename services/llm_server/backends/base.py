@@ -96,7 +96,9 @@ class Backend(Protocol):
     def count_prompt_tokens(self, prompt: Prompt) -> int | None:
         """Tokens the prompt takes (chat template applied), or None when unknown (remote)."""
 
-    def generate(self, prompt: Prompt, params: GenerationParams, request_id: str) -> AsyncIterator[Delta]:
+    def generate(
+        self, prompt: Prompt, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[Delta]:
         """Stream one choice; the last delta has ``finish_reason`` set."""
 
     def stats(self) -> dict[str, float]:

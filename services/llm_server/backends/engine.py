@@ -39,7 +39,8 @@ def _engine_modules() -> tuple[Any, Any, Any]:
         from llm.engine.sampling_params import SamplingParams
     except ImportError as exc:
         raise BackendUnavailable(
-            f"llm_backend=engine but our engine is not available ({exc}); use ENCLAVE_LLM_BACKEND=hf") from exc
+            f"llm_backend=engine but our engine is not available ({exc}); use ENCLAVE_LLM_BACKEND=hf"
+        ) from exc
     return AsyncEngine, EngineConfig, SamplingParams
 
 
@@ -53,8 +54,13 @@ class EngineBackend:
     # (llm.engine.guided); a model it cannot constrain refuses the request with a 400
     supports_response_format = True
 
-    def __init__(self, model_path: Path, model_name: str, engine_config: dict[str, Any],
-                 cpu_threads: int | None = None):
+    def __init__(
+        self,
+        model_path: Path,
+        model_name: str,
+        engine_config: dict[str, Any],
+        cpu_threads: int | None = None,
+    ):
         self.model_path = Path(model_path)
         self._cpu_threads = cpu_threads
         self.model_name = model_name
@@ -82,7 +88,9 @@ class EngineBackend:
     def from_engine(cls, engine: Any, model_name: str | None = None) -> EngineBackend:
         """Wrap an engine that is already built (tests, benchmarks)."""
         _, _, sampling_params = _engine_modules()
-        backend = cls(Path("."), model_name or engine.model_name, {"max_model_len": engine.max_model_len})
+        backend = cls(
+            Path("."), model_name or engine.model_name, {"max_model_len": engine.max_model_len}
+        )
         backend._engine, backend._sampling_params = engine, sampling_params
         return backend
 
@@ -90,7 +98,9 @@ class EngineBackend:
         if self._engine is not None:
             return
         if not self.model_path.exists():
-            raise BackendUnavailable(f"model file {self.model_path} does not exist (ENCLAVE_LLM_MODEL_PATH)")
+            raise BackendUnavailable(
+                f"model file {self.model_path} does not exist (ENCLAVE_LLM_MODEL_PATH)"
+            )
         async_engine, engine_config, self._sampling_params = _engine_modules()
         import torch
 
@@ -107,7 +117,9 @@ class EngineBackend:
             raise BackendUnavailable(f"invalid engine settings (ENCLAVE_LLM_*): {exc}") from exc
         # Loading is blocking work; the engine starts its own step thread on the first request.
         try:
-            engine = await asyncio.to_thread(async_engine.from_model_path, str(self.model_path), config)
+            engine = await asyncio.to_thread(
+                async_engine.from_model_path, str(self.model_path), config
+            )
         except Exception as exc:  # LoaderError and friends: their messages say which file and why
             raise BackendUnavailable(f"the engine cannot load {self.model_path}: {exc}") from exc
         self._engine = await engine if inspect.isawaitable(engine) else engine
@@ -124,8 +136,11 @@ class EngineBackend:
         try:
             return list(self._engine.apply_chat_template(prompt))
         except Exception as exc:
-            raise BackendError(f"the chat template rejected these messages: {exc}", status=400,
-                               code="invalid_messages") from exc
+            raise BackendError(
+                f"the chat template rejected these messages: {exc}",
+                status=400,
+                code="invalid_messages",
+            ) from exc
 
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         return len(self._prompt_ids(prompt))
@@ -138,10 +153,17 @@ class EngineBackend:
 
     def _make_sampling(self, params: GenerationParams) -> Any:
         return self._sampling_params(
-            max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-            top_k=params.top_k, min_p=params.min_p, seed=params.seed, stop=list(params.stop),
-            logprobs=params.logprobs, ignore_eos=params.ignore_eos,
-            json_schema=json_schema_of(params.response_format))
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=params.min_p,
+            seed=params.seed,
+            stop=list(params.stop),
+            logprobs=params.logprobs,
+            ignore_eos=params.ignore_eos,
+            json_schema=json_schema_of(params.response_format),
+        )
 
     def _logprobs(self, token_ids: list[int], values: Any) -> list[TokenLogprob] | None:
         if not values:
@@ -152,14 +174,20 @@ class EngineBackend:
             out.append(TokenLogprob(self._engine.tokenizer.decode([token_id]), float(logprob)))
         return out
 
-    async def generate(self, prompt: Prompt, params: GenerationParams, request_id: str) -> AsyncIterator[Delta]:
+    async def generate(
+        self, prompt: Prompt, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[Delta]:
         if self._engine is None:
             raise BackendUnavailable("the engine backend is not started")
         prompt_ids = self._prompt_ids(prompt)
         # Harmony models (gpt-oss) answer in channels: only the final channel is the answer;
         # the analysis channel (reasoning) and markup must never reach the client.
         make_decoder = getattr(self._engine.tokenizer, "stream_decoder", None)
-        harmony = make_decoder(include_reasoning=False) if make_decoder and not isinstance(prompt, str) else None
+        harmony = (
+            make_decoder(include_reasoning=False)
+            if make_decoder and not isinstance(prompt, str)
+            else None
+        )
         outputs = self._engine.generate(prompt_ids, self._sampling(params), request_id)
         finished = False
         try:
@@ -167,15 +195,23 @@ class EngineBackend:
                 try:
                     out = await anext(outputs)
                 except StopAsyncIteration:
-                    raise BackendError("the engine ended a request without finishing it", status=500,
-                                       code="engine_failed") from None
+                    raise BackendError(
+                        "the engine ended a request without finishing it",
+                        status=500,
+                        code="engine_failed",
+                    ) from None
                 except GuidedDecodingUnavailable as exc:  # a schema or model we cannot constrain to
-                    raise BackendError(str(exc), status=400, code="response_format_unsupported") from exc
-                except ValueError as exc:  # the engine's own validation: this request cannot be served
+                    raise BackendError(
+                        str(exc), status=400, code="response_format_unsupported"
+                    ) from exc
+                except (
+                    ValueError
+                ) as exc:  # the engine's own validation: this request cannot be served
                     raise BackendError(str(exc), status=400, code="invalid_request") from exc
                 except RuntimeError as exc:  # EngineDeadError: shut down or crashed
-                    raise BackendError(f"the engine cannot serve: {exc}", status=503,
-                                       code="engine_unavailable") from exc
+                    raise BackendError(
+                        f"the engine cannot serve: {exc}", status=503, code="engine_unavailable"
+                    ) from exc
                 new_ids = list(out.new_token_ids or [])
                 logprobs = self._logprobs(new_ids, out.logprobs) if params.logprobs else None
                 text = out.text_delta or ""
@@ -183,8 +219,14 @@ class EngineBackend:
                     text = "".join(harmony.feed(token_id).content or "" for token_id in new_ids)
                 if out.finished:
                     finished = True
-                    yield Delta(text, len(new_ids), logprobs, out.finish_reason or "stop",
-                                out.prompt_tokens, out.completion_tokens)
+                    yield Delta(
+                        text,
+                        len(new_ids),
+                        logprobs,
+                        out.finish_reason or "stop",
+                        out.prompt_tokens,
+                        out.completion_tokens,
+                    )
                 else:
                     yield Delta(text, len(new_ids), logprobs)
         finally:

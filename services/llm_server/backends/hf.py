@@ -52,7 +52,9 @@ class HFBackend:
     max_top_logprobs = 20
     supports_response_format = False
 
-    def __init__(self, model_path: Path, model_name: str, max_model_len: int, cpu_threads: int | None = None):
+    def __init__(
+        self, model_path: Path, model_name: str, max_model_len: int, cpu_threads: int | None = None
+    ):
         self.model_path = Path(model_path)
         self._cpu_threads = cpu_threads
         self.model_name = model_name
@@ -83,8 +85,11 @@ class HFBackend:
     def _load(self) -> None:
         path = self.model_path
         if not path.exists():
-            raise BackendError(f"model file {path} does not exist (ENCLAVE_LLM_MODEL_PATH)", status=503,
-                               code="model_missing")
+            raise BackendError(
+                f"model file {path} does not exist (ENCLAVE_LLM_MODEL_PATH)",
+                status=503,
+                code="model_missing",
+            )
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -98,10 +103,13 @@ class HFBackend:
         # hand it to both loaders instead of letting each parse the file for it again.
         config = AutoConfig.from_pretrained(directory, **kwargs)
         self._tokenizer = AutoTokenizer.from_pretrained(directory, config=config, **kwargs)
-        self._model = AutoModelForCausalLM.from_pretrained(directory, config=config, dtype=torch.float32,
-                                                           **kwargs).eval()
+        self._model = AutoModelForCausalLM.from_pretrained(
+            directory, config=config, dtype=torch.float32, **kwargs
+        ).eval()
         self._model.register_forward_hook(self._record_logprobs)
-        config_len = getattr(self._model.config, "max_position_embeddings", None) or self.max_model_len
+        config_len = (
+            getattr(self._model.config, "max_position_embeddings", None) or self.max_model_len
+        )
         self.max_model_len = min(self.max_model_len, int(config_len))
         eos = self._model.generation_config.eos_token_id
         eos_list = eos if isinstance(eos, list) else [eos]
@@ -125,19 +133,28 @@ class HFBackend:
         if isinstance(prompt, str):
             return list(self._tokenizer(prompt)["input_ids"])
         try:
-            text = self._tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            text = self._tokenizer.apply_chat_template(
+                prompt, tokenize=False, add_generation_prompt=True
+            )
         except Exception as exc:  # jinja raises for conversations the template refuses
-            raise BackendError(f"the chat template rejected these messages: {exc}", status=400,
-                               code="invalid_messages") from exc
+            raise BackendError(
+                f"the chat template rejected these messages: {exc}",
+                status=400,
+                code="invalid_messages",
+            ) from exc
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         return len(self.encode(prompt))
 
     # --- generation (request side) -----------------------------------------------------
-    async def generate(self, prompt: Prompt, params: GenerationParams, request_id: str) -> AsyncIterator[Delta]:
+    async def generate(
+        self, prompt: Prompt, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[Delta]:
         if self._thread is None:
-            raise BackendError("the hf backend is not started", status=503, code="backend_unavailable")
+            raise BackendError(
+                "the hf backend is not started", status=503, code="backend_unavailable"
+            )
         prompt_ids = self.encode(prompt)
         job = _Job(prompt_ids, params, asyncio.get_running_loop(), asyncio.Queue())
         self._jobs.put(job)
@@ -163,7 +180,9 @@ class HFBackend:
                     yield Delta(text, 1, logprobs)
                 elif kind == "error":
                     finished = True
-                    raise BackendError(f"generation failed: {payload[0]}", status=500, code="generation_failed")
+                    raise BackendError(
+                        f"generation failed: {payload[0]}", status=500, code="generation_failed"
+                    )
                 else:  # "end"
                     finished = True
                     hit_length = generated >= params.max_tokens and last_token not in self._eos_ids
@@ -205,7 +224,9 @@ class HFBackend:
         backend, params = self, job.params
 
         class Halt(StoppingCriteria):
-            def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+            def __call__(
+                self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any
+            ) -> torch.BoolTensor:
                 return torch.full((input_ids.shape[0],), job.halt.is_set(), dtype=torch.bool)
 
         class Streamer(BaseStreamer):
@@ -217,8 +238,15 @@ class HFBackend:
                     return
                 for token_id in value.reshape(-1).tolist():
                     backend._counts["generation_tokens"] += 1
-                    job.emit(("token", token_id, backend._logprob_of(token_id, params.top_logprobs)
-                              if params.logprobs else None))
+                    job.emit(
+                        (
+                            "token",
+                            token_id,
+                            backend._logprob_of(token_id, params.top_logprobs)
+                            if params.logprobs
+                            else None,
+                        )
+                    )
 
             def end(self) -> None:
                 pass
@@ -233,8 +261,12 @@ class HFBackend:
             "pad_token_id": next(iter(self._eos_ids), None),
         }
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k)
+            kwargs.update(
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+            )
             if params.min_p > 0:
                 kwargs["min_p"] = params.min_p
         else:
@@ -260,9 +292,15 @@ class HFBackend:
         top: list[tuple[str, float]] = []
         if top_n > 0:
             values, indices = torch.topk(logprobs, top_n)
-            top = [(decode([int(i)]), float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+            top = [
+                (decode([int(i)]), float(v))
+                for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+            ]
         return TokenLogprob(decode([token_id]), float(logprobs[token_id]), top)
 
     def stats(self) -> dict[str, float]:
-        return {"queue_depth": float(self._jobs.qsize()), "running": float(self._busy),
-                **{k: float(v) for k, v in self._counts.items()}}
+        return {
+            "queue_depth": float(self._jobs.qsize()),
+            "running": float(self._busy),
+            **{k: float(v) for k, v in self._counts.items()},
+        }

@@ -36,15 +36,24 @@ def _error_message(body: bytes) -> str:
 
 def _chat_logprobs(choice: dict[str, Any]) -> list[TokenLogprob]:
     content = (choice.get("logprobs") or {}).get("content") or []
-    return [TokenLogprob(e["token"], e["logprob"], [(t["token"], t["logprob"]) for t in e.get("top_logprobs") or []])
-            for e in content]
+    return [
+        TokenLogprob(
+            e["token"],
+            e["logprob"],
+            [(t["token"], t["logprob"]) for t in e.get("top_logprobs") or []],
+        )
+        for e in content
+    ]
 
 
 def _completion_logprobs(choice: dict[str, Any]) -> list[TokenLogprob]:
     lp = choice.get("logprobs") or {}
     tokens, values = lp.get("tokens") or [], lp.get("token_logprobs") or []
     tops = lp.get("top_logprobs") or [None] * len(tokens)
-    return [TokenLogprob(t, v, list((top or {}).items())) for t, v, top in zip(tokens, values, tops, strict=False)]
+    return [
+        TokenLogprob(t, v, list((top or {}).items()))
+        for t, v, top in zip(tokens, values, tops, strict=False)
+    ]
 
 
 class RemoteBackend:
@@ -55,8 +64,16 @@ class RemoteBackend:
     max_top_logprobs = 20
     supports_response_format = True
 
-    def __init__(self, base_url: str, model_name: str, max_model_len: int, *, remote_model: str | None = None,
-                 api_key: str | None = None, timeout_s: float = 300.0):
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        max_model_len: int,
+        *,
+        remote_model: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -69,10 +86,17 @@ class RemoteBackend:
     @classmethod
     def from_settings(cls, settings: Settings) -> RemoteBackend:
         if not settings.llm_remote_url:
-            raise BackendUnavailable("llm_backend=remote needs ENCLAVE_LLM_REMOTE_URL (an OpenAI-compatible .../v1)")
-        return cls(settings.llm_remote_url, settings.llm_model, settings.llm_max_model_len,
-                   remote_model=settings.llm_remote_model, api_key=settings.llm_remote_api_key,
-                   timeout_s=settings.llm_timeout_s)
+            raise BackendUnavailable(
+                "llm_backend=remote needs ENCLAVE_LLM_REMOTE_URL (an OpenAI-compatible .../v1)"
+            )
+        return cls(
+            settings.llm_remote_url,
+            settings.llm_model,
+            settings.llm_max_model_len,
+            remote_model=settings.llm_remote_model,
+            api_key=settings.llm_remote_api_key,
+            timeout_s=settings.llm_timeout_s,
+        )
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
@@ -92,10 +116,15 @@ class RemoteBackend:
         try:
             response = await self._client.get(f"{self.base_url}/models")
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"remote LLM at {self.base_url} unreachable: {exc}", status=502) from exc
+            raise BackendUnavailable(
+                f"remote LLM at {self.base_url} unreachable: {exc}", status=502
+            ) from exc
         if response.status_code != 200:
-            raise BackendUnavailable(f"remote LLM at {self.base_url} answered {response.status_code} to /models: "
-                                     f"{_error_message(response.content)}", status=502)
+            raise BackendUnavailable(
+                f"remote LLM at {self.base_url} answered {response.status_code} to /models: "
+                f"{_error_message(response.content)}",
+                status=502,
+            )
         models = response.json().get("data") or []
         if not models:
             raise BackendUnavailable(f"remote LLM at {self.base_url} lists no models", status=502)
@@ -109,9 +138,14 @@ class RemoteBackend:
 
     def _payload(self, prompt: Prompt, params: GenerationParams) -> tuple[str, dict[str, Any]]:
         chat = not isinstance(prompt, str)
-        payload: dict[str, Any] = {"model": self._remote_model, "stream": True, "n": 1,
-                                   "stream_options": {"include_usage": True},
-                                   "temperature": params.temperature, "top_p": params.top_p}
+        payload: dict[str, Any] = {
+            "model": self._remote_model,
+            "stream": True,
+            "n": 1,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
         payload["messages" if chat else "prompt"] = prompt
         if params.max_tokens is not None:
             payload["max_tokens"] = params.max_tokens
@@ -120,8 +154,11 @@ class RemoteBackend:
         if params.stop:
             payload["stop"] = params.stop
         if params.logprobs:
-            payload.update({"logprobs": True, "top_logprobs": params.top_logprobs} if chat
-                           else {"logprobs": params.top_logprobs})
+            payload.update(
+                {"logprobs": True, "top_logprobs": params.top_logprobs}
+                if chat
+                else {"logprobs": params.top_logprobs}
+            )
         if params.response_format:
             payload["response_format"] = params.response_format
         # vLLM-style extras only when used, so strict OpenAI servers are not offended.
@@ -133,7 +170,9 @@ class RemoteBackend:
             payload["ignore_eos"] = True
         return ("/chat/completions" if chat else "/completions"), payload
 
-    async def generate(self, prompt: Prompt, params: GenerationParams, request_id: str) -> AsyncIterator[Delta]:
+    async def generate(
+        self, prompt: Prompt, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[Delta]:
         if self._client is None:
             raise BackendUnavailable("the remote backend is not started")
         if self._remote_model is None:
@@ -148,13 +187,20 @@ class RemoteBackend:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             self._counts["upstream_errors"] += 1
-            raise BackendError(f"remote LLM at {self.base_url} unreachable: {exc}", status=502,
-                               code="upstream_unreachable") from exc
+            raise BackendError(
+                f"remote LLM at {self.base_url} unreachable: {exc}",
+                status=502,
+                code="upstream_unreachable",
+            ) from exc
         try:
             if response.status_code != 200:
                 self._counts["upstream_errors"] += 1
                 message = _error_message(await response.aread())
-                status = response.status_code if response.status_code in (400, 413, 422, 429, 503) else 502
+                status = (
+                    response.status_code
+                    if response.status_code in (400, 413, 422, 429, 503)
+                    else 502
+                )
                 raise BackendError(f"remote LLM: {message}", status=status, code="upstream_error")
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -167,20 +213,32 @@ class RemoteBackend:
                     raise BackendError(f"remote LLM: {_error_message(data.encode())}", status=502)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                    text = (
+                        (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    ) or ""
                     logprobs = (_chat_logprobs if chat else _completion_logprobs)(choice) or None
                     finish = choice.get("finish_reason") or finish
                     if text or logprobs:
                         yield Delta(text, len(logprobs) if logprobs else 1, logprobs)
         except httpx.HTTPError as exc:
             self._counts["upstream_errors"] += 1
-            raise BackendError(f"remote LLM at {self.base_url} failed mid-answer: {exc}", status=502,
-                               code="upstream_error") from exc
+            raise BackendError(
+                f"remote LLM at {self.base_url} failed mid-answer: {exc}",
+                status=502,
+                code="upstream_error",
+            ) from exc
         finally:
             # Closing the unread response closes the connection: that is how the upstream learns
             # the client left. Shielded, so a cancellation cannot interrupt it half-way.
             await asyncio.shield(response.aclose())
-        yield Delta("", 0, None, finish or "stop", usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        yield Delta(
+            "",
+            0,
+            None,
+            finish or "stop",
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+        )
 
     def stats(self) -> dict[str, float]:
         return {k: float(v) for k, v in self._counts.items()}

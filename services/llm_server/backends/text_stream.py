@@ -26,13 +26,13 @@ class IncrementalDetokenizer:
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (may be empty while a character is open)."""
         self._ids.append(token_id)
-        prefix_text = self._decode(self._ids[self._prefix_offset:self._read_offset])
-        full_text = self._decode(self._ids[self._prefix_offset:])
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        full_text = self._decode(self._ids[self._prefix_offset :])
         if full_text.endswith("\ufffd") or len(full_text) <= len(prefix_text):
             return ""
         self._prefix_offset = self._read_offset
         self._read_offset = len(self._ids)
-        return full_text[len(prefix_text):]
+        return full_text[len(prefix_text) :]
 
 
 class StopMatcher:
@@ -50,7 +50,7 @@ class StopMatcher:
         self._buffer += text
         hits = [i for i in (self._buffer.find(s) for s in self._stops) if i >= 0]
         if hits:
-            out = self._buffer[:min(hits)]
+            out = self._buffer[: min(hits)]
             self._buffer = ""
             return out, True
         keep = 0
@@ -59,8 +59,8 @@ class StopMatcher:
             if any(s.startswith(tail) for s in self._stops):
                 keep = k
                 break
-        out = self._buffer[:len(self._buffer) - keep]
-        self._buffer = self._buffer[len(self._buffer) - keep:]
+        out = self._buffer[: len(self._buffer) - keep]
+        self._buffer = self._buffer[len(self._buffer) - keep :]
         return out, False
 
     def flush(self) -> str:

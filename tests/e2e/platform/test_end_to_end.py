@@ -38,7 +38,11 @@ def question_for(doc: str) -> dict:
     the EAP question's top chunks straddle pages 2-3, and the FERS one gets a terse
     "5 years." with no [n] marker and nothing to cite.)
     """
-    rows = [json.loads(line) for line in (require_corpus() / "questions.jsonl").read_text().splitlines() if line]
+    rows = [
+        json.loads(line)
+        for line in (require_corpus() / "questions.jsonl").read_text().splitlines()
+        if line
+    ]
     candidates = [r for r in rows if r["doc"] == doc and r["answerable"] and r["type"] == "single"]
     return next(r for r in candidates if "Level 5" in r["question"])
 
@@ -47,8 +51,10 @@ def wait_until(check, timeout: float, what: str, process: subprocess.Popen, log:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"enclave up exited ({process.returncode}) while waiting for {what}:\n"
-                                 + log.read_text()[-4000:])
+            raise AssertionError(
+                f"enclave up exited ({process.returncode}) while waiting for {what}:\n"
+                + log.read_text()[-4000:]
+            )
         try:
             if check():
                 return
@@ -63,23 +69,51 @@ def platform(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("platform")
     port, llm_port = free_port(), free_port()
     env = dict(os.environ)
-    env.update({
-        "ENCLAVE_DATA_DIR": str(tmp / "data"), "ENCLAVE_PORT": str(port), "ENCLAVE_LLM_PORT": str(llm_port),
-        "ENCLAVE_ADMIN_PASSWORD": ADMIN_PASSWORD, "ENCLAVE_EGRESS_GUARD": "1",
-        "ENCLAVE_EGRESS_LOG": str(tmp / "egress.log"), "ENCLAVE_ANSWER_TOKENS": "24",
-        "ENCLAVE_SEARCH_K": "2", "ENCLAVE_CONTEXT_TOKENS": "1000",
-    })
-    for key in ("ENCLAVE_BROKER_URL", "ENCLAVE_RESULT_BACKEND", "ENCLAVE_DATABASE_URL", "ENCLAVE_LLM_BASE_URL"):
+    env.update(
+        {
+            "ENCLAVE_DATA_DIR": str(tmp / "data"),
+            "ENCLAVE_PORT": str(port),
+            "ENCLAVE_LLM_PORT": str(llm_port),
+            "ENCLAVE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "ENCLAVE_EGRESS_GUARD": "1",
+            "ENCLAVE_EGRESS_LOG": str(tmp / "egress.log"),
+            "ENCLAVE_ANSWER_TOKENS": "24",
+            "ENCLAVE_SEARCH_K": "2",
+            "ENCLAVE_CONTEXT_TOKENS": "1000",
+        }
+    )
+    for key in (
+        "ENCLAVE_BROKER_URL",
+        "ENCLAVE_RESULT_BACKEND",
+        "ENCLAVE_DATABASE_URL",
+        "ENCLAVE_LLM_BASE_URL",
+    ):
         env.pop(key, None)
     log = tmp / "up.log"
     with open(log, "w") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], cwd=REPO_ROOT, env=env,
-                                   stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 90, "the gateway",
-                   process, log)
-        yield {"url": url, "env": env, "process": process, "log": log, "egress_log": tmp / "egress.log"}
+        wait_until(
+            lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200,
+            90,
+            "the gateway",
+            process,
+            log,
+        )
+        yield {
+            "url": url,
+            "env": env,
+            "process": process,
+            "log": log,
+            "egress_log": tmp / "egress.log",
+        }
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -95,21 +129,46 @@ def test_upload_ask_cited_answer_with_no_egress(platform):
     started = time.monotonic()
     pdf = require_corpus() / "docs" / PDF
     print(f"e2e: {time.monotonic() - started:.1f}s", flush=True)
-    ingest = subprocess.run([sys.executable, "-m", "services.cli", "ingest", str(pdf), "--url", url,
-                             "--password", ADMIN_PASSWORD, "--poll", "0.5"], cwd=REPO_ROOT, env=platform["env"],
-                            capture_output=True, text=True, timeout=180)
+    ingest = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "ingest",
+            str(pdf),
+            "--url",
+            url,
+            "--password",
+            ADMIN_PASSWORD,
+            "--poll",
+            "0.5",
+        ],
+        cwd=REPO_ROOT,
+        env=platform["env"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr + log.read_text()[-3000:]
     assert pdf.name in ingest.stderr  # the tqdm bar, labelled with the file
 
     client = httpx.Client(base_url=url, timeout=300)
-    token = client.post("/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).json()["token"]
+    token = client.post(
+        "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    ).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     documents = client.get("/api/documents", headers=headers).json()["documents"]
     assert [d["filename"] for d in documents] == [pdf.name] and documents[0]["status"] == "ready"
     document_id = documents[0]["id"]
 
     print(f"e2e: {time.monotonic() - started:.1f}s", flush=True)
-    wait_until(lambda: client.get("/readyz").status_code == 200, 120, "readiness (LLM loaded)", process, log)
+    wait_until(
+        lambda: client.get("/readyz").status_code == 200,
+        120,
+        "readiness (LLM loaded)",
+        process,
+        log,
+    )
     question = question_for(PDF)
     print(f"e2e: {time.monotonic() - started:.1f}s", flush=True)
     response = client.post("/api/chat", json={"message": question["question"]}, headers=headers)

@@ -19,15 +19,23 @@ ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose.yaml"
 ENCLAVE_SERVICES = {"gateway", "worker", "llm_server", "chroma"}
 
-pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None,
-                                reason="docker-compose not installed (Debian package docker-compose; `make test` installs it as root)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose not installed (Debian package docker-compose; `make test` installs it as root)",
+)
 
 
 def compose_config(extra_env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
     env.update(extra_env)
-    return subprocess.run(["docker-compose", "-f", str(COMPOSE), *args, "config"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), *args, "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,14 @@ def test_compose_requires_an_admin_password():
 
 
 def test_compose_has_every_component(resolved):
-    assert set(resolved["services"]) >= {"gateway", "worker", "llm_server", "redis", "postgres", "chroma"}
+    assert set(resolved["services"]) >= {
+        "gateway",
+        "worker",
+        "llm_server",
+        "redis",
+        "postgres",
+        "chroma",
+    }
 
 
 def test_only_the_gateway_is_reachable_from_outside(resolved):
@@ -53,7 +68,9 @@ def test_only_the_gateway_is_reachable_from_outside(resolved):
     assert resolved["networks"]["internal"].get("internal") is True
     for name, svc in resolved["services"].items():
         if name != "gateway":
-            assert set(svc["networks"]) == {"internal"}, f"{name} must only be on the internal network"
+            assert set(svc["networks"]) == {"internal"}, (
+                f"{name} must only be on the internal network"
+            )
 
 
 def test_llm_server_reserves_a_gpu(resolved):
@@ -82,5 +99,7 @@ def test_every_command_and_copied_path_exists(resolved):
         if command[:2] == ["python", "-m"]:
             module = ROOT / Path(*command[2].split("."))
             assert (module / "__main__.py").exists() or module.with_suffix(".py").exists(), command
-    for source in re.findall(r"^COPY\s+(\S+)\s+\S+$", (ROOT / "Dockerfile").read_text(), flags=re.M):
+    for source in re.findall(
+        r"^COPY\s+(\S+)\s+\S+$", (ROOT / "Dockerfile").read_text(), flags=re.M
+    ):
         assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"

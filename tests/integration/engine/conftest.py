@@ -57,12 +57,18 @@ def chat_prompts(tokenizer) -> list[list[int]]:
     conversations = [[{"role": "user", "content": q}] for q in QUESTIONS]
     for i, q in enumerate(RAG_QUESTIONS):
         context = CONTEXT * (1 + i % 3)
-        conversations.append([{"role": "system", "content": "Answer from the context only.\n" + context},
-                              {"role": "user", "content": q}])
+        conversations.append(
+            [
+                {"role": "system", "content": "Answer from the context only.\n" + context},
+                {"role": "user", "content": q},
+            ]
+        )
     prompts = []
     for messages in conversations:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        prompts.append(list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
+        prompts.append(
+            list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        )
     return prompts
 
 
@@ -96,8 +102,11 @@ def hf_greedy(request, prompts) -> list[list[int]]:
     from llm.loader.packaged import smollm2_gguf_path
 
     path = smollm2_gguf_path()
-    digest = hashlib.sha256(json.dumps([str(path), path.stat().st_size, transformers.__version__,
-                                        NEW_TOKENS, prompts]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        json.dumps(
+            [str(path), path.stat().st_size, transformers.__version__, NEW_TOKENS, prompts]
+        ).encode()
+    ).hexdigest()[:16]
     key = f"enclave_engine/hf_greedy_{digest}"
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     cached = cache.get(key, None) if cache is not None else None
@@ -105,14 +114,17 @@ def hf_greedy(request, prompts) -> list[list[int]]:
         return cached
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     model.eval()
     outputs = []
     with torch.inference_mode():
         for prompt in prompts:
-            generated = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                       pad_token_id=2)
-            outputs.append(generated[0, len(prompt):].tolist())
+            generated = model.generate(
+                torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=2
+            )
+            outputs.append(generated[0, len(prompt) :].tolist())
     if cache is not None:
         cache.set(key, outputs)
     del model
@@ -126,8 +138,15 @@ def make_engine(smollm2):
 
     def build(**overrides) -> LLMEngine:
         config = EngineConfig(**{"num_kv_blocks": 320, "max_model_len": 2048, **overrides})
-        engine = LLMEngine(smollm2.model, config, smollm2.tokenizer, smollm2.eos_token_ids,
-                           smollm2.model_name, smollm2.chat_template, smollm2.special_tokens)
+        engine = LLMEngine(
+            smollm2.model,
+            config,
+            smollm2.tokenizer,
+            smollm2.eos_token_ids,
+            smollm2.model_name,
+            smollm2.chat_template,
+            smollm2.special_tokens,
+        )
         engines.append((engine, engine.block_manager.num_free_blocks))
         return engine
 

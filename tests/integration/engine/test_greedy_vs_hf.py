@@ -17,9 +17,17 @@ def assert_same_as_hf(results, hf_greedy, prompts):
     mismatches = []
     for i, (result, reference) in enumerate(zip(results, hf_greedy, strict=True)):
         if result.token_ids != reference:
-            first = next((j for j, (a, b) in enumerate(zip(result.token_ids, reference, strict=False)) if a != b),
-                         min(len(result.token_ids), len(reference)))
-            mismatches.append(f"prompt {i} ({len(prompts[i])} tokens) diverges at new token {first}")
+            first = next(
+                (
+                    j
+                    for j, (a, b) in enumerate(zip(result.token_ids, reference, strict=False))
+                    if a != b
+                ),
+                min(len(result.token_ids), len(reference)),
+            )
+            mismatches.append(
+                f"prompt {i} ({len(prompts[i])} tokens) diverges at new token {first}"
+            )
     assert not mismatches, "; ".join(mismatches)
 
 

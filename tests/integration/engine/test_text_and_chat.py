@@ -12,17 +12,24 @@ from llm.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.slow
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour. Café? 日本"}]
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Name a colour. Café? 日本"},
+]
 
 
 def test_chat_template_matches_transformers(smollm2, make_engine):
     engine = AsyncEngine(make_engine())
     ours = engine.apply_chat_template(MESSAGES)
-    theirs = smollm2.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
+    theirs = smollm2.tokenizer.apply_chat_template(
+        MESSAGES, add_generation_prompt=True, tokenize=True
+    )
     theirs = list(theirs["input_ids"] if hasattr(theirs, "keys") else theirs)
     assert ours == theirs
     no_system = engine.apply_chat_template(MESSAGES[1:])
-    assert smollm2.tokenizer.decode(no_system).startswith("<|im_start|>system\nYou are a helpful AI assistant")
+    assert smollm2.tokenizer.decode(no_system).startswith(
+        "<|im_start|>system\nYou are a helpful AI assistant"
+    )
     with pytest.raises(ChatTemplateError, match="empty"):
         render_chat(smollm2.chat_template, [])
     with pytest.raises(ChatTemplateError, match="'role' and 'content'"):
@@ -33,7 +40,12 @@ def test_streamed_text_equals_decoding_all_tokens(make_engine, prompts):
     engine = AsyncEngine(make_engine())
 
     async def run():
-        return [o async for o in engine.generate(prompts[8], SamplingParams(max_tokens=40, temperature=0.0), "s")]
+        return [
+            o
+            async for o in engine.generate(
+                prompts[8], SamplingParams(max_tokens=40, temperature=0.0), "s"
+            )
+        ]
 
     outs = asyncio.run(run())
     asyncio.run(engine.shutdown())
@@ -51,9 +63,11 @@ def test_stop_string_across_a_token_boundary(make_engine, prompts, smollm2):
     pieces = [tokenizer.decode(free_run.token_ids[:i]) for i in range(3, 6)]
     boundary = len(pieces[0])
     assert len(pieces[1]) - boundary >= 2, "token 4 should be at least two characters"
-    stop = free_run.text[boundary - 1:boundary + 1]
+    stop = free_run.text[boundary - 1 : boundary + 1]
     cut = free_run.text.find(stop)
-    [stopped] = engine.generate([prompts[0]], SamplingParams(max_tokens=40, temperature=0.0, stop=[stop]))
+    [stopped] = engine.generate(
+        [prompts[0]], SamplingParams(max_tokens=40, temperature=0.0, stop=[stop])
+    )
     assert stopped.finish_reason == "stop"
     assert stopped.text == free_run.text[:cut]
     assert stop not in stopped.text
@@ -69,10 +83,16 @@ def test_eos_stops_and_ignore_eos_continues(make_engine, prompts, hf_greedy):
     assert natural.finish_reason == "stop" and natural.token_ids[-1] in eos
     assert "<|im_end|>" not in natural.text
     longer = len(natural.token_ids) + 3
-    [forced] = engine.generate([prompts[i]], SamplingParams(max_tokens=longer, temperature=0.0, ignore_eos=True))
+    [forced] = engine.generate(
+        [prompts[i]], SamplingParams(max_tokens=longer, temperature=0.0, ignore_eos=True)
+    )
     assert forced.finish_reason == "length" and len(forced.token_ids) == longer
-    [by_id] = engine.generate([prompts[i]], SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True,
-                                                           stop_token_ids=[natural.token_ids[2]]))
+    [by_id] = engine.generate(
+        [prompts[i]],
+        SamplingParams(
+            max_tokens=64, temperature=0.0, ignore_eos=True, stop_token_ids=[natural.token_ids[2]]
+        ),
+    )
     assert by_id.finish_reason == "stop" and by_id.token_ids == natural.token_ids[:3]
 
 
@@ -80,7 +100,9 @@ def test_max_model_len_is_enforced(make_engine, prompts):
     engine = make_engine(max_model_len=64)
     with pytest.raises(ValueError, match="at most 63"):
         engine.add_request("long", [1] * 64, SamplingParams())
-    [capped] = engine.generate([prompts[14][:50]], SamplingParams(max_tokens=100, temperature=0.0, ignore_eos=True))
+    [capped] = engine.generate(
+        [prompts[14][:50]], SamplingParams(max_tokens=100, temperature=0.0, ignore_eos=True)
+    )
     assert capped.finish_reason == "length" and len(capped.token_ids) == 64 - 50
 
 

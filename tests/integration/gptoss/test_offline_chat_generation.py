@@ -26,7 +26,11 @@ def no_egress(monkeypatch):
     real_connect = socket.socket.connect
 
     def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        ):
             raise AssertionError(f"network access attempted: {address!r}")
         return real_connect(self, address)
 
@@ -42,7 +46,9 @@ def pipeline(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = build_reference(seed=3, num_hidden_layers=2, vocab_size=REAL_VOCAB, eos_token_id=RETURN)
+        reference = build_reference(
+            seed=3, num_hidden_layers=2, vocab_size=REAL_VOCAB, eos_token_id=RETURN
+        )
         folder = write_checkpoint(reference, tmp_path_factory.mktemp("gptoss_real_vocab"))
         loaded = load_gpt_oss(folder, dtype=torch.float32)
         yield reference, loaded
@@ -59,8 +65,13 @@ def test_loader_returns_harmony_tokenizer_and_stop_ids(pipeline):
 def test_chat_prompt_decodes_like_transformers_and_parses(pipeline):
     reference, loaded = pipeline
     chat: HarmonyChat = loaded.tokenizer
-    prompt = chat.render_prompt([{"role": "system", "content": "Cite your sources."},
-                                 {"role": "user", "content": "What is our leave policy?"}], reasoning_effort="low")
+    prompt = chat.render_prompt(
+        [
+            {"role": "system", "content": "Cite your sources."},
+            {"role": "user", "content": "What is our leave policy?"},
+        ],
+        reasoning_effort="low",
+    )
     assert len(prompt) > 8  # longer than the sliding window: both layer kinds matter
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -72,7 +83,7 @@ def test_chat_prompt_decodes_like_transformers_and_parses(pipeline):
                 tokens.append(int(reference(torch.tensor([tokens])).logits[0, -1].argmax()))
     finally:
         torch.set_num_threads(threads)
-    assert ours == tokens[len(prompt):]
+    assert ours == tokens[len(prompt) :]
     decoder = chat.stream_decoder()
     streamed = "".join(decoder.feed(token).content for token in ours)
     parsed = decoder.finish()  # random weights: whatever it said, parsing must not fail

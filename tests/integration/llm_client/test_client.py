@@ -31,11 +31,20 @@ def build_app() -> FastAPI:
     async def chat(body: dict):
         mode = body["messages"][-1]["content"]
         if mode == "reject":
-            return JSONResponse({"error": {"message": "max_tokens too large", "type": "invalid_request_error"}},
-                                status_code=400)
+            return JSONResponse(
+                {"error": {"message": "max_tokens too large", "type": "invalid_request_error"}},
+                status_code=400,
+            )
         if not body.get("stream"):
-            return {"choices": [{"message": {"role": "assistant", "content": "Hello [1]"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+            return {
+                "choices": [
+                    {
+                        "message": {"role": "assistant", "content": "Hello [1]"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+            }
 
         def events():
             yield sse({"choices": [{"delta": {"role": "assistant"}}]})
@@ -55,7 +64,9 @@ def build_app() -> FastAPI:
 @pytest.fixture(scope="module")
 def base_url():
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -67,12 +78,19 @@ def base_url():
 
 
 async def collect(client: LLMClient, text: str) -> str:
-    return "".join([piece async for piece in client.stream_chat([{"role": "user", "content": text}])])
+    return "".join(
+        [piece async for piece in client.stream_chat([{"role": "user", "content": text}])]
+    )
 
 
 def test_chat_returns_text_and_usage(base_url):
     result = asyncio.run(LLMClient(base_url, "m").chat([{"role": "user", "content": "hi"}]))
-    assert (result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens) == ("Hello [1]", "stop", 7, 3)
+    assert (result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens) == (
+        "Hello [1]",
+        "stop",
+        7,
+        3,
+    )
 
 
 def test_stream_joins_deltas_and_skips_usage_chunks(base_url):

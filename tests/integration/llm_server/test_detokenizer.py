@@ -9,8 +9,14 @@ from services.llm_server.backends.text_stream import IncrementalDetokenizer
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-@pytest.mark.parametrize("text", ["Hello, world! It's 3.14 o'clock.", "café déjà vu — 日本語 😀 ok",
-                                  "  leading spaces\nand\ttabs  "])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello, world! It's 3.14 o'clock.",
+        "café déjà vu — 日本語 😀 ok",
+        "  leading spaces\nand\ttabs  ",
+    ],
+)
 def test_token_by_token_deltas_join_to_the_whole_text(tokenizer, text):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     detokenizer = IncrementalDetokenizer(tokenizer)

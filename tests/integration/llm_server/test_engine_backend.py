@@ -17,8 +17,15 @@ QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
 def engine_server():
     from services.llm_server.app import create_app
 
-    app = create_app(settings(llm_backend="engine", llm_max_model_len=1024, llm_kv_cache_mb=64,
-                              llm_max_num_seqs=8, llm_cpu_threads=1))
+    app = create_app(
+        settings(
+            llm_backend="engine",
+            llm_max_model_len=1024,
+            llm_kv_cache_mb=64,
+            llm_max_num_seqs=8,
+            llm_cpu_threads=1,
+        )
+    )
     with LiveServer(app) as live:
         yield live
 
@@ -27,7 +34,9 @@ def engine_server():
 def engine_client(engine_server):
     import openai
 
-    return openai.OpenAI(base_url=f"{engine_server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(
+        base_url=f"{engine_server.url}/v1", api_key="unused", max_retries=0, timeout=120
+    )
 
 
 def test_engine_chat_stream_equals_non_stream_and_counts_the_prompt(engine_client, tokenizer):
@@ -36,24 +45,40 @@ def test_engine_chat_stream_equals_non_stream_and_counts_the_prompt(engine_clien
     text = tokenizer.apply_chat_template(QUESTION, tokenize=False, add_generation_prompt=True)
     assert whole.usage.prompt_tokens == len(tokenizer(text, add_special_tokens=False)["input_ids"])
     assert whole.choices[0].message.content
-    chunks = list(engine_client.chat.completions.create(stream=True, stream_options={"include_usage": True},
-                                                        **kwargs))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    chunks = list(
+        engine_client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **kwargs
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == whole.choices[0].message.content
+    )
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_engine_n_choices_follow_their_seeds(engine_client):
     kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 6, "temperature": 1.0}
     both = engine_client.chat.completions.create(n=2, seed=5, **kwargs)
-    assert both.choices[0].message.content == engine_client.chat.completions.create(
-        seed=5, **kwargs).choices[0].message.content
-    assert both.choices[1].message.content == engine_client.chat.completions.create(
-        seed=6, **kwargs).choices[0].message.content
+    assert (
+        both.choices[0].message.content
+        == engine_client.chat.completions.create(seed=5, **kwargs).choices[0].message.content
+    )
+    assert (
+        both.choices[1].message.content
+        == engine_client.chat.completions.create(seed=6, **kwargs).choices[0].message.content
+    )
 
 
 def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
-    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 300, "ignore_eos": True, "temperature": 0,
-            "stream": True}
+    body = {
+        "model": MODEL,
+        "messages": QUESTION,
+        "max_tokens": 300,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+    }
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", f"{engine_server.url}/v1/chat/completions", json=body) as response:
             seen = 0
@@ -62,8 +87,15 @@ def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
                     seen += 1
                     if seen == 3:
                         break
-    wait_for(lambda: metric_value(engine_server.url, "enclave_llm_finished_choices_total",
-                                  'finish_reason="abort"') >= 1, what="the abort to be recorded")
+    wait_for(
+        lambda: (
+            metric_value(
+                engine_server.url, "enclave_llm_finished_choices_total", 'finish_reason="abort"'
+            )
+            >= 1
+        ),
+        what="the abort to be recorded",
+    )
     text = httpx.get(f"{engine_server.url}/metrics").text
     assert "enclave_llm_kv_blocks_used" in text and "enclave_llm_kv_blocks_free" in text
 
@@ -71,18 +103,26 @@ def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
 def test_engine_logprobs_and_refusals(engine_client):
     import openai
 
-    reply = engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3, temperature=0,
-                                                  logprobs=True)
+    reply = engine_client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=3, temperature=0, logprobs=True
+    )
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens and all(e.logprob <= 0 for e in content)
     with pytest.raises(openai.BadRequestError, match="top logprobs"):
-        engine_client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True,
-                                              top_logprobs=2)
+        engine_client.chat.completions.create(
+            model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=2
+        )
 
 
-PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
-                                           "age": {"type": "integer", "minimum": 0}},
-          "required": ["name", "age"], "additionalProperties": False}
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 DESCRIBE = [{"role": "user", "content": "Describe a person with a name and an age."}]
 
 
@@ -93,11 +133,20 @@ def test_engine_json_schema_output_parses_and_fits_the_schema(engine_client, str
     import jsonschema
 
     response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
-    kwargs = dict(model=MODEL, messages=DESCRIBE, max_tokens=60, temperature=0.8, seed=5,
-                  response_format=response_format)
+    kwargs = dict(
+        model=MODEL,
+        messages=DESCRIBE,
+        max_tokens=60,
+        temperature=0.8,
+        seed=5,
+        response_format=response_format,
+    )
     if stream:
-        text = "".join(chunk.choices[0].delta.content or "" for chunk in
-                       engine_client.chat.completions.create(stream=True, **kwargs) if chunk.choices)
+        text = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in engine_client.chat.completions.create(stream=True, **kwargs)
+            if chunk.choices
+        )
     else:
         reply = engine_client.chat.completions.create(**kwargs)
         text = reply.choices[0].message.content
@@ -110,11 +159,25 @@ def test_engine_json_object_and_bad_schemas(engine_client):
 
     import openai
 
-    reply = engine_client.chat.completions.create(model=MODEL, messages=DESCRIBE, max_tokens=60, temperature=0,
-                                                  response_format={"type": "json_object"})
+    reply = engine_client.chat.completions.create(
+        model=MODEL,
+        messages=DESCRIBE,
+        max_tokens=60,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
     with pytest.raises(openai.BadRequestError) as bad:
         engine_client.chat.completions.create(
-            model=MODEL, messages=DESCRIBE, max_tokens=8,
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
-    assert bad.value.code == "response_format_unsupported" and "invalid json schema" in bad.value.message
+            model=MODEL,
+            messages=DESCRIBE,
+            max_tokens=8,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "nonsense"}},
+            },
+        )
+    assert (
+        bad.value.code == "response_format_unsupported"
+        and "invalid json schema" in bad.value.message
+    )

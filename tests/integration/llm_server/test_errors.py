@@ -17,8 +17,12 @@ HELLO = [{"role": "user", "content": "Hello"}]
 def post(server, path: str, body) -> httpx.Response:
     if isinstance(body, (dict, list)):
         return httpx.post(f"{server.url}{path}", json=body, timeout=60)
-    return httpx.post(f"{server.url}{path}", content=body, headers={"content-type": "application/json"},
-                      timeout=60)
+    return httpx.post(
+        f"{server.url}{path}",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
 
 
 def error_of(response: httpx.Response, status: int) -> dict:
@@ -36,11 +40,14 @@ def test_unknown_model_is_404_through_the_client(client):
     assert "gpt-17" in caught.value.message
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "max_tokens": 0}),
-    ("/v1/completions", {"model": MODEL, "prompt": "Hi", "max_tokens": -3}),
-    ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "max_completion_tokens": 0}),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "max_tokens": 0}),
+        ("/v1/completions", {"model": MODEL, "prompt": "Hi", "max_tokens": -3}),
+        ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "max_completion_tokens": 0}),
+    ],
+)
 def test_max_tokens_below_one_is_400(server, path, body):
     error = error_of(post(server, path, body), 400)
     assert error["param"] in ("max_tokens", "max_completion_tokens")
@@ -55,8 +62,14 @@ def test_max_tokens_beyond_the_context_is_400(server):
 
 def test_prompt_longer_than_the_context_is_400(server):
     long_text = "word " * (MAX_MODEL_LEN + 50)
-    chat = error_of(post(server, "/v1/chat/completions",
-                         {"model": MODEL, "messages": [{"role": "user", "content": long_text}]}), 400)
+    chat = error_of(
+        post(
+            server,
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": long_text}]},
+        ),
+        400,
+    )
     assert chat["code"] == "context_length_exceeded" and "prompt" in chat["message"]
     text = error_of(post(server, "/v1/completions", {"model": MODEL, "prompt": long_text}), 400)
     assert text["code"] == "context_length_exceeded"
@@ -69,35 +82,44 @@ def test_prompt_plus_max_tokens_beyond_the_context_is_400(server):
     assert error["code"] == "context_length_exceeded" and "plus" in error["message"]
 
 
-@pytest.mark.parametrize("body,needle", [
-    ({"model": MODEL, "messages": []}, "at least one"),
-    ({"model": MODEL, "messages": "hello"}, "messages"),
-    ({"model": MODEL, "messages": [{"content": "no role"}]}, "role"),
-    ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "role"),
-    ({"model": MODEL, "messages": [{"role": "user"}]}, "content is missing"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "image_url"),
-    ({"model": MODEL, "messages": [{"role": "tool", "content": "42"}]}, "tool"),
-    ({"model": MODEL}, "messages"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({"model": MODEL, "messages": []}, "at least one"),
+        ({"model": MODEL, "messages": "hello"}, "messages"),
+        ({"model": MODEL, "messages": [{"content": "no role"}]}, "role"),
+        ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "role"),
+        ({"model": MODEL, "messages": [{"role": "user"}]}, "content is missing"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "image_url",
+        ),
+        ({"model": MODEL, "messages": [{"role": "tool", "content": "42"}]}, "tool"),
+        ({"model": MODEL}, "messages"),
+    ],
+)
 def test_malformed_messages_are_400(server, body, needle):
     error = error_of(post(server, "/v1/chat/completions", body), 400)
     assert needle in error["message"]
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": MODEL, "messages": HELLO, "temperature": 7}, "temperature"),
-    ({"model": MODEL, "messages": HELLO, "top_p": 0}, "top_p"),
-    ({"model": MODEL, "messages": HELLO, "n": 0}, "n"),
-    ({"model": MODEL, "messages": HELLO, "stop": 5}, "stop"),
-    ({"model": MODEL, "messages": HELLO, "top_logprobs": 3}, "top_logprobs"),
-    ({"model": MODEL, "messages": HELLO, "logprobs": True, "top_logprobs": 50}, "top_logprobs"),
-    ({"model": MODEL, "messages": HELLO, "presence_penalty": 1.0}, "presence_penalty"),
-    ({"model": MODEL, "messages": HELLO, "tools": [{"type": "function"}]}, "tools"),
-    ({"model": MODEL, "prompt": [1, 2, 3]}, "prompt"),
-    ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
-    ({"model": MODEL, "prompt": ""}, "prompt"),
-    ({"model": MODEL, "messages": HELLO, "seed": 2**70}, "seed"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": MODEL, "messages": HELLO, "temperature": 7}, "temperature"),
+        ({"model": MODEL, "messages": HELLO, "top_p": 0}, "top_p"),
+        ({"model": MODEL, "messages": HELLO, "n": 0}, "n"),
+        ({"model": MODEL, "messages": HELLO, "stop": 5}, "stop"),
+        ({"model": MODEL, "messages": HELLO, "top_logprobs": 3}, "top_logprobs"),
+        ({"model": MODEL, "messages": HELLO, "logprobs": True, "top_logprobs": 50}, "top_logprobs"),
+        ({"model": MODEL, "messages": HELLO, "presence_penalty": 1.0}, "presence_penalty"),
+        ({"model": MODEL, "messages": HELLO, "tools": [{"type": "function"}]}, "tools"),
+        ({"model": MODEL, "prompt": [1, 2, 3]}, "prompt"),
+        ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
+        ({"model": MODEL, "prompt": ""}, "prompt"),
+        ({"model": MODEL, "messages": HELLO, "seed": 2**70}, "seed"),
+    ],
+)
 def test_bad_parameters_are_400_and_name_the_parameter(server, body, param):
     path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
     error = error_of(post(server, path, body), 400)
@@ -109,13 +131,18 @@ def test_body_that_is_not_json_is_400(server):
     assert "JSON" in error["message"]
 
 
-@pytest.mark.parametrize("response_format", [
-    {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
-    {"type": "json_object"},
-])
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+        {"type": "json_object"},
+    ],
+)
 def test_response_format_the_hf_backend_cannot_enforce_is_400(client, response_format):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4, response_format=response_format)
+        client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=4, response_format=response_format
+        )
     assert caught.value.code == "response_format_unsupported"
     assert "response_format" in caught.value.message and "hf" in caught.value.message
 

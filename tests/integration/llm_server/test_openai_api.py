@@ -21,7 +21,9 @@ def test_models_lists_the_served_model(client):
 
 
 def test_chat_non_stream_counts_tokens_like_the_tokenizer(client, tokenizer):
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, temperature=0)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=8, temperature=0
+    )
     choice = reply.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
     assert reply.usage.prompt_tokens == len(chat_prompt_ids(tokenizer, QUESTION))
@@ -34,13 +36,23 @@ def test_chat_non_stream_counts_tokens_like_the_tokenizer(client, tokenizer):
 
 
 def test_chat_stream_equals_non_stream_and_reports_usage(client):
-    whole = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=0)
-    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=0,
-                                            stream=True, stream_options={"include_usage": True})
+    whole = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=6, temperature=0
+    )
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert text == whole.choices[0].message.content
     assert finishes == [whole.choices[0].finish_reason]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
@@ -68,14 +80,19 @@ def test_stop_string_ends_the_answer_before_it(client):
     stop = words[2]
     cut = client.chat.completions.create(stop=[stop, "never-there"], **kwargs).choices[0]
     assert cut.finish_reason == "stop"
-    assert cut.message.content == full[:full.index(stop)]
+    assert cut.message.content == full[: full.index(stop)]
     streamed = client.chat.completions.create(stop=stop, stream=True, **kwargs)
-    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == cut.message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        == cut.message.content
+    )
 
 
 def test_text_completion_stream_and_non_stream(client, tokenizer):
     prompt = "The three primary colours are"
-    whole = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=2)
+    whole = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=2
+    )
     assert whole.usage.prompt_tokens == len(tokenizer(prompt)["input_ids"])
     assert whole.choices[0].text
     logprobs = whole.choices[0].logprobs
@@ -84,13 +101,16 @@ def test_text_completion_stream_and_non_stream(client, tokenizer):
     assert logprobs.text_offset == sorted(logprobs.text_offset) and logprobs.text_offset[0] == 0
     if whole.choices[0].finish_reason == "length":
         assert whole.usage.completion_tokens == 6
-    streamed = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, stream=True)
+    streamed = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=6, temperature=0, stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
 
 
 def test_chat_logprobs_describe_the_generated_tokens(client):
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=5, temperature=0,
-                                           logprobs=True, top_logprobs=2)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2
+    )
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens
     for entry in content:
@@ -103,11 +123,17 @@ def test_chat_logprobs_describe_the_generated_tokens(client):
 
 def test_several_prompts_stream_as_interleaved_choices(client):
     prompts = ["Apples are", "The sky is"]
-    alone = [client.completions.create(model=MODEL, prompt=p, max_tokens=3, temperature=0).choices[0].text
-             for p in prompts]
+    alone = [
+        client.completions.create(model=MODEL, prompt=p, max_tokens=3, temperature=0)
+        .choices[0]
+        .text
+        for p in prompts
+    ]
     texts = {0: "", 1: ""}
     finished = set()
-    for c in client.completions.create(model=MODEL, prompt=prompts, max_tokens=3, temperature=0, stream=True):
+    for c in client.completions.create(
+        model=MODEL, prompt=prompts, max_tokens=3, temperature=0, stream=True
+    ):
         for choice in c.choices:
             texts[choice.index] += choice.text
             if choice.finish_reason:

@@ -46,7 +46,15 @@ def corpus_index(tmp_path_factory, embedder) -> CorpusIndex:
         documents.append(document_id)
     seconds = time.perf_counter() - started
     searcher = HybridSearcher.from_config(config, embedder=embedder)
-    return CorpusIndex(config, pipeline, searcher, load_questions(root / "questions.jsonl"), documents, chunks, seconds)
+    return CorpusIndex(
+        config,
+        pipeline,
+        searcher,
+        load_questions(root / "questions.jsonl"),
+        documents,
+        chunks,
+        seconds,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +62,9 @@ def small_store(tmp_path_factory, embedder) -> IngestPipeline:
     """A store apart from the corpus (sharing the loaded model) for lifecycle tests; each
     test uses its own document ids."""
     data_dir = tmp_path_factory.mktemp("lifecycle_store")
-    return IngestPipeline(IngestConfig(data_dir=data_dir, chroma_collection="lifecycle"), embedder=embedder)
+    return IngestPipeline(
+        IngestConfig(data_dir=data_dir, chroma_collection="lifecycle"), embedder=embedder
+    )
 
 
 def write(path: Path, text: str) -> Path:

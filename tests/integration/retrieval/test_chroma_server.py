@@ -38,8 +38,20 @@ def chroma_server(tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("chroma_log") / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([cli, "run", "--path", str(tmp_path_factory.mktemp("chroma_srv")),
-                                 "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                cli,
+                "run",
+                "--path",
+                str(tmp_path_factory.mktemp("chroma_srv")),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

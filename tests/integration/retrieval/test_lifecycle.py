@@ -17,13 +17,18 @@ SECRET = "# Salaries\n\n## Bands\n\nThe zorblax salary band for principal engine
 
 
 def _traces(pipeline, document_id):
-    return (pipeline.lexical_index.count(document_id), len(pipeline.vector_store.document_chunk_ids(document_id)))
+    return (
+        pipeline.lexical_index.count(document_id),
+        len(pipeline.vector_store.document_chunk_ids(document_id)),
+    )
 
 
 def test_delete_removes_every_trace_and_reingest_works(small_store, tmp_path):
     path = write(tmp_path / "canteen.md", PUBLIC)
     stages = []
-    chunks = small_store.ingest(path, document_id="doc-1", progress=lambda f, s: stages.append((f, s)))
+    chunks = small_store.ingest(
+        path, document_id="doc-1", progress=lambda f, s: stages.append((f, s))
+    )
     assert _traces(small_store, "doc-1") == (len(chunks), len(chunks)) and chunks
     assert stages[0] == (0.0, "parsing") and stages[-1] == (1.0, "indexing")
     assert {s for _, s in stages} == {"parsing", "chunking", "embedding", "indexing"}
@@ -44,7 +49,9 @@ def test_reingest_replaces_the_previous_version(small_store, tmp_path):
     small_store.ingest(write(tmp_path / "a.md", PUBLIC), document_id="doc-v")
     new = small_store.ingest(write(tmp_path / "b.md", SECRET), document_id="doc-v")
     assert _traces(small_store, "doc-v") == (len(new), len(new))
-    searcher = HybridSearcher(small_store.vector_store, small_store.lexical_index, small_store.embedder)
+    searcher = HybridSearcher(
+        small_store.vector_store, small_store.lexical_index, small_store.embedder
+    )
     hits = searcher.search("canteen lunch", 5, AccessScope(None))
     assert all("canteen" not in h.text for h in hits if h.document_id == "doc-v")
     small_store.delete("doc-v")
@@ -62,11 +69,14 @@ def test_failure_after_writing_leaves_nothing(small_store, tmp_path):
     assert _traces(small_store, "doc-2") == (0, 0)
 
 
-@pytest.mark.parametrize("name, content, error", [
-    ("bad.pdf", b"%PDF-1.7 truncated", CorruptDocument),
-    ("empty.md", b"", EmptyDocument),
-    ("table.xlsx", b"PK", UnsupportedFileType),
-])
+@pytest.mark.parametrize(
+    "name, content, error",
+    [
+        ("bad.pdf", b"%PDF-1.7 truncated", CorruptDocument),
+        ("empty.md", b"", EmptyDocument),
+        ("table.xlsx", b"PK", UnsupportedFileType),
+    ],
+)
 def test_bad_files_fail_clearly_and_leave_nothing(small_store, tmp_path, name, content, error):
     document_id = f"doc-3-{name}"
     small_store.ingest(write(tmp_path / "v1.md", PUBLIC), document_id=document_id)
@@ -80,14 +90,20 @@ def test_bad_files_fail_clearly_and_leave_nothing(small_store, tmp_path, name, c
 
 def test_restricted_chunks_never_reach_users_without_the_group(small_store, tmp_path):
     small_store.ingest(write(tmp_path / "pub.md", PUBLIC), document_id="public-doc")
-    small_store.ingest(write(tmp_path / "sec.md", SECRET), document_id="secret-doc", groups=["hr", "finance"])
+    small_store.ingest(
+        write(tmp_path / "sec.md", SECRET), document_id="secret-doc", groups=["hr", "finance"]
+    )
     query = "zorblax salary band principal engineers"
     vector = small_store.embedder.embed_query(query)
-    searcher = HybridSearcher(small_store.vector_store, small_store.lexical_index, small_store.embedder)
+    searcher = HybridSearcher(
+        small_store.vector_store, small_store.lexical_index, small_store.embedder
+    )
 
     def seen(scope):
         dense = {m["document_id"] for _, _, m in small_store.vector_store.query(vector, 10, scope)}
-        lexical = {cid.split(":")[0] for cid, _ in small_store.lexical_index.search(query, 10, scope)}
+        lexical = {
+            cid.split(":")[0] for cid, _ in small_store.lexical_index.search(query, 10, scope)
+        }
         hybrid = {h.document_id for h in searcher.search(query, 10, scope)}
         return dense, lexical, hybrid
 
@@ -95,7 +111,11 @@ def test_restricted_chunks_never_reach_users_without_the_group(small_store, tmp_
         dense, lexical, hybrid = seen(scope)
         assert "secret-doc" not in dense | lexical | hybrid
         assert "public-doc" in dense and "public-doc" in hybrid  # the query did run and find things
-    for scope in (AccessScope(frozenset({"hr"})), AccessScope(frozenset({"finance", "x"})), AccessScope(None)):
+    for scope in (
+        AccessScope(frozenset({"hr"})),
+        AccessScope(frozenset({"finance", "x"})),
+        AccessScope(None),
+    ):
         dense, lexical, hybrid = seen(scope)
         assert "secret-doc" in dense and "secret-doc" in lexical
         assert searcher.search(query, 1, scope)[0].document_id == "secret-doc"

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.slow
 
 def test_ingest_and_search_make_no_connection_attempt(tmp_path):
     md = tmp_path / "leave.md"
-    md.write_text("# Leave\n\n## Award leave\n\nAward leave expires one year after it is issued.\n", encoding="utf-8")
+    md.write_text(
+        "# Leave\n\n## Award leave\n\nAward leave expires one year after it is issued.\n",
+        encoding="utf-8",
+    )
     result = _run(
         """
         from pathlib import Path

@@ -19,7 +19,9 @@ def test_whole_corpus_is_indexed(corpus_index):
     assert len(corpus_index.documents) == 57
     assert corpus_index.pipeline.lexical_index.count() == corpus_index.chunks
     assert corpus_index.pipeline.vector_store.count() == corpus_index.chunks
-    print(f"\ningested {len(corpus_index.documents)} documents, {corpus_index.chunks} chunks in {corpus_index.seconds:.1f} s")
+    print(
+        f"\ningested {len(corpus_index.documents)} documents, {corpus_index.chunks} chunks in {corpus_index.seconds:.1f} s"
+    )
 
 
 def test_recall_beats_the_naive_baseline(corpus_index):
@@ -31,8 +33,10 @@ def test_recall_beats_the_naive_baseline(corpus_index):
         return [(h.document_id, h.page, h.text) for h in hits]
 
     report = recall(corpus_index.questions, ranked)
-    print(f"\nrecall@1 {report.recall_at_1:.3f}  recall@5 {report.recall_at_5:.3f}  over {report.questions} "
-          f"answerable questions; misses at 5: {report.misses}")
+    print(
+        f"\nrecall@1 {report.recall_at_1:.3f}  recall@5 {report.recall_at_5:.3f}  over {report.questions} "
+        f"answerable questions; misses at 5: {report.misses}"
+    )
     assert report.questions == 90
     assert report.recall_at_5 >= BASELINE_RECALL_AT_5
     assert report.recall_at_1 >= BASELINE_RECALL_AT_1
@@ -47,11 +51,14 @@ def test_follow_up_rewriting_helps_follow_ups(corpus_index):
         def ranked(q):
             hits = corpus_index.searcher.search(search_text(q, by_id, rewrite), 5, scope)
             return [(h.document_id, h.page, h.text) for h in hits]
+
         return ranked
 
     rewritten = recall(follow_ups, ranked_with(rewrite_query))
     raw = recall(follow_ups, ranked_with(lambda question, history: question))
-    print(f"\nfollow-ups recall@5: rewritten {rewritten.recall_at_5:.2f}, as asked {raw.recall_at_5:.2f}")
+    print(
+        f"\nfollow-ups recall@5: rewritten {rewritten.recall_at_5:.2f}, as asked {raw.recall_at_5:.2f}"
+    )
     assert len(follow_ups) == 10
     assert rewritten.recall_at_5 > raw.recall_at_5
     assert rewritten.recall_at_5 >= 0.8

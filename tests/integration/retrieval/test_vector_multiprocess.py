@@ -42,10 +42,14 @@ def test_reader_sees_other_process_writes_and_deletes(tmp_path):
     reader = VectorStore(mode="embedded", path=tmp_path)
     assert reader.count() == 0 and _ids(reader) == set()  # opened while empty
 
-    _in_other_process(tmp_path, "store.add([Chunk('a:0', 'a', 0, 't', 'T', None, None)], [[1.0, 0.0, 0.0]])")
+    _in_other_process(
+        tmp_path, "store.add([Chunk('a:0', 'a', 0, 't', 'T', None, None)], [[1.0, 0.0, 0.0]])"
+    )
     assert _ids(reader) == {"a:0"}
 
-    _in_other_process(tmp_path, "store.add([Chunk('b:0', 'b', 0, 't', 'T', None, None)], [[0.9, 0.1, 0.0]])")
+    _in_other_process(
+        tmp_path, "store.add([Chunk('b:0', 'b', 0, 't', 'T', None, None)], [[0.9, 0.1, 0.0]])"
+    )
     assert _ids(reader) == {"a:0", "b:0"}
 
     _in_other_process(tmp_path, "store.delete_document('a')")

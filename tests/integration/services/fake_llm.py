@@ -42,13 +42,26 @@ def build_app(requests: list[dict]) -> FastAPI:
         requests.append(body)
         answer = fake_answer(body["messages"])
         if not body.get("stream"):
-            return {"id": "x", "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+            return {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            }
 
         def events():
             for word in answer.split(" "):
-                chunk = {"choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+                chunk = {
+                    "choices": [
+                        {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
+                    ]
+                }
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
 
@@ -61,8 +74,13 @@ class FakeLLMServer:
     def __init__(self, port: int):
         self.port = port
         self.requests: list[dict] = []
-        config = uvicorn.Config(build_app(self.requests), host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            build_app(self.requests),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -24,7 +24,9 @@ def test_migrate_then_local_ingest_writes_documents_and_chunks(tmp_path, monkeyp
     assert "database at head" in capsys.readouterr().out
     notes = tmp_path / "notes"
     notes.mkdir()
-    (notes / "parking.md").write_text("# Parking\n\nStaff parking is in garage B; permits renew every January.")
+    (notes / "parking.md").write_text(
+        "# Parking\n\nStaff parking is in garage B; permits renew every January."
+    )
     (notes / "empty.md").write_text("")
     (notes / "tool.exe").write_bytes(b"MZ")
     assert main(["ingest", "--local", "--poll", "0.1", str(notes)]) == 1  # two files are refused

@@ -50,9 +50,15 @@ class Stack:
 def stack(tmp_path_factory) -> Stack:
     data_dir = tmp_path_factory.mktemp("gateway")
     with FakeLLMServer(free_port()) as llm:
-        settings = Settings(data_dir=data_dir, admin_password=ADMIN_PASSWORD, max_upload_bytes=MAX_UPLOAD,
-                            llm_base_url=llm.base_url, answer_tokens=64, context_tokens=1500,
-                            frontend_dir=data_dir / "frontend")
+        settings = Settings(
+            data_dir=data_dir,
+            admin_password=ADMIN_PASSWORD,
+            max_upload_bytes=MAX_UPLOAD,
+            llm_base_url=llm.base_url,
+            answer_tokens=64,
+            context_tokens=1500,
+            frontend_dir=data_dir / "frontend",
+        )
         (data_dir / "frontend").mkdir()
         (data_dir / "frontend" / "index.html").write_text("<html>enclave portal</html>")
         migrate(settings.resolved_database_url)
@@ -62,10 +68,23 @@ def stack(tmp_path_factory) -> Stack:
         with TestClient(create_app(settings, job_queue=queue)) as client:
             admin = login(client, "admin", ADMIN_PASSWORD)
             _create(client, admin, "/api/admin/groups", {"name": "hr"})
-            _create(client, admin, "/api/admin/users",
-                    {"username": "hannah", "password": "hannah-pass", "role": "employee", "groups": ["hr"]})
-            _create(client, admin, "/api/admin/users",
-                    {"username": "eve", "password": "eve-pass-1", "role": "employee", "groups": []})
+            _create(
+                client,
+                admin,
+                "/api/admin/users",
+                {
+                    "username": "hannah",
+                    "password": "hannah-pass",
+                    "role": "employee",
+                    "groups": ["hr"],
+                },
+            )
+            _create(
+                client,
+                admin,
+                "/api/admin/users",
+                {"username": "eve", "password": "eve-pass-1", "role": "employee", "groups": []},
+            )
             yield Stack(client, queue, settings, sessions, llm, admin)
         queue.close()
 
@@ -83,9 +102,15 @@ def login(client: TestClient, username: str, password: str) -> dict:
     return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
-def upload(stack: Stack, name: str, content: bytes, headers: dict | None = None, **fields) -> tuple[int, dict]:
-    response = stack.client.post("/api/documents", files={"file": (name, content)}, data=fields,
-                                 headers=headers or stack.admin)
+def upload(
+    stack: Stack, name: str, content: bytes, headers: dict | None = None, **fields
+) -> tuple[int, dict]:
+    response = stack.client.post(
+        "/api/documents",
+        files={"file": (name, content)},
+        data=fields,
+        headers=headers or stack.admin,
+    )
     return response.status_code, response.json()
 
 
@@ -99,10 +124,15 @@ def finished_job(stack: Stack, job_id: str) -> dict:
 def store_counts(stack: Stack, document_id: str) -> dict[str, int]:
     """Chunks of a document in each of SQL, FTS5 and Chroma."""
     with stack.sessions() as session:
-        sql = session.scalar(select(func.count()).select_from(Chunk).where(Chunk.document_id == document_id))
+        sql = session.scalar(
+            select(func.count()).select_from(Chunk).where(Chunk.document_id == document_id)
+        )
     pipeline = create_pipeline(stack.settings)
-    return {"sql": sql, "lexical": len(pipeline.lexical_index.document_chunk_ids(document_id)),
-            "vector": len(pipeline.vector_store.document_chunk_ids(document_id))}
+    return {
+        "sql": sql,
+        "lexical": len(pipeline.lexical_index.document_chunk_ids(document_id)),
+        "vector": len(pipeline.vector_store.document_chunk_ids(document_id)),
+    }
 
 
 def corpus_file(relative: str) -> bytes:
@@ -121,8 +151,13 @@ def transit(stack) -> dict:
 @pytest.fixture(scope="module")
 def promotions_hr(stack) -> dict:
     """A document only the hr group may read."""
-    status, body = upload(stack, "promotions.md", corpus_file("hiring/promotions.md"), groups="hr",
-                          title="Promotions at TTS")
+    status, body = upload(
+        stack,
+        "promotions.md",
+        corpus_file("hiring/promotions.md"),
+        groups="hr",
+        title="Promotions at TTS",
+    )
     assert status == 202, body
     assert finished_job(stack, body["job_id"])["state"] == "done"
     return body
@@ -130,16 +165,23 @@ def promotions_hr(stack) -> dict:
 
 # --- auth -------------------------------------------------------------------------------
 
+
 def test_unauthenticated_requests_get_401(stack):
-    for method, path in [("get", "/api/documents"), ("post", "/api/search"), ("get", "/api/me"),
-                         ("get", "/api/admin/users")]:
+    for method, path in [
+        ("get", "/api/documents"),
+        ("post", "/api/search"),
+        ("get", "/api/me"),
+        ("get", "/api/admin/users"),
+    ]:
         response = getattr(stack.client, method)(path)
         assert response.status_code == 401, path
         assert response.json()["error"]["code"] == "unauthorized"
 
 
 def test_login_gives_a_token_and_a_cookie(stack):
-    response = stack.client.post("/api/auth/login", json={"username": "hannah", "password": "hannah-pass"})
+    response = stack.client.post(
+        "/api/auth/login", json={"username": "hannah", "password": "hannah-pass"}
+    )
     stack.client.cookies.clear()
     assert response.status_code == 200
     assert "enclave_session" in response.cookies
@@ -153,7 +195,9 @@ def test_login_gives_a_token_and_a_cookie(stack):
 def test_wrong_password_and_bad_token_are_401(stack):
     response = stack.client.post("/api/auth/login", json={"username": "admin", "password": "nope"})
     assert response.status_code == 401
-    assert stack.client.get("/api/me", headers={"Authorization": "Bearer forged"}).status_code == 401
+    assert (
+        stack.client.get("/api/me", headers={"Authorization": "Bearer forged"}).status_code == 401
+    )
 
 
 def test_login_validation_error_is_422_in_error_shape(stack):
@@ -164,11 +208,17 @@ def test_login_validation_error_is_422_in_error_shape(stack):
 
 # --- admin ------------------------------------------------------------------------------
 
+
 def test_employee_calling_admin_endpoints_gets_403(stack):
     eve = login(stack.client, "eve", "eve-pass-1")
-    for method, path, body in [("get", "/api/admin/users", None), ("post", "/api/admin/groups", {"name": "x"}),
-                               ("get", "/api/admin/audit", None)]:
-        response = getattr(stack.client, method)(path, headers=eve, **({"json": body} if body else {}))
+    for method, path, body in [
+        ("get", "/api/admin/users", None),
+        ("post", "/api/admin/groups", {"name": "x"}),
+        ("get", "/api/admin/audit", None),
+    ]:
+        response = getattr(stack.client, method)(
+            path, headers=eve, **({"json": body} if body else {})
+        )
         assert response.status_code == 403, path
         assert response.json()["error"]["code"] == "forbidden"
 
@@ -177,7 +227,10 @@ def test_employee_cannot_upload_or_delete(stack, transit):
     eve = login(stack.client, "eve", "eve-pass-1")
     status, body = upload(stack, "x.md", b"# hi\n\nsome text", headers=eve)
     assert status == 403
-    assert stack.client.delete(f"/api/documents/{transit['document_id']}", headers=eve).status_code == 403
+    assert (
+        stack.client.delete(f"/api/documents/{transit['document_id']}", headers=eve).status_code
+        == 403
+    )
 
 
 def test_admin_user_and_group_management(stack):
@@ -185,19 +238,35 @@ def test_admin_user_and_group_management(stack):
     assert {u["username"] for u in users} >= {"admin", "hannah", "eve"}
     duplicate = stack.client.post("/api/admin/groups", json={"name": "hr"}, headers=stack.admin)
     assert duplicate.status_code == 409
-    unknown = stack.client.post("/api/admin/users", headers=stack.admin, json={
-        "username": "zed", "password": "zed-pass-1", "role": "employee", "groups": ["nosuch"]})
+    unknown = stack.client.post(
+        "/api/admin/users",
+        headers=stack.admin,
+        json={
+            "username": "zed",
+            "password": "zed-pass-1",
+            "role": "employee",
+            "groups": ["nosuch"],
+        },
+    )
     assert unknown.status_code == 400 and "nosuch" in unknown.json()["error"]["message"]
-    bad_role = stack.client.post("/api/admin/users", headers=stack.admin, json={
-        "username": "zed", "password": "zed-pass-1", "role": "king"})
+    bad_role = stack.client.post(
+        "/api/admin/users",
+        headers=stack.admin,
+        json={"username": "zed", "password": "zed-pass-1", "role": "king"},
+    )
     assert bad_role.status_code == 400
 
 
 # --- documents: happy path, dedup, ACL ----------------------------------------------------
 
+
 def test_ingested_document_is_listed_with_chunks_in_every_store(stack, transit):
     doc = stack.client.get(f"/api/documents/{transit['document_id']}", headers=stack.admin).json()
-    assert doc["status"] == "ready" and doc["chunk_count"] > 0 and doc["filename"] == "transit-benefit.md"
+    assert (
+        doc["status"] == "ready"
+        and doc["chunk_count"] > 0
+        and doc["filename"] == "transit-benefit.md"
+    )
     counts = store_counts(stack, transit["document_id"])
     assert counts["sql"] == counts["lexical"] == counts["vector"] == doc["chunk_count"]
     job = finished_job(stack, transit["job_id"])
@@ -207,32 +276,54 @@ def test_ingested_document_is_listed_with_chunks_in_every_store(stack, transit):
 def test_reupload_of_same_content_is_deduplicated(stack, transit):
     status, body = upload(stack, "renamed.md", corpus_file("workplace/transit-benefit.md"))
     assert status == 200
-    assert body == {"document_id": transit["document_id"], "job_id": transit["job_id"], "duplicate": True,
-                    "status": "ready"}
-    names = [d["filename"] for d in stack.client.get("/api/documents", headers=stack.admin).json()["documents"]]
+    assert body == {
+        "document_id": transit["document_id"],
+        "job_id": transit["job_id"],
+        "duplicate": True,
+        "status": "ready",
+    }
+    names = [
+        d["filename"]
+        for d in stack.client.get("/api/documents", headers=stack.admin).json()["documents"]
+    ]
     assert "renamed.md" not in names
 
 
 def test_search_is_limited_to_what_the_caller_may_read(stack, transit, promotions_hr):
     query = {"query": "promotion eligibility time in grade", "k": 10}
+
     def documents_found(headers):
         response = stack.client.post("/api/search", json=query, headers=headers)
         assert response.status_code == 200
         return {r["document_id"] for r in response.json()["results"]}
 
     assert promotions_hr["document_id"] in documents_found(stack.admin)
-    assert promotions_hr["document_id"] in documents_found(login(stack.client, "hannah", "hannah-pass"))
+    assert promotions_hr["document_id"] in documents_found(
+        login(stack.client, "hannah", "hannah-pass")
+    )
     eve = login(stack.client, "eve", "eve-pass-1")
     assert promotions_hr["document_id"] not in documents_found(eve)
     listed = {d["id"] for d in stack.client.get("/api/documents", headers=eve).json()["documents"]}
     assert transit["document_id"] in listed and promotions_hr["document_id"] not in listed
-    assert stack.client.get(f"/api/documents/{promotions_hr['document_id']}", headers=eve).status_code == 404
+    assert (
+        stack.client.get(f"/api/documents/{promotions_hr['document_id']}", headers=eve).status_code
+        == 404
+    )
 
 
 def test_search_results_have_the_contract_fields_and_are_audited(stack, transit):
-    response = stack.client.post("/api/search", json={"query": "transit subsidy enrollment"}, headers=stack.admin)
+    response = stack.client.post(
+        "/api/search", json={"query": "transit subsidy enrollment"}, headers=stack.admin
+    )
     results = response.json()["results"]
-    assert results and set(results[0]) >= {"document_id", "title", "page", "section", "text", "score"}
+    assert results and set(results[0]) >= {
+        "document_id",
+        "title",
+        "page",
+        "section",
+        "text",
+        "score",
+    }
     assert results[0]["document_id"] == transit["document_id"]
     audit = stack.client.get("/api/admin/audit", headers=stack.admin).json()["entries"]
     entry = next(e for e in audit if e["query"] == "transit subsidy enrollment")
@@ -241,6 +332,7 @@ def test_search_results_have_the_contract_fields_and_are_audited(stack, transit)
 
 
 # --- bad input ---------------------------------------------------------------------------
+
 
 def _uploads(stack: Stack) -> set[str]:
     return {p.name for p in stack.settings.uploads_dir.iterdir()}
@@ -276,8 +368,10 @@ def test_file_over_the_limit_is_413_and_nothing_stays(stack):
 def test_streamed_upload_without_length_is_cut_at_the_limit(stack):
     """No Content-Length (chunked): the limit is enforced while streaming to disk."""
     boundary = "enclaveboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.md\"\r\n"
-            "Content-Type: text/markdown\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.md"\r\n'
+        "Content-Type: text/markdown\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     def body():
@@ -287,14 +381,19 @@ def test_streamed_upload_without_length_is_cut_at_the_limit(stack):
         yield tail
 
     before = _uploads(stack)
-    response = stack.client.post("/api/documents", content=body(), headers={
-        **stack.admin, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    response = stack.client.post(
+        "/api/documents",
+        content=body(),
+        headers={**stack.admin, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status_code == 413
     assert _uploads(stack) == before
 
 
 def test_corrupt_pdf_fails_its_job_and_leaves_nothing_behind(stack, transit):
-    status, body = upload(stack, "broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage" * 20)
+    status, body = upload(
+        stack, "broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage" * 20
+    )
     assert status == 202
     job = finished_job(stack, body["job_id"])
     assert job["state"] == "failed" and job["error"] and "broken.pdf" in job["error"]
@@ -303,18 +402,26 @@ def test_corrupt_pdf_fails_its_job_and_leaves_nothing_behind(stack, transit):
     assert store_counts(stack, body["document_id"]) == {"sql": 0, "lexical": 0, "vector": 0}
     assert not any(name.startswith(body["document_id"]) for name in _uploads(stack))
     other = stack.client.get(f"/api/documents/{transit['document_id']}", headers=stack.admin).json()
-    assert other["status"] == "ready" and store_counts(stack, transit["document_id"])["vector"] == other["chunk_count"]
+    assert (
+        other["status"] == "ready"
+        and store_counts(stack, transit["document_id"])["vector"] == other["chunk_count"]
+    )
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd.md", "/etc/passwd.md", "..\\..\\boot\\evil.md",
-                                  "nul\x00byte.md"])
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd.md", "/etc/passwd.md", "..\\..\\boot\\evil.md", "nul\x00byte.md"]
+)
 def test_path_tricks_in_filenames_stay_inside_uploads(stack, name):
     content = f"# Note {name!r}\n\nA harmless note about the cafeteria menu and its opening hours.".encode()
     status, body = upload(stack, name, content)
     assert status == 202, body
     doc = stack.client.get(f"/api/documents/{body['document_id']}", headers=stack.admin).json()
-    assert "/" not in doc["filename"] and "\\" not in doc["filename"] and "\x00" not in doc["filename"]
-    stored = [p for p in stack.settings.uploads_dir.iterdir() if p.name.startswith(body["document_id"])]
+    assert (
+        "/" not in doc["filename"] and "\\" not in doc["filename"] and "\x00" not in doc["filename"]
+    )
+    stored = [
+        p for p in stack.settings.uploads_dir.iterdir() if p.name.startswith(body["document_id"])
+    ]
     assert len(stored) == 1 and stored[0].resolve().parent == stack.settings.uploads_dir.resolve()
     assert not Path("/etc/passwd.md").exists() and not Path("/boot/evil.md").exists()
     finished_job(stack, body["job_id"])
@@ -328,11 +435,14 @@ def test_unknown_ids_are_404(stack):
 
 
 def test_unknown_group_on_upload_is_400(stack):
-    status, body = upload(stack, "g.md", b"# G\n\nText for a group that does not exist.", groups="nosuch")
+    status, body = upload(
+        stack, "g.md", b"# G\n\nText for a group that does not exist.", groups="nosuch"
+    )
     assert status == 400 and "nosuch" in body["error"]["message"]
 
 
 # --- delete -------------------------------------------------------------------------------
+
 
 def test_delete_removes_every_trace(stack):
     status, body = upload(stack, "leaving.md", corpus_file("hiring/leaving-tts.md"))
@@ -342,25 +452,35 @@ def test_delete_removes_every_trace(stack):
     assert response.status_code == 202
     job = finished_job(stack, response.json()["job_id"])
     assert job["state"] == "done" and job["kind"] == "delete"
-    assert stack.client.get(f"/api/documents/{body['document_id']}", headers=stack.admin).status_code == 404
+    assert (
+        stack.client.get(f"/api/documents/{body['document_id']}", headers=stack.admin).status_code
+        == 404
+    )
     assert store_counts(stack, body["document_id"]) == {"sql": 0, "lexical": 0, "vector": 0}
     assert not any(name.startswith(body["document_id"]) for name in _uploads(stack))
-    results = stack.client.post("/api/search", json={"query": "leaving TTS offboarding checklist", "k": 10},
-                                headers=stack.admin).json()["results"]
+    results = stack.client.post(
+        "/api/search",
+        json={"query": "leaving TTS offboarding checklist", "k": 10},
+        headers=stack.admin,
+    ).json()["results"]
     assert body["document_id"] not in {r["document_id"] for r in results}
 
 
 # --- chat and conversations ----------------------------------------------------------------
 
+
 def test_chat_answers_with_citations_and_persists_the_turn(stack, transit):
-    response = stack.client.post("/api/chat", json={"message": "Who is eligible for transit subsidies?"},
-                                 headers=stack.admin)
+    response = stack.client.post(
+        "/api/chat", json={"message": "Who is eligible for transit subsidies?"}, headers=stack.admin
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["answer"].endswith("[1]")
     assert body["citations"] and body["citations"][0]["document_id"] == transit["document_id"]
     assert set(body["citations"][0]) == {"document_id", "title", "page", "section", "quote"}
-    conversation = stack.client.get(f"/api/conversations/{body['conversation_id']}", headers=stack.admin).json()
+    conversation = stack.client.get(
+        f"/api/conversations/{body['conversation_id']}", headers=stack.admin
+    ).json()
     assert [m["role"] for m in conversation["messages"]] == ["user", "assistant"]
     assert conversation["messages"][1]["citations"] == body["citations"]
     listed = stack.client.get("/api/conversations", headers=stack.admin).json()["conversations"]
@@ -368,28 +488,48 @@ def test_chat_answers_with_citations_and_persists_the_turn(stack, transit):
 
 
 def test_follow_up_sends_history_to_the_model(stack, transit):
-    first = stack.client.post("/api/chat", json={"message": "How do I enroll in the transit benefit?"},
-                              headers=stack.admin).json()
-    stack.client.post("/api/chat", json={"message": "And how do I cancel it?",
-                                         "conversation_id": first["conversation_id"]}, headers=stack.admin)
+    first = stack.client.post(
+        "/api/chat",
+        json={"message": "How do I enroll in the transit benefit?"},
+        headers=stack.admin,
+    ).json()
+    stack.client.post(
+        "/api/chat",
+        json={"message": "And how do I cancel it?", "conversation_id": first["conversation_id"]},
+        headers=stack.admin,
+    )
     last_request = stack.llm.requests[-1]["messages"]
     assert any(m["role"] == "assistant" and m["content"] == first["answer"] for m in last_request)
-    messages = stack.client.get(f"/api/conversations/{first['conversation_id']}", headers=stack.admin).json()["messages"]
+    messages = stack.client.get(
+        f"/api/conversations/{first['conversation_id']}", headers=stack.admin
+    ).json()["messages"]
     assert len(messages) == 4
 
 
 def test_conversations_are_private_to_their_owner(stack, transit):
-    body = stack.client.post("/api/chat", json={"message": "transit benefit"}, headers=stack.admin).json()
+    body = stack.client.post(
+        "/api/chat", json={"message": "transit benefit"}, headers=stack.admin
+    ).json()
     eve = login(stack.client, "eve", "eve-pass-1")
-    assert stack.client.get(f"/api/conversations/{body['conversation_id']}", headers=eve).status_code == 404
-    follow = stack.client.post("/api/chat", json={"message": "more", "conversation_id": body["conversation_id"]},
-                               headers=eve)
+    assert (
+        stack.client.get(f"/api/conversations/{body['conversation_id']}", headers=eve).status_code
+        == 404
+    )
+    follow = stack.client.post(
+        "/api/chat",
+        json={"message": "more", "conversation_id": body["conversation_id"]},
+        headers=eve,
+    )
     assert follow.status_code == 404
 
 
 def test_chat_stream_sends_token_citations_done_events(stack, transit):
-    with stack.client.stream("POST", "/api/chat", json={"message": "transit subsidy eligibility", "stream": True},
-                             headers=stack.admin) as response:
+    with stack.client.stream(
+        "POST",
+        "/api/chat",
+        json={"message": "transit subsidy eligibility", "stream": True},
+        headers=stack.admin,
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = "".join(response.iter_text())
@@ -403,28 +543,37 @@ def test_chat_stream_sends_token_citations_done_events(stack, transit):
     done = events[-1][1]
     assert done["answer"] == streamed
     assert events[-2][1]["citations"][0]["document_id"] == transit["document_id"]
-    stored = stack.client.get(f"/api/conversations/{done['conversation_id']}", headers=stack.admin).json()
+    stored = stack.client.get(
+        f"/api/conversations/{done['conversation_id']}", headers=stack.admin
+    ).json()
     assert stored["messages"][-1]["content"] == streamed
 
 
 def test_employee_chat_never_puts_forbidden_chunks_in_the_prompt(stack, transit, promotions_hr):
     eve = login(stack.client, "eve", "eve-pass-1")
-    response = stack.client.post("/api/chat", json={"message": "What are the promotion rules at TTS?"}, headers=eve)
+    response = stack.client.post(
+        "/api/chat", json={"message": "What are the promotion rules at TTS?"}, headers=eve
+    )
     assert response.status_code == 200
     prompt = json.dumps(stack.llm.requests[-1]["messages"])
     assert "Promotions at TTS" not in prompt
-    assert promotions_hr["document_id"] not in {c["document_id"] for c in response.json()["citations"]}
+    assert promotions_hr["document_id"] not in {
+        c["document_id"] for c in response.json()["citations"]
+    }
 
 
 def test_chat_with_llm_down_is_502_with_a_clear_message(stack, transit):
-    settings = stack.settings.model_copy(update={"llm_base_url": f"http://127.0.0.1:{free_port()}/v1"})
+    settings = stack.settings.model_copy(
+        update={"llm_base_url": f"http://127.0.0.1:{free_port()}/v1"}
+    )
     with TestClient(create_app(settings, job_queue=stack.queue)) as client:
         headers = login(client, "admin", ADMIN_PASSWORD)
         response = client.post("/api/chat", json={"message": "transit"}, headers=headers)
         assert response.status_code == 502
         assert "language model" in response.json()["error"]["message"]
-        with client.stream("POST", "/api/chat", json={"message": "transit", "stream": True},
-                           headers=headers) as stream:
+        with client.stream(
+            "POST", "/api/chat", json={"message": "transit", "stream": True}, headers=headers
+        ) as stream:
             raw = "".join(stream.iter_text())
         assert raw.startswith("event: error\n") and "language model" in raw
         ready = client.get("/readyz")
@@ -432,6 +581,7 @@ def test_chat_with_llm_down_is_502_with_a_clear_message(stack, transit):
 
 
 # --- health, metrics, frontend -------------------------------------------------------------
+
 
 def test_health_ready_and_metrics(stack, transit):
     assert stack.client.get("/healthz").json() == {"status": "ok"}
@@ -456,6 +606,7 @@ def test_sqlite_state_lives_under_data_dir(stack, transit):
 
 # --- the queue unreachable, the CLI against a served gateway --------------------------------
 
+
 def test_upload_with_the_broker_down_is_502_and_the_job_is_failed(stack):
     from services.gateway.job_queue import CeleryJobQueue
     from services.worker.app import create_celery
@@ -467,12 +618,18 @@ def test_upload_with_the_broker_down_is_502_and_the_job_is_failed(stack):
     queue = CeleryJobQueue(celery, down.ingest_queue, down.delete_queue)
     with TestClient(create_app(down, job_queue=queue)) as client:
         headers = login(client, "admin", ADMIN_PASSWORD)
-        response = client.post("/api/documents", files={"file": ("q.md", b"# Queue\n\nThe broker is down today.")},
-                               headers=headers)
+        response = client.post(
+            "/api/documents",
+            files={"file": ("q.md", b"# Queue\n\nThe broker is down today.")},
+            headers=headers,
+        )
         assert response.status_code == 502
         assert "queue" in response.json()["error"]["message"]
-        failed = [d for d in client.get("/api/documents", headers=headers).json()["documents"]
-                  if d["filename"] == "q.md"]
+        failed = [
+            d
+            for d in client.get("/api/documents", headers=headers).json()["documents"]
+            if d["filename"] == "q.md"
+        ]
         assert failed and failed[0]["status"] == "failed"
         assert client.get("/readyz").json()["failed"] == ["queue"]
 
@@ -486,8 +643,11 @@ def served(stack):
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(stack.client.app, host="127.0.0.1", port=port, log_level="warning",
-                                          lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            stack.client.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -498,16 +658,33 @@ def served(stack):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[3])
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
 
 
 def test_cli_ingest_reports_progress_and_rejections(stack, served, tmp_path):
     good = tmp_path / "cafeteria.md"
-    good.write_text("# Cafeteria\n\nThe cafeteria on floor two serves lunch from noon until two o'clock.")
+    good.write_text(
+        "# Cafeteria\n\nThe cafeteria on floor two serves lunch from noon until two o'clock."
+    )
     bad = tmp_path / "tool.exe"
     bad.write_bytes(b"MZ binary")
-    result = _cli("ingest", str(good), str(bad), "--url", served, "--password", ADMIN_PASSWORD, "--poll", "0.2")
+    result = _cli(
+        "ingest",
+        str(good),
+        str(bad),
+        "--url",
+        served,
+        "--password",
+        ADMIN_PASSWORD,
+        "--poll",
+        "0.2",
+    )
     assert result.returncode == 1  # one file was rejected
     assert "tool.exe: rejected (415" in result.stderr
     assert "cafeteria.md" in result.stderr and "100/100" in result.stderr
@@ -516,7 +693,14 @@ def test_cli_ingest_reports_progress_and_rejections(stack, served, tmp_path):
 
 
 def test_cli_ask_prints_the_answer_and_its_citations(stack, served, transit):
-    result = _cli("ask", "Who is eligible for transit subsidies?", "--url", served, "--password", ADMIN_PASSWORD)
+    result = _cli(
+        "ask",
+        "Who is eligible for transit subsidies?",
+        "--url",
+        served,
+        "--password",
+        ADMIN_PASSWORD,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].endswith("[1]")

@@ -29,8 +29,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"ENCLAVE_DATA_DIR": str(settings.data_dir), "ENCLAVE_INGEST_QUEUE": settings.ingest_queue,
-                "ENCLAVE_DELETE_QUEUE": settings.delete_queue, "ENCLAVE_ADMIN_PASSWORD": "worker-test-pw"})
+    env.update(
+        {
+            "ENCLAVE_DATA_DIR": str(settings.data_dir),
+            "ENCLAVE_INGEST_QUEUE": settings.ingest_queue,
+            "ENCLAVE_DELETE_QUEUE": settings.delete_queue,
+            "ENCLAVE_ADMIN_PASSWORD": "worker-test-pw",
+        }
+    )
     for name in ("broker_url", "result_backend"):
         if getattr(settings, name):
             env[f"ENCLAVE_{name.upper()}"] = getattr(settings, name)
@@ -40,8 +46,12 @@ def _env(settings: Settings) -> dict[str, str]:
 @pytest.fixture(params=["sqlite", "redis"])
 def worker_settings(request, tmp_path) -> Settings:
     suffix = uuid.uuid4().hex[:8]
-    settings = Settings(data_dir=tmp_path / "data", admin_password="worker-test-pw",
-                        ingest_queue=f"ingest-{suffix}", delete_queue=f"delete-{suffix}")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        admin_password="worker-test-pw",
+        ingest_queue=f"ingest-{suffix}",
+        delete_queue=f"delete-{suffix}",
+    )
     if request.param == "redis":
         request.getfixturevalue("redis_available")
         url = f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
@@ -49,23 +59,35 @@ def worker_settings(request, tmp_path) -> Settings:
     return settings
 
 
-def test_document_goes_through_a_real_worker_process_to_done_and_is_deleted(worker_settings, tmp_path):
+def test_document_goes_through_a_real_worker_process_to_done_and_is_deleted(
+    worker_settings, tmp_path
+):
     migrate(worker_settings.resolved_database_url)
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([sys.executable, "-m", "services.worker", "--loglevel", "INFO"], cwd=REPO_ROOT,
-                              env=_env(worker_settings), stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "services.worker", "--loglevel", "INFO"],
+        cwd=REPO_ROOT,
+        env=_env(worker_settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         from services.db import make_engine, session_factory
         from services.gateway.auth_service import ensure_admin
 
-        ensure_admin(session_factory(make_engine(worker_settings.resolved_database_url)), "worker-test-pw")
+        ensure_admin(
+            session_factory(make_engine(worker_settings.resolved_database_url)), "worker-test-pw"
+        )
         with TestClient(create_app(worker_settings)) as client:
-            token = client.post("/api/auth/login", json={"username": "admin", "password": "worker-test-pw"})
+            token = client.post(
+                "/api/auth/login", json={"username": "admin", "password": "worker-test-pw"}
+            )
             client.cookies.clear()
             headers = {"Authorization": f"Bearer {token.json()['token']}"}
             content = (corpus_dir() / "docs" / "workplace" / "transit-benefit.md").read_bytes()
-            response = client.post("/api/documents", files={"file": ("transit-benefit.md", content)},
-                                   headers=headers)
+            response = client.post(
+                "/api/documents", files={"file": ("transit-benefit.md", content)}, headers=headers
+            )
             assert response.status_code == 202, response.text
             ids = response.json()
 
@@ -74,7 +96,9 @@ def test_document_goes_through_a_real_worker_process_to_done_and_is_deleted(work
                 job = client.get(f"/api/jobs/{job_id}", headers=headers).json()
                 return job if job["state"] in ("done", "failed") else None
 
-            job = wait_for(lambda: job_state(ids["job_id"]), timeout=150, interval=0.5, what="the ingest job")
+            job = wait_for(
+                lambda: job_state(ids["job_id"]), timeout=150, interval=0.5, what="the ingest job"
+            )
             assert job["state"] == "done", job
             assert job["progress"] == 1.0
             doc = client.get(f"/api/documents/{ids['document_id']}", headers=headers).json()
@@ -82,9 +106,17 @@ def test_document_goes_through_a_real_worker_process_to_done_and_is_deleted(work
             assert client.get("/readyz").json()["checks"]["queue"] == {"ok": True}
 
             deletion = client.delete(f"/api/documents/{ids['document_id']}", headers=headers).json()
-            job = wait_for(lambda: job_state(deletion["job_id"]), timeout=60, interval=0.5, what="the delete job")
+            job = wait_for(
+                lambda: job_state(deletion["job_id"]),
+                timeout=60,
+                interval=0.5,
+                what="the delete job",
+            )
             assert job["state"] == "done", job
-            assert client.get(f"/api/documents/{ids['document_id']}", headers=headers).status_code == 404
+            assert (
+                client.get(f"/api/documents/{ids['document_id']}", headers=headers).status_code
+                == 404
+            )
     finally:
         worker.send_signal(signal.SIGTERM)
         try:

@@ -10,8 +10,17 @@ from llm.engine.llm_engine import LLMEngine
 from llm.models.llama import LlamaConfig, LlamaForCausalLM
 from tests.torch_threads import _one_torch_thread  # noqa: F401 (autouse fixture)
 
-TINY = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                   num_kv_heads=2, head_dim=8, rope_theta=10000.0, max_position_embeddings=512)
+TINY = LlamaConfig(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    rope_theta=10000.0,
+    max_position_embeddings=512,
+)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +44,9 @@ def make_engine(tiny_model):
     engines: list[tuple[LLMEngine, int]] = []
 
     def build(**overrides) -> LLMEngine:
-        config = EngineConfig(**{"num_kv_blocks": 64, "block_size": 4, "max_model_len": 256, **overrides})
+        config = EngineConfig(
+            **{"num_kv_blocks": 64, "block_size": 4, "max_model_len": 256, **overrides}
+        )
         engine = LLMEngine(tiny_model, config, eos_token_ids=[])
         engines.append((engine, engine.block_manager.num_free_blocks))
         return engine

@@ -60,8 +60,12 @@ def test_breaking_out_and_cancelling_free_the_blocks(async_engine):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await wait_until(lambda: async_engine.stats()["kv_blocks_free"] == free_at_start
-                         and async_engine.stats()["running"] == 0)
+        await wait_until(
+            lambda: (
+                async_engine.stats()["kv_blocks_free"] == free_at_start
+                and async_engine.stats()["running"] == 0
+            )
+        )
 
     asyncio.run(scenario())
     assert not async_engine.engine.has_unfinished()
@@ -85,7 +89,9 @@ def test_a_thousand_concurrent_requests_queue_and_finish(async_engine):
 def test_external_abort_ends_the_stream(async_engine):
     async def scenario():
         outs = []
-        async for out in async_engine.generate([5, 6, 7], SamplingParams(max_tokens=500, **GREEDY), "x"):
+        async for out in async_engine.generate(
+            [5, 6, 7], SamplingParams(max_tokens=500, **GREEDY), "x"
+        ):
             outs.append(out)
             if len(outs) == 2:
                 async_engine.abort("x")

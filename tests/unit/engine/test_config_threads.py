@@ -24,7 +24,9 @@ def test_server_thread_default_is_every_usable_core(monkeypatch) -> None:
     from llm.engine.config import default_threads
 
     for cores in (1, 2, 16):
-        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        monkeypatch.setattr(
+            os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False
+        )
         assert default_threads() == cores
 
 

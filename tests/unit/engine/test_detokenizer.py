@@ -39,7 +39,7 @@ def test_stop_string_across_tokens_is_excluded_and_never_streamed():
     deltas, hit = stream("answer: 42 END trailing", ["END"])
     assert hit == "END"
     assert "".join(deltas) == "answer: 42 "
-    assert not any("E" in d for d in deltas)       # no partial stop string leaked mid-stream
+    assert not any("E" in d for d in deltas)  # no partial stop string leaked mid-stream
 
 
 def test_first_of_several_stop_strings_wins_and_text_without_stop_is_whole():

@@ -21,10 +21,12 @@ def test_dequantize_matches_gguf_reference(type_name):
     qtype = GGMLQuantizationType[type_name]
     raw = quantize(values, qtype)
     ours = dequantize(raw, type_name, (6, 128))
-    reference = torch.from_numpy(np.asarray(gguf_dequantize(raw, qtype), dtype=np.float32)).reshape(6, 128)
+    reference = torch.from_numpy(np.asarray(gguf_dequantize(raw, qtype), dtype=np.float32)).reshape(
+        6, 128
+    )
     assert torch.equal(ours, reference)
     if type_name.startswith("Q"):
-        assert not torch.equal(ours, torch.from_numpy(values))   # it really was lossy
+        assert not torch.equal(ours, torch.from_numpy(values))  # it really was lossy
 
 
 @pytest.mark.parametrize("num_heads", [3, 9])
@@ -33,7 +35,9 @@ def test_rope_unpermute_matches_transformers(num_heads):
 
     weight = np.arange(num_heads * 64 * 5, dtype=np.float32).reshape(num_heads * 64, 5)
     expected = LlamaTensorProcessor()._reverse_permute_weights(weight, num_heads, num_heads)
-    assert torch.equal(reverse_rope_permute(torch.from_numpy(weight), num_heads), torch.from_numpy(expected))
+    assert torch.equal(
+        reverse_rope_permute(torch.from_numpy(weight), num_heads), torch.from_numpy(expected)
+    )
 
 
 def test_load_model_errors_are_clear(tmp_path):

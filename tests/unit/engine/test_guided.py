@@ -11,10 +11,16 @@ import torch
 from llm.engine.guided import GuidedDecodingUnavailable, JsonSchemaCompiler
 from llm.engine.sampling_params import SamplingParams
 
-pytest.importorskip("llguidance", reason="constrained decoding needs llguidance (a project dependency)")
+pytest.importorskip(
+    "llguidance", reason="constrained decoding needs llguidance (a project dependency)"
+)
 
-SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-          "required": ["name", "age"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture(scope="module")

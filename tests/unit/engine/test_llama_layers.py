@@ -30,8 +30,9 @@ def test_rope_is_bit_identical_to_transformers():
     q, k = torch.randn(4, 9, 64), torch.randn(4, 3, 64)
     cos, sin_signed = rotary(positions, torch.float32)
     sin = rotary.sin_signed[positions].clone()
-    sin[:, :32] *= -1   # HF's plain sin table
-    theirs_q, theirs_k = apply_rotary_pos_emb(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
-                                              rotary.cos[positions][None], sin[None])
+    sin[:, :32] *= -1  # HF's plain sin table
+    theirs_q, theirs_k = apply_rotary_pos_emb(
+        q.transpose(0, 1)[None], k.transpose(0, 1)[None], rotary.cos[positions][None], sin[None]
+    )
     assert torch.equal(apply_rotary(q, cos, sin_signed), theirs_q[0].transpose(0, 1))
     assert torch.equal(apply_rotary(k, cos, sin_signed), theirs_k[0].transpose(0, 1))

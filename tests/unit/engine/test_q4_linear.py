@@ -19,7 +19,9 @@ from llm.kernels.q4_linear import (
 from llm.loader.gguf import dequantize, rope_row_order
 from llm.models.llama import Linear
 
-needs_int4 = pytest.mark.skipif(not int4_available(), reason="this torch build has no int4 CPU kernel")
+needs_int4 = pytest.mark.skipif(
+    not int4_available(), reason="this torch build has no int4 CPU kernel"
+)
 
 
 def gguf_blocks(type_name: str, rows: int = 16, cols: int = 128, seed: int = 0):
@@ -27,7 +29,9 @@ def gguf_blocks(type_name: str, rows: int = 16, cols: int = 128, seed: int = 0):
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
 
-    values = (np.random.default_rng(seed).standard_normal((rows, cols)) * 2 + 0.5).astype(np.float32)
+    values = (np.random.default_rng(seed).standard_normal((rows, cols)) * 2 + 0.5).astype(
+        np.float32
+    )
     raw = quantize(values, GGMLQuantizationType[type_name])
     return torch.from_numpy(raw.copy()).reshape(-1), dequantize(raw, type_name, (rows, cols))
 
@@ -45,9 +49,15 @@ def test_row_moves_and_stacking_follow_the_weight():
     blocks = q4_from_gguf(raw, "Q4_1", (16, 128))
     order = rope_row_order(16, 2)
     assert sorted(order.tolist()) == list(range(16)) and order.tolist() != list(range(16))
-    torch.testing.assert_close(blocks.permute_rows(order).dequantize(), reference[order], rtol=0, atol=1e-6)
-    torch.testing.assert_close(Q4Blocks.cat([blocks, blocks.permute_rows(order)]).dequantize(),
-                               torch.cat([reference, reference[order]]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        blocks.permute_rows(order).dequantize(), reference[order], rtol=0, atol=1e-6
+    )
+    torch.testing.assert_close(
+        Q4Blocks.cat([blocks, blocks.permute_rows(order)]).dequantize(),
+        torch.cat([reference, reference[order]]),
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def test_bad_input_is_refused_with_a_reason():
@@ -65,7 +75,9 @@ def test_int4_kernel_multiplies_by_the_decoded_weight(type_name):
     blocks = q4_from_gguf(raw, type_name, (16, 128))
     x = torch.randn(3, 128, generator=torch.Generator().manual_seed(1))
     expected = x @ reference.T
-    torch.testing.assert_close(int4_linear(x, pack_int4(blocks, torch.float32)), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        int4_linear(x, pack_int4(blocks, torch.float32)), expected, rtol=1e-5, atol=1e-4
+    )
     # bf16 activations: bf16 rounding of x, scales and the accumulation (~1%), nothing worse
     got = int4_linear(x.bfloat16(), pack_int4(blocks, torch.bfloat16)).float()
     assert (got - expected).norm() / expected.norm() < 0.02
@@ -76,11 +88,15 @@ def test_linear_uses_int4_for_small_batches_and_dense_weights_for_large():
     raw, reference = gguf_blocks("Q4_1")
     layer = Linear(128, 16, bias=False)
     with torch.no_grad():
-        layer.weight.copy_(reference + 1.0)  # a different dense weight, so the two paths are told apart
+        layer.weight.copy_(
+            reference + 1.0
+        )  # a different dense weight, so the two paths are told apart
     layer.set_int4(q4_from_gguf(raw, "Q4_1", (16, 128)))
     generator = torch.Generator().manual_seed(2)
-    small, large = torch.randn(INT4_MAX_ROWS, 128, generator=generator), torch.randn(INT4_MAX_ROWS + 1, 128,
-                                                                                     generator=generator)
+    small, large = (
+        torch.randn(INT4_MAX_ROWS, 128, generator=generator),
+        torch.randn(INT4_MAX_ROWS + 1, 128, generator=generator),
+    )
     with torch.inference_mode():
         torch.testing.assert_close(layer(small), small @ reference.T, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(layer(large), F.linear(large, layer.weight), rtol=0, atol=0)

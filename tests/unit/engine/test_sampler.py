@@ -21,17 +21,19 @@ def seqs(n: int, **params) -> list[Sequence]:
 
 def kept(**params) -> list[int]:
     p = SamplingParams(**params)
-    out = filter_logits(LOGITS[None], torch.tensor([p.top_k]), torch.tensor([p.top_p]), torch.tensor([p.min_p]))
+    out = filter_logits(
+        LOGITS[None], torch.tensor([p.top_k]), torch.tensor([p.top_p]), torch.tensor([p.min_p])
+    )
     return torch.isfinite(out[0]).nonzero().flatten().tolist()
 
 
 def test_filters_keep_expected_tokens():
     assert kept(top_k=2) == [0, 1]
-    assert kept(top_p=0.8) == [0, 1]          # 0.5 + 0.3 reaches 0.8: the rest is cut
+    assert kept(top_p=0.8) == [0, 1]  # 0.5 + 0.3 reaches 0.8: the rest is cut
     assert kept(top_p=0.81) == [0, 1, 2]
-    assert kept(min_p=0.2) == [0, 1, 2]       # threshold 0.1
+    assert kept(min_p=0.2) == [0, 1, 2]  # threshold 0.1
     assert kept(min_p=0.7) == [0]
-    assert kept(top_p=0.01) == [0]            # the best token always survives
+    assert kept(top_p=0.01) == [0]  # the best token always survives
     assert kept() == [0, 1, 2, 3]
 
 
@@ -56,7 +58,7 @@ def test_sampling_follows_the_filtered_distribution():
     assert top_k[2:].sum() == 0 and math.isclose(top_k[0].item(), 0.5 / 0.8, abs_tol=0.03)
     min_p = empirical(n, min_p=0.2)
     assert min_p[3] == 0 and math.isclose(min_p[2].item(), 0.15 / 0.95, abs_tol=0.03)
-    cold = empirical(n, temperature=0.5)       # p^2 renormalised
+    cold = empirical(n, temperature=0.5)  # p^2 renormalised
     sharpened = PROBS**2 / (PROBS**2).sum()
     assert torch.allclose(cold, sharpened, atol=0.03)
 
@@ -88,16 +90,19 @@ def test_logprobs_are_of_the_chosen_token_under_the_model():
     assert none == [None, None, None]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"temperature": -1}, "temperature"),
-    ({"top_p": 0.0}, "top_p"),
-    ({"top_k": -1}, "top_k"),
-    ({"min_p": 1.5}, "min_p"),
-    ({"stop": [""]}, "stop"),
-    ({"stop_token_ids": [-3]}, "stop_token_ids"),
-    ({"seed": "abc"}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"stop": [""]}, "stop"),
+        ({"stop_token_ids": [-3]}, "stop_token_ids"),
+        ({"seed": "abc"}, "seed"),
+    ],
+)
 def test_invalid_sampling_params_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)

@@ -17,15 +17,15 @@ def prompts(n: int, length: int, seed: int = 0) -> list[list[int]]:
 def test_long_prefill_is_chunked_while_decode_keeps_going(make_engine):
     engine = make_engine(max_num_batched_tokens=8)
     engine.add_request("short", [5, 6, 7], SamplingParams(max_tokens=12, **GREEDY))
-    engine.step()                                             # prefill of "short" + first token
+    engine.step()  # prefill of "short" + first token
     long_prompt = prompts(1, 40)[0]
     engine.add_request("long", long_prompt, SamplingParams(max_tokens=2, **GREEDY))
     steps_with_long_prefill = 0
     while engine.requests["long"].seq.num_computed_tokens < len(long_prompt):
         outs = {o.request_id: o for o in engine.step()}
-        assert "short" in outs and len(outs["short"].new_token_ids) == 1   # decode not stalled
+        assert "short" in outs and len(outs["short"].new_token_ids) == 1  # decode not stalled
         steps_with_long_prefill += 1
-    assert steps_with_long_prefill >= 40 // 8                  # the prompt took several steps
+    assert steps_with_long_prefill >= 40 // 8  # the prompt took several steps
     while engine.has_unfinished():
         engine.step()
 
@@ -42,7 +42,7 @@ def test_preemption_recomputes_and_matches_unconstrained_run(make_engine):
     batch = prompts(4, 8, seed=1)
     params = SamplingParams(max_tokens=20, **GREEDY)
     roomy = make_engine(num_kv_blocks=64).generate(batch, params)
-    tight_engine = make_engine(num_kv_blocks=12)               # 48 slots for ~4 x 30 tokens
+    tight_engine = make_engine(num_kv_blocks=12)  # 48 slots for ~4 x 30 tokens
     tight = tight_engine.generate(batch, params)
     assert tight_engine.scheduler.num_preemptions > 0
     assert any(r.num_preemptions for r in tight)
@@ -59,7 +59,7 @@ def test_max_num_seqs_caps_the_running_set(make_engine):
 
 
 def test_request_that_outgrows_the_whole_cache_finishes_with_length(make_engine):
-    engine = make_engine(num_kv_blocks=4)                      # 16 slots in all
+    engine = make_engine(num_kv_blocks=4)  # 16 slots in all
     [result] = engine.generate([list(range(1, 11))], SamplingParams(max_tokens=50, **GREEDY))
     assert result.finish_reason == "length"
     assert 0 < len(result.token_ids) < 50

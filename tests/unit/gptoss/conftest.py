@@ -40,10 +40,14 @@ def reference():
 @pytest.fixture(scope="session")
 def mxfp4_dir(reference, tmp_path_factory):
     with one_thread():
-        return write_checkpoint(reference, tmp_path_factory.mktemp("gptoss_mxfp4"), expert_format="mxfp4")
+        return write_checkpoint(
+            reference, tmp_path_factory.mktemp("gptoss_mxfp4"), expert_format="mxfp4"
+        )
 
 
 @pytest.fixture(scope="session")
 def dense_dir(reference, tmp_path_factory):
     with one_thread():
-        return write_checkpoint(reference, tmp_path_factory.mktemp("gptoss_dense"), expert_format="dense", shards=1)
+        return write_checkpoint(
+            reference, tmp_path_factory.mktemp("gptoss_dense"), expert_format="dense", shards=1
+        )

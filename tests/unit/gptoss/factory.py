@@ -15,11 +15,29 @@ import torch
 
 from llm.kernels.mxfp4 import dequantize_mxfp4, quantize_mxfp4
 
-ROPE_SCALING = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-                "truncate": False, "original_max_position_embeddings": 4096}
-TINY = dict(num_hidden_layers=4, hidden_size=64, intermediate_size=96, head_dim=16, num_attention_heads=4,
-            num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, sliding_window=8, vocab_size=256,
-            max_position_embeddings=131072, rms_norm_eps=1e-5, eos_token_id=255)
+ROPE_SCALING = {
+    "rope_type": "yarn",
+    "factor": 32.0,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+    "original_max_position_embeddings": 4096,
+}
+TINY = dict(
+    num_hidden_layers=4,
+    hidden_size=64,
+    intermediate_size=96,
+    head_dim=16,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_local_experts=8,
+    num_experts_per_tok=2,
+    sliding_window=8,
+    vocab_size=256,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    eos_token_id=255,
+)
 
 
 def hf_config(**overrides):
@@ -51,7 +69,7 @@ def build_reference(seed: int = 0, **overrides):
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
             else:
                 fan_in = config.intermediate_size if name.endswith("down_proj") else hidden
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * fan_in ** -0.5 * 1.5)
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * fan_in**-0.5 * 1.5)
         for layer in model.model.layers:
             experts = layer.mlp.experts
             # Round to MXFP4 in checkpoint orientation; the reference then holds the exact dequantised values.
@@ -62,7 +80,9 @@ def build_reference(seed: int = 0, **overrides):
     return model
 
 
-def checkpoint_tensors(model, expert_format: str = "mxfp4", dtype: torch.dtype = torch.float32) -> dict:
+def checkpoint_tensors(
+    model, expert_format: str = "mxfp4", dtype: torch.dtype = torch.float32
+) -> dict:
     """The reference's state dict in gpt-oss checkpoint naming; MXFP4 experts as uint8 blocks/scales."""
     tensors = {}
     for name, tensor in model.state_dict().items():
@@ -70,26 +90,48 @@ def checkpoint_tensors(model, expert_format: str = "mxfp4", dtype: torch.dtype =
         if expert_format == "mxfp4" and proj in ("gate_up_proj", "down_proj"):
             blocks, scales = quantize_mxfp4(tensor.transpose(1, 2))  # [E, in, out] -> [E, out, in]
             # The reference holds MXFP4-exact values, so this rounding must be lossless.
-            assert torch.equal(dequantize_mxfp4(blocks, scales, torch.float32), tensor.transpose(1, 2))
+            assert torch.equal(
+                dequantize_mxfp4(blocks, scales, torch.float32), tensor.transpose(1, 2)
+            )
             tensors[f"{name}_blocks"], tensors[f"{name}_scales"] = blocks, scales
         else:
             tensors[name] = tensor.detach().to(dtype).contiguous()
     return tensors
 
 
-def write_checkpoint(model, folder: Path, expert_format: str = "mxfp4", dtype: torch.dtype = torch.float32,
-                     shards: int = 2) -> Path:
+def write_checkpoint(
+    model,
+    folder: Path,
+    expert_format: str = "mxfp4",
+    dtype: torch.dtype = torch.float32,
+    shards: int = 2,
+) -> Path:
     """Write config.json (legacy rope_scaling form, as the released checkpoints) and sharded safetensors."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config
-    raw = {key: getattr(config, key) for key in (*TINY, "layer_types", "swiglu_limit", "attention_bias")}
-    raw.update(model_type="gpt_oss", architectures=["GptOssForCausalLM"], rope_theta=150000,
-               rope_scaling=dict(ROPE_SCALING), tie_word_embeddings=False)
+    raw = {
+        key: getattr(config, key)
+        for key in (*TINY, "layer_types", "swiglu_limit", "attention_bias")
+    }
+    raw.update(
+        model_type="gpt_oss",
+        architectures=["GptOssForCausalLM"],
+        rope_theta=150000,
+        rope_scaling=dict(ROPE_SCALING),
+        tie_word_embeddings=False,
+    )
     if expert_format == "mxfp4":
-        raw["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
-            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+        raw["quantization_config"] = {
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": [
+                "model.layers.*.self_attn",
+                "model.layers.*.mlp.router",
+                "model.embed_tokens",
+                "lm_head",
+            ],
+        }
     (folder / "config.json").write_text(json.dumps(raw, indent=2))
     tensors = checkpoint_tensors(model, expert_format, dtype)
     names = sorted(tensors)
@@ -100,5 +142,7 @@ def write_checkpoint(model, folder: Path, expert_format: str = "mxfp4", dtype: t
         save_file({name: tensors[name] for name in part}, str(folder / file))
         weight_map.update(dict.fromkeys(part, file))
     if shards > 1:
-        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map})
+        )
     return folder

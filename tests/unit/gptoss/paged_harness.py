@@ -13,14 +13,20 @@ from llm.models.base import AttentionMetadata, CausalLM
 
 
 class PagedHarness:
-    def __init__(self, model: CausalLM, block_size: int = 4, num_blocks: int = 96, seed: int = 0) -> None:
+    def __init__(
+        self, model: CausalLM, block_size: int = 4, num_blocks: int = 96, seed: int = 0
+    ) -> None:
         spec = model.kv_cache_spec()
         self.model = model
         self.block_size = block_size
         shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
-        self.kv_caches = [(torch.zeros(shape, dtype=spec.dtype), torch.zeros(shape, dtype=spec.dtype))
-                          for _ in range(spec.num_layers)]
-        self.free_blocks = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(seed)).tolist()
+        self.kv_caches = [
+            (torch.zeros(shape, dtype=spec.dtype), torch.zeros(shape, dtype=spec.dtype))
+            for _ in range(spec.num_layers)
+        ]
+        self.free_blocks = torch.randperm(
+            num_blocks, generator=torch.Generator().manual_seed(seed)
+        ).tolist()
         self.tokens: dict[int, list[int]] = {}
         self.blocks: dict[int, list[int]] = {}
 
@@ -30,7 +36,9 @@ class PagedHarness:
             table.append(self.free_blocks.pop())
         return table[position // self.block_size] * self.block_size + position % self.block_size
 
-    def step(self, new_tokens: dict[int, list[int]], all_logits: bool = False) -> dict[int, torch.Tensor]:
+    def step(
+        self, new_tokens: dict[int, list[int]], all_logits: bool = False
+    ) -> dict[int, torch.Tensor]:
         """Run one step with each sequence's new tokens; logits of its last token (or all new tokens)."""
         ids, positions, slots, starts, lens, wanted = [], [], [], [0], [], []
         for seq, chunk in new_tokens.items():
@@ -46,27 +54,36 @@ class PagedHarness:
         width = max(len(self.blocks[seq]) for seq in new_tokens)
         tables = torch.full((len(new_tokens), width), -1, dtype=torch.int32)
         for row, seq in enumerate(new_tokens):
-            tables[row, :len(self.blocks[seq])] = torch.tensor(self.blocks[seq], dtype=torch.int32)
-        meta = AttentionMetadata(slot_mapping=torch.tensor(slots, dtype=torch.int64), block_tables=tables,
-                                 query_start_loc=torch.tensor(starts, dtype=torch.int32),
-                                 seq_lens=torch.tensor(lens, dtype=torch.int32),
-                                 logits_indices=torch.tensor(wanted, dtype=torch.int64))
+            tables[row, : len(self.blocks[seq])] = torch.tensor(self.blocks[seq], dtype=torch.int32)
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64),
+            block_tables=tables,
+            query_start_loc=torch.tensor(starts, dtype=torch.int32),
+            seq_lens=torch.tensor(lens, dtype=torch.int32),
+            logits_indices=torch.tensor(wanted, dtype=torch.int64),
+        )
         logits = self.model(torch.tensor(ids), torch.tensor(positions), self.kv_caches, meta)
         out, row = {}, 0
         for seq, chunk in new_tokens.items():
             count = len(chunk) if all_logits else 1
-            out[seq] = logits[row:row + count]
+            out[seq] = logits[row : row + count]
             row += count
         return out
 
-    def greedy(self, prompts: dict[int, list[int]], steps: int, prefill_chunk: int | None = None) -> dict[int, list[int]]:
+    def greedy(
+        self, prompts: dict[int, list[int]], steps: int, prefill_chunk: int | None = None
+    ) -> dict[int, list[int]]:
         """Greedy continuation of every prompt, all sequences batched in each step."""
         pending = {seq: list(prompt) for seq, prompt in prompts.items()}
         last: dict[int, torch.Tensor] = {}
         while pending:  # prefill, in chunks when asked (exercises chunked prefill)
-            step = {seq: toks[:prefill_chunk or len(toks)] for seq, toks in pending.items()}
+            step = {seq: toks[: prefill_chunk or len(toks)] for seq, toks in pending.items()}
             last.update(self.step(step))
-            pending = {seq: toks[len(step[seq]):] for seq, toks in pending.items() if len(toks) > len(step[seq])}
+            pending = {
+                seq: toks[len(step[seq]) :]
+                for seq, toks in pending.items()
+                if len(toks) > len(step[seq])
+            }
         generated = {seq: [] for seq in prompts}
         for index in range(steps):
             for seq in prompts:

@@ -33,7 +33,7 @@ def _reference_greedy(reference, prompt: list[int], steps: int) -> list[int]:
     tokens = list(prompt)
     for _ in range(steps):  # full recompute each step: no cache, the plainest definition
         tokens.append(int(_reference_logits(reference, tokens)[-1].argmax()))
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,23 @@ def test_prefill_logits_match_transformers_past_the_window(which, reference, req
 def test_chunked_prefill_then_decode_logits_match(mxfp4_model, reference):
     prompt = _prompt(2 * WINDOW + 3, seed=2)
     harness = PagedHarness(mxfp4_model, seed=5)
-    rows = [harness.step({0: prompt[:7]}, all_logits=True)[0], harness.step({0: prompt[7:13]}, all_logits=True)[0]]
+    rows = [
+        harness.step({0: prompt[:7]}, all_logits=True)[0],
+        harness.step({0: prompt[7:13]}, all_logits=True)[0],
+    ]
     rows += [harness.step({0: [token]})[0] for token in prompt[13:]]
     _assert_close(torch.cat(rows), _reference_logits(reference, prompt))
 
 
 def test_greedy_32_steps_identical_batched(mxfp4_model, reference):
-    prompts = {0: _prompt(WINDOW + 6, seed=3), 1: _prompt(5, seed=4), 2: _prompt(2 * WINDOW + 1, seed=6)}
-    ours = PagedHarness(mxfp4_model, block_size=4, seed=7).greedy(prompts, steps=32, prefill_chunk=6)
+    prompts = {
+        0: _prompt(WINDOW + 6, seed=3),
+        1: _prompt(5, seed=4),
+        2: _prompt(2 * WINDOW + 1, seed=6),
+    }
+    ours = PagedHarness(mxfp4_model, block_size=4, seed=7).greedy(
+        prompts, steps=32, prefill_chunk=6
+    )
     for seq, prompt in prompts.items():
         assert ours[seq] == _reference_greedy(reference, prompt, 32), f"sequence {seq} diverged"
 
@@ -99,7 +108,9 @@ def test_sliding_window_changes_only_positions_past_the_window(mxfp4_model):
 
 def test_kv_cache_spec_reports_per_layer_windows(mxfp4_model, reference):
     spec = mxfp4_model.kv_cache_spec()
-    expected = [WINDOW if kind == "sliding_attention" else None for kind in reference.config.layer_types]
+    expected = [
+        WINDOW if kind == "sliding_attention" else None for kind in reference.config.layer_types
+    ]
     assert spec.sliding_windows == expected and None in expected and WINDOW in expected
     assert (spec.num_layers, spec.num_kv_heads, spec.head_dim) == (4, 2, 16)
     assert spec.dtype == torch.float32

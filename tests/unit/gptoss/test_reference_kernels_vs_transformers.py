@@ -44,10 +44,14 @@ def test_fused_moe_matches_transformers_mlp(gain):
     gate_up_preact = hidden[0] @ experts.gate_up_proj[0] + experts.gate_up_proj_bias[0]
     if gain > 1:
         assert gate_up_preact.abs().max() > 3 * config.swiglu_limit, "the clamp is not exercised"
-    weights = ExpertWeights(gate_up_bias=experts.gate_up_proj_bias.detach(), down_bias=experts.down_proj_bias.detach(),
-                            gate_up_weight=experts.gate_up_proj.detach().transpose(1, 2),
-                            down_weight=experts.down_proj.detach().transpose(1, 2),
-                            alpha=config.swiglu_alpha, limit=config.swiglu_limit)
+    weights = ExpertWeights(
+        gate_up_bias=experts.gate_up_proj_bias.detach(),
+        down_bias=experts.down_proj_bias.detach(),
+        gate_up_weight=experts.gate_up_proj.detach().transpose(1, 2),
+        down_weight=experts.down_proj.detach().transpose(1, 2),
+        alpha=config.swiglu_alpha,
+        limit=config.swiglu_limit,
+    )
     ours = fused_moe(hidden[0], router_logits, config.num_experts_per_tok, weights)
     scale = theirs.abs().max().item()
     assert (ours - theirs[0]).abs().max().item() < 1e-5 * max(scale, 1.0)

@@ -24,11 +24,14 @@ def test_mxfp4_experts_stay_uint8_with_no_dense_copy(loaded_bf16, reference):
     config = reference.config
     dense_numel = config.num_local_experts * 2 * config.intermediate_size * config.hidden_size
     expert_tensors = {name: t for name, t in model.state_dict().items() if ".mlp.experts." in name}
-    packed = {name: t for name, t in expert_tensors.items() if name.endswith(("_blocks", "_scales"))}
+    packed = {
+        name: t for name, t in expert_tensors.items() if name.endswith(("_blocks", "_scales"))
+    }
     assert len(packed) == 4 * config.num_hidden_layers
     assert all(t.dtype == torch.uint8 for t in packed.values())
-    assert all(t.numel() < dense_numel for t in expert_tensors.values() if t.is_floating_point()), \
+    assert all(t.numel() < dense_numel for t in expert_tensors.values() if t.is_floating_point()), (
         "a dense float copy of the experts exists"
+    )
     block = model.model.layers[0].mlp.experts.gate_up_proj_blocks
     assert tuple(block.shape) == (8, 2 * config.intermediate_size, config.hidden_size // 32, 16)
 
@@ -36,7 +39,10 @@ def test_mxfp4_experts_stay_uint8_with_no_dense_copy(loaded_bf16, reference):
 def test_bf16_model_tracks_the_fp32_reference(loaded_bf16, reference):
     model = loaded_bf16.model
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
-    assert model.model.norm.weight.dtype == torch.float32 and model.model.layers[0].self_attn.sinks.dtype == torch.float32
+    assert (
+        model.model.norm.weight.dtype == torch.float32
+        and model.model.layers[0].self_attn.sinks.dtype == torch.float32
+    )
     prompt = list(range(3, 23))
     ours = PagedHarness(model).step({0: prompt}, all_logits=True)[0]
     with torch.no_grad():
@@ -51,7 +57,9 @@ def test_bf16_model_tracks_the_fp32_reference(loaded_bf16, reference):
 def test_loaded_result_fields(mxfp4_dir):
     loaded = load_gpt_oss(mxfp4_dir, dtype=torch.float32, load_tokenizer=False)
     assert loaded.chat_format == "harmony" and loaded.tokenizer is None
-    assert loaded.chat_template is None and loaded.special_tokens == {}  # the engine LoadedModel fields
+    assert (
+        loaded.chat_template is None and loaded.special_tokens == {}
+    )  # the engine LoadedModel fields
     assert loaded.model_name == mxfp4_dir.name
     assert loaded.eos_token_ids == [255]  # from config.json; harmony ids exceed this tiny vocab
     assert not loaded.model.training
@@ -108,7 +116,9 @@ def test_config_that_disagrees_with_the_weights(mxfp4_dir, tmp_path):
 def test_fewer_layers_in_config_than_weights(mxfp4_dir, tmp_path):
     folder = _copy(mxfp4_dir, tmp_path / "ckpt")
     raw = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 2, "layer_types": raw["layer_types"][:2]}))
+    (folder / "config.json").write_text(
+        json.dumps({**raw, "num_hidden_layers": 2, "layer_types": raw["layer_types"][:2]})
+    )
     with pytest.raises(CheckpointError, match="does not use"):
         load_gpt_oss(folder, load_tokenizer=False)
 
@@ -122,7 +132,9 @@ def test_float_blocks_are_rejected(dense_dir, tmp_path):
         for proj in ("gate_up_proj", "down_proj"):
             weight = tensors.pop(prefix + proj).transpose(1, 2)
             rows, cols = weight.shape[1], weight.shape[2]
-            tensors[prefix + proj + "_blocks"] = torch.zeros(8, rows, cols // 32, 16)  # float, wrongly
+            tensors[prefix + proj + "_blocks"] = torch.zeros(
+                8, rows, cols // 32, 16
+            )  # float, wrongly
             tensors[prefix + proj + "_scales"] = torch.zeros(8, rows, cols // 32, dtype=torch.uint8)
     save_file(tensors, str(shard))
     with pytest.raises(CheckpointError, match="must be uint8"):
@@ -131,7 +143,9 @@ def test_float_blocks_are_rejected(dense_dir, tmp_path):
 
 def test_not_gpt_oss_tensors(tmp_path, mxfp4_dir):
     shutil.copy(mxfp4_dir / "config.json", tmp_path / "config.json")
-    save_file({"model.embed_tokens.weight": torch.zeros(256, 64)}, str(tmp_path / "model.safetensors"))
+    save_file(
+        {"model.embed_tokens.weight": torch.zeros(256, 64)}, str(tmp_path / "model.safetensors")
+    )
     with pytest.raises(CheckpointError, match="is this a gpt-oss checkpoint"):
         load_gpt_oss(tmp_path, load_tokenizer=False)
 

@@ -60,7 +60,10 @@ def make_pdf(pages: list[list[str]]) -> bytes:
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
     return bytes(out)
 
 
@@ -81,7 +84,9 @@ def docs(tmp_path: Path) -> dict[str, Path]:
     files["html"] = tmp_path / "parental.html"
     files["html"].write_text(HTML, encoding="utf-8")
     files["txt"] = tmp_path / "notes.txt"
-    files["txt"].write_text("Plain notes.\n\nThe office opens at nine in the morning on weekdays.\n", encoding="utf-8")
+    files["txt"].write_text(
+        "Plain notes.\n\nThe office opens at nine in the morning on weekdays.\n", encoding="utf-8"
+    )
     document = docx.Document()
     document.add_heading("Password requirements", level=0)
     document.add_paragraph("Follow these rules for every account.")
@@ -94,7 +99,9 @@ def docs(tmp_path: Path) -> dict[str, Path]:
     files["pdf"] = tmp_path / "travel.pdf"
     files["pdf"].write_bytes(make_pdf(PDF_PAGES))
     files["corrupt_pdf"] = tmp_path / "broken.pdf"
-    files["corrupt_pdf"].write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R\ngarbage without end")
+    files["corrupt_pdf"].write_bytes(
+        b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R\ngarbage without end"
+    )
     files["fake_docx"] = tmp_path / "fake.docx"
     files["fake_docx"].write_bytes(b"this is not a zip archive at all")
     files["empty"] = tmp_path / "empty.md"

@@ -16,9 +16,16 @@ def _chunk(doc, n, text, section=None):
 @pytest.fixture
 def index(tmp_path):
     lexical = LexicalIndex(tmp_path / "lexical.db")
-    lexical.add([_chunk("pub", 0, "Annual leave carries over up to 240 hours."),
-                 _chunk("pub", 1, "Travel vouchers are due within five days.")], groups=[])
-    lexical.add([_chunk("hr", 0, "Salary bands for annual leave negotiations are secret.")], groups=["hr"])
+    lexical.add(
+        [
+            _chunk("pub", 0, "Annual leave carries over up to 240 hours."),
+            _chunk("pub", 1, "Travel vouchers are due within five days."),
+        ],
+        groups=[],
+    )
+    lexical.add(
+        [_chunk("hr", 0, "Salary bands for annual leave negotiations are secret.")], groups=["hr"]
+    )
     lexical.add([_chunk("fin", 0, "Budget codes for annual purchases.")], groups=["finance", "a|b"])
     return lexical
 
@@ -29,8 +36,22 @@ def test_bm25_ranks_the_matching_chunk_first(index):
     assert hits[0][1] >= hits[-1][1]
 
 
-@pytest.mark.parametrize("query", ['"unbalanced', "leave AND OR NOT", "NEAR(leave over)", "leave*", "-leave", "col:leave",
-                                   "(((", "'; DROP TABLE chunks; --", "^leave", "leave + over", "ünïcödé leave"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"unbalanced',
+        "leave AND OR NOT",
+        "NEAR(leave over)",
+        "leave*",
+        "-leave",
+        "col:leave",
+        "(((",
+        "'; DROP TABLE chunks; --",
+        "^leave",
+        "leave + over",
+        "ünïcödé leave",
+    ],
+)
 def test_fts_syntax_in_questions_never_raises(index, query):
     hits = index.search(query, 5, AccessScope(None))
     assert isinstance(hits, list)
@@ -44,9 +65,14 @@ def test_match_expression_quotes_every_term_and_drops_stopwords():
 
 
 def test_restricted_chunks_never_reach_outsiders(index):
-    outsider = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(frozenset()))}
+    outsider = {
+        cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(frozenset()))
+    }
     assert outsider == {"pub:0"}
-    hr = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(frozenset({"hr"})))}
+    hr = {
+        cid
+        for cid, _ in index.search("annual leave salary budget", 10, AccessScope(frozenset({"hr"})))
+    }
     assert hr == {"pub:0", "hr:0"}
     admin = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(None))}
     assert admin == {"pub:0", "hr:0", "fin:0"}
@@ -73,8 +99,19 @@ def test_get_returns_display_fields(index):
 
 def test_heading_words_weigh_more_than_body_words(tmp_path):
     lexical = LexicalIndex(tmp_path / "l.db")
-    lexical.add([_chunk("a", 0, "Mentions a voucher once among many other words about travel and time.")])
-    lexical.add([_chunk("b", 0, "Submit within five days of the trip ending among many other words.", section="Voucher")])
+    lexical.add(
+        [_chunk("a", 0, "Mentions a voucher once among many other words about travel and time.")]
+    )
+    lexical.add(
+        [
+            _chunk(
+                "b",
+                0,
+                "Submit within five days of the trip ending among many other words.",
+                section="Voucher",
+            )
+        ]
+    )
     assert [c for c, _ in lexical.search("voucher", 2, AccessScope(None))] == ["b:0", "a:0"]
 
 
@@ -89,4 +126,6 @@ def test_index_from_another_schema_version_is_a_clear_error(tmp_path):
     with pytest.raises(IngestError, match="schema version 0"):
         LexicalIndex(path).count()
     fresh = LexicalIndex(tmp_path / "new.db")
-    assert fresh.count() == 0 and LexicalIndex(tmp_path / "new.db").count() == 0  # reopening is fine
+    assert (
+        fresh.count() == 0 and LexicalIndex(tmp_path / "new.db").count() == 0
+    )  # reopening is fine

@@ -60,13 +60,34 @@ GUARD = textwrap.dedent(
 
 
 def _run(body: str, files: dict[str, str]) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS", "UNSTRUCTURED_DISABLE_NOTICE", "HF_HUB_OFFLINE")}
-    script = GUARD + f"\nFILES = {json.dumps(files)}\n" + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps({'attempts': attempts, 'out': out}))\n"
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "DO_NOT_TRACK",
+            "SCARF_NO_ANALYTICS",
+            "UNSTRUCTURED_DISABLE_NOTICE",
+            "HF_HUB_OFFLINE",
+        )
+    }
+    script = (
+        GUARD
+        + f"\nFILES = {json.dumps(files)}\n"
+        + textwrap.dedent(body)
+        + "\nprint('RESULT ' + json.dumps({'attempts': attempts, 'out': out}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"subprocess failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.mark.slow
@@ -109,4 +130,6 @@ def test_guard_catches_unstructured_download_without_ensure_offline(docs):
         {"md": str(docs["md"])},
     )
     hosts = {a[1] for a in result["attempts"]}
-    assert {"packages.unstructured.io", "github.com"} <= hosts, result  # telemetry ping and model download
+    assert {"packages.unstructured.io", "github.com"} <= hosts, (
+        result
+    )  # telemetry ping and model download

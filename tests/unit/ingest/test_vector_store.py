@@ -23,7 +23,9 @@ def _chunk(doc, n, page=None):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    vs = VectorStore(mode="embedded", path=tmp_path_factory.mktemp("chroma"), collection="test_chunks")
+    vs = VectorStore(
+        mode="embedded", path=tmp_path_factory.mktemp("chroma"), collection="test_chunks"
+    )
     vs.add([_chunk("pub", 0, page=3), _chunk("pub", 1)], [_vec(0), _vec(1)], groups=[])
     vs.add([_chunk("hr", 0)], [_vec(0)], groups=["hr"])
     vs.add([_chunk("legal", 0)], [_vec(0)], groups=["legal", "hr"])
@@ -33,8 +35,17 @@ def store(tmp_path_factory):
 def test_restricted_vectors_never_returned_without_the_group(store):
     near = _vec(0)
     assert {c for c, _, _ in store.query(near, 10, AccessScope(frozenset()))} == {"pub:0", "pub:1"}
-    assert {c for c, _, _ in store.query(near, 10, AccessScope(frozenset({"legal"})))} == {"pub:0", "pub:1", "legal:0"}
-    assert {c for c, _, _ in store.query(near, 10, AccessScope(frozenset({"hr"})))} == {"pub:0", "pub:1", "hr:0", "legal:0"}
+    assert {c for c, _, _ in store.query(near, 10, AccessScope(frozenset({"legal"})))} == {
+        "pub:0",
+        "pub:1",
+        "legal:0",
+    }
+    assert {c for c, _, _ in store.query(near, 10, AccessScope(frozenset({"hr"})))} == {
+        "pub:0",
+        "pub:1",
+        "hr:0",
+        "legal:0",
+    }
     assert len(store.query(near, 10, AccessScope(None))) == 4
 
 
@@ -50,4 +61,8 @@ def test_delete_document(tmp_path):
     vs.add([_chunk("a", 0), _chunk("a", 1), _chunk("b", 0)], [_vec(0), _vec(1), _vec(2)])
     vs.delete_document("a")
     vs.delete_document("a")
-    assert vs.count() == 1 and vs.document_chunk_ids("a") == [] and vs.document_chunk_ids("b") == ["b:0"]
+    assert (
+        vs.count() == 1
+        and vs.document_chunk_ids("a") == []
+        and vs.document_chunk_ids("b") == ["b:0"]
+    )

@@ -35,4 +35,6 @@ def _seed():
 
 
 requires_cuda_bf16 = pytest.mark.skipif(
-    not HAS_CUDA, reason="bf16 needs the GPU: the Triton 3.9 interpreter computes tl.dot on bf16 inputs wrongly")
+    not HAS_CUDA,
+    reason="bf16 needs the GPU: the Triton 3.9 interpreter computes tl.dot on bf16 inputs wrongly",
+)

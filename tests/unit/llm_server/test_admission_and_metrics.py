@@ -25,8 +25,13 @@ def test_requests_beyond_the_queue_limit_are_refused_until_one_starts():
 
 def test_backend_stats_become_named_gauges():
     tracker = RequestTracker(max_queue=4)
-    stats = {"kv_blocks_used": 3, "kv_blocks_free": 61, "prefix_cache_hit_rate": 0.5, "weird key": 2,
-             "label": "not a number"}
+    stats = {
+        "kv_blocks_used": 3,
+        "kv_blocks_free": 61,
+        "prefix_cache_hit_rate": 0.5,
+        "weird key": 2,
+        "label": "not a number",
+    }
     text = ServerMetrics(tracker, lambda: stats).render().decode()
     assert "enclave_llm_kv_blocks_used 3.0" in text
     assert "enclave_llm_kv_blocks_free 61.0" in text

@@ -14,10 +14,16 @@ def test_max_tokens_defaults_to_what_the_context_leaves():
     assert fit_max_tokens(24, 1000, 1024) == 24
 
 
-@pytest.mark.parametrize("requested,prompt,code", [
-    (0, 10, None), (-1, 10, None), (2000, 10, "context_length_exceeded"),
-    (None, 1024, "context_length_exceeded"), (25, 1000, "context_length_exceeded"),
-])
+@pytest.mark.parametrize(
+    "requested,prompt,code",
+    [
+        (0, 10, None),
+        (-1, 10, None),
+        (2000, 10, "context_length_exceeded"),
+        (None, 1024, "context_length_exceeded"),
+        (25, 1000, "context_length_exceeded"),
+    ],
+)
 def test_budgets_that_cannot_fit_are_refused(requested, prompt, code):
     with pytest.raises(InvalidRequest) as caught:
         fit_max_tokens(requested, prompt, 1024)
@@ -31,9 +37,16 @@ def test_unknown_prompt_length_only_checks_the_request_itself():
 
 
 def test_messages_are_flattened_to_text_and_developer_becomes_system():
-    messages = [ChatMessage(role="developer", content="be brief"),
-                ChatMessage(role="user", content=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])]
-    assert chat_messages(messages) == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"}]
+    messages = [
+        ChatMessage(role="developer", content="be brief"),
+        ChatMessage(
+            role="user", content=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+        ),
+    ]
+    assert chat_messages(messages) == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "ab"},
+    ]
 
 
 def test_model_names_are_checked_and_an_absent_one_means_the_default():

@@ -19,7 +19,9 @@ def run(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
     return "".join(out), False
 
 
-@pytest.mark.parametrize("pieces", [["Hello END world"], ["Hel", "lo E", "N", "D wor", "ld"], list("Hello END world")])
+@pytest.mark.parametrize(
+    "pieces", [["Hello END world"], ["Hel", "lo E", "N", "D wor", "ld"], list("Hello END world")]
+)
 def test_text_is_cut_before_the_stop_string_however_it_is_split(pieces):
     assert run(["END"], pieces) == ("Hello ", True)
 

@@ -31,22 +31,35 @@ def test_groups_are_or_ed_with_public():
 
 def test_write_side_encodings():
     assert chunk_acl_metadata([]) == {"public": True}
-    assert chunk_acl_metadata(["hr", "legal", "hr"]) == {"public": False, "g_hr": True, "g_legal": True}
+    assert chunk_acl_metadata(["hr", "legal", "hr"]) == {
+        "public": False,
+        "g_hr": True,
+        "g_legal": True,
+    }
     assert chunk_acl_column([]) == (1, "")
     assert chunk_acl_column(["b|c", "a b"]) == (0, "|a%20b|b%7Cc|")
 
 
-@pytest.mark.parametrize("doc_groups, scope_groups, visible", [
-    ([], frozenset(), True), (["hr"], frozenset(), False), (["hr"], frozenset({"hr"}), True),
-    (["hr", "x"], frozenset({"x"}), True), (["a|b"], frozenset({"a"}), False), (["hr"], None, True),
-])
+@pytest.mark.parametrize(
+    "doc_groups, scope_groups, visible",
+    [
+        ([], frozenset(), True),
+        (["hr"], frozenset(), False),
+        (["hr"], frozenset({"hr"}), True),
+        (["hr", "x"], frozenset({"x"}), True),
+        (["a|b"], frozenset({"a"}), False),
+        (["hr"], None, True),
+    ],
+)
 def test_sql_filter_matches_python_rule(doc_groups, scope_groups, visible):
     scope = AccessScope(scope_groups)
     assert scope.may_read(doc_groups) is visible
     conn = sqlite3.connect(":memory:")
     is_public, acl = chunk_acl_column(doc_groups)
     sql, params = scope.sql_where("p", "a")
-    got = conn.execute(f"SELECT 1 FROM (SELECT ? AS p, ? AS a) WHERE {sql}", [is_public, acl, *params]).fetchall()
+    got = conn.execute(
+        f"SELECT 1 FROM (SELECT ? AS p, ? AS a) WHERE {sql}", [is_public, acl, *params]
+    ).fetchall()
     assert bool(got) is visible
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from retriever.evaluation import GoldQuestion, evidence_share, normalise, supports
 
-EVIDENCE = "You can carry over a maximum of 240 annual leave hours, from one leave year to the next."
+EVIDENCE = (
+    "You can carry over a maximum of 240 annual leave hours, from one leave year to the next."
+)
 
 
 def _q(doc="leave.pdf", page=2):
@@ -12,7 +14,7 @@ def _q(doc="leave.pdf", page=2):
 
 
 def test_normalise_folds_like_verify_py():
-    assert normalise("It\u2019s  \u201cfine\u201d \u2014 OK\u00a0now") == "it's \"fine\" - ok now"
+    assert normalise("It\u2019s  \u201cfine\u201d \u2014 OK\u00a0now") == 'it\'s "fine" - ok now'
 
 
 def test_share_counts_words_in_order():

@@ -22,7 +22,11 @@ def test_everything_fits_when_budget_allows():
     prompt = compose_prompt("How long?", hits, context_tokens=4000, answer_tokens=200)
     assert prompt.sources == hits
     system, user = prompt.messages[0], prompt.messages[-1]
-    assert system["role"] == "system" and "[1]" in system["content"] and "do not know" in system["content"]
+    assert (
+        system["role"] == "system"
+        and "[1]" in system["content"]
+        and "do not know" in system["content"]
+    )
     assert "[1] Doc 1, page 2, Leave > Award" in user["content"] and "[2] Doc 2" in user["content"]
     assert user["content"].rstrip().endswith("Question: How long?")
 
@@ -31,16 +35,24 @@ def test_everything_fits_when_budget_allows():
 @pytest.mark.parametrize("n_history", [0, 3, 12])
 def test_never_exceeds_budget(context, n_history):
     hits = [_hit(i, words=80) for i in range(6)]
-    history = [{"role": "user" if t % 2 == 0 else "assistant", "content": "earlier words " * 40} for t in range(n_history)]
+    history = [
+        {"role": "user" if t % 2 == 0 else "assistant", "content": "earlier words " * 40}
+        for t in range(n_history)
+    ]
     answer = 100
-    prompt = compose_prompt("What is the rule?", hits, history=history, context_tokens=context, answer_tokens=answer)
+    prompt = compose_prompt(
+        "What is the rule?", hits, history=history, context_tokens=context, answer_tokens=answer
+    )
     assert _used(prompt) <= context - answer
     assert prompt.sources == hits[: len(prompt.sources)]  # lowest-ranked dropped first, order kept
 
 
 def test_drops_low_ranked_sources_before_recent_history():
     hits = [_hit(i, words=80) for i in range(5)]
-    history = [{"role": "user", "content": "previous question"}, {"role": "assistant", "content": "previous answer"}]
+    history = [
+        {"role": "user", "content": "previous question"},
+        {"role": "assistant", "content": "previous answer"},
+    ]
     prompt = compose_prompt("Q?", hits, history=history, context_tokens=900, answer_tokens=100)
     assert 1 <= len(prompt.sources) < 5
     assert [m["content"] for m in prompt.messages[1:3]] == ["previous question", "previous answer"]
@@ -59,7 +71,9 @@ def test_custom_token_counter_is_respected():
         return len(text.split()) * 2
 
     hits = [_hit(i, words=50) for i in range(5)]
-    prompt = compose_prompt("Q?", hits, context_tokens=500, answer_tokens=100, count_tokens=count_words)
+    prompt = compose_prompt(
+        "Q?", hits, context_tokens=500, answer_tokens=100, count_tokens=count_words
+    )
     assert _used(prompt, count_words) <= 400
     assert 1 <= len(prompt.sources) < 5
 

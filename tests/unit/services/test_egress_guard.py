@@ -14,13 +14,16 @@ import pytest
 from services.egress_guard import is_loopback_host
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.1", "::1", "localhost", "0.0.0.0", "::ffff:127.0.0.1",
-                                  None])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.8.9.1", "::1", "localhost", "0.0.0.0", "::ffff:127.0.0.1", None]
+)
 def test_loopback_hosts(host):
     assert is_loopback_host(host)
 
 
-@pytest.mark.parametrize("host", ["10.255.255.1", "8.8.8.8", "huggingface.co", "2001:db8::1", "192.168.1.1"])
+@pytest.mark.parametrize(
+    "host", ["10.255.255.1", "8.8.8.8", "huggingface.co", "2001:db8::1", "192.168.1.1"]
+)
 def test_non_loopback_hosts(host):
     assert not is_loopback_host(host)
 
@@ -37,7 +40,9 @@ def _run_guarded(tmp_path, body: str) -> subprocess.CompletedProcess:
 
 
 def test_guard_blocks_and_records_a_non_loopback_connect(tmp_path):
-    result = _run_guarded(tmp_path, """
+    result = _run_guarded(
+        tmp_path,
+        """
         import socket
         s = socket.socket()
         s.settimeout(2)
@@ -47,7 +52,8 @@ def test_guard_blocks_and_records_a_non_loopback_connect(tmp_path):
             print("BLOCKED", exc)
         else:
             print("CONNECTED")
-    """)
+    """,
+    )
     assert "BLOCKED" in result.stdout, result.stderr
     entries = [json.loads(line) for line in (tmp_path / "egress.log").read_text().splitlines()]
     assert len(entries) == 1
@@ -56,13 +62,16 @@ def test_guard_blocks_and_records_a_non_loopback_connect(tmp_path):
 
 
 def test_guard_blocks_name_lookups_of_remote_hosts(tmp_path):
-    result = _run_guarded(tmp_path, """
+    result = _run_guarded(
+        tmp_path,
+        """
         import socket
         try:
             socket.getaddrinfo("huggingface.co", 443)
         except PermissionError:
             print("BLOCKED")
-    """)
+    """,
+    )
     assert "BLOCKED" in result.stdout, result.stderr
     assert "huggingface.co" in (tmp_path / "egress.log").read_text()
 
@@ -73,11 +82,14 @@ def test_guard_lets_loopback_through_and_sets_offline_env(tmp_path):
     server.listen(1)
     port = server.getsockname()[1]
     threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
-    result = _run_guarded(tmp_path, f"""
+    result = _run_guarded(
+        tmp_path,
+        f"""
         import os, socket
         socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
         print("CONNECTED", os.environ["HF_HUB_OFFLINE"], os.environ["ANONYMIZED_TELEMETRY"])
-    """)
+    """,
+    )
     server.close()
     assert "CONNECTED 1 False" in result.stdout, result.stderr
     assert not (tmp_path / "egress.log").exists()

@@ -34,12 +34,20 @@ def client() -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-@pytest.mark.parametrize(("name", "status", "code"), [
-    ("BadRequest", 400, "bad_request"), ("Unauthorized", 401, "unauthorized"), ("Forbidden", 403, "forbidden"),
-    ("NotFound", 404, "not_found"), ("Conflict", 409, "conflict"), ("PayloadTooLarge", 413, "payload_too_large"),
-    ("UnsupportedMediaType", 415, "unsupported_media_type"), ("UpstreamUnavailable", 502, "upstream_unavailable"),
-    ("ServiceUnavailable", 503, "unavailable"),
-])
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("BadRequest", 400, "bad_request"),
+        ("Unauthorized", 401, "unauthorized"),
+        ("Forbidden", 403, "forbidden"),
+        ("NotFound", 404, "not_found"),
+        ("Conflict", 409, "conflict"),
+        ("PayloadTooLarge", 413, "payload_too_large"),
+        ("UnsupportedMediaType", 415, "unsupported_media_type"),
+        ("UpstreamUnavailable", 502, "upstream_unavailable"),
+        ("ServiceUnavailable", 503, "unavailable"),
+    ],
+)
 def test_api_errors_map_to_status_and_shape(client, name, status, code):
     response = client.get(f"/raise/{name}")
     assert response.status_code == status

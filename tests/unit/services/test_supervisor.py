@@ -14,9 +14,14 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 def test_a_dying_child_stops_the_others_and_exits_non_zero():
     lines: list[str] = []
-    supervisor = Supervisor([ChildSpec("sleeper", SLEEPER),
-                             ChildSpec("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"])],
-                            dict(os.environ), log=lines.append)
+    supervisor = Supervisor(
+        [
+            ChildSpec("sleeper", SLEEPER),
+            ChildSpec("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"]),
+        ],
+        dict(os.environ),
+        log=lines.append,
+    )
     supervisor.start()
     assert supervisor.watch(interval=0.1) == 1
     assert supervisor.children["sleeper"].poll() is not None
@@ -24,8 +29,9 @@ def test_a_dying_child_stops_the_others_and_exits_non_zero():
 
 
 def test_sigterm_stops_every_child_and_exits_zero():
-    supervisor = Supervisor([ChildSpec("a", SLEEPER), ChildSpec("b", SLEEPER)], dict(os.environ),
-                            log=lambda _line: None)
+    supervisor = Supervisor(
+        [ChildSpec("a", SLEEPER), ChildSpec("b", SLEEPER)], dict(os.environ), log=lambda _line: None
+    )
     supervisor.start()
     previous = signal.getsignal(signal.SIGTERM)
     supervisor.install_signal_handlers()

@@ -7,20 +7,23 @@ import pytest
 from services.gateway.uploads import file_extension, sanitize_filename
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("../../etc/passwd.md", "passwd.md"),
-    ("/etc/passwd.md", "passwd.md"),
-    ("C:\\Users\\bob\\report.pdf", "report.pdf"),
-    ("..\\..\\windows\\win.ini.md", "win.ini.md"),
-    ("evil\x00name.pdf", "evilname.pdf"),
-    ("  .hidden.md", "hidden.md"),
-    ("Benefits Guide (2024).pdf", "Benefits Guide (2024).pdf"),
-    ("résumé.docx", "résumé.docx"),
-    ("a|b<c>d.md", "a_b_c_d.md"),
-    ("..", "upload"),
-    ("", "upload"),
-    (None, "upload"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("../../etc/passwd.md", "passwd.md"),
+        ("/etc/passwd.md", "passwd.md"),
+        ("C:\\Users\\bob\\report.pdf", "report.pdf"),
+        ("..\\..\\windows\\win.ini.md", "win.ini.md"),
+        ("evil\x00name.pdf", "evilname.pdf"),
+        ("  .hidden.md", "hidden.md"),
+        ("Benefits Guide (2024).pdf", "Benefits Guide (2024).pdf"),
+        ("résumé.docx", "résumé.docx"),
+        ("a|b<c>d.md", "a_b_c_d.md"),
+        ("..", "upload"),
+        ("", "upload"),
+        (None, "upload"),
+    ],
+)
 def test_sanitize_filename(raw, expected):
     assert sanitize_filename(raw) == expected
 

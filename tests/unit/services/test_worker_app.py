@@ -28,16 +28,26 @@ def test_redis_profile_is_not_embedded(tmp_path):
 def test_ingest_and_delete_go_to_separate_named_queues(tmp_path):
     app = create_celery(Settings(data_dir=tmp_path, ingest_queue="ing", delete_queue="del"))
     routes = {task: app.amqp.router.route({}, task) for task in (INGEST_TASK, DELETE_TASK)}
-    assert routes[INGEST_TASK]["queue"].name == "ing" and routes[INGEST_TASK]["queue"].exchange.name == "ing"
-    assert routes[DELETE_TASK]["queue"].name == "del" and routes[DELETE_TASK]["queue"].exchange.name == "del"
+    assert (
+        routes[INGEST_TASK]["queue"].name == "ing"
+        and routes[INGEST_TASK]["queue"].exchange.name == "ing"
+    )
+    assert (
+        routes[DELETE_TASK]["queue"].name == "del"
+        and routes[DELETE_TASK]["queue"].exchange.name == "del"
+    )
 
 
 def test_worker_modules_import_no_models_or_pipeline():
-    code = ("import sys, services.worker.__main__, services.worker.app, services.worker.tasks, "
-            "services.worker.jobs, services.gateway.app\n"
-            "heavy = [m for m in ('torch', 'sentence_transformers', 'chromadb', 'unstructured', 'ingest.pipeline', "
-            "'transformers') if m in sys.modules]\n"
-            "print(heavy)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, services.worker.__main__, services.worker.app, services.worker.tasks, "
+        "services.worker.jobs, services.gateway.app\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'chromadb', 'unstructured', 'ingest.pipeline', "
+        "'transformers') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
