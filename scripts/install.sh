@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install everything Enclave needs, offline-safe at run time afterwards.
-# Order matters: CPU torch first (see ../shared/NOTES.md), then the project, then the
+# Order matters: CPU torch first (docs/decisions.md, "Installation"), then the project, then the
 # packages that must come in without their declared dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
