@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ingest.config import IngestConfig
+    from ingest.pipeline import IngestPipeline
+    from retriever.search import HybridSearcher
     from services.settings import Settings
 
 
-def ingest_config(settings: Settings) -> Any:
-    """The ``ingest.config.IngestConfig`` for these settings."""
+def ingest_config(settings: Settings) -> IngestConfig:
+    """The ingest configuration (stores, chunking, embedder) for these settings."""
     from ingest.config import IngestConfig
 
     kwargs: dict[str, Any] = dict(
@@ -30,14 +33,14 @@ def ingest_config(settings: Settings) -> Any:
     return IngestConfig(**kwargs)
 
 
-def create_pipeline(settings: Settings) -> Any:
+def create_pipeline(settings: Settings) -> IngestPipeline:
     """An ``IngestPipeline`` (loads the embedding model: call once per process)."""
     from ingest.pipeline import IngestPipeline
 
     return IngestPipeline(ingest_config(settings))
 
 
-def create_searcher(settings: Settings) -> Any:
+def create_searcher(settings: Settings) -> HybridSearcher:
     """A ``HybridSearcher`` over the same stores the worker writes (loads the embedding model)."""
     from retriever.search import HybridSearcher
 
