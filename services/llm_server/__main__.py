@@ -8,11 +8,9 @@ from __future__ import annotations
 import logging
 import os
 
-# OpenMP threads pinned one per core. Measured on 2 cores, AsyncEngine, 16 sequences
-# sharing a prompt prefix, 2 threads: unpinned, the decode step was bimodal run to run
-# (27 or 38-42 ms, by where the scheduler put the threads); pinned, 28-30 ms every run.
-# Engine bench, one run each, 1 thread: 191 unpinned, 207 tok/s pinned. Set before torch loads; a
-# value already in the environment wins.
+# OpenMP threads pinned one per core: unpinned, the decode step time was bimodal from run to
+# run (by where the OS put the threads); pinned, it was steady (bench/results/engine*.json).
+# Set before torch loads; a value already in the environment wins.
 _THREADING_ENV = {"OMP_PROC_BIND": "true"}
 
 
