@@ -45,6 +45,7 @@ export function Chat({ conversationId }: { user: User; conversationId?: string }
   useEffect(() => {
     setOpened(null);
     setLoadError(null);
+    setShowHistory(false);
     if (!conversationId) { setTurns([]); return; }
     if (streamedInto.current === conversationId) { streamedInto.current = null; return; } // we just wrote it
     getJson<Conversation>(`/api/conversations/${encodeURIComponent(conversationId)}`).then(
