@@ -1,5 +1,5 @@
 // The shell: who is signed in, the screens their role may use, sign out (which ends the session).
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { lazy, Suspense } from "preact/compat";
 import { getJson, isAdmin, isManager, onUnauthorized, send, type User } from "../api";
 import { go, useRoute } from "../route";
@@ -32,12 +32,15 @@ export function App() {
   const [user, setUser] = useState<User | null | undefined>(undefined);
   const [notice, setNotice] = useState<string | undefined>();
   const route = useRoute();
+  const signedIn = useRef(false);
+  signedIn.current = !!user;
 
   useEffect(() => {
     getJson<User>("/api/me").then(setUser, () => setUser(null));
     return onUnauthorized(() => {
+      // Only a session that was working has "ended"; a first visit just shows the form.
+      if (signedIn.current) setNotice("Your session has ended. Please sign in again.");
       setUser(null);
-      setNotice("Your session has ended. Please sign in again.");
     });
   }, []);
 
