@@ -11,5 +11,5 @@ export default defineConfig({
     chunkSizeWarningLimit: 1500,
   },
   oxc: { jsx: { runtime: "automatic", importSource: "preact" } },
-  test: { environment: "jsdom", include: ["src/**/*.test.ts"] },
+  test: { environment: "jsdom", include: ["src/**/*.test.{ts,tsx}"] },
 } as never);

@@ -1,7 +1,7 @@
 // Document admin (admins and editors): drag-and-drop upload of many files with per-file
 // progress, and the document table (search, sort, open, delete).
 import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
-import { getJson, send, type DocumentRow, type User } from "../api";
+import { ApiError, getJson, send, sendJson, type DocumentRow, type User } from "../api";
 import { followJob, uploadFile, type UploadState } from "../upload";
 import { viewerHref } from "../route";
 import { Icon } from "../icons";
@@ -25,6 +25,7 @@ export function Documents({ user }: { user: User }) {
   const [sort, setSort] = useState<{ key: SortKey; ascending: boolean }>({ key: "created_at", ascending: false });
   const [dragging, setDragging] = useState(false);
   const [groups, setGroups] = useState("");
+  const [editingGroups, setEditingGroups] = useState<string | null>(null);
 
   const refresh = useCallback(() => {
     getJson<{ documents: DocumentRow[] }>("/api/documents").then(
@@ -63,6 +64,19 @@ export function Documents({ user }: { user: User }) {
     let next = 0;
     const worker = async () => { while (next < list.length) await uploadOne(list[next++]!); };
     Promise.all([worker(), worker()]);
+  }
+
+  async function changeGroups(doc: DocumentRow, raw: string) {
+    setEditingGroups(null);
+    const wanted = raw.split(",").map((g) => g.trim()).filter(Boolean);
+    try {
+      // The access lifecycle's contract: PATCH {groups}; the ACL rewrite may run as a job.
+      const body = await sendJson<{ job_id?: string }>(`/api/documents/${encodeURIComponent(doc.id)}`, "PATCH", { groups: wanted });
+      if (body.job_id) await followJob(body.job_id, () => undefined);
+      refresh();
+    } catch (exc) {
+      setError(exc instanceof ApiError && exc.unavailable ? "Changing a document's groups is not available on this server." : (exc as Error).message);
+    }
   }
 
   async function remove(doc: DocumentRow) {
@@ -159,7 +173,22 @@ export function Documents({ user }: { user: User }) {
                   <td><span class={`status ${d.status}`} title={d.error ?? ""}>{d.status}</span></td>
                   {hasPages && <td>{d.pages ?? d.page_count ?? "—"}</td>}
                   <td>{d.chunk_count}</td>
-                  <td>{d.groups.length ? d.groups.join(", ") : <span class="muted">everyone</span>}</td>
+                  <td>
+                    {editingGroups === d.id ? (
+                      <form class="rename" onSubmit={(e) => { e.preventDefault(); changeGroups(d, String(new FormData(e.currentTarget as HTMLFormElement).get("groups") ?? "")); }}>
+                        <label class="sr-only" for={`groups-${d.id}`}>Groups of {d.title}</label>
+                        <input id={`groups-${d.id}`} name="groups" defaultValue={d.groups.join(", ")} autoFocus onKeyDown={(e) => e.key === "Escape" && setEditingGroups(null)} />
+                        <button type="submit">Save</button>
+                      </form>
+                    ) : (
+                      <>
+                        {d.groups.length ? d.groups.join(", ") : <span class="muted">everyone</span>}
+                        <button type="button" class="icon-button" aria-label={`Change groups of ${d.title}`} title="Change groups" onClick={() => setEditingGroups(d.id)}>
+                          <Icon name="edit" />
+                        </button>
+                      </>
+                    )}
+                  </td>
                   <td>{d.uploaded_by ?? "—"}</td>
                   <td><time dateTime={d.created_at}>{new Date(d.created_at).toLocaleString()}</time></td>
                   <td>

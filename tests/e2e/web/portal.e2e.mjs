@@ -148,7 +148,7 @@ try {
   await shot(viewer, "05-viewer");
   await viewer.close();
 
-  step("thumbs up with a comment; rename the conversation");
+  step("thumbs up with a comment; rename and export the conversation");
   await page.getByRole("button", { name: "Helpful" }).last().click();
   await page.getByLabel("Comment (optional)").fill("clear and cited");
   await page.getByRole("button", { name: "Send feedback" }).click();
@@ -159,6 +159,9 @@ try {
   await page.getByLabel("New title").fill("Level 5 bonus");
   await page.getByRole("button", { name: "Save" }).click();
   await page.locator(".history li.current").getByRole("link", { name: "Level 5 bonus", exact: true }).waitFor();
+  const exportHref = await page.locator(".history li.current").getByRole("link", { name: /^Export / }).getAttribute("href");
+  const markdown = await (await page.request.get(`${BASE}${exportHref}`)).text();
+  check(markdown.startsWith("# Level 5 bonus") && markdown.includes(env.QUESTION) && markdown.includes("Sources:"), "the Markdown export holds the turn and its sources");
 
   step("search mode; a document holding <script> and image tricks renders inert");
   await page.getByRole("link", { name: "Search" }).click();
@@ -200,8 +203,13 @@ try {
   await page.goto(`${BASE}/#/documents`);
   await page.getByLabel("Username").waitFor();
 
-  step("a user without access sees no trace of the document");
-  await signIn(page, env.OUTSIDER_USER, env.OUTSIDER_PASSWORD);
+  step("a user without access (signing in with the keyboard only) sees no trace of the document");
+  await page.getByLabel("Username").focus();
+  await page.keyboard.type(env.OUTSIDER_USER);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(env.OUTSIDER_PASSWORD);
+  await page.keyboard.press("Enter");
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
   check((await page.getByRole("link", { name: "Documents" }).count()) === 0, "employees get no document admin");
   await page.getByRole("link", { name: "Search" }).click();
   await page.getByLabel("Search the documents").fill(env.QUESTION);
