@@ -12,14 +12,22 @@ export ANONYMIZED_TELEMETRY := False
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint tools clean
+.PHONY: install run test test-fast bench lint tools clean frontend
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
 
 install: $(STAMP)
 
-run: $(STAMP)
+# The web app is rebuilt only when a source is newer than the build (no Node: the committed dist).
+FRONTEND_SOURCES := $(shell find frontend/src -type f 2>/dev/null) frontend/index.html \
+	frontend/package.json frontend/package-lock.json frontend/vite.config.ts frontend/tsconfig.json
+frontend/dist/index.html: $(FRONTEND_SOURCES)
+	bash scripts/build_frontend.sh
+
+frontend: frontend/dist/index.html
+
+run: $(STAMP) frontend
 	$(VENV)/bin/enclave up
 
 # docker-compose (Debian's package) validates compose.yaml in the tests; install it when
@@ -28,6 +36,10 @@ tools:
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
 	  || echo "docker-compose not installed: the compose validation test will be skipped"; }
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the browser tests will be skipped"; }
+	@bash scripts/build_frontend.sh --deps-only
 
 test: $(STAMP) tools
 	$(PY) -m pytest -ra --durations=15 tests

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
 )
@@ -164,6 +165,21 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(50), nullable=False)
     query: Mapped[str] = mapped_column(Text, nullable=False)
     chunk_ids: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Feedback(Base):
+    """A user's thumbs up/down (and optional comment) on one answer: raw material for the eval set."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("message_id", "username", name="uq_feedback_message_user"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    username: Mapped[str] = mapped_column(String(150), nullable=False)
+    rating: Mapped[str] = mapped_column(String(10), nullable=False)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     session_ttl_hours: int = Field(12, description="Lifetime of a login token, in hours.")
     frontend_dir: Path | None = Field(
         None,
-        description="Folder of the built web app served at /. Default: frontend/ of the checkout (skipped if absent).",
+        description="Folder of the built web app served at /. Default: frontend/dist of the checkout (skipped if absent).",
     )
 
     # --- queue -------------------------------------------------------------------------

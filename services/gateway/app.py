@@ -18,8 +18,11 @@ from services.gateway import (
     admin_router,
     auth_router,
     chat_router,
+    conversation_edits_router,
     conversations_router,
+    document_file_router,
     documents_router,
+    feedback_router,
     health_router,
     jobs_router,
     search_router,
@@ -39,7 +42,8 @@ from services.settings import Settings
 
 
 def frontend_directory(settings: Settings) -> Path:
-    return Path(settings.frontend_dir) if settings.frontend_dir else REPO_ROOT / "frontend"
+    """The built web app (``frontend/dist``, committed so a machine without Node serves it)."""
+    return Path(settings.frontend_dir) if settings.frontend_dir else REPO_ROOT / "frontend" / "dist"
 
 
 def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> FastAPI:
@@ -105,6 +109,9 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         admin_router,
     ):
         app.include_router(module.router)
+    app.include_router(document_file_router.router)
+    app.include_router(conversation_edits_router.router)
+    app.include_router(feedback_router.router)
     frontend = frontend_directory(settings)
     if frontend.is_dir():
         app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")

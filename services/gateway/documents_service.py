@@ -36,6 +36,7 @@ def document_json(doc: Document) -> dict:
         "status": doc.status,
         "chunk_count": doc.chunk_count,
         "error": doc.error,
+        "uploaded_by": doc.uploaded_by,
         "content_hash": doc.content_hash,
         "created_at": doc.created_at.isoformat(),
     }
