@@ -16,7 +16,9 @@ from importlinter.cli import lint_imports
 from tests.support import REPO_ROOT
 
 PACKAGES = tuple(
-    tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
+    tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "root_packages"
+    ]
 )
 
 
@@ -75,12 +77,16 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def import_graph() -> dict[str, set[str]]:
     graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True, cache_dir=None)
-    return {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+    return {
+        module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules
+    }
 
 
 def test_no_import_cycles(import_graph):
     cycles = _strongly_connected(import_graph)
-    assert not cycles, "import cycles between modules:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+    assert not cycles, "import cycles between modules:\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
 
 
 def test_the_cycle_check_finds_a_cycle():
