@@ -91,11 +91,16 @@ class Drafter:
     """Drafts from templates; the model (optional) only plans, under a JSON schema."""
 
     def __init__(
-        self, llm: LLMClient | None, library: ClauseLibrary | None, plan_tokens: int = 512
+        self,
+        llm: LLMClient | None,
+        library: ClauseLibrary | None,
+        plan_tokens: int = 512,
+        library_k: int = 5,
     ):
         self._llm = llm
         self._library = library
         self._plan_tokens = plan_tokens
+        self._library_k = library_k
 
     async def ask_plan(
         self, parsed: ParsedTemplate, instructions: str, scope: AccessScope
@@ -105,7 +110,9 @@ class Drafter:
 
         if self._llm is None:
             raise LLMError("no LLM is configured for drafting instructions")
-        candidates = self._library.search(instructions, scope) if self._library else []
+        candidates = (
+            self._library.search(instructions, scope, self._library_k) if self._library else []
+        )
         parameters = {c.name: clause_parameters(parsed, c) for c in parsed.clauses}
         schema = plan_schema(parsed.optional_clauses, parameters, candidates)
         messages = plan_messages(

@@ -20,9 +20,11 @@ from services.gateway import (
     chat_router,
     conversations_router,
     documents_router,
+    drafts_router,
     health_router,
     jobs_router,
     search_router,
+    templates_router,
 )
 from services.gateway.admin_service import AdminService
 from services.gateway.auth_service import AuthService
@@ -30,6 +32,7 @@ from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.deps import Services
 from services.gateway.documents_service import DocumentsService
+from services.gateway.drafting_wiring import drafting_services
 from services.gateway.errors import install_error_handlers
 from services.gateway.health_service import HealthService
 from services.gateway.job_queue import CeleryJobQueue, JobQueue
@@ -84,6 +87,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         metrics=metrics,
         extensions=functools.cache(components.supported_extensions),
     )
+    services.templates, services.drafts = drafting_services(settings, sessions, llm)
 
     app = FastAPI(
         title="Enclave",
@@ -105,6 +109,8 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         admin_router,
     ):
         app.include_router(module.router)
+    app.include_router(templates_router.router)
+    app.include_router(drafts_router.router)
     frontend = frontend_directory(settings)
     if frontend.is_dir():
         app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")
