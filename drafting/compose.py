@@ -173,7 +173,7 @@ def compose(
     inserted: dict[int, list[str]] = {}
     if plan.additions:
         anchor = _insertion_point(parsed, dropped)
-        names = {r.name for r in report}
+        names = {c.name for c in parsed.clauses}
         for addition in plan.additions:
             source = addition.clause
             text = _adapt_library_clause(addition, rejected)

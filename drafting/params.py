@@ -22,9 +22,11 @@ DURATION = re.compile(
 )
 AMOUNT = re.compile(r"(?:US)?\$\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)?\s?(?:USD|EUR|dollars)\b")
 PERCENT = re.compile(r"\b\d+(?:\.\d+)?\s?(?:%|percent\b)")
-BRACKET = re.compile(r"\[[^\[\]\n]{1,60}\](?!\()")
+BRACKET = re.compile(r"\[(?![ xX]\])[^\[\]\n]{1,60}\](?!\()")  # not a [x] checkbox, not a link
 KINDS = (("duration", DURATION), ("amount", AMOUNT), ("percent", PERCENT), ("blank", BRACKET))
 MAX_VALUE = 60
+MAX_WORDS = 6
+_SENTENCE_BREAK = re.compile(r"[.;:!?]\s|[.;:!?]$")
 _SAFE_VALUE = re.compile(r"^[\w$%.,'’()\-/ ]+$")
 
 
@@ -52,9 +54,15 @@ def find_parameters(
     for start, end, kind in candidates:
         if any(start < b_end and b_start < end for b_start, b_end in busy):
             continue
+        if kind == "blank":  # a blank holding a duration, say, takes only a duration
+            kind = _kind_of(text[start + 1 : end - 1]) or kind
         busy.append((start, end))
         taken.append(Parameter(block, start, end, text[start:end], kind))
     return sorted(taken, key=lambda p: p.start)
+
+
+def _kind_of(text: str) -> str | None:
+    return next((kind for kind, pattern in KINDS[:-1] if pattern.fullmatch(text.strip())), None)
 
 
 def check_value(parameter: Parameter, value: str) -> str | None:
@@ -62,8 +70,10 @@ def check_value(parameter: Parameter, value: str) -> str | None:
     value = value.strip()
     if not value:
         return "empty value"
-    if len(value) > MAX_VALUE or len(value.split()) > 8:
-        return f"a parameter value is at most {MAX_VALUE} characters and 8 words"
+    if len(value) > MAX_VALUE or len(value.split()) > MAX_WORDS:
+        return f"a parameter value is at most {MAX_VALUE} characters and {MAX_WORDS} words"
+    if _SENTENCE_BREAK.search(value):
+        return "a parameter value is one phrase, not sentences"
     if not _SAFE_VALUE.match(value):
         return "a parameter value holds only words, digits and simple punctuation"
     if parameter.kind == "blank":
