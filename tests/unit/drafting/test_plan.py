@@ -50,7 +50,8 @@ def add_first_offered(schema: dict) -> str:
 
 
 def run(model, scope: AccessScope, tmp_path, instructions: str = ASK):
-    build_index(tmp_path / "lexical.db")
+    if not (tmp_path / "lexical.db").exists():
+        build_index(tmp_path / "lexical.db")
     data = nda_template().encode()
     source = TemplateSource("'NDA' v1", ".md", data, load_template(data, ".md"))
     drafter = Drafter(model, ClauseLibrary(tmp_path / "lexical.db"))
