@@ -11,7 +11,7 @@ from typing import Any
 
 from drafting import docx_io
 from drafting.compose import ClauseReport, ComposedDraft, DraftPlan, compose
-from drafting.errors import InvalidInput, Problem
+from drafting.errors import InvalidInput, InvalidTemplate, Problem
 from drafting.fields import check_values
 from drafting.library import ClauseLibrary
 from drafting.markdown_io import markdown_blocks, markdown_to_docx
@@ -25,9 +25,15 @@ FORMATS = (".md", ".docx")
 
 def template_blocks(data: bytes, extension: str) -> list[Block]:
     """The blocks of a template file (``.md`` decoded as UTF-8, ``.docx`` by paragraph)."""
-    if extension == ".docx":
-        return docx_io.docx_blocks(docx_io.load(data))
-    return markdown_blocks(data.decode("utf-8"))
+    try:
+        if extension == ".docx":
+            return docx_io.docx_blocks(docx_io.load(data))
+        return markdown_blocks(data.decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - any failure to read an untrusted file is the same to the caller
+        reason = f"cannot read the {extension} file: {type(exc).__name__}: {exc}"[:300]
+        raise InvalidTemplate(
+            "the template file cannot be read", [Problem("file", reason)]
+        ) from None
 
 
 def load_template(data: bytes, extension: str) -> ParsedTemplate:

@@ -51,12 +51,6 @@ class TemplatesService:
                 parsed = load_template(upload.path.read_bytes(), extension)
             except InvalidTemplate as exc:
                 raise invalid_template(exc) from None
-            except (ValueError, KeyError) as exc:  # not a DOCX / not UTF-8 Markdown
-                raise InvalidEntity(
-                    f"cannot read the template: {exc}",
-                    [{"field": "file", "message": str(exc)[:300]}],
-                    code="invalid_template",
-                ) from None
             name = (upload.fields.get("name") or "").strip()[:200] or Path(upload.filename).stem
             template_id = new_id()
             self._dir.mkdir(parents=True, exist_ok=True)
