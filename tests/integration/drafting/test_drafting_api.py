@@ -13,13 +13,7 @@ import io
 import pytest
 from docx import Document
 
-from tests.integration.services.test_gateway_api import (  # noqa: F401 (stack is a fixture)
-    _create,
-    finished_job,
-    login,
-    stack,
-    upload,
-)
+from tests.integration.services.test_gateway_api import _create, finished_job, login, upload
 from tests.unit.drafting.nda import VALID_VALUES, nda_template
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
