@@ -74,6 +74,10 @@ def plan_schema(
         "properties": properties,
         "required": list(properties),
         "additionalProperties": False,
+        # llguidance: no free whitespace between tokens. With it a small model can fill its
+        # whole budget with newlines (seen with SmolLM2 at temperature 1); other engines
+        # ignore unknown keywords.
+        "x-guidance": {"whitespace_flexible": False},
     }
 
 
