@@ -143,12 +143,12 @@ def compose(
     for edit in plan.edits:
         edits_by_clause.setdefault(edit.clause, []).append((edit.parameter, edit.value))
     for name, edits in edits_by_clause.items():
-        clause = parsed.clause(name)
-        if clause is None or clause.blocks[0] in dropped:
+        target = parsed.clause(name)
+        if target is None or target.blocks[0] in dropped:
             rejected.append(Problem(name, "no such clause in this draft"))
             continue
         for parameter, value in _edit_parameters(
-            clause_parameters(parsed, clause), edits, name, rejected
+            clause_parameters(parsed, target), edits, name, rejected
         ):
             spans.setdefault(parameter.block, []).append((parameter.start, parameter.end, value))
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drafting import docx_io
-from drafting.compose import ClauseReport, ComposedDraft, DraftPlan, compose
+from drafting.compose import ClauseReport, ComposedDraft, DraftPlan, clause_parameters, compose
 from drafting.errors import InvalidInput, InvalidTemplate, Problem
 from drafting.fields import check_values
 from drafting.library import ClauseLibrary
@@ -112,8 +112,6 @@ class Drafter:
         self, parsed: ParsedTemplate, instructions: str, scope: AccessScope
     ) -> DraftPlan:
         """The model's plan for ``instructions``: ``LLMError`` or ``PlanRejected`` if it has none."""
-        from drafting.compose import clause_parameters
-
         if self._llm is None:
             raise LLMError("no LLM is configured for drafting instructions")
         candidates = (

@@ -83,7 +83,7 @@ def split_clauses(
     document_id: str, title: str, sections: list[tuple[str | None, str]]
 ) -> list[LibraryClause]:
     """Paragraphs with a run-in heading of each section's text, as clauses."""
-    clauses = []
+    clauses: list[LibraryClause] = []
     for section, text in sections:
         for paragraph in (p.strip() for p in text.split("\n\n")):
             match = _RUN_IN_HEADING.match(paragraph)

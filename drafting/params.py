@@ -9,6 +9,7 @@ the same kind, so no sentence of legal text can be written through this door.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _NUMBER_WORDS = (
@@ -42,7 +43,7 @@ class Parameter:
 
 
 def find_parameters(
-    block: int, text: str, protected: list[tuple[int, int]] = ()
+    block: int, text: str, protected: Sequence[tuple[int, int]] = ()
 ) -> list[Parameter]:
     """Non-overlapping parameters of ``text``, longest first at each position; spans in ``protected`` (placeholders) are skipped."""
     candidates = [

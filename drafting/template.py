@@ -97,8 +97,8 @@ def block_title(block: Block) -> str:
 
 def _scan_placeholders(
     index: int, text: str, problems: list[Problem]
-) -> list[tuple[Placeholder, FieldSpec | None, bool]]:
-    found = []
+) -> list[tuple[Placeholder, FieldSpec, bool]]:
+    found: list[tuple[Placeholder, FieldSpec, bool]] = []
     for match in PLACEHOLDER.finditer(text):
         spec, error, typed = parse_declaration(match.group(1))
         if error:

@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     searchers = SearcherProvider(functools.partial(components.create_searcher, settings))
     search = SearchService(sessions, searchers, settings.search_k)
     conversations = ConversationsService(sessions)
+    templates, drafts = drafting_services(settings, sessions, llm)
     services = Services(
         settings=settings,
         sessions=sessions,
@@ -86,8 +87,9 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         health=HealthService(settings, sessions, job_queue, llm),
         metrics=metrics,
         extensions=functools.cache(components.supported_extensions),
+        templates=templates,
+        drafts=drafts,
     )
-    services.templates, services.drafts = drafting_services(settings, sessions, llm)
 
     app = FastAPI(
         title="Enclave",

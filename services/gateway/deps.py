@@ -39,8 +39,8 @@ class Services:
     health: HealthService
     metrics: GatewayMetrics
     extensions: Any  # callable returning the supported extensions (lazy: imports ingest)
-    templates: TemplatesService | None = None
-    drafts: DraftsService | None = None
+    templates: TemplatesService
+    drafts: DraftsService
 
 
 def get_services(request: Request) -> Services:
