@@ -121,17 +121,31 @@ def test_placeholders_split_across_runs_are_filled_keeping_run_formatting_and_st
     assert xml(notices) == xml(original[3]) and xml(heading) == xml(original[0])
 
 
-def test_draft_converts_with_libreoffice_headless(tmp_path):
+@pytest.mark.parametrize("extension", [".md", ".docx"])
+def test_draft_converts_with_libreoffice_headless(tmp_path, extension):
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     if soffice is None:
-        pytest.skip("LibreOffice (soffice) is not installed; it is not part of the default install")
-    _, output = draft(nda_template().encode(), ".md", VALID_VALUES)
+        pytest.skip("LibreOffice (soffice) is not installed; `make office` installs it (opt-in)")
+    from pypdf import PdfReader
+
+    data = nda_template().encode() if extension == ".md" else nda_docx_template()
+    _, output = draft(data, extension, VALID_VALUES)
     path = tmp_path / "draft.docx"
     path.write_bytes(output.docx)
     subprocess.run(
-        [soffice, "--headless", "--convert-to", "pdf", "--outdir", str(tmp_path), str(path)],
+        [
+            soffice,
+            f"-env:UserInstallation=file://{tmp_path / 'profile'}",
+            "--headless",
+            "--convert-to",
+            "pdf",
+            "--outdir",
+            str(tmp_path),
+            str(path),
+        ],
         check=True,
         timeout=180,
         capture_output=True,
     )
-    assert (tmp_path / "draft.pdf").stat().st_size > 1000
+    text = " ".join(page.extract_text() for page in PdfReader(tmp_path / "draft.pdf").pages)
+    assert "March 1, 2026" in text and "Equitable Relief" in text
