@@ -139,3 +139,25 @@ def test_the_schema_admits_only_offered_names():
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_in_a_docx_template_the_added_clause_takes_the_numbered_style_of_its_neighbour(tmp_path):
+    import io
+
+    from docx import Document
+
+    from tests.unit.drafting.nda import nda_docx_template
+
+    build_index(tmp_path / "lexical.db")
+    data = nda_docx_template()
+    source = TemplateSource("'NDA' v1", ".docx", data, load_template(data, ".docx"))
+    drafter = Drafter(StubModel(add_first_offered), ClauseLibrary(tmp_path / "lexical.db"))
+    output = asyncio.run(
+        drafter.draft(source, VALID_VALUES, [], ASK, AccessScope.for_groups(["legal"]))
+    )
+    paragraphs = Document(io.BytesIO(output.docx)).paragraphs
+    texts = [p.text for p in paragraphs]
+    added = texts.index(RESTRICTED_CLAUSE.replace("18 months", "12 months"))
+    assert texts[added - 1].startswith("General.")  # right after the last Standard Term
+    assert paragraphs[added].style.name == paragraphs[added - 1].style.name == "List Number"
+    assert "Expires 2 years from Effective Date." in texts
