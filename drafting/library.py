@@ -79,17 +79,37 @@ def stitch(previous: str, following: str) -> str:
     return previous + "\n\n" + following
 
 
+def _title_line(paragraph: str) -> bool:
+    """A paragraph that is only a heading (``Limitation of Liability``), as list titles become."""
+    return (
+        bool(paragraph)
+        and len(paragraph.split()) <= 8
+        and paragraph[-1] not in ".:;,"
+        and not any(mark in paragraph for mark in ":[|")  # "Governing Law: [state]" is a field
+    )
+
+
 def split_clauses(
     document_id: str, title: str, sections: list[tuple[str | None, str]]
 ) -> list[LibraryClause]:
-    """Paragraphs with a run-in heading of each section's text, as clauses."""
+    """Each section's paragraphs as clauses: those with a run-in heading, and the first
+    paragraph under a heading line; a clause with no kind of its own takes its heading line's
+    (``Liability Caps. ...`` under ``Limitation of Liability``)."""
     clauses: list[LibraryClause] = []
     for section, text in sections:
+        heading_line: str | None = None
         for paragraph in (p.strip() for p in text.split("\n\n")):
-            match = _RUN_IN_HEADING.match(paragraph)
-            if not match or len(match.group(1).split()) > 6:
+            if _title_line(paragraph):
+                heading_line = paragraph
                 continue
-            heading = match.group(1).strip()
+            match = _RUN_IN_HEADING.match(paragraph)
+            if match and len(match.group(1).split()) <= 6:
+                heading = match.group(1).strip()
+            elif heading_line is not None:
+                heading = heading_line
+            else:
+                continue
+            kind = classify(heading) or (classify(heading_line) if heading_line else None)
             clauses.append(
                 LibraryClause(
                     f"{document_id}:{len(clauses)}",
@@ -97,10 +117,12 @@ def split_clauses(
                     title,
                     section,
                     heading,
-                    classify(heading),
+                    kind,
                     paragraph,
                 )
             )
+            if heading == heading_line:
+                heading_line = None  # only the first paragraph takes the title as heading
     return clauses
 
 

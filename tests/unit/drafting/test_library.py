@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drafting.library import ClauseLibrary, classify, stitch
+from drafting.library import ClauseLibrary, classify, split_clauses, stitch
 from ingest.stores.acl import AccessScope
 from tests.unit.drafting.library_fixtures import RESTRICTED_CLAUSE, build_index
 
@@ -49,3 +49,19 @@ def test_public_clauses_are_found_by_anyone(tmp_path):
 
 def test_a_missing_index_is_an_empty_library(tmp_path):
     assert ClauseLibrary(tmp_path / "none.db").search("non-solicit", AccessScope.everything()) == []
+
+
+def test_a_clause_under_a_heading_line_takes_its_kind():
+    sections = [
+        (
+            None,
+            "Limitation of Liability\n\nLiability Caps. Each party's liability is capped at fees paid "
+            "in the prior 12 months.\n\nInsurance\n\nDuring the term each party keeps insurance.\n\n"
+            "Governing Law: [Fill in state]\n\nJurisdiction: [city]",
+        )
+    ]
+    clauses = split_clauses("d", "Agreement", sections)
+    assert [(c.heading, c.kind) for c in clauses] == [
+        ("Liability Caps", "limitation_of_liability"),
+        ("Insurance", "insurance"),
+    ]
