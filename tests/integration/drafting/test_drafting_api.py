@@ -184,3 +184,18 @@ def test_openapi_describes_the_drafting_endpoints(stack):
     assert "201" in paths["/api/drafts"]["post"]["responses"]
     schema = paths["/api/templates/{template_id}"]["get"]["responses"]["200"]["content"]
     assert "TemplateOut" in str(schema)
+
+
+def test_a_docx_template_drafts_to_a_docx_with_its_styles(stack):
+    from tests.unit.drafting.nda import nda_docx_template
+
+    uploaded = upload_template(stack, nda_docx_template(), filename="nda.docx", name="NDA docx")
+    assert uploaded.status_code == 201, uploaded.text
+    template_id = uploaded.json()["template_id"]
+    assert stack.client.get("/api/templates/nope", headers=stack.admin).status_code == 404
+    response = draft(stack, stack.admin, template_id=template_id, fields=VALID_VALUES)
+    assert response.status_code == 201, response.text
+    docx = stack.client.get(f"/api/drafts/{response.json()['draft_id']}.docx", headers=stack.admin)
+    paragraphs = Document(io.BytesIO(docx.content)).paragraphs
+    assert sum(p.style.name == "List Number" for p in paragraphs) == 11
+    assert any(p.text == "March 1, 2026" for p in paragraphs)
