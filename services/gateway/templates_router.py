@@ -9,7 +9,7 @@ from services.gateway.deps import ServicesDep, UserDep
 from services.gateway.drafting_models import TemplateList, TemplateOut
 from services.gateway.errors import Forbidden
 from services.gateway.templates_service import TEMPLATE_EXTENSIONS
-from services.gateway.uploads import receive_upload
+from services.gateway.uploads import multipart_openapi, receive_upload
 
 router = APIRouter(prefix="/api/templates", tags=["drafting"])
 
@@ -18,22 +18,9 @@ router = APIRouter(prefix="/api/templates", tags=["drafting"])
     "",
     status_code=201,
     response_model=TemplateOut,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "name": {"type": "string", "description": "default: file name"},
-                        },
-                    }
-                }
-            }
-        }
-    },
+    openapi_extra=multipart_openapi(
+        {"name": {"type": "string", "description": "template name (default: file name)"}}
+    ),
 )
 async def upload_template(request: Request, user: UserDep, services: ServicesDep) -> dict:
     """Multipart ``file`` (.md/.docx) + ``name`` -> 201 with the derived field schema; 422 lists every problem."""
