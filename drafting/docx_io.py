@@ -51,10 +51,19 @@ def _kind(paragraph: Any) -> tuple[str, int]:
     return ("para" if paragraph_text(paragraph).strip() else "blank"), 0
 
 
+def body_paragraphs(document: Any) -> list[Any]:
+    """Every paragraph of the body in reading order, table cells (merged ones once) included."""
+    from docx.oxml.ns import qn
+    from docx.text.paragraph import Paragraph
+
+    body = document._body
+    return [Paragraph(element, body) for element in document.element.body.iter(qn("w:p"))]
+
+
 def docx_blocks(document: Any) -> list[Block]:
-    """One block per body paragraph (tables, headers and footers are not templated)."""
+    """One block per body paragraph, table cells included (headers and footers are not templated)."""
     blocks = []
-    for paragraph in document.paragraphs:
+    for paragraph in body_paragraphs(document):
         kind, level = _kind(paragraph)
         blocks.append(Block(paragraph_text(paragraph), kind, level))
     return blocks

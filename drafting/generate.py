@@ -65,7 +65,7 @@ def render_docx(source: TemplateSource, composed: ComposedDraft) -> bytes:
     if source.extension != ".docx":
         return markdown_to_docx(composed.blocks)
     document = docx_io.load(source.data)
-    paragraphs = list(document.paragraphs)
+    paragraphs = docx_io.body_paragraphs(document)
     for index, spans in composed.block_spans.items():
         docx_io.replace_spans(paragraphs[index], spans)
     for index, texts in composed.inserted.items():

@@ -149,3 +149,23 @@ def test_draft_converts_with_libreoffice_headless(tmp_path, extension):
     )
     text = " ".join(page.extract_text() for page in PdfReader(tmp_path / "draft.pdf").pages)
     assert "March 1, 2026" in text and "Equitable Relief" in text
+
+
+def test_placeholders_in_table_cells_are_filled_once_even_in_merged_cells():
+    document = Document()
+    document.add_paragraph("Signed by the parties below.")
+    table = document.add_table(rows=2, cols=3)
+    table.cell(0, 0).text = "Company"
+    table.cell(0, 1).text = "{{party_a}}"
+    table.cell(0, 2).text = "{{party_b}}"
+    merged = table.cell(1, 0).merge(table.cell(1, 2))
+    merged.text = "Date: {{signed: date}}"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    source, output = draft(
+        buffer.getvalue(), ".docx", {"party_a": "Acme", "party_b": "Globex", "signed": "2026-05-04"}
+    )
+    assert [f.name for f in source.parsed.fields] == ["party_a", "party_b", "signed"]
+    rows = Document(io.BytesIO(output.docx)).tables[0].rows
+    assert [c.text for c in rows[0].cells] == ["Company", "Acme", "Globex"]
+    assert rows[1].cells[0].text == "Date: May 4, 2026"
