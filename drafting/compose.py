@@ -118,7 +118,7 @@ def _insertion_point(parsed: ParsedTemplate, dropped: set[int]) -> int:
     """Added clauses go after the last kept numbered clause (else after the last kept block)."""
     kept = [c for c in parsed.clauses if c.blocks[0] not in dropped]
     numbered = [c for c in kept if parsed.blocks[c.blocks[0]].kind == "item"]
-    target = (numbered or kept)[-1]
+    target = (numbered or kept or parsed.clauses)[-1]
     body = [i for i in target.blocks if parsed.blocks[i].kind != "blank"] or target.blocks
     return body[-1]
 
@@ -171,7 +171,9 @@ def compose(
         )
 
     inserted: dict[int, list[str]] = {}
-    if plan.additions:
+    if plan.additions and not parsed.clauses:
+        rejected.append(Problem("template", "an empty template has no place to add clauses"))
+    elif plan.additions:
         anchor = _insertion_point(parsed, dropped)
         names = {c.name for c in parsed.clauses}
         for addition in plan.additions:
