@@ -105,12 +105,19 @@ def error_response(
     return JSONResponse({"error": error}, status_code=status_code, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
+def _validation_problems(exc: RequestValidationError) -> list[dict[str, str]]:
+    """Every problem FastAPI found in the request, as ``{"field", "message"}``."""
+    return [
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request",
+            "message": err.get("msg", "invalid"),
+        }
+        for err in exc.errors()
+    ]
+
+
+def _validation_message(problems: list[dict[str, str]]) -> str:
+    return "invalid request: " + "; ".join(f"{p['field']}: {p['message']}" for p in problems)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -124,7 +131,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", _validation_message(exc))
+        problems = _validation_problems(exc)
+        return error_response(
+            422, "validation_error", _validation_message(problems), problems=problems
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

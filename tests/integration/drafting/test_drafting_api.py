@@ -199,3 +199,13 @@ def test_a_docx_template_drafts_to_a_docx_with_its_styles(stack):
     paragraphs = Document(io.BytesIO(docx.content)).paragraphs
     assert sum(p.style.name == "List Number" for p in paragraphs) == 11
     assert any(p.text == "March 1, 2026" for p in paragraphs)
+
+
+def test_a_malformed_draft_request_lists_every_problem(stack):
+    response = stack.client.post(
+        "/api/drafts", json={"fields": ["not", "a", "map"]}, headers=stack.admin
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert {p["field"] for p in error["problems"]} == {"template_id", "fields"}
