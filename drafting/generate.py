@@ -6,6 +6,7 @@ clauses is collected and raised together before the model or the renderer runs.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,8 +115,10 @@ class Drafter:
         """The model's plan for ``instructions``: ``LLMError`` or ``PlanRejected`` if it has none."""
         if self._llm is None:
             raise LLMError("no LLM is configured for drafting instructions")
-        candidates = (
-            self._library.search(instructions, scope, self._library_k) if self._library else []
+        candidates = (  # SQL and stitching off the event loop
+            await asyncio.to_thread(self._library.search, instructions, scope, self._library_k)
+            if self._library
+            else []
         )
         parameters = {c.name: clause_parameters(parsed, c) for c in parsed.clauses}
         schema = plan_schema(parsed.optional_clauses, parameters, candidates)
@@ -159,12 +162,14 @@ class Drafter:
                 elif name not in plan.include:
                     plan.include.append(name)
             plan.edits, plan.additions = asked.edits, asked.additions
-        composed = compose(parsed, rendered, plan, source.label)
+        return await asyncio.to_thread(self._finish, source, rendered, plan, rejected)
+
+    @staticmethod
+    def _finish(
+        source: TemplateSource, rendered: dict[str, str], plan: DraftPlan, rejected: list[Problem]
+    ) -> DraftOutput:
+        """Compose and render (CPU and zip work, run off the event loop)."""
+        composed = compose(source.parsed, rendered, plan, source.label)
         text = "\n".join(block.text for block in composed.blocks)
-        return DraftOutput(
-            render_docx(source, composed),
-            text,
-            composed.report,
-            rejected + composed.rejected,
-            plan,
-        )
+        docx = render_docx(source, composed)
+        return DraftOutput(docx, text, composed.report, rejected + composed.rejected, plan)

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from drafting.errors import InvalidInput, PlanRejected
-from drafting.generate import Drafter
+from drafting.generate import Drafter, DraftOutput
 from llm.client import LLMError
-from services.db import Draft, new_id
+from services.db import Draft, Template, new_id
 from services.gateway.access import scope_for
 from services.gateway.auth_service import CurrentUser
 from services.gateway.errors import InvalidEntity, NotFound, UpstreamUnavailable
@@ -54,7 +55,7 @@ class DraftsService:
         include: list[str],
     ) -> dict:
         """Draft, store and audit; 422 (every problem) before anything is generated."""
-        source, template = self._templates.source(template_id)
+        source, template = await run_in_threadpool(self._templates.source, template_id)
         try:
             output = await self._drafter.draft(
                 source, fields, include, instructions, scope_for(user)
@@ -65,6 +66,17 @@ class DraftsService:
             ) from None
         except (LLMError, PlanRejected) as exc:
             raise UpstreamUnavailable(f"the model could not plan this draft: {exc}") from None
+        return await run_in_threadpool(self._store, user, template, fields, instructions, output)
+
+    def _store(
+        self,
+        user: CurrentUser,
+        template: Template,
+        fields: dict[str, Any],
+        instructions: str | None,
+        output: DraftOutput,
+    ) -> dict:
+        """The DOCX under the data dir and the audited row; neither stays if the other fails."""
         draft_id = new_id()
         self._dir.mkdir(parents=True, exist_ok=True)
         stored = self._dir / f"{draft_id}.docx"
