@@ -12,7 +12,7 @@ export ANONYMIZED_TELEMETRY := False
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint tools clean frontend
+.PHONY: install run test test-fast bench lint tools office clean frontend
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
@@ -40,6 +40,12 @@ tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the browser tests will be skipped"; }
 	@bash scripts/build_frontend.sh --deps-only
+
+# Opt-in (large): LibreOffice headless, so the drafting test converts a draft DOCX; without
+# it that one test is skipped with its reason. Not part of `tools` on purpose.
+office:
+	@command -v soffice >/dev/null 2>&1 || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libreoffice-writer-nogui >/dev/null)
 
 test: $(STAMP) tools
 	$(PY) -m pytest -ra --durations=15 tests

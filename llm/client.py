@@ -14,7 +14,11 @@ import httpx
 
 
 class LLMError(RuntimeError):
-    """The LLM endpoint could not be reached or answered with an error."""
+    """The LLM endpoint could not be reached or answered with an error (``status``: its HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -45,8 +49,9 @@ class LLMClient:
         temperature: float,
         stop: list[str] | None,
         stream: bool,
+        response_format: dict | None = None,
     ) -> dict:
-        payload = {
+        payload: dict = {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
@@ -55,6 +60,8 @@ class LLMClient:
         }
         if stop:
             payload["stop"] = stop
+        if response_format:
+            payload["response_format"] = response_format
         return payload
 
     async def chat(
@@ -64,16 +71,22 @@ class LLMClient:
         max_tokens: int = 256,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        response_format: dict | None = None,
     ) -> ChatResult:
-        """One non-streamed chat completion."""
-        payload = self._payload(messages, max_tokens, temperature, stop, stream=False)
+        """One non-streamed chat completion (``response_format``: OpenAI's, e.g. a json_schema)."""
+        payload = self._payload(
+            messages, max_tokens, temperature, stop, stream=False, response_format=response_format
+        )
         try:
             async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
                 response = await client.post(f"{self.base_url}/chat/completions", json=payload)
         except httpx.HTTPError as exc:
             raise LLMError(f"LLM server at {self.base_url} unreachable: {exc}") from exc
         if response.status_code != 200:
-            raise LLMError(f"LLM server answered {response.status_code}: {response.text[:500]}")
+            raise LLMError(
+                f"LLM server answered {response.status_code}: {response.text[:500]}",
+                status=response.status_code,
+            )
         body = response.json()
         choice = body["choices"][0]
         usage = body.get("usage") or {}

@@ -183,6 +183,41 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Template(Base):
+    """One version of a drafting template; a re-upload under the same name is the next version."""
+
+    __tablename__ = "templates"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    filename: Mapped[str] = mapped_column(String(255), nullable=False)
+    extension: Mapped[str] = mapped_column(String(20), nullable=False)
+    stored_path: Mapped[str] = mapped_column(String(1000), nullable=False)
+    fields: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    clauses: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    uploaded_by: Mapped[str] = mapped_column(String(150), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_templates_name_version"),)
+
+
+class Draft(Base):
+    """A generated draft: who made it when, from which template version, with its clause report."""
+
+    __tablename__ = "drafts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    template_id: Mapped[str] = mapped_column(
+        ForeignKey("templates.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    template_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    template_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    username: Mapped[str] = mapped_column(String(150), nullable=False, index=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    stored_path: Mapped[str] = mapped_column(String(1000), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -202,3 +202,19 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    # --- drafting (templates, drafts, clause library) -----------------------------------
+    drafting_plan_tokens: int = Field(
+        512, description="Most tokens the model may spend on a draft's JSON plan."
+    )
+    drafting_library_k: int = Field(
+        5, description="Approved library clauses offered to the model per draft request."
+    )
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.data_dir / "templates"
+
+    @property
+    def drafts_dir(self) -> Path:
+        return self.data_dir / "drafts"

@@ -22,10 +22,12 @@ from services.gateway import (
     conversations_router,
     document_file_router,
     documents_router,
+    drafts_router,
     feedback_router,
     health_router,
     jobs_router,
     search_router,
+    templates_router,
 )
 from services.gateway.admin_service import AdminService
 from services.gateway.auth_service import AuthService
@@ -33,6 +35,7 @@ from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.deps import Services
 from services.gateway.documents_service import DocumentsService
+from services.gateway.drafting_wiring import drafting_services
 from services.gateway.errors import install_error_handlers
 from services.gateway.health_service import HealthService
 from services.gateway.job_queue import CeleryJobQueue, JobQueue
@@ -66,6 +69,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     searchers = SearcherProvider(functools.partial(components.create_searcher, settings))
     search = SearchService(sessions, searchers, settings.search_k)
     conversations = ConversationsService(sessions)
+    templates, drafts = drafting_services(settings, sessions, llm)
     services = Services(
         settings=settings,
         sessions=sessions,
@@ -87,6 +91,8 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         health=HealthService(settings, sessions, job_queue, llm),
         metrics=metrics,
         extensions=functools.cache(components.supported_extensions),
+        templates=templates,
+        drafts=drafts,
     )
 
     app = FastAPI(
@@ -112,6 +118,8 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     app.include_router(document_file_router.router)
     app.include_router(conversation_edits_router.router)
     app.include_router(feedback_router.router)
+    app.include_router(templates_router.router)
+    app.include_router(drafts_router.router)
     frontend = frontend_directory(settings)
     if frontend.is_dir():
         app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")

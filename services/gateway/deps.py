@@ -13,10 +13,12 @@ from services.gateway.auth_service import AuthService, CurrentUser
 from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.documents_service import DocumentsService
+from services.gateway.drafts_service import DraftsService
 from services.gateway.errors import Forbidden
 from services.gateway.health_service import HealthService
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.search_service import SearchService
+from services.gateway.templates_service import TemplatesService
 from services.settings import Settings
 
 SESSION_COOKIE = "enclave_session"
@@ -37,6 +39,8 @@ class Services:
     health: HealthService
     metrics: GatewayMetrics
     extensions: Any  # callable returning the supported extensions (lazy: imports ingest)
+    templates: TemplatesService
+    drafts: DraftsService
 
 
 def get_services(request: Request) -> Services:

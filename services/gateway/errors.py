@@ -47,6 +47,18 @@ class Conflict(ApiError):
     status_code, code = 409, "conflict"
 
 
+class InvalidEntity(ApiError):
+    """422 with every problem found (``problems``: [{field, message}]), e.g. draft field values."""
+
+    status_code, code = 422, "validation_error"
+
+    def __init__(self, message: str, problems: list[dict[str, str]], code: str | None = None):
+        super().__init__(message)
+        self.problems = problems
+        if code:
+            self.code = code
+
+
 class PayloadTooLarge(ApiError):
     status_code, code = 413, "payload_too_large"
 
@@ -80,20 +92,32 @@ _CODES_BY_STATUS = {
 
 
 def error_response(
-    status_code: int, code: str, message: str, headers: dict | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    headers: dict | None = None,
+    problems: list[dict[str, str]] | None = None,
 ) -> JSONResponse:
-    """The one shape of every error body."""
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status_code, headers=headers
-    )
+    """The one shape of every error body (``problems`` only where an input has several)."""
+    error: dict = {"code": code, "message": message}
+    if problems is not None:
+        error["problems"] = problems
+    return JSONResponse({"error": error}, status_code=status_code, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
+def _validation_problems(exc: RequestValidationError) -> list[dict[str, str]]:
+    """Every problem FastAPI found in the request, as ``{"field", "message"}``."""
+    return [
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request",
+            "message": err.get("msg", "invalid"),
+        }
+        for err in exc.errors()
+    ]
+
+
+def _validation_message(problems: list[dict[str, str]]) -> str:
+    return "invalid request: " + "; ".join(f"{p['field']}: {p['message']}" for p in problems)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -102,11 +126,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return error_response(exc.status_code, exc.code, exc.message, headers)
+        problems = exc.problems if isinstance(exc, InvalidEntity) else None
+        return error_response(exc.status_code, exc.code, exc.message, headers, problems)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", _validation_message(exc))
+        problems = _validation_problems(exc)
+        return error_response(
+            422, "validation_error", _validation_message(problems), problems=problems
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -43,6 +43,16 @@ def sanitize_filename(name: str | None) -> str:
     return text or "upload"
 
 
+def multipart_openapi(fields: dict[str, dict]) -> dict:
+    """``openapi_extra`` for a streamed upload route: a ``file`` part plus form ``fields``.
+
+    The route reads the body itself (``receive_upload``), so FastAPI cannot infer it.
+    """
+    properties = {"file": {"type": "string", "format": "binary"}, **fields}
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def file_extension(name: str) -> str:
     """Lower-case extension with its dot (``.pdf``), or ``""``."""
     return Path(name).suffix.lower()

@@ -29,6 +29,28 @@ def fake_answer(messages: list[dict]) -> str:
     return f"{first} [1]"
 
 
+_DURATION_ASKED = re.compile(r"\b(\d+ (?:month|year|day|week)s?)\b")
+
+
+def fake_plan(body: dict) -> str | None:
+    """For a drafting request (``response_format`` named ``draft_plan``): add the first library
+    clause the schema offers, with its first parameter set to the duration the instructions
+    name; None for any other request. Deterministic, so tests see exactly what was offered.
+    """
+    response_format = body.get("response_format") or {}
+    spec = response_format.get("json_schema") or {}
+    if spec.get("name") != "draft_plan":
+        return None
+    schema = spec["schema"]["properties"]
+    offered = schema["add"].get("items", {}).get("properties", {}).get("clause_id", {})
+    asked = _DURATION_ASKED.search(body["messages"][-1]["content"].split("Instructions:")[-1])
+    add = []
+    if schema["add"].get("maxItems") and offered.get("enum"):
+        edits = [{"parameter": 0, "value": asked.group(1)}] if asked else []
+        add.append({"clause_id": offered["enum"][0], "edits": edits})
+    return json.dumps({"include": [], "edits": [], "add": add})
+
+
 def build_app(requests: list[dict]) -> FastAPI:
     app = FastAPI()
 
@@ -40,7 +62,7 @@ def build_app(requests: list[dict]) -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         requests.append(body)
-        answer = fake_answer(body["messages"])
+        answer = fake_plan(body) or fake_answer(body["messages"])
         if not body.get("stream"):
             return {
                 "id": "x",
