@@ -83,7 +83,7 @@ class ApiClient:
     """The few HTTP calls the CLI makes to a running gateway."""
 
     def __init__(self, url: str, username: str, password: str | None, timeout: float = 600.0):
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, trust_env=False)
         if password is None:
             raise SystemExit(
                 "enclave: set ENCLAVE_PASSWORD (or --password) to log in to the gateway"

@@ -178,6 +178,53 @@ class Settings(BaseSettings):
         None, description="File where the egress guard appends blocked attempts."
     )
 
+    # --- access and hardening (issue 12) -------------------------------------------------
+    login_max_failures: int = Field(
+        5,
+        description="Failed logins for one username within login_window_s before it is locked (429).",
+    )
+    login_address_failures: int = Field(
+        30,
+        description="Failed logins from one client address within login_window_s before it is locked.",
+    )
+    login_window_s: float = Field(
+        900.0,
+        description="Window, in seconds, over which failed logins are counted (also the lockout length).",
+    )
+    bcrypt_threads: int = Field(
+        2,
+        description="Threads that hash and check passwords; logins queue there, not on the shared pool.",
+    )
+    auth_threads: int = Field(
+        8, description="Threads that resolve session tokens to users, apart from the shared pool."
+    )
+    chat_requests_per_minute: int = Field(
+        30, description="Chat requests one user, and separately one address, may send per minute."
+    )
+    uploads_per_minute: int = Field(
+        60, description="Uploads one user, and separately one address, may send per minute."
+    )
+    cookie_secure: bool = Field(
+        False,
+        description="Mark the session cookies Secure (turn on when the gateway is served over TLS).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra origins (scheme://host[:port]) whose pages may write with a session cookie; the gateway's own origin always may.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that may read /metrics and /readyz details (admins always may).",
+    )
+    llm_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        description="Largest request body the LLM server accepts, in bytes (413 beyond).",
+    )
+    llm_default_max_tokens: int = Field(
+        1024,
+        description="max_tokens of an LLM server request that names none (capped by the context left).",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

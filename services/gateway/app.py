@@ -16,6 +16,7 @@ from llm.client import LLMClient
 from services.db import REPO_ROOT, make_engine, session_factory
 from services.gateway import (
     admin_router,
+    audit_router,
     auth_router,
     chat_router,
     conversations_router,
@@ -25,6 +26,7 @@ from services.gateway import (
     search_router,
 )
 from services.gateway.admin_service import AdminService
+from services.gateway.audit_service import AuditService
 from services.gateway.auth_service import AuthService
 from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
@@ -32,9 +34,12 @@ from services.gateway.deps import Services
 from services.gateway.documents_service import DocumentsService
 from services.gateway.errors import install_error_handlers
 from services.gateway.health_service import HealthService
+from services.gateway.http_hardening import install_local_docs, install_security_headers
 from services.gateway.job_queue import CeleryJobQueue, JobQueue
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.rate_limits import LoginThrottle, RequestBudget
 from services.gateway.search_service import SearcherProvider, SearchService
+from services.gateway.security import PasswordHasher
 from services.settings import Settings
 
 
@@ -65,8 +70,19 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     services = Services(
         settings=settings,
         sessions=sessions,
-        auth=AuthService(sessions, settings.session_ttl_hours),
+        auth=AuthService(
+            sessions,
+            settings.session_ttl_hours,
+            PasswordHasher(settings.bcrypt_threads),
+            LoginThrottle(
+                settings.login_max_failures,
+                settings.login_window_s,
+                settings.login_address_failures,
+            ),
+            settings.auth_threads,
+        ),
         admin=AdminService(sessions),
+        audit=AuditService(sessions),
         documents=DocumentsService(sessions, job_queue, settings.uploads_dir),
         search=search,
         chat=ChatService(
@@ -83,17 +99,23 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         health=HealthService(settings, sessions, job_queue, llm),
         metrics=metrics,
         extensions=functools.cache(components.supported_extensions),
+        chat_limit=RequestBudget(settings.chat_requests_per_minute, "chat requests"),
+        upload_limit=RequestBudget(settings.uploads_per_minute, "uploads"),
     )
 
     app = FastAPI(
         title="Enclave",
         version="0.1.0",
         description="Private knowledge assistant: documents, hybrid retrieval, cited answers.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.engine = engine
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
+    install_security_headers(app, hsts=settings.cookie_secure)
+    install_local_docs(app)
     for module in (
         health_router,
         auth_router,
@@ -105,6 +127,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         admin_router,
     ):
         app.include_router(module.router)
+    app.include_router(audit_router.router)
     frontend = frontend_directory(settings)
     if frontend.is_dir():
         app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")
