@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from services import cli_admin
 from services.settings import Settings
 
 
@@ -311,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(
         func=cmd_migrate
     )
+    cli_admin.register(sub)
     sub.add_parser("settings", help="print every setting with its description").set_defaults(
         func=cmd_settings
     )
