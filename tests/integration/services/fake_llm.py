@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-_SOURCE_ONE = re.compile(r"\[1\][^\n]*\n(.+?)(?:\n\n\[2\]|\n\nQuestion:)", re.S)
+_SOURCE_ONE = re.compile(r"\[1\][^\n]*\n(.+?)(?:\n</source>|\n\n\[2\]|\n\nQuestion:)", re.S)
 
 
 def fake_answer(messages: list[dict]) -> str:
