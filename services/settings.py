@@ -220,6 +220,46 @@ class Settings(BaseSettings):
         4 * 1024 * 1024,
         description="Largest request body the LLM server accepts, in bytes (413 beyond).",
     )
+    auth_ldap_url: str | None = Field(
+        None,
+        description="LDAP server (ldap://host:port) for logins of users not held locally; unset = no LDAP.",
+    )
+    auth_ldap_user_dn: str = Field(
+        "uid={username},ou=people,dc=example,dc=com",
+        description="DN a user binds as; {username} is replaced by the (escaped) login name.",
+    )
+    auth_ldap_group_base: str = Field(
+        "ou=groups,dc=example,dc=com", description="Where the user's LDAP groups are searched."
+    )
+    auth_ldap_group_filter: str = Field(
+        "(&(objectClass=groupOfNames)(member={user_dn}))",
+        description="Filter for the user's groups; {user_dn} is the bound DN (escaped).",
+    )
+    auth_ldap_group_attribute: str = Field("cn", description="Attribute holding a group's name.")
+    auth_oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect issuer URL (its /.well-known/openid-configuration is read); unset = no OIDC.",
+    )
+    auth_oidc_client_id: str | None = Field(None, description="OIDC client id of Enclave.")
+    auth_oidc_client_secret: str | None = Field(
+        None, description="OIDC client secret (none for a public client)."
+    )
+    auth_oidc_redirect_url: str | None = Field(
+        None,
+        description="Callback URL registered at the provider, e.g. https://enclave.example/api/auth/oidc/callback.",
+    )
+    auth_oidc_groups_claim: str = Field(
+        "groups", description="ID-token claim holding the user's groups."
+    )
+    auth_oidc_scopes: str = Field(
+        "openid profile groups", description="Scopes asked of the provider."
+    )
+    auth_external_admin_group: str | None = Field(
+        None, description="Directory/IdP group whose members become admins (LDAP and OIDC)."
+    )
+    auth_external_editor_group: str | None = Field(
+        None, description="Directory/IdP group whose members become editors (others are employees)."
+    )
     llm_default_max_tokens: int = Field(
         1024,
         description="max_tokens of an LLM server request that names none (capped by the context left).",

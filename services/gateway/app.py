@@ -27,6 +27,7 @@ from services.gateway import (
 )
 from services.gateway.admin_service import AdminService
 from services.gateway.audit_service import AuditService
+from services.gateway.auth_external import ldap_login
 from services.gateway.auth_service import AuthService
 from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
                 settings.login_address_failures,
             ),
             settings.auth_threads,
+            external_login=ldap_login(sessions, settings) if settings.auth_ldap_url else None,
         ),
         admin=AdminService(sessions),
         audit=AuditService(sessions),

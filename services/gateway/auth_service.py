@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from services.gateway.security import (
     PasswordHasher,
     generate_password,
     hash_password,
+    is_external_hash,
     new_token,
     token_digest,
 )
@@ -98,12 +100,15 @@ class AuthService:
         hasher: PasswordHasher,
         throttle: LoginThrottle,
         threads: int = 8,
+        external_login: Callable[[str, str], str | None] | None = None,
     ):
+        """``external_login(username, password)`` returns a provisioned user id or None (LDAP)."""
         self._sessions = sessions
         self._ttl = timedelta(hours=session_ttl_hours)
         self.hasher = hasher
         self._throttle = throttle
         self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="auth")
+        self._external_login = external_login
 
     async def _run(self, fn, *args):  # noqa: ANN001, ANN202 - a thin executor hop
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -115,7 +120,13 @@ class AuthService:
         """
         self._throttle.check(username, address)
         account = await self._run(self._account, username)
-        matched = await self.hasher.verify(password, account.password_hash if account else None)
+        local = account is not None and not is_external_hash(account.password_hash)
+        matched = await self.hasher.verify(password, account.password_hash if local else None)
+        if not local and self._external_login is not None:
+            user_id = await self._run(self._external_login, username.strip(), password)
+            if user_id is not None:
+                self._throttle.succeeded(username)
+                return await self._run(self._new_session, user_id)
         if not matched or account is None:
             self._throttle.failed(username, address)
             raise Unauthorized("wrong username or password")
@@ -144,6 +155,10 @@ class AuthService:
             return token, CurrentUser(
                 user.id, user.username, user.role, user_groups(session, user.id)
             )
+
+    async def session_for(self, user_id: str) -> tuple[str, CurrentUser]:
+        """A new session for an already authenticated user (an OIDC callback)."""
+        return await self._run(self._new_session, user_id)
 
     async def authenticate(self, token: str | None) -> CurrentUser:
         if not token:

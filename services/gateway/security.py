@@ -88,3 +88,11 @@ def password_problem(password: str) -> str | None:
     if len(password) < MIN_PASSWORD_LENGTH:
         return f"password must have at least {MIN_PASSWORD_LENGTH} characters"
     return None
+
+
+EXTERNAL_HASH_PREFIX = "!external:"
+
+
+def is_external_hash(password_hash: str) -> bool:
+    """Accounts of LDAP/OIDC users hold this marker instead of a hash: no local password works."""
+    return password_hash.startswith(EXTERNAL_HASH_PREFIX)
