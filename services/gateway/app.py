@@ -17,6 +17,7 @@ from services.db import REPO_ROOT, make_engine, session_factory
 from services.gateway import (
     admin_router,
     audit_router,
+    auth_oidc_router,
     auth_router,
     chat_router,
     conversations_router,
@@ -28,6 +29,7 @@ from services.gateway import (
 from services.gateway.admin_service import AdminService
 from services.gateway.audit_service import AuditService
 from services.gateway.auth_external import ldap_login
+from services.gateway.auth_oidc import OidcFlow
 from services.gateway.auth_service import AuthService
 from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
@@ -130,6 +132,8 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     ):
         app.include_router(module.router)
     app.include_router(audit_router.router)
+    app.include_router(auth_oidc_router.router)
+    app.state.oidc = OidcFlow(settings) if settings.auth_oidc_issuer else None
     frontend = frontend_directory(settings)
     if frontend.is_dir():
         app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")

@@ -16,6 +16,7 @@ from services.gateway.deps import (
 )
 from services.gateway.errors import BadRequest
 from services.gateway.security import password_problem
+from services.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -49,6 +50,24 @@ class OkOut(BaseModel):
     ok: bool
 
 
+def set_session_cookies(response: Response, token: str, settings: Settings) -> str:
+    """The HttpOnly session cookie and the readable CSRF cookie; returns the CSRF token."""
+    max_age = settings.session_ttl_hours * 3600
+    csrf = csrf_token_for(token)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        max_age=max_age,
+    )
+    response.set_cookie(
+        CSRF_COOKIE, csrf, samesite="strict", secure=settings.cookie_secure, max_age=max_age
+    )
+    return csrf
+
+
 def user_json(user: CurrentUser) -> dict:
     return {
         "id": user.id,
@@ -68,25 +87,7 @@ async def login(
     answers 429 with Retry-After, the right password included.
     """
     token, user = await services.auth.login(body.username, body.password, client_address(request))
-    settings = services.settings
-    max_age = settings.session_ttl_hours * 3600
-    csrf = csrf_token_for(token)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
-        max_age=max_age,
-    )
-    response.set_cookie(
-        CSRF_COOKIE,
-        csrf,
-        httponly=False,
-        samesite="strict",
-        secure=settings.cookie_secure,
-        max_age=max_age,
-    )
+    csrf = set_session_cookies(response, token, services.settings)
     return {"token": token, "csrf_token": csrf, "user": user_json(user)}
 
 
