@@ -7,6 +7,7 @@ from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.auth_external import provision
+from services.gateway.auth_oidc import OidcFlow
 from services.gateway.auth_router import set_session_cookies
 from services.gateway.deps import ServicesDep
 from services.gateway.errors import NotFound, Unauthorized
@@ -14,7 +15,7 @@ from services.gateway.errors import NotFound, Unauthorized
 router = APIRouter(prefix="/api/auth/oidc", tags=["auth"])
 
 
-def _flow(request: Request, services: ServicesDep):  # noqa: ANN202
+def _flow(request: Request) -> OidcFlow:
     flow = getattr(request.app.state, "oidc", None)
     if flow is None:
         raise NotFound("single sign-on (OIDC) is not configured on this server")
@@ -24,7 +25,7 @@ def _flow(request: Request, services: ServicesDep):  # noqa: ANN202
 @router.get("/login", status_code=302, response_class=RedirectResponse)
 async def oidc_login(request: Request, services: ServicesDep) -> RedirectResponse:
     """302 to the identity provider (authorization code + PKCE)."""
-    return RedirectResponse(await _flow(request, services).start(), status_code=302)
+    return RedirectResponse(await _flow(request).start(), status_code=302)
 
 
 @router.get("/callback", status_code=302, response_class=RedirectResponse)
@@ -36,7 +37,7 @@ async def oidc_callback(
     error: str | None = Query(None, max_length=200),
 ) -> RedirectResponse:
     """Sets the session and CSRF cookies and sends the browser to the web app."""
-    flow = _flow(request, services)
+    flow = _flow(request)
     if error or not code or not state:
         raise Unauthorized(f"single sign-on did not complete: {error or 'no code'}")
     identity = await flow.finish(code, state)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,7 @@ from services.gateway.security import (
 )
 
 ADMIN_USERNAME = "admin"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class AuthService:
         self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="auth")
         self._external_login = external_login
 
-    async def _run(self, fn, *args):  # noqa: ANN001, ANN202 - a thin executor hop
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run blocking DB work on this service's executor, not the shared thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def login(self, username: str, password: str, address: str) -> tuple[str, CurrentUser]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-import uvicorn
 from fastapi import FastAPI, Form, HTTPException
 from fastapi.responses import RedirectResponse
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+
+from tests.support import LoopbackServer
 
 
 @dataclass
@@ -41,12 +41,7 @@ class LocalOidcProvider:
 
     def __post_init__(self) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": "test-key"})
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-            )
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = LoopbackServer(self._app(), self.port)
 
     @property
     def issuer(self) -> str:
@@ -137,12 +132,8 @@ class LocalOidcProvider:
         return app
 
     def __enter__(self) -> LocalOidcProvider:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self._server.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.__exit__(*exc)

@@ -21,6 +21,7 @@ from services.settings import Settings
 from services.worker.inline import InlineJobQueue
 from services.worker.jobs import JobRunner
 from tests.integration.services.fake_llm import FakeLLMServer
+from tests.integration.services.test_gateway_api import login, upload
 from tests.support import free_port
 
 ADMIN_PASSWORD = "admin-pass-123"
@@ -55,12 +56,7 @@ class AccessStack:
     documents: dict[str, dict] = field(default_factory=dict)
 
     def login(self, username: str, password: str) -> dict:
-        response = self.client.post(
-            "/api/auth/login", json={"username": username, "password": password}
-        )
-        assert response.status_code == 200, response.text
-        self.client.cookies.clear()
-        return {"Authorization": f"Bearer {response.json()['token']}"}
+        return login(self.client, username, password)
 
     def create(self, path: str, body: dict) -> dict:
         response = self.client.post(path, json=body, headers=self.admin)
@@ -68,13 +64,7 @@ class AccessStack:
         return response.json()
 
     def upload(self, name: str, content: bytes, headers: dict | None = None, **fields):
-        response = self.client.post(
-            "/api/documents",
-            files={"file": (name, content)},
-            data=fields,
-            headers=headers or self.admin,
-        )
-        return response.status_code, response.json()
+        return upload(self, name, content, headers, **fields)
 
     def job(self, job_id: str) -> dict:
         self.queue.drain()
