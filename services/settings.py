@@ -199,10 +199,12 @@ class Settings(BaseSettings):
         8, description="Threads that resolve session tokens to users, apart from the shared pool."
     )
     chat_requests_per_minute: int = Field(
-        30, description="Chat requests one user, and separately one address, may send per minute."
+        30,
+        description="Chat requests one user may send per minute (one address: 10x that); 0 = no limit.",
     )
     uploads_per_minute: int = Field(
-        60, description="Uploads one user, and separately one address, may send per minute."
+        60,
+        description="Uploads one user may send per minute (one address: 10x that); 0 = no limit.",
     )
     cookie_secure: bool = Field(
         False,

@@ -33,7 +33,9 @@ class SlidingWindow:
         return events
 
     def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may act again; 0 when it may act now."""
+        """Seconds until ``key`` may act again; 0 when it may act now (a limit of 0: no limit)."""
+        if self.limit <= 0:
+            return 0.0
         with self._lock:
             now = self._clock()
             events = self._recent(key, now)
