@@ -31,7 +31,7 @@ def parse_groups(raw: str | None) -> list[str]:
 
 def _valid_only(names: Iterable[str]) -> frozenset[str]:
     """Names that pass the rule (an invalid one, from older data, grants nothing)."""
-    kept = set()
+    kept: set[str] = set()
     for name in names:
         try:
             kept |= normalise_groups([name])

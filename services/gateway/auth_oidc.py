@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -118,11 +119,12 @@ class OidcFlow:
         from joserfc.jwk import KeySet
 
         try:
-            token = jwt.decode(id_token, KeySet.import_key_set(keys), algorithms=["RS256", "ES256"])
+            key_set = KeySet.import_key_set(cast(Any, keys))
+            token = jwt.decode(id_token, key_set, algorithms=["RS256", "ES256"])
             jwt.JWTClaimsRegistry(
                 leeway=60,
                 iss={"essential": True, "value": issuer},
-                aud={"essential": True, "value": self._settings.auth_oidc_client_id},
+                aud={"essential": True, "value": str(self._settings.auth_oidc_client_id)},
                 exp={"essential": True},
                 nonce={"essential": True, "value": nonce},
             ).validate(token.claims)

@@ -64,7 +64,8 @@ def user_groups(session: Session, user_id: str) -> tuple[str, ...]:
 
 def revoke_sessions(session: Session, user_id: str) -> int:
     """End every session and token of a user (password change, disable, new groups or role)."""
-    return session.execute(delete(ApiToken).where(ApiToken.user_id == user_id)).rowcount or 0
+    result = session.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def csrf_token_for(session_token: str) -> str:
@@ -85,7 +86,7 @@ def ensure_admin(sessions: sessionmaker, password: str | None) -> str | None:
         session.add(
             User(
                 username=ADMIN_USERNAME,
-                password_hash=hash_password(password or generated),
+                password_hash=hash_password(password or generated or ""),
                 role="admin",
             )
         )
@@ -124,7 +125,8 @@ class AuthService:
         self._throttle.check(username, address)
         account = await self._run(self._account, username)
         local = account is not None and not is_external_hash(account.password_hash)
-        matched = await self.hasher.verify(password, account.password_hash if local else None)
+        local_hash = account.password_hash if account is not None and local else None
+        matched = await self.hasher.verify(password, local_hash)
         if not local and self._external_login is not None:
             user_id = await self._run(self._external_login, username.strip(), password)
             if user_id is not None:

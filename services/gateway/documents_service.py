@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -256,7 +257,7 @@ class DocumentsService:
             ]
             return [job_json(j) for j in readable[:limit]]
 
-    def change_groups(self, document_id: str, groups: list[str], user: CurrentUser) -> dict:
+    def change_groups(self, document_id: str, groups: Sequence[str], user: CurrentUser) -> dict:
         """Queue ONE job that rewrites every chunk's ACL in both stores; 202 {document_id, job_id}.
 
         The document's ``groups`` in SQL change when the job has rewritten both stores,
