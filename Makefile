@@ -39,6 +39,9 @@ tools:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the browser tests will be skipped"; }
+	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null) \
+	  || echo "slapd not installed: the LDAP login tests will be skipped (fail under CI)"; }
 	@bash scripts/build_frontend.sh --deps-only
 
 # Opt-in (large): LibreOffice headless, so the drafting test converts a draft DOCX; without

@@ -16,7 +16,13 @@ from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.errors import EmptyDocument, IngestError
 from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
-from ingest.stores.acl import AccessError, normalise_groups
+from ingest.stores.acl import (
+    AccessError,
+    narrowest_groups,
+    normalise_groups,
+    restricted_acl_column,
+    restricted_acl_metadata,
+)
 from ingest.stores.lexical import LexicalIndex
 from ingest.stores.vector import VectorStore
 
@@ -129,6 +135,44 @@ class IngestPipeline:
             raise
         except Exception as exc:
             raise IngestError(f"Deleting document {document_id} failed: {exc}") from exc
+
+    def set_groups(
+        self, document_id: str, old_groups: Iterable[str], new_groups: Iterable[str]
+    ) -> int:
+        """Rewrite who may read every chunk of a document, in both stores; returns the chunk count.
+
+        Two passes: first the narrowest ACL (readers of both the old and the new groups),
+        then the new one. Each store rewrites a document in one call, so at every moment
+        a chunk is readable by at most the union of what the two ACLs allow together,
+        never by someone outside both. On failure both stores go back to ``old_groups``.
+        """
+        try:
+            old_names = sorted(normalise_groups(old_groups))
+            new_names = sorted(normalise_groups(new_groups))
+        except AccessError as exc:
+            raise IngestError(str(exc)) from exc
+        narrow = narrowest_groups(old_names, new_names)
+        steps = [narrow, frozenset(new_names) or None]
+        try:
+            count = 0
+            for step in steps:
+                self.lexical_index.set_acl(document_id, restricted_acl_column(step))
+                count = self.vector_store.set_acl(document_id, restricted_acl_metadata(step))
+            return count
+        except Exception as exc:
+            log.exception("changing the groups of %s failed; restoring the old ones", document_id)
+            old = frozenset(old_names) or None
+            try:
+                self.vector_store.set_acl(document_id, restricted_acl_metadata(narrow))
+                self.lexical_index.set_acl(document_id, restricted_acl_column(old))
+                self.vector_store.set_acl(document_id, restricted_acl_metadata(old))
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                log.exception("restoring the groups of %s failed", document_id)
+            if isinstance(exc, IngestError):
+                raise
+            raise IngestError(
+                f"Changing the groups of document {document_id} failed: {exc}"
+            ) from exc
 
     def _remove(self, document_id: str) -> None:
         self.lexical_index.delete_document(document_id)

@@ -42,6 +42,16 @@ class LLMClient:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout, connect=5.0)
 
+    def _client(self, timeout: httpx.Timeout | None = None) -> httpx.AsyncClient:
+        """An HTTP client that ignores HTTP(S)_PROXY and friends (``trust_env=False``).
+
+        Prompts carry document text; a proxy set in the environment (corporate hosts,
+        Docker) must never receive them. The LLM server is addressed directly.
+        """
+        return httpx.AsyncClient(
+            timeout=timeout or self._timeout, headers=self._headers, trust_env=False
+        )
+
     def _payload(
         self,
         messages: list[dict],
@@ -78,7 +88,7 @@ class LLMClient:
             messages, max_tokens, temperature, stop, stream=False, response_format=response_format
         )
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+            async with self._client() as client:
                 response = await client.post(f"{self.base_url}/chat/completions", json=payload)
         except httpx.HTTPError as exc:
             raise LLMError(f"LLM server at {self.base_url} unreachable: {exc}") from exc
@@ -108,7 +118,7 @@ class LLMClient:
         """Yield the answer's text pieces as the server streams them (SSE)."""
         payload = self._payload(messages, max_tokens, temperature, stop, stream=True)
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+            async with self._client() as client:
                 async with client.stream(
                     "POST", f"{self.base_url}/chat/completions", json=payload
                 ) as response:
@@ -137,9 +147,7 @@ class LLMClient:
     async def health(self) -> bool:
         """True when the endpoint lists models (works on our server, vLLM and Ollama)."""
         try:
-            async with httpx.AsyncClient(
-                timeout=httpx.Timeout(3.0), headers=self._headers
-            ) as client:
+            async with self._client(httpx.Timeout(3.0)) as client:
                 response = await client.get(f"{self.base_url}/models")
             return response.status_code == 200
         except httpx.HTTPError:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from services import cli_draft
+from services import cli_admin, cli_draft
 from services.settings import Settings
 
 
@@ -84,7 +84,7 @@ class ApiClient:
     """The few HTTP calls the CLI makes to a running gateway."""
 
     def __init__(self, url: str, username: str, password: str | None, timeout: float = 600.0):
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, trust_env=False)
         if password is None:
             raise SystemExit(
                 "enclave: set ENCLAVE_PASSWORD (or --password) to log in to the gateway"
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(
         func=cmd_migrate
     )
+    cli_admin.register(sub)
     sub.add_parser("settings", help="print every setting with its description").set_defaults(
         func=cmd_settings
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -33,7 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ROLES = ("admin", "editor", "employee")
-JOB_KINDS = ("ingest", "delete")
+JOB_KINDS = ("ingest", "delete", "acl")
 JOB_STATES = ("queued", "running", "done", "failed")
 DOCUMENT_STATES = ("queued", "processing", "ready", "failed", "deleting")
 
@@ -58,6 +59,7 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(150), unique=True, nullable=False)
     password_hash: Mapped[str] = mapped_column(String(200), nullable=False)
     role: Mapped[str] = mapped_column(String(20), nullable=False, default="employee")
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -131,6 +133,7 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     stage: Mapped[str | None] = mapped_column(String(100), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -157,7 +160,10 @@ class Message(Base):
 
 
 class AuditEntry(Base):
-    """Who asked what and which chunks were put in front of them (or the model)."""
+    """Who asked what, which chunks were put in front of them (or the model) and the answer.
+
+    Append-only: the migration installs triggers that refuse UPDATE and DELETE.
+    """
 
     __tablename__ = "audit"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -165,7 +171,10 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(50), nullable=False)
     query: Mapped[str] = mapped_column(Text, nullable=False)
     chunk_ids: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
 
 
 class Feedback(Base):

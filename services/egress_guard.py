@@ -3,8 +3,8 @@
 ``harden_process`` is the first thing every Enclave process runs. It sets the variables
 (``ingest.offline.OFFLINE_ENV``, the one list) that keep Hugging Face, Chroma, unstructured and friends offline and silent, and, when
 ``settings.egress_guard`` is on, installs an audit hook (``sys.addaudithook``) that
-refuses any ``socket.connect`` to a non-loopback address and any name lookup of a
-non-local host, appending each attempt to ``settings.egress_log``. Audit hooks cannot
+refuses any ``socket.connect`` or UDP ``sendto`` to a non-loopback address and any name
+lookup (``getaddrinfo``, ``gethostbyname[_ex]``, ``gethostbyaddr``) of a non-local host, appending each attempt to ``settings.egress_log``. Audit hooks cannot
 be removed, so the guard holds for the life of the process, C extensions' Python-level
 sockets included.
 """
@@ -68,13 +68,17 @@ class EgressGuard:
         self._local = threading.local()
 
     def __call__(self, event: str, args: tuple) -> None:
-        if event == "socket.connect":
+        if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+            # connect(sock, address); sendto(sock, address) for UDP datagrams
             destination = args[1] if len(args) > 1 else None
             if not isinstance(destination, tuple) or not destination:
-                return  # AF_UNIX paths and other non-IP families
+                return  # AF_UNIX paths, sendmsg without an address, non-IP families
             host, port = destination[0], destination[1] if len(destination) > 1 else None
         elif event == "socket.getaddrinfo":
             host, port = args[0], args[1] if len(args) > 1 else None
+        elif event in ("socket.gethostbyname", "socket.gethostbyaddr"):
+            # gethostbyname and gethostbyname_ex both raise "socket.gethostbyname"
+            host, port = args[0] if args else None, None
         else:
             return
         if is_loopback_host(host):

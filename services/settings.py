@@ -178,6 +178,95 @@ class Settings(BaseSettings):
         None, description="File where the egress guard appends blocked attempts."
     )
 
+    # --- access and hardening (issue 12) -------------------------------------------------
+    login_max_failures: int = Field(
+        5,
+        description="Failed logins for one username within login_window_s before it is locked (429).",
+    )
+    login_address_failures: int = Field(
+        30,
+        description="Failed logins from one client address within login_window_s before it is locked.",
+    )
+    login_window_s: float = Field(
+        900.0,
+        description="Window, in seconds, over which failed logins are counted (also the lockout length).",
+    )
+    bcrypt_threads: int = Field(
+        2,
+        description="Threads that hash and check passwords; logins queue there, not on the shared pool.",
+    )
+    auth_threads: int = Field(
+        8, description="Threads that resolve session tokens to users, apart from the shared pool."
+    )
+    chat_requests_per_minute: int = Field(
+        30,
+        description="Chat requests one user may send per minute (one address: 10x that); 0 = no limit.",
+    )
+    uploads_per_minute: int = Field(
+        60,
+        description="Uploads one user may send per minute (one address: 10x that); 0 = no limit.",
+    )
+    cookie_secure: bool = Field(
+        False,
+        description="Mark the session cookies Secure (turn on when the gateway is served over TLS).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra origins (scheme://host[:port]) whose pages may write with a session cookie; the gateway's own origin always may.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that may read /metrics and /readyz details (admins always may).",
+    )
+    llm_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        description="Largest request body the LLM server accepts, in bytes (413 beyond).",
+    )
+    auth_ldap_url: str | None = Field(
+        None,
+        description="LDAP server (ldap://host:port) for logins of users not held locally; unset = no LDAP.",
+    )
+    auth_ldap_user_dn: str = Field(
+        "uid={username},ou=people,dc=example,dc=com",
+        description="DN a user binds as; {username} is replaced by the (escaped) login name.",
+    )
+    auth_ldap_group_base: str = Field(
+        "ou=groups,dc=example,dc=com", description="Where the user's LDAP groups are searched."
+    )
+    auth_ldap_group_filter: str = Field(
+        "(&(objectClass=groupOfNames)(member={user_dn}))",
+        description="Filter for the user's groups; {user_dn} is the bound DN (escaped).",
+    )
+    auth_ldap_group_attribute: str = Field("cn", description="Attribute holding a group's name.")
+    auth_oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect issuer URL (its /.well-known/openid-configuration is read); unset = no OIDC.",
+    )
+    auth_oidc_client_id: str | None = Field(None, description="OIDC client id of Enclave.")
+    auth_oidc_client_secret: str | None = Field(
+        None, description="OIDC client secret (none for a public client)."
+    )
+    auth_oidc_redirect_url: str | None = Field(
+        None,
+        description="Callback URL registered at the provider, e.g. https://enclave.example/api/auth/oidc/callback.",
+    )
+    auth_oidc_groups_claim: str = Field(
+        "groups", description="ID-token claim holding the user's groups."
+    )
+    auth_oidc_scopes: str = Field(
+        "openid profile groups", description="Scopes asked of the provider."
+    )
+    auth_external_admin_group: str | None = Field(
+        None, description="Directory/IdP group whose members become admins (LDAP and OIDC)."
+    )
+    auth_external_editor_group: str | None = Field(
+        None, description="Directory/IdP group whose members become editors (others are employees)."
+    )
+    llm_default_max_tokens: int = Field(
+        1024,
+        description="max_tokens of an LLM server request that names none (capped by the context left).",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

@@ -116,7 +116,7 @@ def wait_healthy(url: str, supervisor: Supervisor, timeout_s: float) -> bool:
         if supervisor.dead_child() is not None:
             return False
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
+            if httpx.get(url, timeout=2.0, trust_env=False).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass

@@ -88,3 +88,32 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class LoopbackServer:
+    """An ASGI app served by uvicorn on a thread at 127.0.0.1:``port`` (stand-in servers).
+
+    Real HTTP, so the client path under test is the real one; ``with`` waits until it listens
+    and stops it on exit.
+    """
+
+    def __init__(self, app: object, port: int):
+        import threading
+
+        import uvicorn
+
+        self.port = port
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass instance
+        self._thread.start()
+        wait_for(lambda: self._server.started, timeout=20, what="the loopback server")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

@@ -3,8 +3,8 @@ import { ApiError, cookieValue, errorFrom, requestHeaders } from "./api";
 import { parseRoute, viewerHref } from "./route";
 
 describe("requestHeaders", () => {
-  it("echoes the csrf_token cookie on unsafe methods only", () => {
-    const cookies = "theme=dark; csrf_token=abc%3D123";
+  it("echoes the enclave_csrf cookie on unsafe methods only", () => {
+    const cookies = "theme=dark; enclave_csrf=abc%3D123";
     expect(requestHeaders("POST", true, cookies)).toMatchObject({ "X-CSRF-Token": "abc=123", "Content-Type": "application/json" });
     expect(requestHeaders("delete", false, cookies)["X-CSRF-Token"]).toBe("abc=123");
     expect(requestHeaders("GET", false, cookies)["X-CSRF-Token"]).toBeUndefined();
@@ -12,7 +12,7 @@ describe("requestHeaders", () => {
 
   it("sends no CSRF header when there is no such cookie", () => {
     expect(requestHeaders("POST", true, "other=1")["X-CSRF-Token"]).toBeUndefined();
-    expect(cookieValue("csrf_token", "")).toBeNull();
+    expect(cookieValue("enclave_csrf", "")).toBeNull();
   });
 });
 

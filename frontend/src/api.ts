@@ -1,6 +1,6 @@
 // The gateway API client: the only way the web app talks to anything.
 // Sessions ride on the httpOnly cookie the login sets (no token in storage a script could read);
-// unsafe methods echo the `csrf_token` cookie in `X-CSRF-Token` when the gateway sets one.
+// unsafe methods echo the `enclave_csrf` cookie in `X-CSRF-Token` when the gateway sets one.
 
 export class ApiError extends Error {
   constructor(
@@ -30,7 +30,7 @@ export function cookieValue(name: string, cookies: string = document.cookie): st
 export function requestHeaders(method: string, json: boolean, cookies?: string): Record<string, string> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (json) headers["Content-Type"] = "application/json";
-  const csrf = UNSAFE.has(method.toUpperCase()) ? cookieValue("csrf_token", cookies) : null;
+  const csrf = UNSAFE.has(method.toUpperCase()) ? cookieValue("enclave_csrf", cookies) : null;
   if (csrf) headers["X-CSRF-Token"] = csrf;
   return headers;
 }

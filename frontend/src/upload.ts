@@ -17,7 +17,7 @@ export function uploadFile(file: File, groups: string, onProgress: (fraction: nu
     if (groups.trim()) form.append("groups", groups);
     const request = new XMLHttpRequest();
     request.open("POST", "/api/documents");
-    const csrf = cookieValue("csrf_token");
+    const csrf = cookieValue("enclave_csrf");
     if (csrf) request.setRequestHeader("X-CSRF-Token", csrf);
     request.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
     request.onload = () => {

@@ -71,6 +71,36 @@ def chunk_acl_column(groups: Iterable[str]) -> tuple[int, str]:
     return 0, "|" + "|".join(quote(g, safe="") for g in sorted(names)) + "|"
 
 
+def narrowest_groups(old: Iterable[str], new: Iterable[str]) -> frozenset[str] | None:
+    """Groups that may read a document both before and after a change of its groups.
+
+    ``None`` means public on both sides; an empty set means no group (admins only). A
+    permission change writes this first and the new groups second, so while it runs no
+    one outside both the old and the new readers can see a chunk.
+    """
+    before, after = normalise_groups(old), normalise_groups(new)
+    if not before and not after:
+        return None
+    if not before or not after:
+        return before or after
+    return before & after
+
+
+def restricted_acl_metadata(groups: frozenset[str] | None) -> dict[str, bool]:
+    """Chroma ACL metadata where an empty set means admins only (``None``: public)."""
+    if groups is None:
+        return {PUBLIC_KEY: True}
+    return {PUBLIC_KEY: False, **{group_key(g): True for g in sorted(normalise_groups(groups))}}
+
+
+def restricted_acl_column(groups: frozenset[str] | None) -> tuple[int, str]:
+    """Lexical ACL columns where an empty set means admins only (``None``: public)."""
+    if groups is None:
+        return 1, ""
+    names = sorted(normalise_groups(groups))
+    return 0, ("|" + "|".join(quote(g, safe="") for g in names) + "|") if names else ""
+
+
 @dataclass(frozen=True)
 class AccessScope:
     """What a caller may read: ``groups=None`` sees everything (admins); else public + groups."""

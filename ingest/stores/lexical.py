@@ -152,6 +152,15 @@ class LexicalIndex:
             )
             return conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,)).rowcount
 
+    def set_acl(self, document_id: str, acl_columns: tuple[int, str]) -> int:
+        """Rewrite the ACL of every chunk of a document in one transaction; returns the count."""
+        is_public, acl = acl_columns
+        with self._connect() as conn, conn:
+            return conn.execute(
+                "UPDATE chunks SET is_public = ?, acl = ? WHERE document_id = ?",
+                (is_public, acl, document_id),
+            ).rowcount
+
     def search(self, query: str, k: int, scope: ScopeFilter) -> list[tuple[str, float]]:
         """Best ``k`` (chunk_id, score) the scope may read; higher score is better."""
         expression = match_expression(query)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
-from ingest.stores.acl import chunk_acl_metadata
+from ingest.stores.acl import GROUP_KEY_PREFIX, PUBLIC_KEY, chunk_acl_metadata
 
 _ADD_BATCH = 1000
 GENERATION_FILE = "enclave-generation"
@@ -201,6 +201,37 @@ class VectorStore:
             self._refresh_if_stale()
             try:
                 self.collection.delete(where={"document_id": document_id})
+            finally:
+                self._mark_written()
+
+    def set_acl(self, document_id: str, acl: dict[str, bool]) -> int:
+        """Replace the ACL keys of every vector of a document; returns how many were rewritten.
+
+        Group keys the new ACL drops are set to False rather than removed, so the result
+        is the same whether Chroma merges or replaces metadata on update.
+        """
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                found = self.collection.get(
+                    where={"document_id": document_id}, include=["metadatas"]
+                )
+                ids, metadatas = found["ids"], found["metadatas"] or []
+                rewritten = []
+                for meta in metadatas:
+                    kept = {
+                        k: v
+                        for k, v in dict(meta or {}).items()
+                        if k != PUBLIC_KEY and not k.startswith(GROUP_KEY_PREFIX)
+                    }
+                    dropped = {k: False for k in (meta or {}) if k.startswith(GROUP_KEY_PREFIX)}
+                    rewritten.append({**kept, **dropped, **acl})
+                for start in range(0, len(ids), _ADD_BATCH):
+                    self.collection.update(
+                        ids=ids[start : start + _ADD_BATCH],
+                        metadatas=rewritten[start : start + _ADD_BATCH],
+                    )
+                return len(ids)
             finally:
                 self._mark_written()
 

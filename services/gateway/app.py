@@ -16,6 +16,8 @@ from llm.client import LLMClient
 from services.db import REPO_ROOT, make_engine, session_factory
 from services.gateway import (
     admin_router,
+    audit_router,
+    auth_oidc_router,
     auth_router,
     chat_router,
     conversation_edits_router,
@@ -30,6 +32,9 @@ from services.gateway import (
     templates_router,
 )
 from services.gateway.admin_service import AdminService
+from services.gateway.audit_service import AuditService
+from services.gateway.auth_external import ldap_login
+from services.gateway.auth_oidc import OidcFlow
 from services.gateway.auth_service import AuthService
 from services.gateway.chat_service import ChatService
 from services.gateway.conversations_service import ConversationsService
@@ -38,9 +43,12 @@ from services.gateway.documents_service import DocumentsService
 from services.gateway.drafting_wiring import drafting_services
 from services.gateway.errors import install_error_handlers
 from services.gateway.health_service import HealthService
+from services.gateway.http_hardening import install_local_docs, install_security_headers
 from services.gateway.job_queue import CeleryJobQueue, JobQueue
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.rate_limits import LoginThrottle, RequestBudget
 from services.gateway.search_service import SearcherProvider, SearchService
+from services.gateway.security import PasswordHasher
 from services.settings import Settings
 
 
@@ -73,8 +81,20 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     services = Services(
         settings=settings,
         sessions=sessions,
-        auth=AuthService(sessions, settings.session_ttl_hours),
+        auth=AuthService(
+            sessions,
+            settings.session_ttl_hours,
+            PasswordHasher(settings.bcrypt_threads),
+            LoginThrottle(
+                settings.login_max_failures,
+                settings.login_window_s,
+                settings.login_address_failures,
+            ),
+            settings.auth_threads,
+            external_login=ldap_login(sessions, settings) if settings.auth_ldap_url else None,
+        ),
         admin=AdminService(sessions),
+        audit=AuditService(sessions),
         documents=DocumentsService(sessions, job_queue, settings.uploads_dir),
         search=search,
         chat=ChatService(
@@ -93,17 +113,23 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         extensions=functools.cache(components.supported_extensions),
         templates=templates,
         drafts=drafts,
+        chat_limit=RequestBudget(settings.chat_requests_per_minute, "chat requests"),
+        upload_limit=RequestBudget(settings.uploads_per_minute, "uploads"),
     )
 
     app = FastAPI(
         title="Enclave",
         version="0.1.0",
         description="Private knowledge assistant: documents, hybrid retrieval, cited answers.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.engine = engine
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
+    install_security_headers(app, hsts=settings.cookie_secure)
+    install_local_docs(app)
     for module in (
         health_router,
         auth_router,
@@ -120,6 +146,9 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     app.include_router(feedback_router.router)
     app.include_router(templates_router.router)
     app.include_router(drafts_router.router)
+    app.include_router(audit_router.router)
+    app.include_router(auth_oidc_router.router)
+    app.state.oidc = OidcFlow(settings) if settings.auth_oidc_issuer else None
     frontend = frontend_directory(settings)
     if frontend.is_dir():
         app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")

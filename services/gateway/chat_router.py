@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from services.gateway.deps import ServicesDep, UserDep
+from services.gateway.deps import ServicesDep, UserDep, client_address
 
 router = APIRouter(prefix="/api", tags=["chat"])
 
@@ -18,7 +18,8 @@ class ChatRequest(BaseModel):
 
 
 @router.post("/chat")
-async def chat(body: ChatRequest, user: UserDep, services: ServicesDep):
+async def chat(body: ChatRequest, request: Request, user: UserDep, services: ServicesDep):
+    services.chat_limit.hit(user.id, client_address(request))
     if not body.stream:
         return await services.chat.answer(user, body.message, body.conversation_id)
     events = await services.chat.stream(user, body.message, body.conversation_id)

@@ -28,7 +28,9 @@ HISTORY_TURNS = 4
 
 @dataclass
 class PreparedTurn:
-    conversation_id: str
+    """A turn ready for the model; ``conversation_id`` is None until a new chat's first answer."""
+
+    conversation_id: str | None
     question: str
     messages: list[dict]
     sources: list[Any]
@@ -80,8 +82,6 @@ class ChatService:
             history = await run_in_threadpool(
                 self._conversations.history, conversation_id, user, HISTORY_TURNS
             )
-        else:
-            conversation_id = await run_in_threadpool(self._conversations.start, user, question)
         query = rewrite_query(question, history) if history else question
         hits = await run_in_threadpool(self._search.retrieve, query, self._search_k, user)
         try:
@@ -95,19 +95,32 @@ class ChatService:
         except ValueError as exc:  # PromptTooLong and friends: the user can fix the question
             raise BadRequest(str(exc)) from exc
         chunk_ids = [source.chunk_id for source in composed.sources]
-        await run_in_threadpool(self._search.audit, user, "chat", question, chunk_ids)
         return PreparedTurn(
             conversation_id, question, composed.messages, list(composed.sources), chunk_ids
         )
 
-    async def _finish(self, turn: PreparedTurn, answer: str) -> tuple[list[dict], str]:
+    async def _finish(
+        self, user: CurrentUser, turn: PreparedTurn, answer: str
+    ) -> tuple[list[dict], str]:
+        """Store the turn (a new conversation starts only now, so a refused chat leaves none)."""
         from retriever.citations import extract_citations
 
         citations = [citation_json(c) for c in extract_citations(answer, turn.sources)]
+        if turn.conversation_id is None:
+            turn.conversation_id = await run_in_threadpool(
+                self._conversations.start, user, turn.question
+            )
         message_id = await run_in_threadpool(
             self._conversations.append_turn, turn.conversation_id, turn.question, answer, citations
         )
+        await self._audit(user, turn, answer)
         return citations, message_id
+
+    async def _audit(self, user: CurrentUser, turn: PreparedTurn, answer: str | None) -> None:
+        """One append-only line per question: the user, the chunk ids shown, the answer."""
+        await run_in_threadpool(
+            self._search.audit, user, "chat", turn.question, turn.chunk_ids, answer
+        )
 
     async def answer(self, user: CurrentUser, message: str, conversation_id: str | None) -> dict:
         started = time.perf_counter()
@@ -120,9 +133,10 @@ class ChatService:
                 stop=self._answer_stop,
             )
         except LLMError as exc:
+            await self._audit(user, turn, None)
             raise UpstreamUnavailable(f"the language model is unavailable: {exc}") from exc
         answer = result.text.strip()
-        citations, message_id = await self._finish(turn, answer)
+        citations, message_id = await self._finish(user, turn, answer)
         self._metrics.chat_seconds.labels(mode="json").observe(time.perf_counter() - started)
         return {
             "conversation_id": turn.conversation_id,
@@ -150,6 +164,7 @@ class ChatService:
                     pieces.append(piece)
                     yield sse_event("token", {"text": piece})
             except LLMError as exc:
+                await self._audit(user, turn, None)
                 yield sse_event(
                     "error",
                     {
@@ -159,7 +174,7 @@ class ChatService:
                 )
                 return
             answer = "".join(pieces).strip()
-            citations, message_id = await self._finish(turn, answer)
+            citations, message_id = await self._finish(user, turn, answer)
             yield sse_event("citations", {"citations": citations})
             self._metrics.chat_seconds.labels(mode="stream").observe(time.perf_counter() - started)
             yield sse_event(

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from collections.abc import Callable
 
-from services.db import Conversation, Message
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db import Conversation, Document, Message
+from services.gateway.access import may_read
 from services.gateway.auth_service import CurrentUser
 from services.gateway.errors import NotFound
 
 
-def message_json(message: Message) -> dict:
+def message_json(message: Message, readable: Callable[[str], bool] | None = None) -> dict:
+    """A message; with ``readable``, citations of documents the caller may no longer read are left out."""
+    citations = [
+        c
+        for c in message.citations or []
+        if readable is None or (isinstance(c, dict) and readable(str(c.get("document_id"))))
+    ]
     return {
         "id": message.id,
         "role": message.role,
         "content": message.content,
-        "citations": message.citations or [],
+        "citations": citations,
         "created_at": message.created_at.isoformat(),
     }
 
@@ -44,11 +53,13 @@ class ConversationsService:
     def get(self, conversation_id: str, user: CurrentUser) -> dict:
         with self._sessions() as session:
             conversation = self.owned(session, conversation_id, user)
+            messages = self.messages(session, conversation.id)
+            readable = _readable_documents(session, messages, user)
             return {
                 "id": conversation.id,
                 "title": conversation.title,
                 "created_at": conversation.created_at.isoformat(),
-                "messages": [message_json(m) for m in self.messages(session, conversation.id)],
+                "messages": [message_json(m, readable.__contains__) for m in messages],
             }
 
     @staticmethod
@@ -95,3 +106,21 @@ class ConversationsService:
             session.add(reply)
             session.flush()
             return reply.id
+
+
+def _readable_documents(session: Session, messages: list[Message], user: CurrentUser) -> set[str]:
+    """Ids of cited documents that still exist and that ``user`` may read now.
+
+    Deleting a document scrubs its quotes from stored answers (the delete job); this also
+    hides citations of documents whose groups changed since the answer was given.
+    """
+    cited = {
+        str(c.get("document_id"))
+        for m in messages
+        for c in m.citations or []
+        if isinstance(c, dict) and c.get("document_id")
+    }
+    if not cited:
+        return set()
+    documents = session.scalars(select(Document).where(Document.id.in_(cited)))
+    return {d.id for d in documents if may_read(user, d.groups)}

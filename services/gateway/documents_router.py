@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.deps import ServicesDep, UserDep
-from services.gateway.errors import Forbidden
+from services.gateway.deps import EditorDep, ServicesDep, UserDep, client_address
 from services.gateway.uploads import receive_upload
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
@@ -27,7 +27,11 @@ router = APIRouter(prefix="/api/documents", tags=["documents"])
                             "file": {"type": "string", "format": "binary"},
                             "groups": {
                                 "type": "string",
-                                "description": "comma-separated group names; none = everyone",
+                                "description": (
+                                    "comma-separated group names that may read it; empty or "
+                                    "absent = everyone (public). Re-uploading held content "
+                                    "with other groups is 409: use PUT .../groups"
+                                ),
                             },
                             "title": {"type": "string"},
                         },
@@ -37,10 +41,9 @@ router = APIRouter(prefix="/api/documents", tags=["documents"])
         }
     },
 )
-async def upload(request: Request, user: UserDep, services: ServicesDep) -> JSONResponse:
+async def upload(request: Request, user: EditorDep, services: ServicesDep) -> JSONResponse:
     """Multipart ``file`` (+ ``groups``, ``title``) -> 202 {document_id, job_id}; 200 for a duplicate."""
-    if not user.can_manage_documents:
-        raise Forbidden("only admins and editors may upload documents")
+    services.upload_limit.hit(user.id, client_address(request))
     settings = services.settings
     received = await receive_upload(
         request, settings.uploads_dir, settings.max_upload_bytes, services.extensions()
@@ -63,3 +66,26 @@ async def get_document(document_id: str, user: UserDep, services: ServicesDep) -
 async def delete_document(document_id: str, user: UserDep, services: ServicesDep) -> dict:
     """Queue removal from every store -> 202 {document_id, job_id}."""
     return await run_in_threadpool(services.documents.delete, document_id, user)
+
+
+class GroupsChange(BaseModel):
+    groups: list[str] = Field(
+        max_length=100,
+        description="the complete new list of groups that may read the document; empty = everyone",
+    )
+
+
+class GroupsChangeOut(BaseModel):
+    document_id: str
+    job_id: str | None = Field(
+        description="the job rewriting the ACL of every chunk (None: nothing indexed)"
+    )
+    groups: list[str]
+
+
+@router.put("/{document_id}/groups", status_code=202, response_model=GroupsChangeOut)
+async def change_groups(
+    document_id: str, body: GroupsChange, user: EditorDep, services: ServicesDep
+) -> dict:
+    """Change who may read a document: ONE job rewrites every chunk's ACL in both stores."""
+    return await run_in_threadpool(services.documents.change_groups, document_id, body.groups, user)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -10,18 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from services.db import Document, Group, Job, new_id
-from services.gateway.access import may_read
+from services.gateway.access import checked_groups, may_read, parse_groups
 from services.gateway.auth_service import CurrentUser
-from services.gateway.errors import BadRequest, Forbidden, NotFound, UpstreamUnavailable
+from services.gateway.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    UpstreamUnavailable,
+)
 from services.gateway.job_queue import JobQueue
 from services.gateway.uploads import ReceivedUpload, file_extension
 
 log = logging.getLogger(__name__)
-
-
-def parse_groups(raw: str | None) -> list[str]:
-    """``"hr, legal"`` -> ``["hr", "legal"]`` (sorted, unique); empty means everyone."""
-    return sorted({part.strip() for part in (raw or "").split(",") if part.strip()})
 
 
 def document_json(doc: Document) -> dict:
@@ -71,11 +73,15 @@ class DocumentsService:
         """Store the upload as a document and queue its ingest; ``(body, created)``.
 
         Re-uploading content we already hold returns the existing document (``created``
-        False, ``"duplicate": true``); a previous failed attempt at the same content is
-        replaced.
+        False, ``"duplicate": true``) when the upload names no groups or the same groups;
+        naming other groups is refused with 409 (groups change only through
+        ``PUT /api/documents/{id}/groups``), so a re-upload never silently keeps, widens or
+        narrows access. A caller who may not read the existing document learns nothing
+        of it but that the content is held. A failed earlier attempt is replaced.
         """
         from ingest.hashing import content_hash
 
+        groups_given = "groups" in upload.fields
         groups = parse_groups(upload.fields.get("groups"))
         title = (
             (upload.fields.get("title") or "").strip()[:500]
@@ -89,7 +95,7 @@ class DocumentsService:
                 existing = session.scalar(select(Document).where(Document.content_hash == digest))
                 if existing is not None and existing.status != "failed":
                     upload.discard()
-                    return self._duplicate(session, existing), False
+                    return self._duplicate(session, existing, user, groups_given, groups), False
                 if existing is not None:
                     session.execute(delete(Job).where(Job.document_id == existing.id))
                     session.delete(existing)
@@ -119,7 +125,7 @@ class DocumentsService:
                 existing = session.scalar(select(Document).where(Document.content_hash == digest))
                 if existing is None:
                     raise
-                return self._duplicate(session, existing), False
+                return self._duplicate(session, existing, user, groups_given, groups), False
         except BaseException:
             upload.discard()
             raise
@@ -138,7 +144,20 @@ class DocumentsService:
             )
 
     @staticmethod
-    def _duplicate(session, existing: Document) -> dict:
+    def _duplicate(
+        session, existing: Document, user: CurrentUser, groups_given: bool, groups: list[str]
+    ) -> dict:
+        if not may_read(user, existing.groups):
+            raise Conflict(
+                "this content is already held in a document you may not access; "
+                "ask an administrator to share it with you"
+            )
+        if groups_given and sorted(existing.groups or []) != groups:
+            current = ", ".join(existing.groups or []) or "everyone"
+            raise Conflict(
+                f"this content is already held as document {existing.id}, shared with {current}; "
+                f"change its groups with PUT /api/documents/{existing.id}/groups"
+            )
         job = session.scalar(
             select(Job)
             .where(Job.document_id == existing.id, Job.kind == "ingest")
@@ -150,6 +169,7 @@ class DocumentsService:
             "job_id": job.id if job else None,
             "duplicate": True,
             "status": existing.status,
+            "groups": list(existing.groups or []),
         }
 
     def _enqueue(
@@ -209,21 +229,68 @@ class DocumentsService:
         return {"document_id": document_id, "job_id": job_id}
 
     def job(self, job_id: str, user: CurrentUser) -> dict:
+        """A job of a document the caller may read (admins: any job); 404 otherwise."""
         with self._sessions() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or not self._job_visible(session, job, user):
                 raise NotFound(f"no job with id {job_id}")
-            if not user.can_manage_documents:
-                doc = session.get(Document, job.document_id)
-                if doc is None or not may_read(user, doc.groups):
-                    raise NotFound(f"no job with id {job_id}")
             return job_json(job)
 
+    @staticmethod
+    def _job_visible(session, job: Job, user: CurrentUser) -> bool:
+        if user.is_admin:
+            return True
+        doc = session.get(Document, job.document_id)
+        return doc is not None and may_read(user, doc.groups)
+
     def jobs(self, user: CurrentUser, limit: int) -> list[dict]:
+        """Recent jobs of documents the caller may read (admins: all, deleted ones included)."""
         if not user.can_manage_documents:
             raise Forbidden("only admins and editors may list jobs")
         with self._sessions() as session:
-            return [
-                job_json(j)
-                for j in session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))
+            statement = select(Job).order_by(Job.created_at.desc())
+            if user.is_admin:
+                return [job_json(j) for j in session.scalars(statement.limit(limit))]
+            readable = [
+                j
+                for j in session.scalars(statement.limit(limit * 10))
+                if self._job_visible(session, j, user)
             ]
+            return [job_json(j) for j in readable[:limit]]
+
+    def change_groups(self, document_id: str, groups: Sequence[str], user: CurrentUser) -> dict:
+        """Queue ONE job that rewrites every chunk's ACL in both stores; 202 {document_id, job_id}.
+
+        The document's ``groups`` in SQL change when the job has rewritten both stores,
+        so listing and retrieval never disagree for long; the job narrows first (see
+        ``IngestPipeline.set_groups``), so no one outside both the old and the new
+        groups can read a chunk in between. Empty ``groups`` means everyone.
+        """
+        groups = checked_groups(groups)
+        with self._sessions.begin() as session:
+            doc = self._readable(session, document_id, user)
+            if not user.can_manage_documents:
+                raise Forbidden("only admins and editors may change a document's groups")
+            self._check_groups(session, groups)
+            if doc.status not in ("ready", "failed"):
+                raise Conflict(
+                    f"document {document_id} is {doc.status}; change its groups when it is ready"
+                )
+            busy = session.scalar(
+                select(Job).where(
+                    Job.document_id == document_id, Job.state.in_(("queued", "running"))
+                )
+            )
+            if busy is not None:
+                raise Conflict(f"document {document_id} has a {busy.kind} job in progress")
+            if doc.status == "failed":  # nothing indexed: the new groups apply at once
+                doc.groups = groups
+                return {"document_id": document_id, "job_id": None, "groups": groups}
+            job = Job(
+                document_id=document_id, kind="acl", state="queued", payload={"groups": groups}
+            )
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        self._enqueue("acl", job_id, document_id, "ready")
+        return {"document_id": document_id, "job_id": job_id, "groups": groups}

@@ -7,6 +7,7 @@ Every error a client sees has the body ``{"error": {"code", "message"}}``; servi
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -67,6 +68,16 @@ class UnsupportedMediaType(ApiError):
     status_code, code = 415, "unsupported_media_type"
 
 
+class TooManyRequests(ApiError):
+    """A rate limit or lockout; ``retry_after`` seconds go out as the Retry-After header."""
+
+    status_code, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UpstreamUnavailable(ApiError):
     """A backend the request needs (LLM, vector store, queue) failed."""
 
@@ -87,6 +98,7 @@ _CODES_BY_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_requests",
     503: "unavailable",
 }
 
@@ -126,6 +138,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         problems = exc.problems if isinstance(exc, InvalidEntity) else None
         return error_response(exc.status_code, exc.code, exc.message, headers, problems)
 

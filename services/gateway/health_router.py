@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway.deps import ServicesDep
+from services.gateway.deps import OperatorDep, ServicesDep
+from services.gateway.errors import Forbidden
 
 router = APIRouter(tags=["health"])
 
@@ -16,8 +17,15 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(services: ServicesDep, operator: OperatorDep) -> JSONResponse:
+    """Ready or not for anyone (load balancers); which check failed only for admins or the metrics token."""
     ready, checks = await services.health.readiness()
+    if not operator:
+        if ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(
+            {"error": {"code": "not_ready", "message": "not ready"}}, status_code=503
+        )
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})
     failed = [name for name, result in checks.items() if not result["ok"]]
@@ -29,5 +37,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep, operator: OperatorDep) -> Response:
+    """Prometheus text, for admins or ``Authorization: Bearer <ENCLAVE_METRICS_TOKEN>``."""
+    if not operator:
+        raise Forbidden("metrics are for admins or the metrics token (ENCLAVE_METRICS_TOKEN)")
     return services.metrics.render()

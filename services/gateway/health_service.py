@@ -34,7 +34,7 @@ class HealthService:
             base = f"http://{self._settings.chroma_host}:{self._settings.chroma_port}"
             for path in ("/api/v2/heartbeat", "/api/v1/heartbeat"):
                 try:
-                    if httpx.get(base + path, timeout=3.0).status_code == 200:
+                    if httpx.get(base + path, timeout=3.0, trust_env=False).status_code == 200:
                         return
                 except httpx.HTTPError as exc:
                     raise RuntimeError(f"Chroma server at {base} unreachable: {exc}") from exc

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from celery import Celery
 
-from services.worker.task_names import DELETE_TASK, INGEST_TASK
+from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
 
 
 class JobQueue(Protocol):
@@ -28,6 +28,7 @@ class CeleryJobQueue:
         self._routes = {
             "ingest": (INGEST_TASK, ingest_queue),
             "delete": (DELETE_TASK, delete_queue),
+            "acl": (ACL_TASK, delete_queue),
         }
 
     def enqueue(self, kind: str, job_id: str) -> None:

@@ -73,7 +73,15 @@ class SearchService:
         self.audit(user, "search", query, [h.chunk_id for h in hits])
         return {"results": [hit_json(h) for h in hits]}
 
-    def audit(self, user: CurrentUser, action: str, query: str, chunk_ids: list[str]) -> None:
+    def audit(
+        self,
+        user: CurrentUser,
+        action: str,
+        query: str,
+        chunk_ids: list[str],
+        answer: str | None = None,
+    ) -> None:
+        """Append one line to the audit trail (append-only; see ``AuditService``)."""
         with self._sessions.begin() as session:
             session.add(
                 AuditEntry(
@@ -81,5 +89,6 @@ class SearchService:
                     action=action,
                     query=query[:10000],
                     chunk_ids=list(chunk_ids),
+                    answer=answer,
                 )
             )

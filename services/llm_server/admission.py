@@ -20,19 +20,26 @@ class RequestTracker:
         self.waiting = 0
         self.running = 0
 
-    def admit(self) -> Ticket:
-        """A ticket for a new request, or QueueFull when ``max_queue`` requests already wait."""
-        if self.waiting >= self.max_queue:
+    def admit(self, sequences: int = 1) -> Ticket:
+        """A ticket for a request of ``sequences`` generations (prompts x ``n``), or QueueFull.
+
+        A request is counted as the sequences it will run: one HTTP call with 8 prompts
+        and ``n=4`` costs the engine 32 sequences and takes 32 places in the queue. A
+        single request larger than the whole queue is refused too (it could never fit).
+        """
+        weight = max(1, sequences)
+        if self.waiting + weight > self.max_queue:
             raise QueueFull(self.max_queue)
-        self.waiting += 1
-        return Ticket(self)
+        self.waiting += weight
+        return Ticket(self, weight)
 
 
 class Ticket:
     """One admitted request's place in the counts; every transition is idempotent."""
 
-    def __init__(self, tracker: RequestTracker):
+    def __init__(self, tracker: RequestTracker, weight: int = 1):
         self._tracker = tracker
+        self.weight = weight
         self.state = "waiting"
         self.admitted_at = time.monotonic()
 
@@ -40,14 +47,14 @@ class Ticket:
         """Mark the first token; True the first time (so the caller records time to first token)."""
         if self.state != "waiting":
             return False
-        self._tracker.waiting -= 1
-        self._tracker.running += 1
+        self._tracker.waiting -= self.weight
+        self._tracker.running += self.weight
         self.state = "running"
         return True
 
     def finish(self) -> None:
         if self.state == "waiting":
-            self._tracker.waiting -= 1
+            self._tracker.waiting -= self.weight
         elif self.state == "running":
-            self._tracker.running -= 1
+            self._tracker.running -= self.weight
         self.state = "done"

@@ -25,6 +25,7 @@ from services.settings import Settings
 from .backends import build_backend
 from .backends.base import Backend, BackendError
 from .errors import APIError, error_body
+from .limits import BodySizeLimit
 from .routes import router
 from .state import ServerState
 
@@ -158,4 +159,5 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     if settings.llm_api_key:
         app.add_middleware(_RequireKey, api_key=settings.llm_api_key)
     app.add_middleware(_CountRequests, state=state)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.llm_max_body_bytes)
     return app

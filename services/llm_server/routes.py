@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from .errors import ModelNotFound
 from .metrics import CONTENT_TYPE
-from .prepare import prepare_chat, prepare_completion
+from .prepare import PreparedRequest, prepare_chat, prepare_completion
 from .schemas import ChatCompletionRequest, CompletionRequest
 from .state import ServerState
 
@@ -18,6 +19,20 @@ router = APIRouter()
 
 def _state(request: Request) -> ServerState:
     return request.app.state.llm
+
+
+def _bound_default_max_tokens(prepared: PreparedRequest, default: int) -> PreparedRequest:
+    """A chat request that names no max_tokens gets at most ``default`` (not the whole context).
+
+    One request asking for nothing in particular must not hold a sequence for thousands of
+    tokens; callers who want more say so (up to the context, as before).
+    """
+    for job in prepared.jobs:
+        budget = job.params.max_tokens
+        job.params = replace(
+            job.params, max_tokens=default if budget is None else min(budget, default)
+        )
+    return prepared
 
 
 @router.get("/health")
@@ -76,6 +91,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     prepared = prepare_chat(
         body, backend, state.backend_name, state.served_names(), state.max_model_len(backend)
     )
+    if body.max_tokens is None and body.max_completion_tokens is None:
+        prepared = _bound_default_max_tokens(prepared, state.settings.llm_default_max_tokens)
     return await state.service.respond(prepared, request)
 
 

@@ -146,7 +146,7 @@ class CompletionService:
         self.metrics = metrics
 
     async def respond(self, req: PreparedRequest, request: Request) -> Response:
-        ticket = self.tracker.admit()
+        ticket = self.tracker.admit(len(req.jobs))
         run = ChoiceRun(self.backend, req.jobs, req.request_id)
         progress = _Progress(req, ticket, self.metrics)
         handed_over = False

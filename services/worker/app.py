@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from celery import Celery
 from kombu import Exchange, Queue
 
-from services.worker.task_names import DELETE_TASK, INGEST_TASK
+from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -45,6 +45,8 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             INGEST_TASK: {"queue": settings.ingest_queue, "routing_key": settings.ingest_queue},
             DELETE_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue},
+            # permission changes are short like deletes and must not wait behind ingests
+            ACL_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue},
         },
         task_default_queue=settings.ingest_queue,
         task_acks_late=True,

@@ -18,7 +18,11 @@ class InlineJobQueue:
         self.futures: list[Future] = []
 
     def enqueue(self, kind: str, job_id: str) -> None:
-        run = self._runner.run_ingest if kind == "ingest" else self._runner.run_delete
+        run = {
+            "ingest": self._runner.run_ingest,
+            "delete": self._runner.run_delete,
+            "acl": self._runner.run_acl,
+        }[kind]
         self.futures.append(self._executor.submit(run, job_id))
 
     def check(self) -> None:

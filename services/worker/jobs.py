@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Text, cast, delete, select
 from sqlalchemy.orm import sessionmaker
 
-from services.db import Chunk, Document, Job, make_engine, session_factory, utcnow
+from services.db import Chunk, Document, Job, Message, make_engine, session_factory, utcnow
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class JobRunner:
                 0.0,
                 "starting",
             )
-            document.status = "processing" if kind == "ingest" else "deleting"
+            if kind != "acl":  # a permission change leaves the document readable as it was
+                document.status = "processing" if kind == "ingest" else "deleting"
             return job, document
 
     @staticmethod
@@ -165,6 +166,29 @@ class JobRunner:
             self._finish(session, session.get(Job, job_id), "failed", message)
         return "failed"
 
+    def run_acl(self, job_id: str) -> str:
+        """Rewrite every chunk's ACL in both stores, then record the new groups in SQL."""
+        started = self._start(job_id, "acl")
+        if started is None:
+            return "skipped"
+        job, document = started
+        new_groups = list((job.payload or {}).get("groups") or [])
+        try:
+            self._pipeline.set_groups(document.id, list(document.groups or []), new_groups)
+        except Exception as exc:  # noqa: BLE001 - the job must end with a message
+            log.exception("changing the groups of %s failed", document.id)
+            with self._sessions.begin() as session:
+                self._finish(
+                    session, session.get(Job, job_id), "failed", f"could not change groups: {exc}"
+                )
+            return "failed"
+        with self._sessions.begin() as session:
+            doc = session.get(Document, document.id)
+            if doc is not None:
+                doc.groups = sorted(new_groups)
+            self._finish(session, session.get(Job, job_id), "done")
+        return "done"
+
     def run_delete(self, job_id: str) -> str:
         """Remove a document from the stores, SQL and the uploads folder."""
         started = self._start(job_id, "delete")
@@ -188,8 +212,32 @@ class JobRunner:
             if doc is not None:
                 Path(doc.stored_path).unlink(missing_ok=True)
                 session.delete(doc)
+            forget_quotes(session, document.id)
             self._finish(session, session.get(Job, job_id), "done")
         return "done"
+
+
+def forget_quotes(session: Any, document_id: str) -> int:
+    """Drop a deleted document's citations (and their quotes) from every stored answer.
+
+    A deleted document must not live on in conversations: their citations would still
+    show, and replay, its text. Returns how many messages changed.
+    """
+    changed = 0
+    mentioning = select(Message).where(
+        Message.role == "assistant", cast(Message.citations, Text).contains(document_id)
+    )
+    for message in session.scalars(mentioning):
+        citations = list(message.citations or [])
+        kept = [
+            c
+            for c in citations
+            if not (isinstance(c, dict) and c.get("document_id") == document_id)
+        ]
+        if len(kept) != len(citations):
+            message.citations = kept
+            changed += 1
+    return changed
 
 
 def _user_facing(message: str, document: Document) -> str:

@@ -6,3 +6,4 @@ import the names without importing each other.
 
 INGEST_TASK = "enclave.ingest_document"
 DELETE_TASK = "enclave.delete_document"
+ACL_TASK = "enclave.change_document_groups"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from services.worker.task_names import DELETE_TASK, INGEST_TASK
+from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -46,3 +46,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=DELETE_TASK, acks_late=True, reject_on_worker_lost=True)
     def delete_document(job_id: str) -> str:
         return runner.get().run_delete(job_id)
+
+    @app.task(name=ACL_TASK, acks_late=True, reject_on_worker_lost=True)
+    def change_document_groups(job_id: str) -> str:
+        return runner.get().run_acl(job_id)

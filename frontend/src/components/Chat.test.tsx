@@ -30,7 +30,9 @@ async function settle() {
 async function ask(root: HTMLElement, question: string) {
   const box = root.querySelector<HTMLTextAreaElement>("textarea#question")!;
   box.value = question;
-  await act(() => root.querySelector("form.composer")!.dispatchEvent(new Event("submit", { cancelable: true })));
+  await act(() => {
+    root.querySelector("form.composer")!.dispatchEvent(new Event("submit", { cancelable: true }));
+  });
   await settle();
 }
 

@@ -99,7 +99,9 @@ class RemoteBackend:
         )
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout, headers=self._headers, trust_env=False
+        )
         try:
             await self._discover()
         except BackendError as exc:  # the upstream may start after us; retried on first request

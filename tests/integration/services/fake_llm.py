@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-_SOURCE_ONE = re.compile(r"\[1\][^\n]*\n(.+?)(?:\n\n\[2\]|\n\nQuestion:)", re.S)
+from tests.support import LoopbackServer
+
+_SOURCE_ONE = re.compile(r"\[1\][^\n]*\n(.+?)(?:\n</source>|\n\n\[2\]|\n\nQuestion:)", re.S)
 
 
 def fake_answer(messages: list[dict]) -> str:
@@ -92,31 +91,11 @@ def build_app(requests: list[dict]) -> FastAPI:
     return app
 
 
-class FakeLLMServer:
+class FakeLLMServer(LoopbackServer):
     def __init__(self, port: int):
-        self.port = port
         self.requests: list[dict] = []
-        config = uvicorn.Config(
-            build_app(self.requests),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        super().__init__(build_app(self.requests), port)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> FakeLLMServer:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)

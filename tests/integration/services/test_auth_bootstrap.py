@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.db import make_engine, migrate, session_factory
 from services.gateway.auth_service import AuthService, ensure_admin
+from services.gateway.rate_limits import LoginThrottle
+from services.gateway.security import PasswordHasher
+
+
+def _auth(sessions, ttl_hours: int) -> AuthService:
+    return AuthService(sessions, ttl_hours, PasswordHasher(1), LoginThrottle(5, 60, 50), 1)
+
+
+def _login(sessions, ttl_hours: int, username: str, password: str):
+    return asyncio.run(_auth(sessions, ttl_hours).login(username, password, "127.0.0.1"))
+
+
+def _authenticate(sessions, ttl_hours: int, token: str):
+    return asyncio.run(_auth(sessions, ttl_hours).authenticate(token))
 
 
 def _sessions(tmp_path):
@@ -17,14 +33,14 @@ def test_generated_admin_password_is_returned_once_and_works(tmp_path):
     generated = ensure_admin(sessions, None)
     assert generated and len(generated) >= 12
     assert ensure_admin(sessions, None) is None  # second start: nothing new to print
-    token, user = AuthService(sessions, 1).login("admin", generated)
-    assert user.is_admin and AuthService(sessions, 1).authenticate(token).username == "admin"
+    token, user = _login(sessions, 1, "admin", generated)
+    assert user.is_admin and _authenticate(sessions, 1, token).username == "admin"
 
 
 def test_configured_admin_password_is_used_and_not_printed(tmp_path):
     sessions = _sessions(tmp_path)
     assert ensure_admin(sessions, "from-the-environment") is None
-    _, user = AuthService(sessions, 1).login("admin", "from-the-environment")
+    _, user = _login(sessions, 1, "admin", "from-the-environment")
     assert user.role == "admin"
 
 
@@ -35,6 +51,6 @@ def test_expired_sessions_are_refused(tmp_path):
 
     sessions = _sessions(tmp_path)
     ensure_admin(sessions, "pw-123456")
-    token, _ = AuthService(sessions, 0).login("admin", "pw-123456")  # lifetime 0 h: already expired
+    token, _ = _login(sessions, 0, "admin", "pw-123456")  # lifetime 0 h: already expired
     with pytest.raises(Unauthorized):
-        AuthService(sessions, 0).authenticate(token)
+        _authenticate(sessions, 0, token)

@@ -281,6 +281,7 @@ def test_reupload_of_same_content_is_deduplicated(stack, transit):
         "job_id": transit["job_id"],
         "duplicate": True,
         "status": "ready",
+        "groups": [],
     }
     names = [
         d["filename"]
@@ -576,7 +577,7 @@ def test_chat_with_llm_down_is_502_with_a_clear_message(stack, transit):
         ) as stream:
             raw = "".join(stream.iter_text())
         assert raw.startswith("event: error\n") and "language model" in raw
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=headers)  # details: admins (issue 12)
         assert ready.status_code == 503 and ready.json()["failed"] == ["llm"]
 
 
@@ -585,10 +586,10 @@ def test_chat_with_llm_down_is_502_with_a_clear_message(stack, transit):
 
 def test_health_ready_and_metrics(stack, transit):
     assert stack.client.get("/healthz").json() == {"status": "ok"}
-    ready = stack.client.get("/readyz")
+    ready = stack.client.get("/readyz", headers=stack.admin)
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) == {"database", "vector_store", "queue", "llm"}
-    metrics = stack.client.get("/metrics").text
+    metrics = stack.client.get("/metrics", headers=stack.admin).text
     assert 'enclave_jobs{kind="ingest",state="done"}' in metrics
     assert "enclave_http_requests_total" in metrics and "enclave_chat_seconds" in metrics
 
@@ -631,7 +632,7 @@ def test_upload_with_the_broker_down_is_502_and_the_job_is_failed(stack):
             if d["filename"] == "q.md"
         ]
         assert failed and failed[0]["status"] == "failed"
-        assert client.get("/readyz").json()["failed"] == ["queue"]
+        assert client.get("/readyz", headers=headers).json()["failed"] == ["queue"]
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,6 @@ def test_upload_search_chat_and_delete_on_postgresql(postgres_url, tmp_path):
                 client.get(f"/api/documents/{ids['document_id']}", headers=headers).status_code
                 == 404
             )
-            metrics = client.get("/metrics").text
+            metrics = client.get("/metrics", headers=headers).text
             assert 'enclave_jobs{kind="delete",state="done"} 1.0' in metrics
         queue.close()

@@ -103,7 +103,7 @@ def test_document_goes_through_a_real_worker_process_to_done_and_is_deleted(
             assert job["progress"] == 1.0
             doc = client.get(f"/api/documents/{ids['document_id']}", headers=headers).json()
             assert doc["status"] == "ready" and doc["chunk_count"] > 0
-            assert client.get("/readyz").json()["checks"]["queue"] == {"ok": True}
+            assert client.get("/readyz", headers=headers).json()["checks"]["queue"] == {"ok": True}
 
             deletion = client.delete(f"/api/documents/{ids['document_id']}", headers=headers).json()
             job = wait_for(

@@ -51,3 +51,14 @@ def test_worker_modules_import_no_models_or_pipeline():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_permission_changes_go_to_the_delete_queue_not_behind_ingests(tmp_path):
+    from services.worker.task_names import ACL_TASK
+    from services.worker.tasks import register_tasks
+
+    settings = Settings(data_dir=tmp_path, ingest_queue="ing", delete_queue="del")
+    app = create_celery(settings)
+    assert app.amqp.router.route({}, ACL_TASK)["queue"].name == "del"
+    register_tasks(app, settings)
+    assert ACL_TASK in app.tasks
