@@ -27,7 +27,7 @@ run: $(STAMP)
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
-	  || echo "docker-compose not installed: the compose validation test will be skipped"; }
+	  || echo "docker-compose not installed: the compose tests skip here and fail under CI"; }
 
 test: $(STAMP) tools
 	$(PY) -m pytest -ra --durations=15 tests
