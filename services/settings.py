@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
     context_tokens: int = Field(
         2048,
-        description="Prompt budget in tokens (sources + history + question) for the model's context.",
+        description="Prompt budget in tokens (sources + history + question) used only while the LLM server does not report its max_model_len in /v1/models (vLLM and our llm_server do; the gateway then uses that).",
     )
     answer_tokens: int = Field(256, description="Largest answer, in tokens.")
     answer_stop: list[str] = Field(

@@ -27,6 +27,7 @@ from services.gateway import (
 from services.gateway.admin_service import AdminService
 from services.gateway.auth_service import AuthService
 from services.gateway.chat_service import ChatService
+from services.gateway.context_window import ContextWindow
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.deps import Services
 from services.gateway.documents_service import DocumentsService
@@ -75,7 +76,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
             llm,
             metrics,
             search_k=settings.search_k,
-            context_tokens=settings.context_tokens,
+            context_window=ContextWindow(llm, settings.context_tokens),
             answer_tokens=settings.answer_tokens,
             answer_stop=settings.answer_stop,
         ),
