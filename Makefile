@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test test-fast bench lint tools clean
 
-$(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/requirements-nodeps.txt
+$(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/torch_build.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
 
 install: $(STAMP)
