@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from services import cli_bundle
 from services.settings import Settings
 
 
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("settings", help="print every setting with its description").set_defaults(
         func=cmd_settings
     )
+    cli_bundle.register(sub)
     return parser
 
 

@@ -12,10 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.integration.deploy.wheels import fake_wheel
 
 ROOT = Path(__file__).resolve().parents[3]
 INSTALL = ROOT / "scripts" / "install.sh"
@@ -68,21 +69,6 @@ def test_a_venv_of_another_python_is_refused(tmp_path):
     assert "Python 3.14.0" in result.stderr and "Remove" in result.stderr
 
 
-def fake_torch_wheel(folder: Path, version: str, requires: list[str]) -> None:
-    """A minimal but valid wheel of ``torch`` (metadata only) for pip to resolve."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = version.replace("-", "_")
-    info = f"torch-{tag}.dist-info"
-    metadata = "Metadata-Version: 2.1\nName: torch\nVersion: {}\n{}".format(
-        version, "".join(f"Requires-Dist: {r}\n" for r in requires)
-    )
-    wheel = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    with zipfile.ZipFile(folder / f"torch-{tag}-py3-none-any.whl", "w") as archive:
-        archive.writestr(f"{info}/METADATA", metadata)
-        archive.writestr(f"{info}/WHEEL", wheel)
-        archive.writestr(f"{info}/RECORD", "")
-
-
 def detect(wheels: Path, requirement: str = "torch==2.13.0") -> subprocess.CompletedProcess:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
@@ -109,7 +95,7 @@ def detect(wheels: Path, requirement: str = "torch==2.13.0") -> subprocess.Compl
     ],
 )
 def test_torch_build_detection_reads_what_pip_would_install(tmp_path, version, requires, expected):
-    fake_torch_wheel(tmp_path / "wheels", version, requires)
+    fake_wheel(tmp_path / "wheels", "torch", version, requires)
     result = detect(tmp_path / "wheels")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
