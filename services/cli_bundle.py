@@ -119,7 +119,18 @@ def save_images(dest: Path, images: list[str]) -> str:
     if subprocess.run([docker, "info"], capture_output=True, check=False).returncode != 0:
         return "skipped: the docker daemon is not reachable here (docker info failed)"
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "images.txt").write_text("".join(f"{image}\n" for image in images))
+    ids = []
+    for image in images:  # the id lets an engine without digests re-tag a loaded image
+        inspect = subprocess.run(
+            [docker, "image", "inspect", "--format", "{{.Id}}", image],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if inspect.returncode != 0:
+            raise BundleError(
+                f"image {image} is not on this machine: docker compose build && docker compose pull"
+            )
+        ids.append(f"{image}\t{inspect.stdout.strip()}\n")
+    (dest / "images.txt").write_text("".join(ids))
     result = subprocess.run(
         [docker, "save", "-o", str(dest / "enclave-images.tar"), *images],
         capture_output=True,
@@ -132,6 +143,25 @@ def save_images(dest: Path, images: list[str]) -> str:
             "(build and pull first: docker compose build && docker compose pull)"
         )
     return f"saved {len(images)} images"
+
+
+def write_source_archive(dest: Path) -> str:
+    """The committed source tree (``git archive HEAD``), for ``scripts/install.sh`` on the site."""
+    git = shutil.which("git")
+    if git is None or not (REPO_ROOT / ".git").exists():
+        return "skipped: not a git checkout"
+    dest.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [git, "-C", str(REPO_ROOT), "archive", "--format=tar.gz", "--prefix=enclave/",
+         "-o", str(dest / "enclave-src.tar.gz"), "HEAD"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise BundleError(f"git archive failed: {result.stderr.strip()}")
+    commit = subprocess.run(
+        [git, "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"enclave-src.tar.gz at commit {commit}"
 
 
 def packaged_model_dirs() -> dict[str, Path]:
@@ -178,10 +208,11 @@ def cmd_bundle(args: argparse.Namespace) -> int:
             count = build_wheelhouse(out / "wheelhouse", args.requirements)
             report["wheelhouse"] = f"{count} files, for Python {platform.python_version()}"
         _copy_assets(out / "assets")
-        for relative in DEPLOY_FILES:
-            target = out / "deploy" / Path(relative).name
+        for relative in DEPLOY_FILES:  # same layout as the repo: compose.yaml finds docker/
+            target = out / "deploy" / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPO_ROOT / relative, target)
+        report["source"] = write_source_archive(out / "source")
         images = compose_images(REPO_ROOT / "compose.yaml", args.vllm)
         report["images"] = (
             "skipped: --no-images" if args.no_images else save_images(out / "images", images)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,9 @@ def test_bundle_holds_wheels_assets_deploy_files_and_checksums(bundle, model_dir
     assert [p.name for p in (bundle / "wheelhouse").iterdir()] == ["tinypkg-1.0-py3-none-any.whl"]
     assert (bundle / "assets" / "tiktoken" / "o200k_base.tiktoken").is_file()
     assert {p.name for p in (bundle / "deploy").iterdir()} >= {"compose.yaml", ".env.example"}
+    assert (bundle / "deploy" / "docker" / "Caddyfile").is_file()  # where compose.yaml looks
+    with tarfile.open(bundle / "source" / "enclave-src.tar.gz") as archive:
+        assert "enclave/scripts/install.sh" in archive.getnames()
     report = json.loads((bundle / "BUNDLE.json").read_text())
     assert report["images"].startswith("skipped:"), "no docker daemon here: it must say so"
     assert any(ref.startswith("enclave:") for ref in report["image_refs"])

@@ -41,7 +41,9 @@ def docker_compose() -> str:
 
 def compose_config(docker_compose: str, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ENCLAVE_", "COMPOSE_", "VLLM_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ENCLAVE_", "COMPOSE_", "VLLM_", "POSTGRES_", "REDIS_", "CADDY_"))
     }
     env.update(extra_env)
     return subprocess.run(
