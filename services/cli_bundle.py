@@ -282,18 +282,16 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--model", action="append", default=[], metavar="DIR", help=help_text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bundle = sub.add_parser(
         "bundle", help="write images, wheels and model checksums to one folder for an offline site"
     )
     bundle.add_argument("out_dir", help="folder to write the bundle to")
-    bundle.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a model folder to checksum (e.g. models/gpt-oss-20b); repeatable",
-    )
+    _model_option(bundle, "a model folder to checksum (e.g. models/gpt-oss-20b); repeatable")
     bundle.add_argument("--no-images", action="store_true", help="do not docker save images")
     bundle.add_argument("--vllm", action="store_true", help="include the vLLM image (~10 GB)")
     bundle.add_argument("--no-wheelhouse", action="store_true", help="do not download wheels")
@@ -309,13 +307,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify-bundle", help="check a bundle, and model folders, against their sha256 manifests"
     )
     verify.add_argument("out_dir", help="the bundle folder")
-    verify.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a model folder to check against models/<folder name>.sha256; repeatable",
-    )
+    _model_option(verify, "a model folder to check against models/<folder name>.sha256; repeatable")
     verify.add_argument(
         "--packaged", action="store_true", help="also check the installed packaged models"
     )
