@@ -45,6 +45,8 @@ def cmd_settings(_args: argparse.Namespace) -> int:
         value = getattr(settings, name)
         if name in ("admin_password", "llm_api_key") and value:
             value = "***"
+        elif name == "database_url" and value:  # holds the password read from its file
+            value = _redacted(value)
         print(f"ENCLAVE_{name.upper()}={'' if value is None else value}")
         print(f"    {info.description}")
     return 0

@@ -209,6 +209,12 @@ def test_gpu_backends_reserve_a_gpu_with_the_engine_settings(resolved):
     assert env["ENCLAVE_LLM_DEVICE"] == "cuda"
     assert env["ENCLAVE_LLM_DTYPE"] == "bf16"
     assert float(env["ENCLAVE_LLM_GPU_MEMORY_UTILIZATION"]) == pytest.approx(0.90)
+    for name in ("llm_server", "llm_server_cpu"):  # serves the name the gateway asks for
+        assert (
+            services[name]["environment"]["ENCLAVE_LLM_MODEL"]
+            == (services["gateway"]["environment"]["ENCLAVE_LLM_MODEL"])
+        )
+    assert "--served-model-name=gpt-oss-20b" in services["vllm"]["command"]
     assert "deploy" not in services["llm_server_cpu"]
     assert services["llm_server_cpu"]["environment"]["ENCLAVE_LLM_DEVICE"] == "cpu"
 
