@@ -12,7 +12,7 @@ export ANONYMIZED_TELEMETRY := False
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint tools clean
+.PHONY: install run test test-fast bench lint tools clean bundle
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/torch_build.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
@@ -38,6 +38,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/engine.py
+
+# Offline bundle for a site with no internet (docs/deploy.md): images, wheels, checksums.
+# make bundle BUNDLE_DIR=/media/usb/enclave-bundle BUNDLE_ARGS="--model models/gpt-oss-20b"
+BUNDLE_DIR ?= dist/bundle
+bundle: $(STAMP)
+	$(VENV)/bin/enclave bundle $(BUNDLE_DIR) $(BUNDLE_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
