@@ -142,10 +142,7 @@ class LLMClient:
     async def health(self) -> bool:
         """True when the endpoint lists models (works on our server, vLLM and Ollama)."""
         try:
-            async with httpx.AsyncClient(
-                timeout=httpx.Timeout(3.0), headers=self._headers
-            ) as client:
-                response = await client.get(f"{self.base_url}/models")
-            return response.status_code == 200
-        except httpx.HTTPError:
+            await self.list_models()
+        except LLMError:
             return False
+        return True
