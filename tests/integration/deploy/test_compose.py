@@ -39,7 +39,9 @@ def docker_compose() -> str:
     return path
 
 
-def compose_config(docker_compose: str, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
+def compose_config(
+    docker_compose: str, extra_env: dict[str, str], empty_env_file: Path
+) -> subprocess.CompletedProcess:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -47,7 +49,8 @@ def compose_config(docker_compose: str, extra_env: dict[str, str]) -> subprocess
     }
     env.update(extra_env)
     return subprocess.run(
-        [docker_compose, "-f", str(COMPOSE), "config"],
+        # --env-file: a developer's own .env beside compose.yaml must not change the result
+        [docker_compose, "--env-file", str(empty_env_file), "-f", str(COMPOSE), "config"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -57,8 +60,15 @@ def compose_config(docker_compose: str, extra_env: dict[str, str]) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def resolved(docker_compose: str) -> dict:
-    result = compose_config(docker_compose, {})
+def empty_env_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("compose") / "empty.env"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="module")
+def resolved(docker_compose: str, empty_env_file: Path) -> dict:
+    result = compose_config(docker_compose, {}, empty_env_file)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -219,10 +229,10 @@ def test_gpu_backends_reserve_a_gpu_with_the_engine_settings(resolved):
     assert services["llm_server_cpu"]["environment"]["ENCLAVE_LLM_DEVICE"] == "cpu"
 
 
-def test_one_context_length_for_every_backend(docker_compose):
+def test_one_context_length_for_every_backend(docker_compose, empty_env_file):
     """The LLM server and vLLM get the same max_model_len; the gateway has no second figure
     (it reads the server's /v1/models), so they cannot disagree."""
-    result = compose_config(docker_compose, {"ENCLAVE_LLM_MAX_MODEL_LEN": "32768"})
+    result = compose_config(docker_compose, {"ENCLAVE_LLM_MAX_MODEL_LEN": "32768"}, empty_env_file)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     for name in ("llm_server", "llm_server_cpu"):
