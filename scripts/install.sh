@@ -50,6 +50,8 @@ if [ "$CPU_ONLY" = "1" ]; then
       echo "enclave: the default index offers the CUDA build of torch; taking the CPU build from $TORCH_CPU_INDEX"
       TORCH_ARGS=(--index-url "$TORCH_CPU_INDEX")
     fi
+    # Another torch (a CUDA build, another version) already here: pip would keep it.
+    if "$PY" -c 'import torch' 2>/dev/null; then TORCH_ARGS+=(--force-reinstall --no-deps); fi
   fi
 fi
 "$PY" -m pip install --quiet ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} "torch==$TORCH_VERSION"
