@@ -12,9 +12,9 @@ export ANONYMIZED_TELEMETRY := False
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint tools office clean frontend
+.PHONY: install run test test-fast bench lint tools office clean frontend bundle
 
-$(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/requirements-nodeps.txt
+$(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/torch_build.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
 
 install: $(STAMP)
@@ -35,7 +35,7 @@ run: $(STAMP) frontend
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
-	  || echo "docker-compose not installed: the compose validation test will be skipped"; }
+	  || echo "docker-compose not installed: the compose tests skip here and fail under CI"; }
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the browser tests will be skipped"; }
@@ -59,6 +59,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/engine.py
+
+# Offline bundle for a site with no internet (docs/deploy.md): images, wheels, checksums.
+# make bundle BUNDLE_DIR=/media/usb/enclave-bundle BUNDLE_ARGS="--model models/gpt-oss-20b"
+BUNDLE_DIR ?= dist/bundle
+bundle: $(STAMP)
+	$(VENV)/bin/enclave bundle $(BUNDLE_DIR) $(BUNDLE_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -144,11 +144,28 @@ class LLMClient:
         except httpx.HTTPError as exc:
             raise LLMError(f"LLM server at {self.base_url} unreachable: {exc}") from exc
 
+    async def list_models(self, timeout: float = 3.0) -> list[dict]:
+        """The ``data`` of ``GET /models``: one dict per served model, as the server wrote it
+        (vLLM and our server add ``max_model_len``; Ollama and others may not)."""
+        try:
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout), headers=self._headers
+            ) as client:
+                response = await client.get(f"{self.base_url}/models")
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM server at {self.base_url} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise LLMError(f"LLM server answered {response.status_code}: {response.text[:500]}")
+        try:
+            models = response.json().get("data")
+        except (ValueError, AttributeError) as exc:
+            raise LLMError(f"LLM server's /models is not an OpenAI model list: {exc}") from exc
+        return [model for model in models or [] if isinstance(model, dict)]
+
     async def health(self) -> bool:
         """True when the endpoint lists models (works on our server, vLLM and Ollama)."""
         try:
-            async with self._client(httpx.Timeout(3.0)) as client:
-                response = await client.get(f"{self.base_url}/models")
-            return response.status_code == 200
-        except httpx.HTTPError:
+            await self.list_models()
+        except LLMError:
             return False
+        return True

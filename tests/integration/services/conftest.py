@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -13,8 +14,8 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+@contextlib.contextmanager
+def throwaway_postgres_database() -> Iterator[str]:
     """A fresh database ``enclave_test_<random>`` on the local PostgreSQL, dropped afterwards."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     from sqlalchemy import create_engine, text
@@ -33,6 +34,20 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway database for the whole session (tests that share a migrated schema)."""
+    with throwaway_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A throwaway database of this test alone, still empty (no schema)."""
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
