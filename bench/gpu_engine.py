@@ -145,8 +145,8 @@ class KernelStack:
             from llm.kernels.triton_moe import fused_moe_triton
 
             return write_kv_cache_triton, paged_attention_triton, fused_moe_triton
-        from llm.kernels.attention import paged_attention_ref, write_kv_cache_ref
-        from llm.kernels.moe import fused_moe_ref
+        from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
+        from llm.kernels.moe_ref import fused_moe_ref
 
         return write_kv_cache_ref, paged_attention_ref, fused_moe_ref
 

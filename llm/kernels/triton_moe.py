@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.moe import ExpertWeights
+from llm.kernels.expert_weights import ExpertWeights
 from llm.kernels.mxfp4 import MXFP4_BLOCK
 from llm.kernels.triton_moe_routing import route_and_align
 

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.moe import route
+from llm.kernels.moe_ref import route
 
 # one program holds [pairs, experts] and [blocks, experts] tiles; past this, torch does it
 _FUSED_TILE_LIMIT = 16384

@@ -5,20 +5,13 @@ per function at decoration time), so it is set here, before the test modules imp
 ``llm.kernels.triton_*``.
 """
 
-import importlib
-import os
-import sys
-
 import pytest
 import torch
 
+from tests.unit.kernels.interpreter import interpret_triton_without_cuda
+
 HAS_CUDA = torch.cuda.is_available()
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-    # a test collected earlier may have imported the kernels compiled: decorate them again
-    for _name in ("llm.kernels.triton_attention", "llm.kernels.triton_moe"):
-        if _name in sys.modules:
-            importlib.reload(sys.modules[_name])
+interpret_triton_without_cuda()  # a test collected earlier may have imported the kernels compiled
 
 DEVICES = ["cuda"] if HAS_CUDA else ["cpu"]
 
