@@ -30,14 +30,19 @@ class JsonMatcher:
         self._vocab_size = vocab_size
 
     def mask_(self, logits_row) -> None:
-        """Set the logits of every token the grammar forbids next to -inf (in place)."""
+        """Set the logits of every token the grammar forbids next to -inf (in place).
+
+        The packed bitmask (one bit per token) crosses to the logits' device and is
+        unpacked there: 1/8 of the bytes of a bool mask, and no host copy of the logits.
+        """
         import numpy as np
         import torch
 
-        bits = np.unpackbits(
-            np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8), bitorder="little"
-        )
-        allowed = torch.from_numpy(bits[: self._vocab_size].astype(bool))
+        packed = torch.from_numpy(
+            np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8).copy()
+        ).to(logits_row.device, non_blocking=True)
+        shifts = torch.arange(8, dtype=torch.uint8, device=logits_row.device)
+        allowed = ((packed[:, None] >> shifts) & 1).flatten()[: self._vocab_size].bool()
         width = min(len(allowed), logits_row.shape[-1])
         logits_row[:width].masked_fill_(~allowed[:width], float("-inf"))
         logits_row[width:] = float("-inf")  # model rows beyond the tokenizer's vocabulary

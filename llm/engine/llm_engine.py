@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from llm.engine.block_manager import BlockManager
-from llm.engine.config import EngineConfig
+from llm.engine.config import EngineConfig, resolve_device
 from llm.engine.detokenizer import IncrementalDetokenizer
 from llm.engine.guided import JsonSchemaCompiler
-from llm.engine.model_runner import ModelRunner, num_kv_blocks_for
+from llm.engine.memory_planner import plan_kv_blocks, profile_gpu
+from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for
 from llm.engine.outputs import CompletedRequest, RequestOutput
 from llm.engine.sampler import Sampler
 from llm.engine.sampling_params import SamplingParams
@@ -55,12 +56,13 @@ class LLMEngine:
         self.chat_template = chat_template
         self.special_tokens = special_tokens or {}
         self.max_model_len = min(self.config.max_model_len, model.max_position_embeddings)
-        num_blocks = num_kv_blocks_for(model, self.config)
+        self.runner = ModelRunner(model, self.config, None)
+        num_blocks = self._plan_kv_blocks()
+        self.runner.allocate_kv_cache(num_blocks)
         self.block_manager = BlockManager(
             num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
         self.scheduler = Scheduler(self.config, self.block_manager)
-        self.runner = ModelRunner(model, self.config, num_blocks)
         self.sampler = Sampler()
         self.requests: dict[str, _Request] = {}
         self.prompt_tokens_total = 0
@@ -70,13 +72,47 @@ class LLMEngine:
         self._ids = itertools.count()
         self._json_compiler: JsonSchemaCompiler | None = None
 
+    def _plan_kv_blocks(self) -> int:
+        """``num_kv_blocks`` when set; on CUDA what the memory planner allows; else ``kv_cache_mb``."""
+        config = self.config
+        if config.num_kv_blocks is None and self.runner.device.type == "cuda":
+            memory = profile_gpu(self.runner, config, self.max_model_len)
+            return plan_kv_blocks(
+                memory,
+                config.gpu_memory_utilization,
+                kv_block_bytes(self.model, config.block_size),
+                min_blocks=-(-self.max_model_len // config.block_size),
+            )
+        return num_kv_blocks_for(self.model, config)
+
+    def describe(self) -> dict[str, Any]:
+        """Where and how the engine runs: logged at start, shown by /v1/models and /metrics."""
+        policy = self.runner.kernel_policy
+        device = self.runner.device
+        kernels = policy.backend
+        if kernels == "auto":
+            kernels = "triton" if device.type == "cuda" else "torch"
+        return {
+            "device": str(device),
+            "kernels": kernels,
+            "dtype": str(self.runner.dtype).removeprefix("torch."),
+            "weight_bytes": self.runner.weight_bytes,
+            "kv_blocks": self.block_manager.num_blocks,
+            "kv_block_size": self.config.block_size,
+            "kv_cache_bytes": self.block_manager.num_blocks
+            * kv_block_bytes(self.model, self.config.block_size),
+            "max_model_len": self.max_model_len,
+        }
+
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:
-        """Load a model file (see ``llm.loader.load_model``) and wrap it in an engine."""
+        """Load a model file (see ``llm.loader.load_model``) onto the configured device and wrap it."""
         from llm.loader import load_model
 
         config = config or EngineConfig()
-        loaded = load_model(path, config.dtype, native_4bit=config.native_4bit)
+        loaded = load_model(
+            path, config.dtype, native_4bit=config.native_4bit, device=resolve_device(config.device)
+        )
         return cls(
             loaded.model,
             config,
@@ -280,6 +316,7 @@ class LLMEngine:
             "prompt_tokens_total": self.prompt_tokens_total,
             "generation_tokens_total": self.generation_tokens_total,
             "num_preemptions": self.scheduler.num_preemptions,
+            "weight_bytes": self.runner.weight_bytes,
             "ttft_s": list(self.ttft_samples)[-64:],
             "inter_token_latency_s": list(self.itl_samples)[-256:],
         }

@@ -1,8 +1,10 @@
 """Logits to next tokens: greedy, temperature, top-k, top-p, min-p, per-request seeds.
 
-One call handles the whole batch with tensor ops; the only per-row Python is the draw for
-requests that carry their own seed (each has its own ``torch.Generator`` so its output
-does not depend on what else is in the batch).
+One call handles the whole batch with tensor ops on the logits' device; the only per-row
+Python is the draw for requests that carry their own seed (each has its own
+``torch.Generator`` on that device, made at its first draw, so its output does not depend
+on what else is in the batch). The chosen ids and logprobs come back to the host in one
+transfer at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Sampler:
         self, logits: torch.Tensor, seqs: list[Sequence]
     ) -> tuple[list[int], list[float | None]]:
         logits = logits.float()
+        device = logits.device
         guided = [
             (row, seq.json_matcher) for row, seq in enumerate(seqs) if seq.json_matcher is not None
         ]
@@ -53,36 +56,41 @@ class Sampler:
         chosen = logits.argmax(dim=-1)
         sampled_rows = [i for i, seq in enumerate(seqs) if not seq.params.greedy]
         if sampled_rows:
-            rows = torch.tensor(sampled_rows)
+            rows = torch.tensor(sampled_rows, device=device)
             params = [seqs[i].params for i in sampled_rows]
-            scaled = logits[rows] / torch.tensor([p.temperature for p in params])[:, None]
+            temperatures = torch.tensor([p.temperature for p in params], device=device)
+            scaled = logits[rows] / temperatures[:, None]
             if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params):
                 scaled = filter_logits(
                     scaled,
-                    torch.tensor([p.top_k for p in params]),
-                    torch.tensor([p.top_p for p in params]),
-                    torch.tensor([p.min_p for p in params]),
+                    torch.tensor([p.top_k for p in params], device=device),
+                    torch.tensor([p.top_p for p in params], device=device),
+                    torch.tensor([p.min_p for p in params], device=device),
                 )
             probs = scaled.softmax(dim=-1)
-            unseeded = [j for j, i in enumerate(sampled_rows) if seqs[i].generator is None]
+            unseeded = [j for j, i in enumerate(sampled_rows) if seqs[i].params.seed is None]
             if unseeded:
                 draws = torch.multinomial(probs[unseeded], 1).squeeze(1)
                 chosen[rows[unseeded]] = draws
             for j, i in enumerate(sampled_rows):
-                if seqs[i].generator is not None:
-                    chosen[i] = torch.multinomial(probs[j], 1, generator=seqs[i].generator)[0]
-        token_ids = chosen.tolist()
+                if seqs[i].params.seed is not None:
+                    generator = _generator(seqs[i], device)
+                    chosen[i] = torch.multinomial(probs[j], 1, generator=generator)[0]
         logprobs: list[float | None] = [None] * len(seqs)
         wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
-        if wanted:
-            rows = torch.tensor(wanted)
-            values = (
-                logits[rows]
-                .log_softmax(dim=-1)
-                .gather(1, chosen[rows][:, None])
-                .squeeze(1)
-                .tolist()
-            )
-            for i, value in zip(wanted, values, strict=True):
-                logprobs[i] = value
+        if not wanted:
+            return chosen.tolist(), logprobs
+        rows = torch.tensor(wanted, device=device)
+        values = logits[rows].log_softmax(dim=-1).gather(1, chosen[rows][:, None]).squeeze(1)
+        host = torch.cat([chosen.double(), values.double()]).tolist()  # one device-to-host copy
+        token_ids = [int(t) for t in host[: len(seqs)]]
+        for i, value in zip(wanted, host[len(seqs) :], strict=True):
+            logprobs[i] = value
         return token_ids, logprobs
+
+
+def _generator(seq: Sequence, device: torch.device) -> torch.Generator:
+    """The request's own generator on ``device``, seeded at its first draw."""
+    if seq.generator is None or seq.generator.device != device:
+        seq.generator = torch.Generator(device=device).manual_seed(seq.params.seed)
+    return seq.generator

@@ -158,3 +158,19 @@ def test_dispatch_probe(mxfp4_dir, tmp_path):
     (tmp_path / "config.json").write_text("[1, 2")
     assert not is_gpt_oss_checkpoint(tmp_path)
     assert not is_gpt_oss_checkpoint(tmp_path / "model.gguf")
+
+
+def test_unsupported_quantisation_is_named(mxfp4_dir, tmp_path):
+    folder = _copy(mxfp4_dir, tmp_path / "awq")
+    raw = json.loads((folder / "config.json").read_text())
+    raw["quantization_config"] = {"quant_method": "awq"}
+    (folder / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="quant_method 'awq'"):
+        load_gpt_oss(folder, load_tokenizer=False)
+
+
+def test_tensors_stream_to_the_target_device(mxfp4_dir):
+    """Every tensor lands on the device it was asked for (meta here: no data kept anywhere)."""
+    loaded = load_gpt_oss(mxfp4_dir, dtype=torch.float32, device="meta", load_tokenizer=False)
+    devices = {t.device.type for t in loaded.model.state_dict().values()}
+    assert devices == {"meta"}
