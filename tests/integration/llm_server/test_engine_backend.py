@@ -181,3 +181,21 @@ def test_engine_json_object_and_bad_schemas(engine_client):
         bad.value.code == "response_format_unsupported"
         and "invalid json schema" in bad.value.message
     )
+
+
+def test_engine_reports_device_kernels_dtype_weights_and_kv_blocks(engine_server):
+    """/v1/models and /metrics say where the engine runs and how much it holds."""
+    [model] = [m for m in httpx.get(f"{engine_server.url}/v1/models").json()["data"]]
+    assert model["device"] == "cpu" and model["kernels"] == "torch"
+    assert model["dtype"] in ("bfloat16", "float32")
+    assert model["weight_bytes"] > 10_000_000  # SmolLM2-135M: ~135M parameters, 4-bit or wider
+    assert model["kv_blocks"] > 0 and model["kv_cache_bytes"] <= 64 * 2**20
+    text = httpx.get(f"{engine_server.url}/metrics").text
+    info = [line for line in text.splitlines() if line.startswith("enclave_llm_engine_info{")]
+    assert info and 'device="cpu"' in info[0] and 'kernels="torch"' in info[0]
+    assert (
+        metric_value(engine_server.url, "enclave_llm_backend_weight_bytes") == model["weight_bytes"]
+    )
+    assert (
+        metric_value(engine_server.url, "enclave_llm_backend_kv_blocks_total") == model["kv_blocks"]
+    )
