@@ -1,8 +1,7 @@
 """Kernel tests run the Triton kernels on CUDA when present, else on CPU tensors under the interpreter.
 
 ``TRITON_INTERPRET`` must be set before any ``@triton.jit`` decorator runs (Triton decides
-per function at decoration time), so it is set here, before the test modules import
-``llm.kernels.triton_*``.
+per function at decoration time); the root ``tests/conftest.py`` sets it first.
 """
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from tests.unit.kernels.interpreter import interpret_triton_without_cuda
 
 HAS_CUDA = torch.cuda.is_available()
-interpret_triton_without_cuda()  # a test collected earlier may have imported the kernels compiled
+interpret_triton_without_cuda()
 
 DEVICES = ["cuda"] if HAS_CUDA else ["cpu"]
 

@@ -1,15 +1,15 @@
-"""Switch the Triton kernels to the interpreter when there is no GPU (kernel and engine tests).
+"""Run the Triton kernels under the interpreter when there is no GPU (kernel and engine tests).
 
-``TRITON_INTERPRET`` is read when ``@triton.jit`` decorates a function, and
-``llm.kernels`` imports the Triton modules eagerly, so a module imported before the
-variable was set is decorated again here, routing module first (the MoE module binds
-its functions at import). The dispatch modules hold these modules, not their functions,
-so they see the re-decorated kernels.
+``TRITON_INTERPRET`` is read when ``@triton.jit`` decorates a function, and ``llm.kernels``
+imports the Triton modules eagerly, so it must be set before anything imports ``llm``:
+the root ``tests/conftest.py`` calls this first. Re-decorating loaded modules
+(``importlib.reload``) does not work: jit helpers called from a reloaded kernel fail with
+"Cannot call @triton.jit'd outside of the scope of a kernel". So a late call refuses
+clearly instead.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -23,13 +23,15 @@ TRITON_MODULES = (
 
 
 def interpret_triton_without_cuda() -> bool:
-    """Set ``TRITON_INTERPRET=1`` and re-decorate loaded kernels when CUDA is absent; True if so."""
+    """Set ``TRITON_INTERPRET=1`` when CUDA is absent; True if the kernels will be interpreted."""
     if torch.cuda.is_available():
         return False
-    already = os.environ.get("TRITON_INTERPRET") == "1"
-    os.environ["TRITON_INTERPRET"] = "1"
-    if not already:
-        for name in TRITON_MODULES:
-            if name in sys.modules:
-                importlib.reload(sys.modules[name])
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        loaded = [name for name in TRITON_MODULES if name in sys.modules]
+        if loaded:
+            raise RuntimeError(
+                f"{loaded} were imported compiled before TRITON_INTERPRET was set; "
+                "set it before importing llm (tests/conftest.py does)"
+            )
+        os.environ["TRITON_INTERPRET"] = "1"
     return True
