@@ -49,9 +49,6 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
-    def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
-
     def _preempt(self, seq: Sequence) -> None:
         """Free a running sequence's blocks and queue it for recompute, first in line."""
         self.running.remove(seq)
