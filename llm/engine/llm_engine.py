@@ -208,14 +208,19 @@ class LLMEngine:
             seq.num_computed_tokens += num_new
             self.block_manager.register_computed(seq)
         sampled = [batch.seqs[row] for row in sampling_rows]
-        token_ids, logprobs = self.sampler(logits, sampled)
+        token_ids, logprobs, tops = self.sampler(logits, sampled)
         now = time.monotonic()
-        for seq, token_id, logprob in zip(sampled, token_ids, logprobs, strict=True):
-            outputs.append(self._postprocess(seq, token_id, logprob, now))
+        for seq, token_id, logprob, top in zip(sampled, token_ids, logprobs, tops, strict=True):
+            outputs.append(self._postprocess(seq, token_id, logprob, now, top))
         return outputs
 
     def _postprocess(
-        self, seq: Sequence, token_id: int, logprob: float | None, now: float
+        self,
+        seq: Sequence,
+        token_id: int,
+        logprob: float | None,
+        now: float,
+        top: list[tuple[int, float]] | None = None,
     ) -> RequestOutput:
         """Append the sampled token, decide whether the request is done, emit its delta."""
         request = self.requests[seq.request_id]
@@ -247,10 +252,15 @@ class LLMEngine:
         if reason is not None:
             self.requests.pop(seq.request_id)
             self.scheduler.finish(seq, reason)
-        return self._output(request, [token_id], [logprob], reason)
+        return self._output(request, [token_id], [logprob], reason, [top] if top else None)
 
     def _output(
-        self, request: _Request, new_token_ids: list[int], logprobs: list, reason: str | None
+        self,
+        request: _Request,
+        new_token_ids: list[int],
+        logprobs: list,
+        reason: str | None,
+        top_logprobs: list[list[tuple[int, float]]] | None = None,
     ) -> RequestOutput:
         seq = request.seq
         finished = reason is not None
@@ -264,6 +274,7 @@ class LLMEngine:
             logprobs=list(logprobs) if seq.params.logprobs else None,
             prompt_tokens=seq.num_prompt_tokens,
             completion_tokens=seq.num_output_tokens,
+            top_logprobs=top_logprobs,
         )
 
     # -- offline use -----------------------------------------------------------------

@@ -36,12 +36,20 @@ def filter_logits(
     return torch.empty_like(logits).scatter_(-1, sorted_ids, sorted_logits)
 
 
+TopLogprobs = list[tuple[int, float]]
+
+
 class Sampler:
-    """Chooses one token per row of logits, following each sequence's ``SamplingParams``."""
+    """Chooses one token per row of logits, following each sequence's ``SamplingParams``.
+
+    Returns the chosen ids, the chosen tokens' logprobs (None where not asked for) and the
+    ``top_logprobs`` most likely (id, logprob) pairs of each row (None where not asked for),
+    all under the model's distribution (before temperature and filters), as OpenAI reports.
+    """
 
     def __call__(
         self, logits: torch.Tensor, seqs: list[Sequence]
-    ) -> tuple[list[int], list[float | None]]:
+    ) -> tuple[list[int], list[float | None], list[TopLogprobs | None]]:
         logits = logits.float()
         device = logits.device
         guided = [
@@ -77,16 +85,35 @@ class Sampler:
                     generator = _generator(seqs[i], device)
                     chosen[i] = torch.multinomial(probs[j], 1, generator=generator)[0]
         logprobs: list[float | None] = [None] * len(seqs)
+        tops: list[TopLogprobs | None] = [None] * len(seqs)
         wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
         if not wanted:
-            return chosen.tolist(), logprobs
+            return chosen.tolist(), logprobs, tops
         rows = torch.tensor(wanted, device=device)
-        values = logits[rows].log_softmax(dim=-1).gather(1, chosen[rows][:, None]).squeeze(1)
-        host = torch.cat([chosen.double(), values.double()]).tolist()  # one device-to-host copy
+        log_probs = logits[rows].log_softmax(dim=-1)
+        values = log_probs.gather(1, chosen[rows][:, None]).squeeze(1)
+        top_n = max(seqs[i].params.top_logprobs for i in wanted)
+        top_values, top_ids = log_probs.topk(top_n, dim=-1) if top_n else (values[:0], values[:0])
+        host = torch.cat(  # one device-to-host copy for everything
+            [
+                chosen.double(),
+                values.double(),
+                top_ids.flatten().double(),
+                top_values.flatten().double(),
+            ]
+        ).tolist()
         token_ids = [int(t) for t in host[: len(seqs)]]
-        for i, value in zip(wanted, host[len(seqs) :], strict=True):
+        offset = len(seqs) + len(wanted)
+        top_id_rows = host[offset : offset + len(wanted) * top_n]
+        top_value_rows = host[offset + len(wanted) * top_n :]
+        for j, (i, value) in enumerate(zip(wanted, host[len(seqs) : offset], strict=True)):
             logprobs[i] = value
-        return token_ids, logprobs
+            n = seqs[i].params.top_logprobs
+            if n:
+                ids = top_id_rows[j * top_n : j * top_n + n]
+                lps = top_value_rows[j * top_n : j * top_n + n]
+                tops[i] = [(int(t), lp) for t, lp in zip(ids, lps, strict=True)]
+        return token_ids, logprobs, tops
 
 
 def _generator(seq: Sequence, device: torch.device) -> torch.Generator:

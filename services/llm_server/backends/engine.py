@@ -52,7 +52,7 @@ class EngineBackend:
 
     kind = "engine"  # the ENCLAVE_LLM_BACKEND value that selects it
 
-    max_top_logprobs = 0  # the engine reports the chosen token's logprob only
+    max_top_logprobs = 20
     # json_object / json_schema are enforced by the engine's constrained decoding
     # (llm.engine.guided); a model it cannot constrain refuses the request with a 400
     supports_response_format = True
@@ -166,17 +166,23 @@ class EngineBackend:
             seed=params.seed,
             stop=list(params.stop),
             logprobs=params.logprobs,
+            top_logprobs=params.top_logprobs if params.logprobs else 0,
             ignore_eos=params.ignore_eos,
             json_schema=json_schema_of(params.response_format),
         )
 
-    def _logprobs(self, token_ids: list[int], values: Any) -> list[TokenLogprob] | None:
+    def _logprobs(
+        self, token_ids: list[int], values: Any, tops: Any = None
+    ) -> list[TokenLogprob] | None:
         if not values:
             return None
+        decode = self._engine.tokenizer.decode
         out = []
-        for token_id, value in zip(token_ids, values, strict=False):
+        for index, (token_id, value) in enumerate(zip(token_ids, values, strict=False)):
             logprob = value.get(token_id) if isinstance(value, dict) else value
-            out.append(TokenLogprob(self._engine.tokenizer.decode([token_id]), float(logprob)))
+            top = tops[index] if tops and index < len(tops) else []
+            alternatives = [(decode([t]), float(lp)) for t, lp in top]
+            out.append(TokenLogprob(decode([token_id]), float(logprob), alternatives))
         return out
 
     async def generate(
@@ -218,7 +224,11 @@ class EngineBackend:
                         f"the engine cannot serve: {exc}", status=503, code="engine_unavailable"
                     ) from exc
                 new_ids = list(out.new_token_ids or [])
-                logprobs = self._logprobs(new_ids, out.logprobs) if params.logprobs else None
+                logprobs = (
+                    self._logprobs(new_ids, out.logprobs, out.top_logprobs)
+                    if params.logprobs
+                    else None
+                )
                 text = out.text_delta or ""
                 if harmony is not None:
                     text = "".join(harmony.feed(token_id).content or "" for token_id in new_ids)

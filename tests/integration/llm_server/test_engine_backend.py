@@ -100,7 +100,7 @@ def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
     assert "enclave_llm_kv_blocks_used" in text and "enclave_llm_kv_blocks_free" in text
 
 
-def test_engine_logprobs_and_refusals(engine_client):
+def test_engine_logprobs_and_top_logprobs(engine_client):
     import openai
 
     reply = engine_client.chat.completions.create(
@@ -108,9 +108,17 @@ def test_engine_logprobs_and_refusals(engine_client):
     )
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens and all(e.logprob <= 0 for e in content)
-    with pytest.raises(openai.BadRequestError, match="top logprobs"):
+    reply = engine_client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=3, temperature=0, logprobs=True, top_logprobs=2
+    )
+    for entry in reply.choices[0].logprobs.content:
+        assert len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+        assert entry.token == entry.top_logprobs[0].token  # greedy: the choice is the best
+        assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         engine_client.chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=2
+            model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=21
         )
 
 

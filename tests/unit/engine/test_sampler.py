@@ -46,13 +46,13 @@ def test_filters_keep_expected_tokens():
 
 def test_greedy_takes_argmax(device):
     logits = torch.randn(5, 50, device=device)
-    tokens, _ = Sampler()(logits, seqs(5, temperature=0.0))
+    tokens, _, _ = Sampler()(logits, seqs(5, temperature=0.0))
     assert tokens == logits.argmax(-1).tolist()
 
 
 def empirical(n: int, device: torch.device, **params) -> torch.Tensor:
     batch = seqs(n, **params)
-    tokens, _ = Sampler()(LOGITS.to(device).expand(n, -1).clone(), batch)
+    tokens, _, _ = Sampler()(LOGITS.to(device).expand(n, -1).clone(), batch)
     return torch.bincount(torch.tensor(tokens), minlength=4).float() / n
 
 
@@ -86,7 +86,7 @@ def test_seed_reproduces_regardless_of_batch_neighbours(device):
         others = seqs(neighbours)
         out = []
         for _ in range(20):
-            tokens, _ = Sampler()(torch.cat([logits] * (neighbours + 1)), others + [seq])
+            tokens, _, _ = Sampler()(torch.cat([logits] * (neighbours + 1)), others + [seq])
             out.append(tokens[-1])
         return out
 
@@ -98,11 +98,29 @@ def test_seed_reproduces_regardless_of_batch_neighbours(device):
 def test_logprobs_are_of_the_chosen_token_under_the_model(device):
     logits = torch.randn(3, 30, device=device)
     batch = seqs(3, temperature=0.0, logprobs=True)
-    tokens, logprobs = Sampler()(logits, batch)
+    tokens, logprobs, tops = Sampler()(logits, batch)
     expected = logits.cpu().log_softmax(-1)[torch.arange(3), torch.tensor(tokens)]
     assert torch.allclose(torch.tensor(logprobs, dtype=torch.float32), expected)
-    _, none = Sampler()(logits, seqs(3))
-    assert none == [None, None, None]
+    assert tops == [None, None, None]
+    _, none, no_tops = Sampler()(logits, seqs(3))
+    assert none == [None, None, None] and no_tops == [None, None, None]
+
+
+def test_top_logprobs_are_the_most_likely_alternatives(device):
+    logits = torch.randn(3, 30, device=device)
+    batch = [
+        Sequence("a", [1], SamplingParams(temperature=0.0, logprobs=True, top_logprobs=3)),
+        Sequence("b", [1], SamplingParams(temperature=0.0, logprobs=True)),
+        Sequence("c", [1], SamplingParams(temperature=0.0, logprobs=True, top_logprobs=5)),
+    ]
+    tokens, logprobs, tops = Sampler()(logits, batch)
+    reference = logits.cpu().log_softmax(-1)
+    for row, n in ((0, 3), (2, 5)):
+        values, ids = reference[row].topk(n)
+        assert [t for t, _ in tops[row]] == ids.tolist()
+        assert torch.allclose(torch.tensor([lp for _, lp in tops[row]]), values)
+        assert tops[row][0] == (tokens[row], logprobs[row])  # greedy: the best is the choice
+    assert tops[1] is None
 
 
 @pytest.mark.parametrize(
@@ -113,6 +131,8 @@ def test_logprobs_are_of_the_chosen_token_under_the_model(device):
         ({"top_p": 0.0}, "top_p"),
         ({"top_k": -1}, "top_k"),
         ({"min_p": 1.5}, "min_p"),
+        ({"top_logprobs": 2}, "needs logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"stop": [""]}, "stop"),
         ({"stop_token_ids": [-3]}, "stop_token_ids"),
         ({"seed": "abc"}, "seed"),
