@@ -130,3 +130,33 @@ def test_server_with_triton_kernels_matches_transformers(one_thread, tmp_path):
         [model] = httpx.get(f"{live.url}/v1/models").json()["data"]
         assert model["kernels"] == "triton" and model["device"].startswith(DEVICE)
         assert model["dtype"] == "float32" and model["kv_blocks"] == 6
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="host synchronisation is a CUDA notion")
+def test_forward_pass_never_synchronises_the_host(tiny, tmp_path):
+    """Prefill and decode forwards run with CUDA's sync debug mode set to raise."""
+    from llm.engine.config import EngineConfig
+    from llm.engine.llm_engine import LLMEngine
+    from llm.engine.sampling_params import SamplingParams
+    from llm.kernels import use_policy
+
+    folder = write_checkpoint(tiny, tmp_path / "sync")
+    config = EngineConfig(device="cuda", kernels="triton", dtype=torch.bfloat16, num_kv_blocks=64)
+    engine = LLMEngine.from_model_path(folder, config)
+    engine.add_request(None, list(range(3, 23)), SamplingParams(max_tokens=4, ignore_eos=True))
+    for _ in range(2):  # the prefill step, then a decode step
+        batch, _ = engine.scheduler.schedule()
+        ids, positions, meta, _ = engine.runner.prepare(batch)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with torch.inference_mode(), use_policy(engine.runner.kernel_policy):
+                engine.model(ids, positions, engine.runner.kv_caches, meta)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        logits, rows = engine.runner.run(batch)  # the real step, to advance the request
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            seq.num_computed_tokens += num_new
+        tokens, _, _ = engine.sampler(logits, [batch.seqs[r] for r in rows])
+        for row, token in zip(rows, tokens, strict=True):
+            engine._postprocess(batch.seqs[row], token, None, 0.0)
