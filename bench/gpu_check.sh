@@ -2,7 +2,8 @@
 # The GPU proof of the product path, in one command that fits 8 minutes on one H100:
 #   1. the CUDA-only tests: Triton kernels in bf16/fp32 on the GPU, the sampler on CUDA,
 #      and gpt-oss through LLMEngine + services.llm_server with the compiled Triton
-#      kernels, greedy tokens equal to transformers (both checkpoint layouts);
+#      kernels, greedy tokens equal to transformers (both checkpoint layouts), no host
+#      sync inside the forward, decode CUDA-graph replay equal to eager;
 #   2. bench/gpu_engine.py: random-weight gpt-oss-20b at full size through the loader,
 #      LLMEngine and the OpenAI server, against HF transformers in the same run.
 # Results: bench/results/gpu_check.json (exit codes, timings), gpu_check_tests.xml,
@@ -26,6 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv || true
 timeout 200 "$PY" -m pytest -q -x -p no:cacheprovider \
   --junitxml="$RESULTS/gpu_check_tests.xml" \
   tests/unit/kernels tests/unit/engine/test_sampler.py tests/unit/engine/test_device_and_memory.py \
+  tests/unit/engine/test_decode_graphs.py \
   tests/integration/gptoss/test_engine_triton_parity.py
 tests_rc=$?
 tests_s=$(( $(date +%s) - started ))

@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     )
     llm_cuda_graphs: bool = Field(
         False,
-        description="Decode CUDA graphs. Not implemented yet: accepted and ignored, the engine runs eagerly.",
+        description="Replay decode steps from CUDA graphs captured per padded batch size (eager fallback for other steps). Off until a GPU run has shown replay equal to eager.",
     )
 
     # --- derived -----------------------------------------------------------------------

@@ -34,8 +34,9 @@ class EngineConfig:
     On CUDA, when neither ``num_kv_blocks`` is set, the KV cache takes what
     ``gpu_memory_utilization`` of the GPU leaves after weights and a profiling step
     (``llm.engine.memory_planner``); ``kv_cache_mb`` applies on CPU.
-    ``cuda_graphs`` is accepted but decode graphs are not implemented yet: the engine
-    runs eagerly whatever it says (see docs/llm_engine_gpu.md).
+    ``cuda_graphs`` replays pure decode steps from CUDA graphs captured per padded batch
+    size (``llm.engine.decode_graphs``); on CPU it runs the same padded inputs eagerly.
+    Off by default until a GPU run has shown replay equal to eager.
     """
 
     block_size: int = 16

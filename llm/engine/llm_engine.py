@@ -59,6 +59,8 @@ class LLMEngine:
         self.runner = ModelRunner(model, self.config, None)
         num_blocks = self._plan_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
+        if self.config.cuda_graphs:
+            self.runner.enable_decode_graphs(self.config.max_num_seqs, self.max_model_len)
         self.block_manager = BlockManager(
             num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
@@ -102,6 +104,8 @@ class LLMEngine:
             "kv_cache_bytes": self.block_manager.num_blocks
             * kv_block_bytes(self.model, self.config.block_size),
             "max_model_len": self.max_model_len,
+            "cuda_graphs": self.runner.decode_graphs is not None
+            and self.runner.decode_graphs.replay,
         }
 
     @classmethod

@@ -20,6 +20,7 @@ from itertools import chain
 import torch
 
 from llm.engine.config import EngineConfig, resolve_device
+from llm.engine.decode_graphs import DecodeGraphs
 from llm.engine.scheduler import ScheduledBatch
 from llm.kernels.backend import KernelPolicy, use_policy
 from llm.models.base import AttentionMetadata, CausalLM
@@ -84,8 +85,24 @@ class ModelRunner:
         self._pinned: torch.Tensor | None = None  # host staging buffer of the step metadata
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.num_blocks = 0
+        self.decode_graphs: DecodeGraphs | None = None
         if num_blocks is not None:
             self.allocate_kv_cache(num_blocks)
+
+    def enable_decode_graphs(self, max_num_seqs: int, max_model_len: int) -> None:
+        """Serve pure decode steps from padded static inputs: CUDA graphs on CUDA, eager elsewhere.
+
+        Call once the KV cache is final (the graphs hold its address).
+        """
+        self.decode_graphs = DecodeGraphs(
+            lambda ids, positions, meta: self.model(ids, positions, self.kv_caches, meta),
+            max_num_seqs,
+            -(-max_model_len // self.block_size),
+            self.device,
+            replay=self.device.type == "cuda",
+        )
+        with torch.inference_mode(), use_policy(self.kernel_policy):
+            self.decode_graphs.capture()
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
         spec = self.model.kv_cache_spec()
@@ -196,6 +213,15 @@ class ModelRunner:
         self._use_own_threads()
         self.copy_blocks(batch.block_copies)
         input_ids, positions, meta, sampling_rows = self.prepare(batch)
+        graphs = self.decode_graphs
         with use_policy(self.kernel_policy):
-            logits = self.model(input_ids, positions, self.kv_caches, meta)
+            if (
+                graphs is not None
+                and len(sampling_rows) == len(batch)
+                and all(n == 1 for n in batch.num_new_tokens)
+                and graphs.accepts(len(batch), meta.block_tables.shape[1])
+            ):
+                logits = graphs.run(input_ids, positions, meta)
+            else:
+                logits = self.model(input_ids, positions, self.kv_caches, meta)
         return logits, sampling_rows
