@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as a script: the repository importable, ben
 import torch
 
 from bench.kernels import NO_CUDA_MESSAGE, RESULTS_DIR, measured_bandwidth_gbs
+from llm.models.gpt_oss_config import PUBLISHED_ROPE_SCALING
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,15 +102,6 @@ TINY = Shape(
     max_model_len=256,
 )
 
-ROPE_SCALING = {
-    "rope_type": "yarn",
-    "factor": 32.0,
-    "beta_fast": 32.0,
-    "beta_slow": 1.0,
-    "truncate": False,
-    "original_max_position_embeddings": 4096,
-}
-
 
 def hf_config_dict(shape: Shape) -> dict:
     """config.json of a gpt-oss checkpoint of ``shape`` (the published 20b's keys and rope)."""
@@ -130,7 +122,7 @@ def hf_config_dict(shape: Shape) -> dict:
         "max_position_embeddings": 131072,
         "rms_norm_eps": 1e-5,
         "rope_theta": 150000,
-        "rope_scaling": dict(ROPE_SCALING),
+        "rope_scaling": dict(PUBLISHED_ROPE_SCALING),
         "swiglu_limit": 7.0,
         "attention_bias": True,
         "tie_word_embeddings": False,

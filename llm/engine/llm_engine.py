@@ -72,6 +72,7 @@ class LLMEngine:
         self.ttft_samples: deque[float] = deque(maxlen=256)
         self.itl_samples: deque[float] = deque(maxlen=1024)
         self._ids = itertools.count()
+        self._prefilling: dict[tuple[int, ...], Sequence] = {}  # prompt -> request prefilling it
         self._json_compiler: JsonSchemaCompiler | None = None
 
     def _plan_kv_blocks(self) -> int:
@@ -169,12 +170,27 @@ class LLMEngine:
             seq.json_matcher = self.json_matcher(params.json_schema)
         if arrival_time is not None:
             seq.arrival_time = arrival_time
+        self._fork_if_twin(seq)
         detokenizer = None
         if self.tokenizer is not None:
             detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop)
         self.requests[request_id] = _Request(seq, detokenizer)
         self.scheduler.add(seq)
         return request_id
+
+    def _fork_if_twin(self, seq: Sequence) -> None:
+        """Let ``seq`` share the prefill of a live request with the same prompt (n > 1 choices)."""
+        key = tuple(seq.token_ids)
+        twin = self._prefilling.get(key)
+        if (
+            twin is not None
+            and not twin.is_finished
+            and twin.num_computed_tokens < twin.num_prompt_tokens
+            and twin.request_id in self.requests
+        ):
+            seq.fork_of = twin
+        else:
+            self._prefilling[key] = seq
 
     def json_matcher(self, schema: dict):
         """A matcher constraining one request to ``schema``; ValueError says why it cannot."""
@@ -184,11 +200,17 @@ class LLMEngine:
             self._json_compiler = JsonSchemaCompiler(self.tokenizer, sorted(self.eos_token_ids))
         return self._json_compiler.matcher(schema)
 
+    def _forget_prefill(self, seq: Sequence) -> None:
+        key = tuple(seq.token_ids[: seq.num_prompt_tokens])
+        if self._prefilling.get(key) is seq:
+            del self._prefilling[key]
+
     def abort(self, request_id: str) -> RequestOutput | None:
         """Drop a request wherever it is and free its blocks; None if it is unknown."""
         request = self.requests.pop(request_id, None)
         if request is None:
             return None
+        self._forget_prefill(request.seq)
         self.scheduler.finish(request.seq, "abort")
         return self._output(request, [], [], "abort")
 
@@ -202,6 +224,7 @@ class LLMEngine:
         batch, impossible = self.scheduler.schedule()
         outputs = []
         for seq in impossible:  # cannot fit the cache even alone
+            self._forget_prefill(seq)
             request = self.requests.pop(seq.request_id)
             self.scheduler.finish(seq, "length")
             outputs.append(self._output(request, [], [], "length"))
@@ -230,6 +253,7 @@ class LLMEngine:
         request = self.requests[seq.request_id]
         params = seq.params
         if seq.num_output_tokens == 0:
+            self._forget_prefill(seq)
             self.prompt_tokens_total += seq.num_prompt_tokens
             self.ttft_samples.append(now - seq.arrival_time)
             seq.first_token_time = now

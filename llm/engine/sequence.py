@@ -45,6 +45,8 @@ class Sequence:
         self.generator: torch.Generator | None = None
         self.arrival_time = time.monotonic()
         self.json_matcher: Any = None  # a guided.JsonMatcher when params.json_schema is set
+        # a running request with the same prompt whose prefill this one waits for and shares
+        self.fork_of: Sequence | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
 

@@ -135,6 +135,10 @@ def _route_align_kernel(
     )
 
 
+# Decided when the kernel is decorated (the compile check swaps it for a recorder later).
+_INTERPRETED = not isinstance(_route_align_kernel, triton.runtime.jit.JITFunction)
+
+
 def route_and_align(
     router_logits: torch.Tensor,
     top_k: int,
@@ -144,8 +148,8 @@ def route_and_align(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Routing weights [T, k] fp32, ``sorted_pairs`` and ``block_expert`` (see :func:`align_by_expert`).
 
-    ``fused`` None picks the one-program Triton path when the batch is small enough, on
-    CUDA; under the interpreter (CPU tensors) that program costs more than the torch path.
+    ``fused`` None picks the one-program Triton path when the batch is small enough,
+    except under the Triton interpreter, where that program costs more than the torch path.
     """
     num_tokens = router_logits.shape[0]
     num_pairs = num_tokens * top_k
@@ -158,7 +162,7 @@ def route_and_align(
             f"{num_tokens} tokens x top-{top_k} over {num_experts} experts is too large for "
             f"one-program routing"
         )
-    if not ((small and router_logits.is_cuda) if fused is None else fused):
+    if not ((small and not _INTERPRETED) if fused is None else fused):
         weights, chosen = route(router_logits, top_k)
         return (weights, *align_by_expert(chosen, num_experts, block_m))
     device = router_logits.device

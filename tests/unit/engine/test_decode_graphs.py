@@ -53,7 +53,9 @@ def test_padded_decode_steps_match_eager(checkpoint, device):
         if graphs:
             padded = engine.runner.decode_graphs
             real_run = padded.run
-            padded.run = lambda ids, *rest: padded_steps.append(len(ids)) or real_run(ids, *rest)
+            padded.run = lambda ids, *rest, steps=padded_steps, run=real_run: (
+                steps.append(len(ids)) or run(ids, *rest)
+            )
         outputs[graphs] = [o.token_ids for o in engine.generate(prompts, params)]
         if graphs:
             assert padded.replay == (device == "cuda")
