@@ -167,7 +167,7 @@ class LLMEngine:
             raise ValueError(f"request id {request_id!r} is already in use")
         seq = Sequence(request_id, prompt_token_ids, params)
         if params.json_schema is not None:
-            seq.json_matcher = self.json_matcher(params.json_schema)
+            seq.json_matcher = self.json_matcher(params.json_schema, prompt_token_ids)
         if arrival_time is not None:
             seq.arrival_time = arrival_time
         self._fork_if_twin(seq)
@@ -192,13 +192,17 @@ class LLMEngine:
         else:
             self._prefilling[key] = seq
 
-    def json_matcher(self, schema: dict):
-        """A matcher constraining one request to ``schema``; ValueError says why it cannot."""
+    def json_matcher(self, schema: dict, prompt_token_ids: list[int] | tuple = ()):
+        """A matcher constraining one request to ``schema``; ValueError says why it cannot.
+
+        Harmony models are constrained in their final channel only, which the matcher finds
+        by following the prompt and then the generated tokens.
+        """
         if self.tokenizer is None:
             raise ValueError("response_format json_schema needs a tokenizer; this engine has none")
         if self._json_compiler is None:
             self._json_compiler = JsonSchemaCompiler(self.tokenizer, sorted(self.eos_token_ids))
-        return self._json_compiler.matcher(schema)
+        return self._json_compiler.matcher(schema, prompt_token_ids)
 
     def _forget_prefill(self, seq: Sequence) -> None:
         key = tuple(seq.token_ids[: seq.num_prompt_tokens])
