@@ -24,7 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv || true
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)" \
   || { echo "no CUDA device visible to $PY: nothing to check"; exit 3; }
 
-timeout 200 "$PY" -m pytest -q -x -p no:cacheprovider \
+timeout 180 "$PY" -m pytest -q -x -p no:cacheprovider \
   --junitxml="$RESULTS/gpu_check_tests.xml" \
   tests/unit/kernels tests/unit/engine/test_sampler.py tests/unit/engine/test_device_and_memory.py \
   tests/unit/engine/test_decode_graphs.py \
