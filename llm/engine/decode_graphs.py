@@ -53,14 +53,14 @@ class DecodeGraphs:
         self.replay = replay
         self.device = device
         size = self.buckets[-1]
-        zeros = dict(dtype=torch.int64, device=device)
-        self.input_ids = torch.zeros(size, **zeros)
-        self.positions = torch.zeros(size, **zeros)
-        self.slot_mapping = torch.full((size,), -1, **zeros)
+        i64 = torch.int64
+        self.input_ids = torch.zeros(size, dtype=i64, device=device)
+        self.positions = torch.zeros(size, dtype=i64, device=device)
+        self.slot_mapping = torch.full((size,), -1, dtype=i64, device=device)
         self.block_tables = torch.zeros(size, max_blocks_per_seq, dtype=torch.int32, device=device)
         self.query_start_loc = torch.arange(size + 1, dtype=torch.int32, device=device)
         self.seq_lens = torch.ones(size, dtype=torch.int32, device=device)
-        self.logits_indices = torch.arange(size, **zeros)
+        self.logits_indices = torch.arange(size, dtype=i64, device=device)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def accepts(self, num_seqs: int, max_blocks: int) -> bool:

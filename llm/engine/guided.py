@@ -173,7 +173,7 @@ class JsonSchemaCompiler:
             )
         try:
             # harmony answers are compact JSON: free whitespace lets a model spin in it
-            defaults = {"whitespace_flexible": False} if self._is_harmony else None
+            defaults: Any = {"whitespace_flexible": False} if self._is_harmony else None
             grammar = llguidance.LLMatcher.grammar_from_json_schema(
                 json.dumps(schema), defaults=defaults
             )

@@ -118,6 +118,8 @@ class Sampler:
 
 def _generator(seq: Sequence, device: torch.device) -> torch.Generator:
     """The request's own generator on ``device``, seeded at its first draw."""
+    seed = seq.params.seed
+    assert seed is not None, "only seeded requests get their own generator"
     if seq.generator is None or seq.generator.device != device:
-        seq.generator = torch.Generator(device=device).manual_seed(seq.params.seed)
+        seq.generator = torch.Generator(device=device).manual_seed(seed)
     return seq.generator

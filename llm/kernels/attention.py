@@ -16,6 +16,8 @@ on the Triton interpreter and reloads them is seen here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from llm.kernels import attention_ref, cpu_attention, triton_attention
@@ -75,6 +77,7 @@ def paged_attention(
         seq_lens,
         sinks,
     )
+    attend: Callable[..., torch.Tensor]
     if backend == "triton":
         attend = triton_attention.paged_attention_triton
     elif backend == "cpu":  # decodes batched in one pass (the reference loops per sequence)
