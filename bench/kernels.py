@@ -84,7 +84,7 @@ def random_mxfp4_experts(
 
     The scale range keeps activations O(1) through a deep stack (values up to 6 * 2^-6).
     """
-    from llm.kernels.moe import ExpertWeights
+    from llm.kernels.expert_weights import ExpertWeights
 
     def packed(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
         blocks = torch.randint(
@@ -163,7 +163,7 @@ def write_results(name: str, payload: dict) -> Path:
 
 def _moe_peer(experts, dense_gate_up: torch.Tensor, dense_down: torch.Tensor):
     """Torch peer: route, then a loop over experts with bf16 weights dequantised once up front."""
-    from llm.kernels.moe import route, swiglu_clamped
+    from llm.kernels.moe_ref import route, swiglu_clamped
 
     def run(hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         weights, chosen = route(logits, TOP_K)
@@ -239,7 +239,7 @@ def _sdpa_peer(batch: dict, q_lens: list[int], seq_lens: list[int]):
 
 
 def bench_attention(device: torch.device, bandwidth_gbs: float) -> list[dict]:
-    from llm.kernels.attention import paged_attention_ref
+    from llm.kernels.attention_ref import paged_attention_ref
     from llm.kernels.triton_attention import paged_attention_triton
 
     rows = []
@@ -311,8 +311,8 @@ def run_gpu() -> dict:
 def run_cpu_smoke() -> dict:
     """Tiny shapes of every kernel under the Triton interpreter, checked against the torch references."""
     os.environ["TRITON_INTERPRET"] = "1"  # before the first @triton.jit of our kernel modules runs
-    from llm.kernels.attention import paged_attention_ref, write_kv_cache_ref
-    from llm.kernels.moe import ExpertWeights, fused_moe_ref
+    from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
+    from llm.kernels.expert_weights import ExpertWeights, fused_moe_ref
     from llm.kernels.mxfp4 import quantize_mxfp4
     from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
     from llm.kernels.triton_moe import fused_moe_triton

@@ -162,9 +162,9 @@ class Settings(BaseSettings):
     llm_max_batched_tokens: int = Field(
         1024, description="Most tokens (prefill chunks + decodes) in one engine step."
     )
-    llm_dtype: Literal["auto", "bf16", "fp32"] = Field(
+    llm_dtype: Literal["auto", "bf16", "bfloat16", "fp32", "float32"] = Field(
         "auto",
-        description="Engine weights and KV cache dtype. auto: bf16 where the CPU has native bf16 matmuls (AVX512-BF16/AMX), else fp32.",
+        description="Engine weights and KV cache dtype. auto: bf16 on CUDA; on CPU bf16 where the CPU has native bf16 matmuls (AVX512-BF16/AMX), else fp32.",
     )
     llm_native_4bit: bool = Field(
         True,
@@ -288,16 +288,25 @@ class Settings(BaseSettings):
         None,
         description="File holding the first admin password (a compose secret); wins over admin_password.",
     )
+    # --- LLM engine on the GPU (issue 10) -------------------------------------------------
     llm_device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
-        description="Device of the LLM engine: auto (CUDA when present), cpu, cuda or cuda:N.",
+        description="Engine device: auto (CUDA when present), cpu, cuda or cuda:N. Weights, KV cache, step metadata and sampling live there.",
+    )
+    llm_kernels: Literal["auto", "torch", "triton"] = Field(
+        "auto",
+        description="Engine kernel backend: auto (Triton on CUDA, our torch kernels on CPU), torch, or triton (on a CPU device only under TRITON_INTERPRET=1, for tests).",
     )
     llm_gpu_memory_utilization: float = Field(
         0.90,
         gt=0.0,
         le=1.0,
-        description="Fraction of the GPU's memory the LLM engine may hold (weights + KV cache).",
+        description="Share of the GPU's memory the engine may hold (weights + activations + KV cache); the KV cache gets what is left after a profiling step. Ignored on CPU (llm_kv_cache_mb) and when llm_kv_blocks is set.",
+    )
+    llm_cuda_graphs: bool = Field(
+        False,
+        description="Replay decode steps from CUDA graphs captured per padded batch size (eager fallback for other steps). Off until a GPU run has shown replay equal to eager.",
     )
 
     @model_validator(mode="after")

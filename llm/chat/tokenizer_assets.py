@@ -49,3 +49,27 @@ def tiktoken_dir(verify: bool = True) -> Path:
                 "`python scripts/fetch_assets.py` again"
             )
     return folder
+
+
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+
+
+def tiktoken_harmony_encoding():
+    """``tiktoken``'s o200k_harmony encoding built from the local file, never downloaded.
+
+    tiktoken caches downloads in ``TIKTOKEN_CACHE_DIR`` under the sha1 of their URL, so a
+    cache folder holding a link to the checked local file under that name serves it. For
+    llguidance (constrained decoding), which takes a tiktoken ``Encoding``.
+    """
+    import tempfile
+
+    source = tiktoken_dir() / O200K_FILE
+    cache = Path(tempfile.gettempdir()) / f"enclave-tiktoken-{os.getuid()}"
+    cache.mkdir(exist_ok=True)
+    entry = cache / hashlib.sha1(O200K_URL.encode()).hexdigest()
+    if not entry.exists():
+        entry.symlink_to(source)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    import tiktoken
+
+    return tiktoken.get_encoding("o200k_harmony")

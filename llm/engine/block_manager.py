@@ -211,6 +211,29 @@ class BlockManager:
         child.block_table = list(parent.block_table)
         child.num_computed_tokens = parent.num_computed_tokens
 
+    def fork_prompt(self, parent: Sequence, child: Sequence) -> int:
+        """Admit ``child`` (same prompt as ``parent``) on the parent's computed prompt blocks.
+
+        The child shares every block of the prompt and recomputes only its last token, which
+        gives it logits of its own to sample from (n > 1 choices of one prompt: one prefill,
+        not n). Writing that token copies the last block (copy-on-write). Returns the tokens
+        the child computes this step (0 = no room; nothing changed).
+        """
+        assert not child.block_table and parent.num_computed_tokens >= child.num_prompt_tokens
+        shared = parent.block_table[: self.blocks_for(child.num_prompt_tokens)]
+        for block_id in shared:
+            self._share(block_id)
+        child.block_table = list(shared)
+        child.num_computed_tokens = child.num_cached_tokens = child.num_prompt_tokens - 1
+        num_new = len(child) - child.num_computed_tokens
+        if not self.append_slots(child, num_new):
+            self.free(child)
+            child.num_computed_tokens = child.num_cached_tokens = 0
+            return 0
+        self.prefix_queried_tokens += len(child)
+        self.prefix_hit_tokens += child.num_cached_tokens
+        return num_new
+
     def take_pending_copies(self) -> list[tuple[int, int]]:
         copies, self.pending_copies = self.pending_copies, []
         return copies

@@ -1,10 +1,12 @@
-"""Engine knobs: KV cache size and block size, batch limits, context length, dtype, threads."""
+"""Engine knobs: device, kernels, KV cache size and block size, batch limits, context length, dtype, threads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from llm.kernels.backend import KERNEL_BACKENDS
 
 
 @dataclass
@@ -24,6 +26,17 @@ class EngineConfig:
     ``ModelRunner._use_own_threads`` for why). Measured on 2 cores (bf16, 4-bit, SmolLM2,
     ``bench/engine.py``): 2 threads 241 vs 1 thread 194 tok/s for 16 concurrent requests,
     single-request decode 86 vs 79 tok/s.
+
+    ``device`` is ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; weights, KV
+    cache, step metadata and sampling all live there. ``kernels`` picks the operator
+    backend (``llm.kernels.backend``): ``auto`` = Triton on CUDA, our torch/CPU kernels on
+    CPU; ``triton`` on a CPU device needs ``TRITON_INTERPRET=1`` and exists for tests.
+    On CUDA, when neither ``num_kv_blocks`` is set, the KV cache takes what
+    ``gpu_memory_utilization`` of the GPU leaves after weights and a profiling step
+    (``llm.engine.memory_planner``); ``kv_cache_mb`` applies on CPU.
+    ``cuda_graphs`` replays pure decode steps from CUDA graphs captured per padded batch
+    size (``llm.engine.decode_graphs``); on CPU it runs the same padded inputs eagerly.
+    Off by default until a GPU run has shown replay equal to eager.
     """
 
     block_size: int = 16
@@ -36,6 +49,10 @@ class EngineConfig:
     dtype: torch.dtype = torch.float32
     num_threads: int | None = None
     native_4bit: bool = False
+    device: str = "auto"
+    kernels: str = "auto"
+    gpu_memory_utilization: float = 0.90
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -56,6 +73,39 @@ class EngineConfig:
             )
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+        if self.kernels not in KERNEL_BACKENDS:
+            raise ValueError(f"kernels must be one of {KERNEL_BACKENDS}, got {self.kernels!r}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        resolve_device(self.device)  # a name we cannot parse fails here, not at first step
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N`` as a device with its index.
+
+    The index is filled in (``cuda`` -> ``cuda:<current>``) so that device comparisons in
+    the kernels' placement check are exact.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA devices are visible"
+            )
+        device = torch.device("cuda", index)
+    return device
 
 
 def default_threads() -> int:
@@ -67,16 +117,25 @@ def default_threads() -> int:
     )
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """``"bf16"``, ``"fp32"``, or ``"auto"``: bf16 where the CPU has native bf16 matmuls, else fp32.
+DTYPE_NAMES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 
-    Without native support oneDNN emulates bf16 and is slower than fp32, so "auto" only
-    picks bf16 where it pays.
+
+def resolve_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """``bf16``/``bfloat16``, ``fp32``/``float32``, or ``auto``.
+
+    ``auto`` is bf16 on CUDA; on CPU bf16 only where the CPU has native bf16 matmuls (without
+    them oneDNN emulates bf16 and is slower than fp32), else fp32.
     """
+    if name == "auto" and torch.device(device).type == "cuda":
+        return torch.bfloat16
     if name == "auto":
         supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
         return torch.bfloat16 if supported is not None and supported() else torch.float32
-    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
-    if name not in dtypes:
-        raise ValueError(f"dtype must be one of auto, bf16, fp32; got {name!r}")
-    return dtypes[name]
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPE_NAMES)}; got {name!r}")
+    return DTYPE_NAMES[name]

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from llm.engine.block_manager import BlockManager
-from llm.engine.config import EngineConfig
+from llm.engine.config import EngineConfig, resolve_device
 from llm.engine.detokenizer import IncrementalDetokenizer
 from llm.engine.guided import JsonSchemaCompiler
-from llm.engine.model_runner import ModelRunner, num_kv_blocks_for
+from llm.engine.memory_planner import plan_kv_blocks, profile_gpu
+from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for
 from llm.engine.outputs import CompletedRequest, RequestOutput
 from llm.engine.sampler import Sampler
 from llm.engine.sampling_params import SamplingParams
@@ -55,12 +56,15 @@ class LLMEngine:
         self.chat_template = chat_template
         self.special_tokens = special_tokens or {}
         self.max_model_len = min(self.config.max_model_len, model.max_position_embeddings)
-        num_blocks = num_kv_blocks_for(model, self.config)
+        self.runner = ModelRunner(model, self.config, None)
+        num_blocks = self._plan_kv_blocks()
+        self.runner.allocate_kv_cache(num_blocks)
+        if self.config.cuda_graphs:
+            self.runner.enable_decode_graphs(self.config.max_num_seqs, self.max_model_len)
         self.block_manager = BlockManager(
             num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
         self.scheduler = Scheduler(self.config, self.block_manager)
-        self.runner = ModelRunner(model, self.config, num_blocks)
         self.sampler = Sampler()
         self.requests: dict[str, _Request] = {}
         self.prompt_tokens_total = 0
@@ -68,15 +72,52 @@ class LLMEngine:
         self.ttft_samples: deque[float] = deque(maxlen=256)
         self.itl_samples: deque[float] = deque(maxlen=1024)
         self._ids = itertools.count()
+        self._prefilling: dict[tuple[int, ...], Sequence] = {}  # prompt -> request prefilling it
         self._json_compiler: JsonSchemaCompiler | None = None
+
+    def _plan_kv_blocks(self) -> int:
+        """``num_kv_blocks`` when set; on CUDA what the memory planner allows; else ``kv_cache_mb``."""
+        config = self.config
+        if config.num_kv_blocks is None and self.runner.device.type == "cuda":
+            memory = profile_gpu(self.runner, config, self.max_model_len)
+            return plan_kv_blocks(
+                memory,
+                config.gpu_memory_utilization,
+                kv_block_bytes(self.model, config.block_size),
+                min_blocks=-(-self.max_model_len // config.block_size),
+            )
+        return num_kv_blocks_for(self.model, config)
+
+    def describe(self) -> dict[str, Any]:
+        """Where and how the engine runs: logged at start, shown by /v1/models and /metrics."""
+        policy = self.runner.kernel_policy
+        device = self.runner.device
+        kernels = policy.backend
+        if kernels == "auto":
+            kernels = "triton" if device.type == "cuda" else "torch"
+        return {
+            "device": str(device),
+            "kernels": kernels,
+            "dtype": str(self.runner.dtype).removeprefix("torch."),
+            "weight_bytes": self.runner.weight_bytes,
+            "kv_blocks": self.block_manager.num_blocks,
+            "kv_block_size": self.config.block_size,
+            "kv_cache_bytes": self.block_manager.num_blocks
+            * kv_block_bytes(self.model, self.config.block_size),
+            "max_model_len": self.max_model_len,
+            "cuda_graphs": self.runner.decode_graphs is not None
+            and self.runner.decode_graphs.replay,
+        }
 
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:
-        """Load a model file (see ``llm.loader.load_model``) and wrap it in an engine."""
+        """Load a model file (see ``llm.loader.load_model``) onto the configured device and wrap it."""
         from llm.loader import load_model
 
         config = config or EngineConfig()
-        loaded = load_model(path, config.dtype, native_4bit=config.native_4bit)
+        loaded = load_model(
+            path, config.dtype, native_4bit=config.native_4bit, device=resolve_device(config.device)
+        )
         return cls(
             loaded.model,
             config,
@@ -126,9 +167,10 @@ class LLMEngine:
             raise ValueError(f"request id {request_id!r} is already in use")
         seq = Sequence(request_id, prompt_token_ids, params)
         if params.json_schema is not None:
-            seq.json_matcher = self.json_matcher(params.json_schema)
+            seq.json_matcher = self.json_matcher(params.json_schema, prompt_token_ids)
         if arrival_time is not None:
             seq.arrival_time = arrival_time
+        self._fork_if_twin(seq)
         detokenizer = None
         if self.tokenizer is not None:
             detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop)
@@ -136,19 +178,43 @@ class LLMEngine:
         self.scheduler.add(seq)
         return request_id
 
-    def json_matcher(self, schema: dict):
-        """A matcher constraining one request to ``schema``; ValueError says why it cannot."""
+    def _fork_if_twin(self, seq: Sequence) -> None:
+        """Let ``seq`` share the prefill of a live request with the same prompt (n > 1 choices)."""
+        key = tuple(seq.token_ids)
+        twin = self._prefilling.get(key)
+        if (
+            twin is not None
+            and not twin.is_finished
+            and twin.num_computed_tokens < twin.num_prompt_tokens
+            and twin.request_id in self.requests
+        ):
+            seq.fork_of = twin
+        else:
+            self._prefilling[key] = seq
+
+    def json_matcher(self, schema: dict, prompt_token_ids: list[int] | tuple = ()):
+        """A matcher constraining one request to ``schema``; ValueError says why it cannot.
+
+        Harmony models are constrained in their final channel only, which the matcher finds
+        by following the prompt and then the generated tokens.
+        """
         if self.tokenizer is None:
             raise ValueError("response_format json_schema needs a tokenizer; this engine has none")
         if self._json_compiler is None:
             self._json_compiler = JsonSchemaCompiler(self.tokenizer, sorted(self.eos_token_ids))
-        return self._json_compiler.matcher(schema)
+        return self._json_compiler.matcher(schema, prompt_token_ids)
+
+    def _forget_prefill(self, seq: Sequence) -> None:
+        key = tuple(seq.token_ids[: seq.num_prompt_tokens])
+        if self._prefilling.get(key) is seq:
+            del self._prefilling[key]
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Drop a request wherever it is and free its blocks; None if it is unknown."""
         request = self.requests.pop(request_id, None)
         if request is None:
             return None
+        self._forget_prefill(request.seq)
         self.scheduler.finish(request.seq, "abort")
         return self._output(request, [], [], "abort")
 
@@ -162,6 +228,7 @@ class LLMEngine:
         batch, impossible = self.scheduler.schedule()
         outputs = []
         for seq in impossible:  # cannot fit the cache even alone
+            self._forget_prefill(seq)
             request = self.requests.pop(seq.request_id)
             self.scheduler.finish(seq, "length")
             outputs.append(self._output(request, [], [], "length"))
@@ -172,19 +239,25 @@ class LLMEngine:
             seq.num_computed_tokens += num_new
             self.block_manager.register_computed(seq)
         sampled = [batch.seqs[row] for row in sampling_rows]
-        token_ids, logprobs = self.sampler(logits, sampled)
+        token_ids, logprobs, tops = self.sampler(logits, sampled)
         now = time.monotonic()
-        for seq, token_id, logprob in zip(sampled, token_ids, logprobs, strict=True):
-            outputs.append(self._postprocess(seq, token_id, logprob, now))
+        for seq, token_id, logprob, top in zip(sampled, token_ids, logprobs, tops, strict=True):
+            outputs.append(self._postprocess(seq, token_id, logprob, now, top))
         return outputs
 
     def _postprocess(
-        self, seq: Sequence, token_id: int, logprob: float | None, now: float
+        self,
+        seq: Sequence,
+        token_id: int,
+        logprob: float | None,
+        now: float,
+        top: list[tuple[int, float]] | None = None,
     ) -> RequestOutput:
         """Append the sampled token, decide whether the request is done, emit its delta."""
         request = self.requests[seq.request_id]
         params = seq.params
         if seq.num_output_tokens == 0:
+            self._forget_prefill(seq)
             self.prompt_tokens_total += seq.num_prompt_tokens
             self.ttft_samples.append(now - seq.arrival_time)
             seq.first_token_time = now
@@ -211,10 +284,15 @@ class LLMEngine:
         if reason is not None:
             self.requests.pop(seq.request_id)
             self.scheduler.finish(seq, reason)
-        return self._output(request, [token_id], [logprob], reason)
+        return self._output(request, [token_id], [logprob], reason, [top] if top else None)
 
     def _output(
-        self, request: _Request, new_token_ids: list[int], logprobs: list, reason: str | None
+        self,
+        request: _Request,
+        new_token_ids: list[int],
+        logprobs: list,
+        reason: str | None,
+        top_logprobs: list[list[tuple[int, float]]] | None = None,
     ) -> RequestOutput:
         seq = request.seq
         finished = reason is not None
@@ -228,6 +306,7 @@ class LLMEngine:
             logprobs=list(logprobs) if seq.params.logprobs else None,
             prompt_tokens=seq.num_prompt_tokens,
             completion_tokens=seq.num_output_tokens,
+            top_logprobs=top_logprobs,
         )
 
     # -- offline use -----------------------------------------------------------------
@@ -280,6 +359,7 @@ class LLMEngine:
             "prompt_tokens_total": self.prompt_tokens_total,
             "generation_tokens_total": self.generation_tokens_total,
             "num_preemptions": self.scheduler.num_preemptions,
+            "weight_bytes": self.runner.weight_bytes,
             "ttft_s": list(self.ttft_samples)[-64:],
             "inter_token_latency_s": list(self.itl_samples)[-256:],
         }

@@ -4,16 +4,25 @@ The runner turns a ``ScheduledBatch`` into the flat token batch and ``AttentionM
 of the model contract (``llm.models.base``), applies the block copies that copy-on-write
 asked for, runs the model under ``inference_mode`` and returns one row of logits per
 sequence that samples this step (those whose new tokens reach their end).
+
+Everything lives on the configured device (``EngineConfig.device``): weights (moved once
+here if the loader left them elsewhere), the KV cache, the step's metadata (built once per
+step on the host, staged through one pinned buffer and copied with one non-blocking copy)
+and the logits. Each forward runs under a ``KernelPolicy`` naming the kernel backend and
+the device, so a tensor left on the wrong device fails loudly in the kernel that gets it.
 """
 
 from __future__ import annotations
 
 import threading
+from itertools import chain
 
 import torch
 
-from llm.engine.config import EngineConfig
+from llm.engine.config import EngineConfig, resolve_device
+from llm.engine.decode_graphs import DecodeGraphs
 from llm.engine.scheduler import ScheduledBatch
+from llm.kernels.backend import KernelPolicy, use_policy
 from llm.models.base import AttentionMetadata, CausalLM
 
 
@@ -31,36 +40,82 @@ def num_kv_blocks_for(model: CausalLM, config: EngineConfig) -> int:
     return max(1, config.kv_cache_mb * 2**20 // kv_block_bytes(model, config.block_size))
 
 
-def kv_cache_storage(shape: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Tensor:
-    """A zeroed CPU cache of logical shape [num_blocks, block_size, num_kv_heads, head_dim].
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer (MXFP4 experts count packed, as they are held)."""
+    tensors = chain(model.parameters(), model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
-    The memory is laid out head-major ([heads, blocks, block_size, head_dim]) and returned
-    as a permuted view: the CPU attention gathers blocks per head with no transpose copy
-    (``llm.kernels.cpu_attention.head_major``). The logical shape is the kernels' contract,
-    so the Triton kernels, which want it contiguous, get a plain tensor wherever a CUDA
-    runner allocates one.
+
+def kv_cache_storage(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device | None = None
+) -> torch.Tensor:
+    """A zeroed cache of logical shape [num_blocks, block_size, num_kv_heads, head_dim].
+
+    On the CPU the memory is laid out head-major ([heads, blocks, block_size, head_dim]) and
+    returned as a permuted view: the CPU attention gathers blocks per head with no
+    transpose copy (``llm.kernels.cpu_attention.head_major``). The logical shape is the
+    kernels' contract; on CUDA the Triton kernels want it contiguous, so it is plain there.
     """
+    device = device or torch.device("cpu")
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
     blocks, block_size, heads, head_dim = shape
     return torch.zeros((heads, blocks, block_size, head_dim), dtype=dtype).permute(1, 2, 0, 3)
 
 
 class ModelRunner:
-    """Runs the model over one scheduled step against the per-layer KV caches."""
+    """Runs the model over one scheduled step against the per-layer KV caches.
 
-    def __init__(self, model: CausalLM, config: EngineConfig, num_blocks: int) -> None:
-        self.model = model
+    ``num_blocks`` None leaves the cache unallocated: the engine then profiles
+    (``profile_step``) and calls ``allocate_kv_cache`` with what the planner allows.
+    """
+
+    def __init__(self, model: CausalLM, config: EngineConfig, num_blocks: int | None) -> None:
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.dtype = model.kv_cache_spec().dtype
         self.num_threads = config.num_threads
         self._threads_set_in: int | None = None  # the thread whose torch threads we last set
         prepare = getattr(model, "prepare_for_inference", None)
-        if prepare is not None:  # e.g. pack CPU weights once the loaded weights are final
+        if prepare is not None and self.device.type == "cpu":  # pack CPU weights once loaded
             prepare()
         self.block_size = config.block_size
-        spec = model.kv_cache_spec()
-        shape = (num_blocks, config.block_size, spec.num_kv_heads, spec.head_dim)
+        self.kernel_policy = KernelPolicy(backend=config.kernels, device=self.device)
+        self.weight_bytes = weight_bytes(model)
+        self._pinned: torch.Tensor | None = None  # host staging buffer of the step metadata
+        self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.num_blocks = 0
+        self.decode_graphs: DecodeGraphs | None = None
+        if num_blocks is not None:
+            self.allocate_kv_cache(num_blocks)
+
+    def enable_decode_graphs(self, max_num_seqs: int, max_model_len: int) -> None:
+        """Serve pure decode steps from padded static inputs: CUDA graphs on CUDA, eager elsewhere.
+
+        Call once the KV cache is final (the graphs hold its address).
+        """
+        self.decode_graphs = DecodeGraphs(
+            lambda ids, positions, meta: self.model(ids, positions, self.kv_caches, meta),
+            max_num_seqs,
+            -(-max_model_len // self.block_size),
+            self.device,
+            replay=self.device.type == "cuda",
+        )
+        with torch.inference_mode(), use_policy(self.kernel_policy):
+            self.decode_graphs.capture()
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        spec = self.model.kv_cache_spec()
+        shape = (num_blocks, self.block_size, spec.num_kv_heads, spec.head_dim)
+        self.kv_caches = []  # drop any profiling cache before allocating the real one
         self.kv_caches = [
-            (kv_cache_storage(shape, spec.dtype), kv_cache_storage(shape, spec.dtype))
+            (
+                kv_cache_storage(shape, spec.dtype, self.device),
+                kv_cache_storage(shape, spec.dtype, self.device),
+            )
             for _ in range(spec.num_layers)
         ]
+        self.num_blocks = num_blocks
 
     def _use_own_threads(self) -> None:
         """Apply ``num_threads`` in the thread that steps the engine, once per thread.
@@ -78,11 +133,27 @@ class ModelRunner:
         """Apply copy-on-write: block ``dst`` gets ``src``'s K/V in every layer."""
         if not copies:
             return
-        src = torch.tensor([c[0] for c in copies])
-        dst = torch.tensor([c[1] for c in copies])
+        src, dst = self._stage([[c[0] for c in copies], [c[1] for c in copies]])
         for k_cache, v_cache in self.kv_caches:
             k_cache[dst] = k_cache[src]
             v_cache[dst] = v_cache[src]
+
+    def _stage(self, rows: list[list[int]]) -> list[torch.Tensor]:
+        """Host int lists -> int64 tensors on the device, with one host-to-device copy.
+
+        On CUDA the values go through a pinned buffer kept across steps and a non-blocking
+        copy, so the forward pass queues behind it without a host synchronisation. The
+        buffer is rewritten only next step, after sampling has synchronised on the logits.
+        """
+        flat = torch.tensor(list(chain.from_iterable(rows)), dtype=torch.int64)
+        if self.device.type != "cpu":
+            if self._pinned is None or self._pinned.numel() < flat.numel():
+                size = max(flat.numel(), 2 * (0 if self._pinned is None else self._pinned.numel()))
+                self._pinned = torch.empty(size, dtype=torch.int64, pin_memory=True)
+            staging = self._pinned[: flat.numel()]
+            staging.copy_(flat)
+            flat = staging.to(self.device, non_blocking=True)
+        return list(flat.split([len(r) for r in rows]))
 
     def prepare(
         self, batch: ScheduledBatch
@@ -113,29 +184,44 @@ class ModelRunner:
                 logits_indices.append(query_start[-1] - 1)
                 sampling_rows.append(row)
         max_blocks = max(len(seq.block_table) for seq in batch.seqs)
-        block_tables = torch.tensor(
-            [seq.block_table + [-1] * (max_blocks - len(seq.block_table)) for seq in batch.seqs],
-            dtype=torch.int32,
+        tables = [
+            seq.block_table + [-1] * (max_blocks - len(seq.block_table)) for seq in batch.seqs
+        ]
+        ids, pos, slot_mapping, flat_tables, starts, lens, logits_rows = self._stage(
+            [
+                input_ids,
+                positions,
+                slots,
+                list(chain.from_iterable(tables)),
+                query_start,
+                seq_lens,
+                logits_indices,
+            ]
         )
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64),
-            block_tables=block_tables,
-            query_start_loc=torch.tensor(query_start, dtype=torch.int32),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
-            logits_indices=torch.tensor(logits_indices, dtype=torch.int64),
+            slot_mapping=slot_mapping,
+            block_tables=flat_tables.view(len(tables), max_blocks).to(torch.int32),
+            query_start_loc=starts.to(torch.int32),
+            seq_lens=lens.to(torch.int32),
+            logits_indices=logits_rows,
         )
-        return (
-            torch.tensor(input_ids, dtype=torch.int64),
-            torch.tensor(positions, dtype=torch.int64),
-            meta,
-            sampling_rows,
-        )
+        return ids, pos, meta, sampling_rows
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
-        """Logits [num_sampling, vocab] (float32) and the batch rows they belong to."""
+        """Logits [num_sampling, vocab] (float32, on the device) and the batch rows they belong to."""
         self._use_own_threads()
         self.copy_blocks(batch.block_copies)
         input_ids, positions, meta, sampling_rows = self.prepare(batch)
-        logits = self.model(input_ids, positions, self.kv_caches, meta)
+        graphs = self.decode_graphs
+        with use_policy(self.kernel_policy):
+            if (
+                graphs is not None
+                and len(sampling_rows) == len(batch)
+                and all(n == 1 for n in batch.num_new_tokens)
+                and graphs.accepts(len(batch), meta.block_tables.shape[1])
+            ):
+                logits = graphs.run(input_ids, positions, meta)
+            else:
+                logits = self.model(input_ids, positions, self.kv_caches, meta)
         return logits, sampling_rows

@@ -11,7 +11,8 @@ class RequestOutput:
 
     ``new_token_ids`` are the tokens sampled this step (empty on abort); ``text_delta`` is
     the text that became safe to show; ``logprobs`` (if asked for) align with
-    ``new_token_ids``. ``finish_reason`` is "stop", "length" or "abort" once finished.
+    ``new_token_ids``, as do ``top_logprobs`` (per token, the most likely (id, logprob)
+    pairs) when the request asked for them. ``finish_reason`` is "stop", "length" or "abort" once finished.
     """
 
     request_id: str
@@ -22,6 +23,7 @@ class RequestOutput:
     logprobs: list[float] | None
     prompt_tokens: int
     completion_tokens: int
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Logits to next tokens: greedy, temperature, top-k, top-p, min-p, per-request seeds.
 
-One call handles the whole batch with tensor ops; the only per-row Python is the draw for
-requests that carry their own seed (each has its own ``torch.Generator`` so its output
-does not depend on what else is in the batch).
+One call handles the whole batch with tensor ops on the logits' device; the only per-row
+Python is the draw for requests that carry their own seed (each has its own
+``torch.Generator`` on that device, made at its first draw, so its output does not depend
+on what else is in the batch). The chosen ids and logprobs come back to the host in one
+transfer at the end.
 """
 
 from __future__ import annotations
@@ -34,13 +36,22 @@ def filter_logits(
     return torch.empty_like(logits).scatter_(-1, sorted_ids, sorted_logits)
 
 
+TopLogprobs = list[tuple[int, float]]
+
+
 class Sampler:
-    """Chooses one token per row of logits, following each sequence's ``SamplingParams``."""
+    """Chooses one token per row of logits, following each sequence's ``SamplingParams``.
+
+    Returns the chosen ids, the chosen tokens' logprobs (None where not asked for) and the
+    ``top_logprobs`` most likely (id, logprob) pairs of each row (None where not asked for),
+    all under the model's distribution (before temperature and filters), as OpenAI reports.
+    """
 
     def __call__(
         self, logits: torch.Tensor, seqs: list[Sequence]
-    ) -> tuple[list[int], list[float | None]]:
+    ) -> tuple[list[int], list[float | None], list[TopLogprobs | None]]:
         logits = logits.float()
+        device = logits.device
         guided = [
             (row, seq.json_matcher) for row, seq in enumerate(seqs) if seq.json_matcher is not None
         ]
@@ -53,36 +64,62 @@ class Sampler:
         chosen = logits.argmax(dim=-1)
         sampled_rows = [i for i, seq in enumerate(seqs) if not seq.params.greedy]
         if sampled_rows:
-            rows = torch.tensor(sampled_rows)
+            rows = torch.tensor(sampled_rows, device=device)
             params = [seqs[i].params for i in sampled_rows]
-            scaled = logits[rows] / torch.tensor([p.temperature for p in params])[:, None]
+            temperatures = torch.tensor([p.temperature for p in params], device=device)
+            scaled = logits[rows] / temperatures[:, None]
             if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params):
                 scaled = filter_logits(
                     scaled,
-                    torch.tensor([p.top_k for p in params]),
-                    torch.tensor([p.top_p for p in params]),
-                    torch.tensor([p.min_p for p in params]),
+                    torch.tensor([p.top_k for p in params], device=device),
+                    torch.tensor([p.top_p for p in params], device=device),
+                    torch.tensor([p.min_p for p in params], device=device),
                 )
             probs = scaled.softmax(dim=-1)
-            unseeded = [j for j, i in enumerate(sampled_rows) if seqs[i].generator is None]
+            unseeded = [j for j, i in enumerate(sampled_rows) if seqs[i].params.seed is None]
             if unseeded:
                 draws = torch.multinomial(probs[unseeded], 1).squeeze(1)
                 chosen[rows[unseeded]] = draws
             for j, i in enumerate(sampled_rows):
-                if seqs[i].generator is not None:
-                    chosen[i] = torch.multinomial(probs[j], 1, generator=seqs[i].generator)[0]
-        token_ids = chosen.tolist()
+                if seqs[i].params.seed is not None:
+                    generator = _generator(seqs[i], device)
+                    chosen[i] = torch.multinomial(probs[j], 1, generator=generator)[0]
         logprobs: list[float | None] = [None] * len(seqs)
+        tops: list[TopLogprobs | None] = [None] * len(seqs)
         wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
-        if wanted:
-            rows = torch.tensor(wanted)
-            values = (
-                logits[rows]
-                .log_softmax(dim=-1)
-                .gather(1, chosen[rows][:, None])
-                .squeeze(1)
-                .tolist()
-            )
-            for i, value in zip(wanted, values, strict=True):
-                logprobs[i] = value
-        return token_ids, logprobs
+        if not wanted:
+            return chosen.tolist(), logprobs, tops
+        rows = torch.tensor(wanted, device=device)
+        log_probs = logits[rows].log_softmax(dim=-1)
+        values = log_probs.gather(1, chosen[rows][:, None]).squeeze(1)
+        top_n = max(seqs[i].params.top_logprobs for i in wanted)
+        top_values, top_ids = log_probs.topk(top_n, dim=-1) if top_n else (values[:0], values[:0])
+        host = torch.cat(  # one device-to-host copy for everything
+            [
+                chosen.double(),
+                values.double(),
+                top_ids.flatten().double(),
+                top_values.flatten().double(),
+            ]
+        ).tolist()
+        token_ids = [int(t) for t in host[: len(seqs)]]
+        offset = len(seqs) + len(wanted)
+        top_id_rows = host[offset : offset + len(wanted) * top_n]
+        top_value_rows = host[offset + len(wanted) * top_n :]
+        for j, (i, value) in enumerate(zip(wanted, host[len(seqs) : offset], strict=True)):
+            logprobs[i] = value
+            n = seqs[i].params.top_logprobs
+            if n:
+                ids = top_id_rows[j * top_n : j * top_n + n]
+                lps = top_value_rows[j * top_n : j * top_n + n]
+                tops[i] = [(int(t), lp) for t, lp in zip(ids, lps, strict=True)]
+        return token_ids, logprobs, tops
+
+
+def _generator(seq: Sequence, device: torch.device) -> torch.Generator:
+    """The request's own generator on ``device``, seeded at its first draw."""
+    seed = seq.params.seed
+    assert seed is not None, "only seeded requests get their own generator"
+    if seq.generator is None or seq.generator.device != device:
+        seq.generator = torch.Generator(device=device).manual_seed(seed)
+    return seq.generator

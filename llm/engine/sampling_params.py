@@ -12,6 +12,7 @@ class SamplingParams:
     ``temperature == 0`` means greedy. ``top_k == 0`` / ``top_p == 1`` / ``min_p == 0``
     disable those filters. ``seed`` makes sampling reproducible for this request alone.
     ``stop`` strings are matched on the decoded text and are not part of the output.
+    ``top_logprobs`` (with ``logprobs``) also reports that many most likely alternatives.
     ``json_schema`` constrains the output to JSON that the schema accepts (``guided.py``).
     """
 
@@ -24,6 +25,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     logprobs: bool = False
+    top_logprobs: int = 0
     ignore_eos: bool = False
     json_schema: dict | None = None
 
@@ -48,6 +50,12 @@ class SamplingParams:
             raise ValueError(
                 f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}"
             )
+        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= 20:
+            raise ValueError(
+                f"top_logprobs must be an integer in [0, 20], got {self.top_logprobs!r}"
+            )
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=True")
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
             raise ValueError(
                 f"json_schema must be a JSON object (dict), got {type(self.json_schema).__name__}"

@@ -7,7 +7,8 @@ first chunk), so new requests join between steps and a long prompt is spread ove
 steps instead of stalling the decodes. When the KV cache runs out, the most recently
 admitted sequence is preempted: its blocks are freed and it goes back to the front of the
 queue to be recomputed later (its tokens so far become its prompt; the prefix cache often
-makes that cheap).
+makes that cheap). A request whose prompt equals one still prefilling (``fork_of``, the
+n > 1 choices of one prompt) waits for that prefill and then shares its blocks.
 """
 
 from __future__ import annotations
@@ -49,15 +50,13 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
-    def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
-
     def _preempt(self, seq: Sequence) -> None:
         """Free a running sequence's blocks and queue it for recompute, first in line."""
         self.running.remove(seq)
         self.block_manager.free(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_computed_tokens = 0
+        seq.fork_of = None  # recomputed on its own (the prefix cache may still serve it)
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
@@ -97,7 +96,15 @@ class Scheduler:
             and len(self.running) < self.config.max_num_seqs
         ):
             seq = self.waiting[0]
-            num_new = self.block_manager.allocate(seq, budget)
+            leader = seq.fork_of
+            if leader is not None and leader.status != SequenceStatus.RUNNING:
+                seq.fork_of = leader = None  # finished or preempted: admit on its own
+            if leader is not None and leader.num_computed_tokens < seq.num_prompt_tokens:
+                break  # its twin is still prefilling: wait, then share the prompt's blocks
+            if leader is not None:
+                num_new = self.block_manager.fork_prompt(leader, seq)
+            else:
+                num_new = self.block_manager.allocate(seq, budget)
             if num_new == 0:
                 if not self.running:
                     impossible.append(self.waiting.popleft())  # cannot fit even into an empty cache

@@ -41,11 +41,12 @@ class Sequence:
         self.finish_reason: str | None = None
         self.logprobs: list[float] = []
         self.num_preemptions = 0
+        # the request's own generator when params.seed is set; the sampler makes it on its device
         self.generator: torch.Generator | None = None
-        if params.seed is not None:
-            self.generator = torch.Generator().manual_seed(params.seed)
         self.arrival_time = time.monotonic()
         self.json_matcher: Any = None  # a guided.JsonMatcher when params.json_schema is set
+        # a running request with the same prompt whose prefill this one waits for and shares
+        self.fork_of: Sequence | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
 

@@ -6,13 +6,14 @@ Python overhead dominate CPU decode with many sequences. Here every single-token
 padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA by
 grouping query heads per KV head. Prefill chunks (several queries) are rare per step and
 compute-bound: each goes through one ``scaled_dot_product_attention`` call. Same signature
-and semantics as ``llm.kernels.attention.paged_attention_ref``.
+and semantics as ``llm.kernels.attention_ref.paged_attention_ref``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from llm.kernels.attention_ref import paged_attention_ref
 from llm.kernels.step_cache import StepCache
 
 _plan = StepCache()  # per step: the decode rows, gather index and padding mask every layer shares
@@ -120,8 +121,6 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
     square; slicing skips the masked half (measured 1 thread, 400 tokens, 9 heads: 3.0 vs
     4.2 ms per layer). Sinks (gpt-oss) have no SDPA equivalent and use the reference.
     """
-    from llm.kernels.attention import paged_attention_ref
-
     q_len = query.shape[0]
     if sinks is not None:
         return paged_attention_ref(

@@ -83,7 +83,7 @@ def _paged(seq_lens, q_lens, dtype, heads=64, kv_heads=8, head_dim=64, block=16)
 
 def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
     """Call each wrapper on gpt-oss-20b-like shapes so every launch variant is recorded."""
-    from llm.kernels.moe import ExpertWeights
+    from llm.kernels.expert_weights import ExpertWeights
     from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
     from llm.kernels.triton_moe import fused_moe_triton
 

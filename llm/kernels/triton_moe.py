@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.moe import ExpertWeights
+from llm.kernels.expert_weights import ExpertWeights
 from llm.kernels.mxfp4 import MXFP4_BLOCK
 from llm.kernels.triton_moe_routing import route_and_align
 
@@ -318,6 +318,11 @@ def _check_moe_args(
         )
 
 
+_INTERPRETER_BLOCK_N = 128
+# Decided when the kernels are decorated (the compile check swaps them for recorders later).
+_INTERPRETED = not isinstance(_moe_gemm_kernel, triton.runtime.jit.JITFunction)
+
+
 def fused_moe_triton(
     hidden: torch.Tensor,
     router_logits: torch.Tensor,
@@ -334,7 +339,7 @@ def fused_moe_triton(
     Tuning knobs: ``block_m`` routed pairs per tile (16 when experts get few tokens, as in
     decode, else 64), ``block_n`` output columns per tile (32 with block_m 16, so a
     batch of one still spreads its four experts' weights over a few hundred programs;
-    else 64), ``block_k`` input columns per step (a multiple of 32, whole MXFP4 blocks;
+    else 64; 128 under the Triton interpreter), ``block_k`` input columns per step (a multiple of 32, whole MXFP4 blocks;
     64 divides gpt-oss's 2880, which keeps the K loop free of masks). ``fused_routing``
     forces the one-program routing kernel (True) or the torch routing (False); None picks
     the kernel for small batches (see :mod:`llm.kernels.triton_moe_routing`).
@@ -345,6 +350,8 @@ def fused_moe_triton(
         block_m = 16 if num_pairs <= 8 * experts.num_experts else 64
     if block_n is None:
         block_n = 32 if block_m == 16 else 64
+        if _INTERPRETED:
+            block_n = _INTERPRETER_BLOCK_N  # the interpreter: its cost is per program, not per tile
     if block_k % MXFP4_BLOCK or block_n < 16 or block_n & (block_n - 1):
         raise ValueError(
             f"block_k must be a multiple of {MXFP4_BLOCK} and block_n a power of two >= 16"

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.moe import route
+from llm.kernels.moe_ref import route
 
 # one program holds [pairs, experts] and [blocks, experts] tiles; past this, torch does it
 _FUSED_TILE_LIMIT = 16384
@@ -135,6 +135,10 @@ def _route_align_kernel(
     )
 
 
+# Decided when the kernel is decorated (the compile check swaps it for a recorder later).
+_INTERPRETED = not isinstance(_route_align_kernel, triton.runtime.jit.JITFunction)
+
+
 def route_and_align(
     router_logits: torch.Tensor,
     top_k: int,
@@ -144,7 +148,8 @@ def route_and_align(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Routing weights [T, k] fp32, ``sorted_pairs`` and ``block_expert`` (see :func:`align_by_expert`).
 
-    ``fused`` None picks the one-program Triton path when the batch is small enough.
+    ``fused`` None picks the one-program Triton path when the batch is small enough,
+    except under the Triton interpreter, where that program costs more than the torch path.
     """
     num_tokens = router_logits.shape[0]
     num_pairs = num_tokens * top_k
@@ -157,7 +162,7 @@ def route_and_align(
             f"{num_tokens} tokens x top-{top_k} over {num_experts} experts is too large for "
             f"one-program routing"
         )
-    if not (small if fused is None else fused):
+    if not ((small and not _INTERPRETED) if fused is None else fused):
         weights, chosen = route(router_logits, top_k)
         return (weights, *align_by_expert(chosen, num_experts, block_m))
     device = router_logits.device

@@ -13,12 +13,16 @@ __all__ = ["LoadedModel", "LoaderError", "load_model"]
 
 
 def load_model(
-    path: str | Path, dtype: torch.dtype = torch.float32, native_4bit: bool = False
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    native_4bit: bool = False,
+    device: torch.device | str = "cpu",
 ) -> LoadedModel:
     """Load a model by path; heavy imports happen only in the branch that needs them.
 
     ``native_4bit`` applies to GGUF files (see ``load_gguf``); gpt-oss keeps its MXFP4
-    experts 4-bit anyway.
+    experts 4-bit anyway. gpt-oss tensors stream to ``device`` one at a time; a GGUF
+    model is built on the CPU and moved by the engine's runner.
     """
     path = Path(path)
     if not path.exists():
@@ -37,7 +41,7 @@ def load_model(
                 from llm.loader.safetensors import load_gpt_oss
             except ImportError as exc:
                 raise LoaderError(f"gpt-oss loader is not available in this build ({exc})") from exc
-            return load_gpt_oss(path, dtype)
+            return load_gpt_oss(path, dtype, device=device)
         raise LoaderError(
             f"model directory {str(path)!r} has model_type {model_type!r}; "
             "supported: 'gpt_oss' (or a .gguf file for llama-family models)"

@@ -1,7 +1,8 @@
 """Load a gpt-oss HF checkpoint directory (config.json + safetensors, MXFP4 or dense experts) into our model.
 
-Tensors are read one at a time through ``safe_open`` (memory-mapped), so peak memory is
-the model itself plus one tensor. MXFP4 experts (``*.mlp.experts.{gate_up,down}_proj_
+Tensors are read one at a time (``ShardReader``) and moved to the target device before
+the next is read, so the host's peak is the largest tensor, not the model: on CUDA the
+model never exists in host memory. MXFP4 experts (``*.mlp.experts.{gate_up,down}_proj_
 {blocks,scales}``, uint8, checkpoint orientation [E, out, in/32, 16]) are kept as they
 are: never expanded to bf16. Dense experts (``gate_up_proj`` [E, H, 2I] and ``down_proj``
 [E, I, H], transformers' [in, out] orientation) are transposed to [E, out, in].
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from llm.loader.safetensors_stream import SafetensorsFormatError, ShardReader
 from llm.models.gpt_oss import GptOssForCausalLM
 from llm.models.gpt_oss_config import GptOssConfig, GptOssConfigError
 
@@ -76,6 +78,12 @@ def read_config(path: Path) -> GptOssConfig:
         raw = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+    quant = raw.get("quantization_config") or {}
+    if quant and quant.get("quant_method") != "mxfp4":
+        raise CheckpointError(
+            f"{config_file}: quantization_config.quant_method {quant.get('quant_method')!r} "
+            "is not supported (only 'mxfp4' experts, or unquantised bf16/fp32)"
+        )
     try:
         return GptOssConfig.from_dict(raw)
     except GptOssConfigError as exc:
@@ -84,8 +92,6 @@ def read_config(path: Path) -> GptOssConfig:
 
 def tensor_files(path: Path) -> dict[str, Path]:
     """Tensor name -> the safetensors file holding it (sharded index when present)."""
-    from safetensors import safe_open
-
     index = path / INDEX_FILE
     if index.is_file():
         try:
@@ -102,9 +108,15 @@ def tensor_files(path: Path) -> dict[str, Path]:
         raise CheckpointError(f"{path} holds no *.safetensors files")
     files: dict[str, Path] = {}
     for shard in shards:
-        with safe_open(str(shard), framework="pt") as handle:
-            files.update(dict.fromkeys(handle.keys(), shard))
+        files.update(dict.fromkeys(_reader(shard).keys(), shard))
     return files
+
+
+def _reader(shard: Path) -> ShardReader:
+    try:
+        return ShardReader(shard)
+    except SafetensorsFormatError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def detect_expert_format(names: set[str]) -> str:
@@ -128,11 +140,17 @@ def _target_dtype(name: str, wanted: torch.Tensor, dtype: torch.dtype) -> torch.
 
 
 def _read_state(
-    model: GptOssForCausalLM, files: dict[str, Path], expert_format: str, dtype: torch.dtype
+    model: GptOssForCausalLM,
+    files: dict[str, Path],
+    expert_format: str,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    """Every persistent tensor the model declares, read from its shard, converted and shape-checked."""
-    from safetensors import safe_open
+    """Every persistent tensor the model declares, shape-checked, converted and on ``device``.
 
+    Shapes and dtypes are checked from the headers before any data is read, so a wrong
+    checkpoint fails fast; then each tensor is read, moved and converted on its own.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(files))
     if missing:
@@ -145,34 +163,39 @@ def _read_state(
             f"checkpoint has {len(unexpected)} tensors this gpt-oss config does not use, "
             f"e.g. {unexpected[:3]}; does config.json match the weights?"
         )
-    by_file: dict[Path, list[str]] = {}
-    for name in expected:
-        by_file.setdefault(files[name], []).append(name)
+    readers = {shard: _reader(shard) for shard in sorted(set(files[n] for n in expected))}
+    for name, wanted in expected.items():
+        reader = readers[files[name]]
+        if name not in reader.entries:
+            raise CheckpointError(f"the index puts {name} in {reader.path.name}, which lacks it")
+        shape = reader.shape(name)
+        transpose = (
+            expert_format == "dense"
+            and name.rsplit(".", 1)[-1] in DENSE_EXPERTS
+            and len(shape) == 3
+        )
+        if transpose:  # transformers' [E, in, out] -> our [E, out, in]
+            shape = (shape[0], shape[2], shape[1])
+        if tuple(shape) != tuple(wanted.shape):
+            raise CheckpointError(
+                f"{name} in {reader.path.name} has shape {tuple(shape)}, "
+                f"the config implies {tuple(wanted.shape)}"
+            )
+        if _target_dtype(name, wanted, dtype) == torch.uint8 and reader.dtype(name) != torch.uint8:
+            raise CheckpointError(
+                f"{name} is {reader.dtype(name)}; MXFP4 blocks and scales must be uint8"
+            )
     state: dict[str, torch.Tensor] = {}
-    for shard, names in sorted(by_file.items()):
-        with safe_open(str(shard), framework="pt", device="cpu") as handle:
-            for name in names:
-                tensor = handle.get_tensor(name)
-                wanted = expected[name]
-                if (
-                    expert_format == "dense"
-                    and name.rsplit(".", 1)[-1] in DENSE_EXPERTS
-                    and tensor.dim() == 3
-                ):
-                    tensor = tensor.transpose(
-                        1, 2
-                    )  # transformers' [E, in, out] -> our [E, out, in]
-                if tuple(tensor.shape) != tuple(wanted.shape):
-                    raise CheckpointError(
-                        f"{name} in {shard.name} has shape {tuple(tensor.shape)}, "
-                        f"the config implies {tuple(wanted.shape)}"
-                    )
-                target = _target_dtype(name, wanted, dtype)
-                if target == torch.uint8 and tensor.dtype != torch.uint8:
-                    raise CheckpointError(
-                        f"{name} is {tensor.dtype}; MXFP4 blocks and scales must be uint8"
-                    )
-                state[name] = tensor.to(target).contiguous()
+    for name, wanted in expected.items():
+        reader = readers[files[name]]
+        tensor = reader.read(name).to(device)  # the host copy is dropped with this line
+        if (
+            expert_format == "dense"
+            and name.rsplit(".", 1)[-1] in DENSE_EXPERTS
+            and tensor.dim() == 3
+        ):
+            tensor = tensor.transpose(1, 2)
+        state[name] = tensor.to(_target_dtype(name, wanted, dtype)).contiguous()
     return state
 
 
@@ -198,10 +221,10 @@ def load_gpt_oss(
     expert_format = detect_expert_format(set(files))
     with torch.device("meta"):  # shapes only: the real tensors come from the checkpoint
         model = GptOssForCausalLM(config, expert_format=expert_format, dtype=dtype)
-    state = _read_state(model, files, expert_format, dtype)
+    state = _read_state(model, files, expert_format, dtype, torch.device(device))
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
-    model.to(device)
+    model.to(device)  # what the checkpoint does not hold (the rotary table) joins the weights
 
     tokenizer = None
     eos = list(config.eos_token_ids)

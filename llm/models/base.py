@@ -7,7 +7,7 @@ llama-family, gpt-oss MoE) is a ``CausalLM``: token ids in, logits out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,9 +42,6 @@ class KVCacheSpec:
     num_kv_heads: int
     head_dim: int
     dtype: torch.dtype = torch.float32
-    # Per-layer sliding window (None = full attention); lets the block manager know
-    # which layers could drop old blocks. Informational for now.
-    sliding_windows: list[int | None] = field(default_factory=list)
 
 
 class CausalLM(nn.Module):

@@ -244,7 +244,6 @@ class GptOssForCausalLM(CausalLM):
             num_kv_heads=cfg.num_key_value_heads,
             head_dim=cfg.head_dim,
             dtype=self.dtype,
-            sliding_windows=[cfg.window_of(i) for i in range(cfg.num_hidden_layers)],
         )
 
     @torch.inference_mode()

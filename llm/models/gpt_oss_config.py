@@ -15,6 +15,15 @@ import torch
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
+# The rope_scaling of the published gpt-oss-20b/120b config.json (tests and the bench write it).
+PUBLISHED_ROPE_SCALING = {
+    "rope_type": "yarn",
+    "factor": 32.0,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+    "original_max_position_embeddings": 4096,
+}
 
 
 class GptOssConfigError(ValueError):

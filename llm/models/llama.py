@@ -253,7 +253,6 @@ class LlamaForCausalLM(CausalLM):
             num_kv_heads=c.num_kv_heads,
             head_dim=c.head_dim,
             dtype=self.embed_tokens.weight.dtype,
-            sliding_windows=[None] * c.num_layers,
         )
 
     def forward(

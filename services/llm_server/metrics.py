@@ -8,7 +8,9 @@ Names (all prefixed ``enclave_llm_``):
 - ``finished_choices_total{finish_reason}``: choices ended by stop, length, abort, error
 - ``time_to_first_token_seconds``, ``inter_token_latency_seconds``, ``request_duration_seconds``: histograms
 - from the backend's ``stats()`` when it reports them: ``kv_blocks_used``, ``kv_blocks_free``,
-  ``prefix_cache_hit_rate``, and every other number as ``backend_<name>``
+  ``prefix_cache_hit_rate``, and every other number as ``backend_<name>`` (the engine's
+  ``backend_weight_bytes``, ``backend_kv_blocks_total``, ...)
+- ``engine_info{device,kernels,dtype}`` = 1, from the backend's ``describe()`` when it has one
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from .admission import RequestTracker
@@ -54,11 +56,17 @@ _LATENCY_BUCKETS = (
 class _LiveCollector(Collector):
     """Gauges read at scrape time: the tracker's counts and the backend's own stats."""
 
-    def __init__(self, tracker: RequestTracker, backend_stats: Callable[[], dict[str, float]]):
+    def __init__(
+        self,
+        tracker: RequestTracker,
+        backend_stats: Callable[[], dict[str, float]],
+        backend_info: Callable[[], dict[str, object]] | None = None,
+    ):
         self._tracker = tracker
         self._backend_stats = backend_stats
+        self._backend_info = backend_info
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
         yield GaugeMetricFamily(
             PREFIX + "queue_depth",
             "Requests waiting for their first token.",
@@ -79,12 +87,26 @@ class _LiveCollector(Collector):
             else:
                 name = PREFIX + "backend_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
                 yield GaugeMetricFamily(name, f"Backend statistic '{key}'.", value=float(value))
+        try:
+            info = self._backend_info() if self._backend_info is not None else {}
+        except Exception:  # as above: a scrape never fails on a backend
+            info = {}
+        labels = {k: str(info[k]) for k in ("device", "kernels", "dtype") if k in info}
+        if labels:
+            yield InfoMetricFamily(
+                PREFIX + "engine", "Where the engine runs: device, kernel backend, dtype.", labels
+            )
 
 
 class ServerMetrics:
     """The app's counters and histograms; ``render()`` gives the /metrics body."""
 
-    def __init__(self, tracker: RequestTracker, backend_stats: Callable[[], dict[str, float]]):
+    def __init__(
+        self,
+        tracker: RequestTracker,
+        backend_stats: Callable[[], dict[str, float]],
+        backend_info: Callable[[], dict[str, object]] | None = None,
+    ):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -121,7 +143,7 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        r.register(_LiveCollector(tracker, backend_stats))
+        r.register(_LiveCollector(tracker, backend_stats, backend_info))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,6 +63,7 @@ async def list_models(request: Request) -> dict:
                 "created": int(state.started_at or time.time()),
                 "owned_by": "enclave",
                 "max_model_len": state.max_model_len(ready),
+                **_engine_fields(state),
             }
             for name in state.served_names()
         ],
@@ -81,7 +82,14 @@ async def retrieve_model(model_id: str, request: Request) -> dict:
         "created": int(state.started_at or time.time()),
         "owned_by": "enclave",
         "max_model_len": state.max_model_len(ready),
+        **_engine_fields(state),
     }
+
+
+def _engine_fields(state: ServerState) -> dict:
+    """Extra model fields of an engine backend: where it runs and how big it is."""
+    info = state.engine_info()
+    return {key: value for key, value in info.items() if key != "max_model_len"}
 
 
 @router.post("/v1/chat/completions")

@@ -25,7 +25,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.tracker = RequestTracker(self.settings.llm_max_queue)
-        self.metrics = ServerMetrics(self.tracker, self._backend_stats)
+        self.metrics = ServerMetrics(self.tracker, self._backend_stats, self.engine_info)
 
     @property
     def backend_name(self) -> str:
@@ -34,6 +34,11 @@ class ServerState:
 
     def _backend_stats(self) -> dict[str, float]:
         return self.backend.stats() if self.backend is not None else {}
+
+    def engine_info(self) -> dict[str, object]:
+        """Device, kernels, dtype, weight bytes, KV blocks of an engine backend ({} for others)."""
+        describe = getattr(self.backend, "describe", None)
+        return dict(describe()) if describe is not None else {}
 
     def attach(self, backend: Backend) -> None:
         self.backend = backend

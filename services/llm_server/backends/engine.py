@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from .base import BackendError, BackendUnavailable, Delta, GenerationParams, Pro
 
 if TYPE_CHECKING:
     from services.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def json_schema_of(response_format: dict[str, Any] | None) -> dict | None:
@@ -49,7 +52,7 @@ class EngineBackend:
 
     kind = "engine"  # the ENCLAVE_LLM_BACKEND value that selects it
 
-    max_top_logprobs = 0  # the engine reports the chosen token's logprob only
+    max_top_logprobs = 20
     # json_object / json_schema are enforced by the engine's constrained decoding
     # (llm.engine.guided); a model it cannot constrain refuses the request with a 400
     supports_response_format = True
@@ -81,18 +84,12 @@ class EngineBackend:
             "enable_prefix_caching": settings.llm_prefix_caching,
             "native_4bit": settings.llm_native_4bit,
             "dtype": settings.llm_dtype,
+            "device": settings.llm_device,
+            "kernels": settings.llm_kernels,
+            "gpu_memory_utilization": settings.llm_gpu_memory_utilization,
+            "cuda_graphs": settings.llm_cuda_graphs,
         }
         return cls(model_path, settings.llm_model, config, settings.llm_cpu_threads)
-
-    @classmethod
-    def from_engine(cls, engine: Any, model_name: str | None = None) -> EngineBackend:
-        """Wrap an engine that is already built (tests, benchmarks)."""
-        _, _, sampling_params = _engine_modules()
-        backend = cls(
-            Path("."), model_name or engine.model_name, {"max_model_len": engine.max_model_len}
-        )
-        backend._engine, backend._sampling_params = engine, sampling_params
-        return backend
 
     async def start(self) -> None:
         if self._engine is not None:
@@ -104,14 +101,15 @@ class EngineBackend:
         async_engine, engine_config, self._sampling_params = _engine_modules()
         import torch
 
-        from llm.engine.config import default_threads, resolve_dtype
+        from llm.engine.config import default_threads, resolve_device, resolve_dtype
 
         # load on one thread; the engine's step thread then takes its own count (ModelRunner)
         torch.set_num_threads(1)
         try:
             options = dict(self._engine_config)
             options["num_threads"] = self._cpu_threads or default_threads()
-            options["dtype"] = resolve_dtype(options.get("dtype", "fp32"))
+            device = resolve_device(options.get("device", "auto"))
+            options["dtype"] = resolve_dtype(options.get("dtype", "fp32"), device)
             config = engine_config(**options)
         except ValueError as exc:
             raise BackendUnavailable(f"invalid engine settings (ENCLAVE_LLM_*): {exc}") from exc
@@ -124,6 +122,13 @@ class EngineBackend:
             raise BackendUnavailable(f"the engine cannot load {self.model_path}: {exc}") from exc
         self._engine = await engine if inspect.isawaitable(engine) else engine
         self.max_model_len = min(self.max_model_len, int(self._engine.max_model_len))
+        log.info("engine ready: %s", " ".join(f"{k}={v}" for k, v in self.describe().items()))
+
+    def describe(self) -> dict[str, Any]:
+        """Device, kernel backend, dtype, weight bytes and KV blocks of the running engine."""
+        if self._engine is None:
+            return {}
+        return dict(self._engine.engine.describe())
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -161,17 +166,23 @@ class EngineBackend:
             seed=params.seed,
             stop=list(params.stop),
             logprobs=params.logprobs,
+            top_logprobs=params.top_logprobs if params.logprobs else 0,
             ignore_eos=params.ignore_eos,
             json_schema=json_schema_of(params.response_format),
         )
 
-    def _logprobs(self, token_ids: list[int], values: Any) -> list[TokenLogprob] | None:
+    def _logprobs(
+        self, token_ids: list[int], values: Any, tops: Any = None
+    ) -> list[TokenLogprob] | None:
         if not values:
             return None
+        decode = self._engine.tokenizer.decode
         out = []
-        for token_id, value in zip(token_ids, values, strict=False):
+        for index, (token_id, value) in enumerate(zip(token_ids, values, strict=False)):
             logprob = value.get(token_id) if isinstance(value, dict) else value
-            out.append(TokenLogprob(self._engine.tokenizer.decode([token_id]), float(logprob)))
+            top = tops[index] if tops and index < len(tops) else []
+            alternatives = [(decode([t]), float(lp)) for t, lp in top]
+            out.append(TokenLogprob(decode([token_id]), float(logprob), alternatives))
         return out
 
     async def generate(
@@ -213,7 +224,11 @@ class EngineBackend:
                         f"the engine cannot serve: {exc}", status=503, code="engine_unavailable"
                     ) from exc
                 new_ids = list(out.new_token_ids or [])
-                logprobs = self._logprobs(new_ids, out.logprobs) if params.logprobs else None
+                logprobs = (
+                    self._logprobs(new_ids, out.logprobs, out.top_logprobs)
+                    if params.logprobs
+                    else None
+                )
                 text = out.text_delta or ""
                 if harmony is not None:
                     text = "".join(harmony.feed(token_id).content or "" for token_id in new_ids)

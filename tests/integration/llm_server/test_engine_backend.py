@@ -100,7 +100,7 @@ def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):
     assert "enclave_llm_kv_blocks_used" in text and "enclave_llm_kv_blocks_free" in text
 
 
-def test_engine_logprobs_and_refusals(engine_client):
+def test_engine_logprobs_and_top_logprobs(engine_client):
     import openai
 
     reply = engine_client.chat.completions.create(
@@ -108,9 +108,17 @@ def test_engine_logprobs_and_refusals(engine_client):
     )
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens and all(e.logprob <= 0 for e in content)
-    with pytest.raises(openai.BadRequestError, match="top logprobs"):
+    reply = engine_client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=3, temperature=0, logprobs=True, top_logprobs=2
+    )
+    for entry in reply.choices[0].logprobs.content:
+        assert len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+        assert entry.token == entry.top_logprobs[0].token  # greedy: the choice is the best
+        assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         engine_client.chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=2
+            model=MODEL, messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=21
         )
 
 
@@ -180,4 +188,22 @@ def test_engine_json_object_and_bad_schemas(engine_client):
     assert (
         bad.value.code == "response_format_unsupported"
         and "invalid json schema" in bad.value.message
+    )
+
+
+def test_engine_reports_device_kernels_dtype_weights_and_kv_blocks(engine_server):
+    """/v1/models and /metrics say where the engine runs and how much it holds."""
+    [model] = [m for m in httpx.get(f"{engine_server.url}/v1/models").json()["data"]]
+    assert model["device"] == "cpu" and model["kernels"] == "torch"
+    assert model["dtype"] in ("bfloat16", "float32")
+    assert model["weight_bytes"] > 10_000_000  # SmolLM2-135M: ~135M parameters, 4-bit or wider
+    assert model["kv_blocks"] > 0 and model["kv_cache_bytes"] <= 64 * 2**20
+    text = httpx.get(f"{engine_server.url}/metrics").text
+    info = [line for line in text.splitlines() if line.startswith("enclave_llm_engine_info{")]
+    assert info and 'device="cpu"' in info[0] and 'kernels="torch"' in info[0]
+    assert (
+        metric_value(engine_server.url, "enclave_llm_backend_weight_bytes") == model["weight_bytes"]
+    )
+    assert (
+        metric_value(engine_server.url, "enclave_llm_backend_kv_blocks_total") == model["kv_blocks"]
     )

@@ -62,6 +62,8 @@ def test_dtype_names_resolve_and_unknown_ones_are_refused() -> None:
     from llm.engine.config import resolve_dtype
 
     assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("fp32") is torch.float32
+    assert resolve_dtype("bfloat16") is torch.bfloat16
     assert resolve_dtype("auto") in (torch.bfloat16, torch.float32)
-    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+    assert resolve_dtype("auto", "cuda") is torch.bfloat16  # auto is bf16 on a GPU
+    with pytest.raises(ValueError, match="auto, bf16, bfloat16, fp32"):
         resolve_dtype("fp8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm.kernels.attention import paged_attention_ref
+from llm.kernels.attention_ref import paged_attention_ref
 from llm.kernels.cpu_attention import paged_attention_cpu
 
 
@@ -66,7 +66,7 @@ def test_bf16_cache_matches_reference():
 def test_head_major_storage_is_written_and_read_like_the_plain_layout(dtype):
     """The runner's CPU caches are head-major views; writes land in the same logical slots."""
     from llm.engine.model_runner import kv_cache_storage
-    from llm.kernels.attention import write_kv_cache_ref
+    from llm.kernels.attention_ref import write_kv_cache_ref
 
     query, k_plain, v_plain, tables, starts, lens = random_batch([1, 5, 1], [9, 5, 14], dtype=dtype)
     k_cache, v_cache = (

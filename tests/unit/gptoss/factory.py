@@ -14,15 +14,9 @@ from pathlib import Path
 import torch
 
 from llm.kernels.mxfp4 import dequantize_mxfp4, quantize_mxfp4
+from llm.models.gpt_oss_config import PUBLISHED_ROPE_SCALING
 
-ROPE_SCALING = {
-    "rope_type": "yarn",
-    "factor": 32.0,
-    "beta_fast": 32.0,
-    "beta_slow": 1.0,
-    "truncate": False,
-    "original_max_position_embeddings": 4096,
-}
+ROPE_SCALING = PUBLISHED_ROPE_SCALING
 TINY = dict(
     num_hidden_layers=4,
     hidden_size=64,

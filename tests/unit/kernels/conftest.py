@@ -1,24 +1,16 @@
 """Kernel tests run the Triton kernels on CUDA when present, else on CPU tensors under the interpreter.
 
 ``TRITON_INTERPRET`` must be set before any ``@triton.jit`` decorator runs (Triton decides
-per function at decoration time), so it is set here, before the test modules import
-``llm.kernels.triton_*``.
+per function at decoration time); the root ``tests/conftest.py`` sets it first.
 """
-
-import importlib
-import os
-import sys
 
 import pytest
 import torch
 
+from tests.unit.kernels.interpreter import interpret_triton_without_cuda
+
 HAS_CUDA = torch.cuda.is_available()
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-    # a test collected earlier may have imported the kernels compiled: decorate them again
-    for _name in ("llm.kernels.triton_attention", "llm.kernels.triton_moe"):
-        if _name in sys.modules:
-            importlib.reload(sys.modules[_name])
+interpret_triton_without_cuda()
 
 DEVICES = ["cuda"] if HAS_CUDA else ["cpu"]
 

@@ -1,16 +1,12 @@
-"""Triton paged attention and cache write against the torch references of llm.kernels.attention."""
+"""Triton paged attention and cache write against the torch references of llm.kernels.attention_ref."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from llm.kernels.attention import (
-    paged_attention,
-    paged_attention_ref,
-    write_kv_cache,
-    write_kv_cache_ref,
-)
+from llm.kernels.attention import paged_attention, write_kv_cache
+from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
 from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
 from tests.unit.kernels.conftest import requires_cuda_bf16
 from tests.unit.kernels.paged_cache import make_batch

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm.kernels.moe import ExpertWeights, fused_moe_ref, route
+from llm.kernels.expert_weights import ExpertWeights
+from llm.kernels.moe_ref import fused_moe_ref, route
 from llm.kernels.mxfp4 import quantize_mxfp4
 from llm.kernels.triton_moe import fused_moe_triton
 from llm.kernels.triton_moe_routing import align_by_expert, route_and_align

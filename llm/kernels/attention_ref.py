@@ -1,0 +1,83 @@
+"""Torch references of the attention operators: the definition of correct for every backend.
+
+Cache layout and batch semantics are those of ``llm.kernels.attention`` (the dispatch
+module); the Triton kernels and the CPU decode path are tested against these.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llm.kernels.step_cache import StepCache
+
+
+def write_kv_cache_ref(key, value, k_cache, v_cache, slot_mapping) -> None:
+    """Torch reference for :func:`write_kv_cache`; the caches may have any strides (CPU head-major)."""
+    blocks, offsets, valid = _slot_index(slot_mapping, k_cache.shape[1])
+    if valid is not None:
+        key, value = key[valid], value[valid]
+    k_cache[blocks, offsets] = key.to(k_cache.dtype)
+    v_cache[blocks, offsets] = value.to(v_cache.dtype)
+
+
+_slots = StepCache()
+
+
+def _slot_index(slot_mapping: torch.Tensor, block_size: int):
+    """(block, offset, valid rows or None) of each slot, derived once per step (``StepCache``)."""
+
+    def compute():
+        valid = None
+        slots = slot_mapping
+        if len(slots) and int(slots.min()) < 0:  # padding rows are not stored
+            valid = slots >= 0
+            slots = slots[valid]
+        return slots // block_size, slots % block_size, valid
+
+    return _slots.get((slot_mapping, block_size), compute)
+
+
+def paged_attention_ref(
+    query,
+    k_cache,
+    v_cache,
+    block_tables,
+    query_start_loc,
+    seq_lens,
+    scale,
+    sliding_window=None,
+    sinks=None,
+) -> torch.Tensor:
+    """Torch reference for :func:`paged_attention`: one sequence at a time, fp32 softmax."""
+    num_heads, head_dim = query.shape[1], query.shape[2]
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    group = num_heads // num_kv_heads
+    out = torch.empty_like(query)
+    starts = query_start_loc.tolist()
+    lengths = seq_lens.tolist()
+    for i, seq_len in enumerate(lengths):
+        q_start, q_end = starts[i], starts[i + 1]
+        q_len = q_end - q_start
+        if q_len == 0:
+            continue
+        num_blocks = (seq_len + block_size - 1) // block_size
+        blocks = block_tables[i, :num_blocks].long()
+        keys = k_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:seq_len].float()
+        values = v_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:seq_len].float()
+        keys = keys.repeat_interleave(group, dim=1)
+        values = values.repeat_interleave(group, dim=1)
+        q = query[q_start:q_end].float()
+        scores = torch.einsum("qhd,khd->hqk", q, keys) * scale
+        q_pos = torch.arange(seq_len - q_len, seq_len, device=query.device)
+        k_pos = torch.arange(seq_len, device=query.device)
+        visible = k_pos[None, :] <= q_pos[:, None]
+        if sliding_window is not None:
+            visible &= k_pos[None, :] > q_pos[:, None] - sliding_window
+        scores = scores.masked_fill(~visible, float("-inf"))
+        if sinks is not None:
+            sink_logits = sinks.float().view(num_heads, 1, 1).expand(num_heads, q_len, 1)
+            probs = torch.softmax(torch.cat([scores, sink_logits], dim=-1), dim=-1)[..., :-1]
+        else:
+            probs = torch.softmax(scores, dim=-1)
+        out[q_start:q_end] = torch.einsum("hqk,khd->qhd", probs, values).to(query.dtype)
+    return out
