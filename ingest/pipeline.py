@@ -17,7 +17,7 @@ from ingest.embedder import Embedder
 from ingest.errors import EmptyDocument, IngestError
 from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
 from ingest.stores.acl import AccessError, normalise_groups
-from ingest.stores.lexical import LexicalIndex
+from ingest.stores.lexical_choice import LexicalStore, open_lexical_index
 from ingest.stores.vector import VectorStore
 
 __all__ = ["IngestPipeline", "SUPPORTED_EXTENSIONS", "Progress"]
@@ -38,7 +38,7 @@ class IngestPipeline:
         self.config = config
         self._embedder = embedder
         self._vector_store: VectorStore | None = None
-        self._lexical_index: LexicalIndex | None = None
+        self._lexical_index: LexicalStore | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -53,9 +53,9 @@ class IngestPipeline:
         return self._vector_store
 
     @property
-    def lexical_index(self) -> LexicalIndex:
+    def lexical_index(self) -> LexicalStore:
         if self._lexical_index is None:
-            self._lexical_index = LexicalIndex(self.config.lexical_path)
+            self._lexical_index = open_lexical_index(self.config)
         return self._lexical_index
 
     def ingest(

@@ -8,7 +8,7 @@ from typing import Any
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.stores.acl import AccessScope
-from ingest.stores.lexical import LexicalIndex
+from ingest.stores.lexical_choice import LexicalStore, open_lexical_index
 from ingest.stores.vector import VectorStore
 from retriever.fusion import reciprocal_rank_fusion
 
@@ -37,7 +37,7 @@ class HybridSearcher:
     def __init__(
         self,
         vector_store: VectorStore,
-        lexical_index: LexicalIndex,
+        lexical_index: LexicalStore,
         embedder: Embedder,
         candidate_k: int = 30,
         rrf_k: int = 60,
@@ -58,7 +58,7 @@ class HybridSearcher:
         """Searcher over the stores a pipeline with the same config writes to."""
         return cls(
             VectorStore.from_config(config),
-            LexicalIndex(config.lexical_path),
+            open_lexical_index(config),
             embedder or Embedder(config.resolved_embedding_model()),
             **options,
         )

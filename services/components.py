@@ -24,6 +24,8 @@ def ingest_config(settings: Settings) -> Any:
         chroma_collection=settings.chroma_collection,
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
+        lexical_backend=settings.lexical_backend,
+        lexical_database_url=settings.resolved_database_url,
     )
     if settings.embedding_model:
         kwargs["embedding_model"] = settings.embedding_model

@@ -178,6 +178,12 @@ class Settings(BaseSettings):
         None, description="File where the egress guard appends blocked attempts."
     )
 
+    # --- runtime resilience (issue 17b) -----------------------------------------------
+    lexical_backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="Lexical (keyword) index: sqlite = FTS5 file under data_dir (embedded); postgres = PostgreSQL full-text search in database_url, shared by every host (server profile).",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

@@ -68,12 +68,20 @@ def match_expression(query: str) -> str | None:
     Quoting every term means FTS syntax in a question (quotes, ``NEAR``, ``*``, ``-``,
     ``:``, parentheses) is searched as words and never raises. None when nothing is left.
     """
-    words = [w.lower() for w in _WORD.findall(query)]
-    terms = [w for w in words if w not in STOPWORDS] or words
-    unique = list(dict.fromkeys(terms))
+    unique = content_words(query)
     if not unique:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+
+
+def content_words(query: str) -> list[str]:
+    """Lower-cased distinct words of a question, stopwords dropped unless nothing else is left.
+
+    Shared by the FTS5 and the PostgreSQL index, so both search the same terms.
+    """
+    words = [w.lower() for w in _WORD.findall(query)]
+    terms = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(terms))
 
 
 class LexicalIndex:
