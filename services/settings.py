@@ -183,6 +183,18 @@ class Settings(BaseSettings):
         "sqlite",
         description="Lexical (keyword) index: sqlite = FTS5 file under data_dir (embedded); postgres = PostgreSQL full-text search in database_url, shared by every host (server profile).",
     )
+    task_time_limit_s: float = Field(
+        900.0,
+        description="Longest one ingest/delete task may run; past it the task fails with a message (prefork workers).",
+    )
+    job_lease_s: float = Field(
+        960.0,
+        description="A job still running this long after it started was abandoned by a worker that died, and is run again (keep it above task_time_limit_s + 30). Also Redis's visibility timeout.",
+    )
+    sweep_interval_s: float = Field(
+        30.0,
+        description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",
+    )
 
     # --- derived -----------------------------------------------------------------------
     @property

@@ -12,11 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import sessionmaker
 
 from services.db import Chunk, Document, Job, make_engine, session_factory, utcnow
 from services.settings import Settings
+from services.worker.leases import MAX_ATTEMPTS, attempts_so_far, claimable, retry_note
 
 log = logging.getLogger(__name__)
 
@@ -63,35 +64,60 @@ def _parse_progress(args: tuple, kwargs: dict) -> tuple[float | None, str | None
 class JobRunner:
     """Executes jobs against one pipeline and one database."""
 
-    def __init__(self, sessions: sessionmaker, pipeline: Any):
+    def __init__(self, sessions: sessionmaker, pipeline: Any, lease_s: float = 960.0):
         self._sessions = sessions
         self._pipeline = pipeline
+        self._lease_s = lease_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobRunner:
         from services.components import create_pipeline
 
         engine = make_engine(settings.resolved_database_url)
-        return cls(session_factory(engine), create_pipeline(settings))
+        return cls(session_factory(engine), create_pipeline(settings), settings.job_lease_s)
 
     def _start(self, job_id: str, kind: str) -> tuple[Job, Document] | None:
+        """Claim the job for this worker, or None when it must not run here.
+
+        Claiming is one compare-and-set UPDATE, so when a message is delivered twice
+        (broker redelivery after a worker died, plus the sweeper's re-enqueue) exactly one
+        worker runs the job: ``queued`` may be claimed, ``running`` only once its lease has
+        expired (its worker died), ``done``/``failed`` never.
+        """
+        now = utcnow()
         with self._sessions.begin() as session:
             job = session.get(Job, job_id)
             if job is None or job.kind != kind:
                 log.warning("job %s (%s) not found; dropping the task", job_id, kind)
                 return None
-            if job.state == "done":
+            was_running = job.state == "running"
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, claimable(now, self._lease_s))
+                .values(state="running", started_at=now, progress=0.0, stage="starting")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not claimed:
+                log.info("job %s is %s elsewhere or finished; skipping", job_id, job.state)
                 return None
+            session.refresh(job)
+            attempt = attempts_so_far(job.error) + (1 if was_running else 0)
+            if attempt >= MAX_ATTEMPTS:
+                message = (
+                    f"the worker stopped {attempt} times while running this job "
+                    "(a crash, out of memory or a restart); giving up"
+                )
+                self._finish(session, job, "failed", message)
+                document = session.get(Document, job.document_id)
+                if document is not None and kind == "ingest":
+                    document.status, document.error = "failed", message
+                return None
+            if attempt:
+                job.error = retry_note(attempt)
             document = session.get(Document, job.document_id)
             if document is None:
                 self._finish(session, job, "failed", f"document {job.document_id} no longer exists")
                 return None
-            job.state, job.started_at, job.progress, job.stage = (
-                "running",
-                utcnow(),
-                0.0,
-                "starting",
-            )
             document.status = "processing" if kind == "ingest" else "deleting"
             return job, document
 
