@@ -67,6 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     supervisor.start()
     url = f"http://{settings.host}:{settings.port}"
     if wait_healthy(f"{url}/healthz", supervisor, args.start_timeout):
+        supervisor.restart_crashed = True  # up once: from now on a crash is restarted
         print(f"enclave: ready, browse {url}/ (API docs at {url}/docs)", flush=True)
     elif supervisor.dead_child() is None and not supervisor.stop_requested:
         print(
