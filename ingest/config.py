@@ -31,6 +31,10 @@ class IngestConfig:
     lexical_backend: Literal["sqlite", "postgres"] = "sqlite"
     # SQLAlchemy URL of the PostgreSQL database holding the lexical index (postgres backend).
     lexical_database_url: str | None = None
+    # Parse each file in a child process capped at this much memory (MiB); 0 parses in
+    # this process (tests, scripts). The worker always caps: see ingest.sandbox.
+    parse_memory_mb: int = 0
+    parse_time_limit_s: float = 300.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -16,6 +16,7 @@ from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.errors import EmptyDocument, IngestError
 from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
+from ingest.sandbox import ParseSandbox
 from ingest.stores.acl import AccessError, normalise_groups
 from ingest.stores.lexical_choice import LexicalStore, open_lexical_index
 from ingest.stores.vector import VectorStore
@@ -39,6 +40,9 @@ class IngestPipeline:
         self._embedder = embedder
         self._vector_store: VectorStore | None = None
         self._lexical_index: LexicalStore | None = None
+        self._sandbox: ParseSandbox | None = None
+        if config.parse_memory_mb > 0:
+            self._sandbox = ParseSandbox(config.parse_memory_mb, config.parse_time_limit_s)
 
     @property
     def embedder(self) -> Embedder:
@@ -88,7 +92,7 @@ class IngestPipeline:
             except AccessError as exc:
                 raise IngestError(str(exc)) from exc
             report(0.0, "parsing")
-            parsed = parse_document(path)
+            parsed = self._sandbox.parse(path) if self._sandbox else parse_document(path)
             report(_PARSED, "chunking")
             doc_title = (title or "").strip() or parsed.title or path.stem
             chunks = chunk_elements(

@@ -32,11 +32,24 @@ def ingest_config(settings: Settings) -> Any:
     return IngestConfig(**kwargs)
 
 
-def create_pipeline(settings: Settings) -> Any:
-    """An ``IngestPipeline`` (loads the embedding model: call once per process)."""
+def create_pipeline(settings: Settings, *, sandboxed: bool = False) -> Any:
+    """An ``IngestPipeline`` (loads the embedding model: call once per process).
+
+    ``sandboxed`` (the worker): parse each file in a child process with the settings'
+    memory cap and time limit, so a decompression bomb fails its job, not the worker.
+    """
+    from dataclasses import replace
+
     from ingest.pipeline import IngestPipeline
 
-    return IngestPipeline(ingest_config(settings))
+    config = ingest_config(settings)
+    if sandboxed:
+        config = replace(
+            config,
+            parse_memory_mb=settings.parse_memory_mb,
+            parse_time_limit_s=settings.parse_time_limit_s,
+        )
+    return IngestPipeline(config)
 
 
 def create_searcher(settings: Settings) -> Any:

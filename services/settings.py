@@ -191,6 +191,13 @@ class Settings(BaseSettings):
         960.0,
         description="A job still running this long after it started was abandoned by a worker that died, and is run again (keep it above task_time_limit_s + 30). Also Redis's visibility timeout.",
     )
+    parse_memory_mb: int = Field(
+        1024,
+        description="Memory one document's parsing may use, in MiB, in a child process of the worker; a file that needs more (a decompression bomb) fails its job with a message. 0: parse inside the worker, uncapped.",
+    )
+    parse_time_limit_s: float = Field(
+        300.0, description="Longest the parsing of one document may take before its job fails."
+    )
     sweep_interval_s: float = Field(
         30.0,
         description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",

@@ -74,7 +74,7 @@ class JobRunner:
         from services.components import create_pipeline
 
         engine = make_engine(settings.resolved_database_url)
-        return cls(session_factory(engine), create_pipeline(settings), settings.job_lease_s)
+        return cls(session_factory(engine), create_pipeline(settings, sandboxed=True), settings.job_lease_s)
 
     def _start(self, job_id: str, kind: str) -> tuple[Job, Document] | None:
         """Claim the job for this worker, or None when it must not run here.

@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import sessionmaker
 
 from services.db import Job, utcnow
-from services.worker.leases import lease_expired
+from services.worker.leases import attempts_so_far, lease_expired, retry_note
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +36,47 @@ class JobSweeper:
 
     def sweep(self) -> list[str]:
         """Re-enqueue running jobs past their lease; returns their ids."""
-        with self._sessions() as session:
-            rows = session.execute(
-                select(Job.id, Job.kind).where(lease_expired(utcnow(), self._lease_s))
-            ).all()
-        return self._send(rows)
+        return self._requeue(lease_expired(utcnow(), self._lease_s))
 
     def requeue_unfinished(self) -> list[str]:
         """Re-enqueue every queued or running job (the embedded broker's one worker starting).
 
-        Running jobs get their lease expired first: their worker was this one, before it died.
+        Running jobs were this worker's, before it died: they count as a failed attempt.
         """
-        expired = utcnow() - timedelta(seconds=self._lease_s + 1)
-        with self._sessions.begin() as session:
-            session.execute(update(Job).where(Job.state == "running").values(started_at=expired))
-            rows = session.execute(
-                select(Job.id, Job.kind).where(Job.state.in_(("queued", "running")))
-            ).all()
-        return self._send(rows)
+        return self._requeue(Job.state == "running") + self._requeue(Job.state == "queued")
 
-    def _send(self, rows: list) -> list[str]:
-        for job_id, kind in rows:
-            log.warning(
-                "re-enqueueing %s job %s: its worker stopped before finishing", kind, job_id
-            )
+    def _requeue(self, condition: ColumnElement[bool]) -> list[str]:
+        """Move matching jobs back to ``queued`` (noting a died attempt) and send them again.
+
+        The move is a compare-and-set per job, so two sweepers never both send one job, and
+        a job is sent once per death rather than once per sweep.
+        """
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Job.id, Job.kind, Job.state, Job.error).where(condition)
+            ).all()
+        sent = []
+        for job_id, kind, state, note in rows:
+            if state == "running":
+                with self._sessions.begin() as session:
+                    moved = session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, condition)
+                        .values(
+                            state="queued",
+                            stage="queued again",
+                            error=retry_note(attempts_so_far(note) + 1),
+                        )
+                        .execution_options(synchronize_session=False)
+                    ).rowcount
+                if not moved:
+                    continue
+                log.warning(
+                    "re-enqueueing %s job %s: its worker stopped before finishing", kind, job_id
+                )
             self._enqueue(kind, job_id)
-        return [job_id for job_id, _ in rows]
+            sent.append(job_id)
+        return sent
 
 
 def start_sweeping(sweeper: JobSweeper, interval_s: float) -> threading.Event:
