@@ -198,6 +198,17 @@ class Settings(BaseSettings):
     parse_time_limit_s: float = Field(
         300.0, description="Longest the parsing of one document may take before its job fails."
     )
+    llm_retry_attempts: int = Field(
+        3,
+        description="Tries per LLM request that got no answer (refused, reset, 502/503/504), with exponential back-off; a stream is retried only before its first token.",
+    )
+    llm_breaker_failures: int = Field(
+        5,
+        description="Failed LLM requests in a row after which the gateway stops asking for llm_breaker_cooldown_s and answers 503 at once.",
+    )
+    llm_breaker_cooldown_s: float = Field(
+        15.0, description="How long the LLM circuit stays open before one trial request."
+    )
     sweep_interval_s: float = Field(
         30.0,
         description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",

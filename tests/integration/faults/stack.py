@@ -134,3 +134,41 @@ def store_counts(settings: Settings, document_id: str) -> dict[str, int]:
         "lexical": len(pipeline.lexical_index.document_chunk_ids(document_id)),
         "vector": len(pipeline.vector_store.document_chunk_ids(document_id)),
     }
+
+
+def start_gateway(settings: Settings, log_path: Path) -> Child:
+    """``python -m services.gateway`` on ``settings.port``; returns once /healthz answers."""
+    import httpx
+
+    child = Child.start(["-m", "services.gateway"], settings_env(settings), log_path)
+
+    def healthy() -> bool:
+        assert child.process.poll() is None, child.output()
+        try:
+            return (
+                httpx.get(f"http://127.0.0.1:{settings.port}/healthz", timeout=2).status_code == 200
+            )
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=120, interval=0.3, what="the gateway to answer /healthz")
+    return child
+
+
+def start_fake_llm(port: int, log_path: Path, token_delay_s: float = 0.0) -> Child:
+    """The tests' fake OpenAI endpoint as its own process (so a test can SIGKILL it)."""
+    import httpx
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    argv = ["-m", "tests.integration.services.fake_llm", "--port", str(port)]
+    child = Child.start([*argv, "--token-delay", str(token_delay_s)], env, log_path)
+
+    def up() -> bool:
+        assert child.process.poll() is None, child.output()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, timeout=60, interval=0.2, what="the fake LLM server")
+    return child

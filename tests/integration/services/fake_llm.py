@@ -29,7 +29,8 @@ def fake_answer(messages: list[dict]) -> str:
     return f"{first} [1]"
 
 
-def build_app(requests: list[dict]) -> FastAPI:
+def build_app(requests: list[dict], token_delay_s: float = 0.0) -> FastAPI:
+    """The fake endpoint; ``token_delay_s`` paces a stream (to kill the server mid-answer)."""
     app = FastAPI()
 
     @app.get("/v1/models")
@@ -57,6 +58,7 @@ def build_app(requests: list[dict]) -> FastAPI:
 
         def events():
             for word in answer.split(" "):
+                time.sleep(token_delay_s)
                 chunk = {
                     "choices": [
                         {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
@@ -98,3 +100,20 @@ class FakeLLMServer:
     def __exit__(self, *exc) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def main() -> None:
+    """Serve the fake as its own process: ``python -m tests.integration.services.fake_llm``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    uvicorn.run(
+        build_app([], args.token_delay), host="127.0.0.1", port=args.port, log_level="warning"
+    )
+
+
+if __name__ == "__main__":
+    main()
