@@ -14,7 +14,7 @@ from pathlib import Path
 from ingest.chunking import Chunk, chunk_elements
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
-from ingest.errors import EmptyDocument, IngestError
+from ingest.errors import EmptyDocument, IngestError, StoreUnavailable
 from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
 from ingest.sandbox import ParseSandbox
 from ingest.stores.acl import AccessError, normalise_groups
@@ -86,6 +86,7 @@ class IngestPipeline:
                 progress(min(1.0, max(0.0, fraction)), stage)
 
         try:
+            self.require_stores()
             check_supported(path)
             try:
                 group_names = sorted(normalise_groups(groups))
@@ -120,10 +121,26 @@ class IngestPipeline:
             return chunks
         except BaseException as exc:
             self._cleanup_after_failure(document_id)
+            if isinstance(exc, Exception) and not isinstance(exc, StoreUnavailable):
+                self.require_stores()  # a store that went away mid-ingest: wait, not fail
             if isinstance(exc, IngestError) or not isinstance(exc, Exception):
                 raise
             log.exception("ingesting %s as %s failed", path.name, document_id)
             raise IngestError(f"Ingesting {path.name} failed: {exc}") from exc
+
+    def require_stores(self) -> None:
+        """Raise StoreUnavailable unless every store answers now.
+
+        An unreachable Chroma server or PostgreSQL says nothing about the document: the
+        job should wait for the store, not fail for good.
+        """
+        stores = (("vector store", self.vector_store), ("lexical index", self.lexical_index))
+        for name, store in stores:
+            if not store.reachable():
+                raise StoreUnavailable(
+                    f"The {name} cannot be reached right now; the document will be "
+                    "ingested once it is back."
+                )
 
     def delete(self, document_id: str) -> None:
         """Remove every chunk of a document from both stores; deleting twice is fine."""

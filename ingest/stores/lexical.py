@@ -120,6 +120,10 @@ class LexicalIndex:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
 
+    def reachable(self) -> bool:
+        """A local file is always there (errors writing it are real errors)."""
+        return True
+
     def add(self, chunks: list[Chunk], groups: Iterable[str] = ()) -> None:
         """Index chunks (all of one document) in one transaction, readable by ``groups``."""
         is_public, acl = chunk_acl_column(groups)

@@ -113,6 +113,15 @@ class PostgresLexicalIndex:
         with self.engine.connect() as conn:
             return list(conn.execute(text(sql), params))
 
+    def reachable(self) -> bool:
+        """Whether PostgreSQL answers now."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not now"
+            return False
+
     def add(self, chunks: list[Chunk], groups: Iterable[str] = ()) -> None:
         """Index chunks (all of one document) in one transaction, readable by ``groups``."""
         self._prepare()

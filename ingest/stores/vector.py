@@ -174,6 +174,18 @@ class VectorStore:
             where = self.path if self.mode == "embedded" else f"{self.host}:{self.port}"
             raise IngestError(f"Cannot open the vector store at {where}: {exc}") from exc
 
+    def reachable(self) -> bool:
+        """Whether the store answers now (the server's heartbeat; embedded: always)."""
+        if self.mode == "embedded":
+            return True
+        try:
+            self.collection  # noqa: B018 - connects on first use
+            self._client.heartbeat()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not now"
+            self._collection = None  # reconnect next time
+            return False
+
     def add(
         self, chunks: list[Chunk], embeddings: list[list[float]], groups: Iterable[str] = ()
     ) -> None:

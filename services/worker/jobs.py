@@ -74,7 +74,9 @@ class JobRunner:
         from services.components import create_pipeline
 
         engine = make_engine(settings.resolved_database_url)
-        return cls(session_factory(engine), create_pipeline(settings, sandboxed=True), settings.job_lease_s)
+        return cls(
+            session_factory(engine), create_pipeline(settings, sandboxed=True), settings.job_lease_s
+        )
 
     def _start(self, job_id: str, kind: str) -> tuple[Job, Document] | None:
         """Claim the job for this worker, or None when it must not run here.
@@ -129,7 +131,7 @@ class JobRunner:
 
     def run_ingest(self, job_id: str) -> str:
         """Parse, chunk, embed and index the job's document; returns the final state."""
-        from ingest.errors import IngestError
+        from ingest.errors import IngestError, StoreUnavailable
 
         started = self._start(job_id, "ingest")
         if started is None:
@@ -143,6 +145,8 @@ class JobRunner:
                 groups=list(document.groups or []),
                 progress=ProgressReporter(self._sessions, job_id),
             )
+        except StoreUnavailable as exc:
+            return self._wait_for_stores(job_id, document.id, str(exc))
         except IngestError as exc:
             message = _user_facing(str(exc), document)
             return self._fail_ingest(job_id, document.id, message, clean_stores=False)
@@ -173,6 +177,23 @@ class JobRunner:
                 job_id, document.id, f"could not record chunks: {exc}", clean_stores=True
             )
         return "done"
+
+    def _wait_for_stores(self, job_id: str, document_id: str, message: str) -> str:
+        """Put the job back in the queue state: a store outage is not the document's fault.
+
+        Returns ``"retry"``; the task sends itself again after a back-off. Nothing of the
+        document is marked done or ready, and the stores hold none of its chunks.
+        """
+        log.warning("ingest of %s waits: %s", document_id, message)
+        with self._sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == "running":
+                job.state, job.stage, job.progress = "queued", "waiting for the stores", 0.0
+                job.error = message
+            doc = session.get(Document, document_id)
+            if doc is not None:
+                doc.status = "queued"
+        return "retry"
 
     def _fail_ingest(
         self, job_id: str, document_id: str, message: str, *, clean_stores: bool

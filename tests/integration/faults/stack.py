@@ -172,3 +172,27 @@ def start_fake_llm(port: int, log_path: Path, token_delay_s: float = 0.0) -> Chi
 
     wait_for(up, timeout=60, interval=0.2, what="the fake LLM server")
     return child
+
+
+def start_chroma(path: Path, port: int, log_path: Path) -> Child:
+    """``chroma run`` on ``port`` over ``path``; returns once it answers its heartbeat."""
+    import httpx
+
+    cli = Path(sys.executable).with_name("chroma")
+    argv = ["run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+    process = subprocess.Popen(
+        [str(cli), *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    child = Child(process, log)
+
+    def up() -> bool:
+        assert process.poll() is None, child.output()
+        try:
+            url = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, timeout=90, interval=0.3, what="the Chroma server")
+    return child
