@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from services.db import Chunk, Document, Job, make_engine, session_factory, utcnow
@@ -38,12 +39,15 @@ class ProgressReporter:
         if stage == self._last[1] and fraction - self._last[0] < 0.02:
             return
         self._last = (fraction, stage)
-        with self._sessions.begin() as session:
-            job = session.get(Job, self._job_id)
-            if job is not None and job.state == "running":
-                job.progress = max(job.progress, fraction)
-                if stage:
-                    job.stage = stage[:100]
+        try:
+            with self._sessions.begin() as session:
+                job = session.get(Job, self._job_id)
+                if job is not None and job.state == "running":
+                    job.progress = max(job.progress, fraction)
+                    if stage:
+                        job.stage = stage[:100]
+        except OperationalError as exc:  # the DB restarting must not fail the ingest itself
+            log.warning("could not record progress of job %s: %s", self._job_id, exc)
 
 
 def _parse_progress(args: tuple, kwargs: dict) -> tuple[float | None, str | None]:
