@@ -11,6 +11,7 @@ from ingest.stores.acl import AccessScope
 from ingest.stores.lexical_choice import LexicalStore, open_lexical_index
 from ingest.stores.vector import VectorStore
 from retriever.fusion import reciprocal_rank_fusion
+from retriever.query_embedding import BatchingQueryEmbedder
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,14 @@ class HybridSearcher:
         rrf_k: int = 60,
         dense_weight: float = 1.0,
         lexical_weight: float = 1.0,
+        batch_queries: bool = True,
     ) -> None:
         self.vector_store = vector_store
         self.lexical_index = lexical_index
         self.embedder = embedder
+        self.query_embedder: Embedder | BatchingQueryEmbedder = (
+            BatchingQueryEmbedder(embedder) if batch_queries else embedder
+        )
         self.candidate_k = candidate_k
         self.rrf_k = rrf_k
         self.weights = (dense_weight, lexical_weight)
@@ -72,7 +77,7 @@ class HybridSearcher:
         if not isinstance(scope, AccessScope):
             raise TypeError("scope must be a ingest.stores.acl.AccessScope")
         depth = max(self.candidate_k, k)
-        dense = self.vector_store.query(self.embedder.embed_query(query), depth, scope)
+        dense = self.vector_store.query(self.query_embedder.embed_query(query), depth, scope)
         lexical = self.lexical_index.search(query, depth, scope)
         fused = reciprocal_rank_fusion(
             [[cid for cid, _, _ in dense], [cid for cid, _ in lexical]],

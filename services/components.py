@@ -57,7 +57,10 @@ def create_searcher(settings: Settings) -> Any:
     from retriever.search import HybridSearcher
 
     return HybridSearcher.from_config(
-        ingest_config(settings), candidate_k=settings.candidate_k, rrf_k=settings.rrf_k
+        ingest_config(settings),
+        candidate_k=settings.candidate_k,
+        rrf_k=settings.rrf_k,
+        batch_queries=settings.query_batching,
     )
 
 

@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     llm_breaker_cooldown_s: float = Field(
         15.0, description="How long the LLM circuit stays open before one trial request."
     )
+    query_batching: bool = Field(
+        True,
+        description="Embed the queries of concurrent searches together in one forward pass, with an LRU cache of recent query vectors; off: one pass per search (the old path, kept as the benchmark's peer).",
+    )
     sweep_interval_s: float = Field(
         30.0,
         description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",
