@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from services import cli_backup
 from services.settings import Settings
 
 
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("settings", help="print every setting with its description").set_defaults(
         func=cmd_settings
     )
+    cli_backup.register(sub)
     return parser
 
 

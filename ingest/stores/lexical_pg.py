@@ -19,7 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
 from ingest.stores.acl import chunk_acl_column
-from ingest.stores.lexical import BODY_WEIGHT, HEADING_WEIGHT, content_words
+from ingest.stores.lexical import (
+    BODY_WEIGHT,
+    CHUNK_FIELDS,
+    HEADING_WEIGHT,
+    ROW_FIELDS,
+    content_words,
+)
 
 SCHEMA_VERSION = 1
 _TEXT_CONFIG = "english"  # stemming + stopwords, like FTS5's porter tokenizer
@@ -214,13 +220,28 @@ class PostgresLexicalIndex:
         return self._rows("SELECT count(*) FROM lexical_chunks WHERE tsv IS NOT NULL", {})[0][0]
 
     def export_rows(self) -> list[dict[str, Any]]:
-        """Every indexed chunk with its ACL columns, for a backup."""
-        rows = self._rows(
-            "SELECT chunk_id, document_id, ordinal, title, page, section, text, is_public, acl"
-            " FROM lexical_chunks ORDER BY id",
-            {},
-        )
+        """Every indexed chunk with its ACL columns (backup), in insertion order."""
+        rows = self._rows(f"SELECT {', '.join(ROW_FIELDS)} FROM lexical_chunks ORDER BY id", {})
         return [dict(r._mapping) for r in rows]
+
+    def import_rows(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert rows from ``export_rows`` (restore into an empty index); returns the count."""
+        self._prepare()
+        values = []
+        for row in rows:
+            chunk = Chunk(*(row[f] for f in CHUNK_FIELDS))
+            values.append({**{f: row[f] for f in ROW_FIELDS}, "heading": chunk.heading})
+        if values:
+            columns = [*ROW_FIELDS, "heading"]
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        f"INSERT INTO lexical_chunks ({', '.join(columns)})"
+                        f" VALUES ({', '.join(':' + c for c in columns)})"
+                    ),
+                    values,
+                )
+        return len(values)
 
     def close(self) -> None:
         self.engine.dispose()
