@@ -39,6 +39,7 @@ from services.settings import Settings  # noqa: E402
 from tests.integration.faults.stack import (  # noqa: E402
     ADMIN_PASSWORD,
     Child,
+    admin_headers,
     prepare_database,
     settings_env,
     start_fake_llm,
@@ -137,11 +138,7 @@ async def run_load(base: str, args: argparse.Namespace, questions: list[str]) ->
 
 def ingest(base: str, docs: list[Path]) -> None:
     with httpx.Client(base_url=base, timeout=120) as http:
-        token = http.post(
-            "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        http.cookies.clear()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = admin_headers(http)
         jobs = []
         for path in docs:
             body = http.post(
@@ -229,14 +226,7 @@ def main() -> None:
             children["gateway"] = start_gateway(variant, tmp / f"gateway_{name}.log")
             # warm-up: load the embedding model before the clock starts
             warm = httpx.Client(base_url=base, timeout=300)
-            token = warm.post(
-                "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            ).json()["token"]
-            warm.post(
-                "/api/search",
-                json={"query": "warm up", "k": 1},
-                headers={"Authorization": f"Bearer {token}"},
-            )
+            warm.post("/api/search", json={"query": "warm up", "k": 1}, headers=admin_headers(warm))
             warm.close()
             gateway = psutil.Process(children["gateway"].process.pid)
             cpu_before = sum(gateway.cpu_times()[:2])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -91,7 +92,8 @@ def prepare_database(settings: Settings) -> None:
     ensure_admin(session_factory(make_engine(settings.resolved_database_url)), ADMIN_PASSWORD)
 
 
-def admin_headers(client: TestClient) -> dict[str, str]:
+def admin_headers(client: httpx.Client) -> dict[str, str]:
+    """Log in as admin (a TestClient or an httpx.Client on a gateway); Bearer headers."""
     response = client.post(
         "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
     )
@@ -138,8 +140,6 @@ def store_counts(settings: Settings, document_id: str) -> dict[str, int]:
 
 def start_gateway(settings: Settings, log_path: Path) -> Child:
     """``python -m services.gateway`` on ``settings.port``; returns once /healthz answers."""
-    import httpx
-
     child = Child.start(["-m", "services.gateway"], settings_env(settings), log_path)
 
     def healthy() -> bool:
@@ -157,8 +157,6 @@ def start_gateway(settings: Settings, log_path: Path) -> Child:
 
 def start_fake_llm(port: int, log_path: Path, token_delay_s: float = 0.0) -> Child:
     """The tests' fake OpenAI endpoint as its own process (so a test can SIGKILL it)."""
-    import httpx
-
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     argv = ["-m", "tests.integration.services.fake_llm", "--port", str(port)]
     child = Child.start([*argv, "--token-delay", str(token_delay_s)], env, log_path)
@@ -176,8 +174,6 @@ def start_fake_llm(port: int, log_path: Path, token_delay_s: float = 0.0) -> Chi
 
 def start_chroma(path: Path, port: int, log_path: Path) -> Child:
     """``chroma run`` on ``port`` over ``path``; returns once it answers its heartbeat."""
-    import httpx
-
     cli = Path(sys.executable).with_name("chroma")
     argv = ["run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "a")  # noqa: SIM115 - closed in stop()

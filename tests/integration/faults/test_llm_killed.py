@@ -11,6 +11,7 @@ import pytest
 from services.settings import Settings
 from tests.integration.faults.stack import (
     ADMIN_PASSWORD,
+    admin_headers,
     prepare_database,
     start_fake_llm,
     start_gateway,
@@ -49,11 +50,7 @@ def test_llm_killed_mid_stream_gives_an_error_event_and_recovers(tmp_path):
     base = f"http://127.0.0.1:{settings.port}"
     try:
         with httpx.Client(base_url=base, timeout=120) as http:
-            token = http.post(
-                "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            ).json()["token"]
-            http.cookies.clear()
-            headers = {"Authorization": f"Bearer {token}"}
+            headers = admin_headers(http)
             question = {"message": "How do I carry over leave?", "stream": True}
             with http.stream("POST", "/api/chat", json=question, headers=headers) as response:
                 assert response.status_code == 200

@@ -19,6 +19,7 @@ from services.settings import Settings
 from tests.integration.faults.stack import (
     ADMIN_PASSWORD,
     Child,
+    admin_headers,
     corpus_bytes,
     prepare_database,
     start_chroma,
@@ -36,13 +37,6 @@ DOCS = [
     "workplace/transit-benefit.md",
     "expenses/purchase-requests.md",
 ]
-
-
-def _login(http: httpx.Client) -> dict[str, str]:
-    response = http.post("/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-    assert response.status_code == 200, response.text
-    http.cookies.clear()
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def test_upload_on_one_gateway_ingest_on_two_workers_answer_on_the_other(tmp_path):
@@ -90,7 +84,7 @@ def test_upload_on_one_gateway_ingest_on_two_workers_answer_on_the_other(tmp_pat
                     httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=180)
                 )
             a, b = gateways
-            headers_a, headers_b = _login(a), _login(b)
+            headers_a, headers_b = admin_headers(a), admin_headers(b)
             for gateway in gateways:
                 ready = gateway.get("/readyz")
                 assert ready.status_code == 200, ready.text
