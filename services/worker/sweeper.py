@@ -43,7 +43,8 @@ class JobSweeper:
 
         Running jobs were this worker's, before it died: they count as a failed attempt.
         """
-        return self._requeue(Job.state == "running") + self._requeue(Job.state == "queued")
+        # Queued first: a running job moved back to queued must not be sent twice.
+        return self._requeue(Job.state == "queued") + self._requeue(Job.state == "running")
 
     def _requeue(self, condition: ColumnElement[bool]) -> list[str]:
         """Move matching jobs back to ``queued`` (noting a died attempt) and send them again.
