@@ -64,6 +64,7 @@ def summary(latencies: list[float], statuses: list[int]) -> dict:
         "mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else None,
         "errors": sum(s != 200 for s in statuses),
         "errors_5xx": sum(s >= 500 for s in statuses),
+        "errors_transport": sum(s == 0 for s in statuses),
     }
 
 
@@ -102,18 +103,20 @@ async def run_load(base: str, args: argparse.Namespace, questions: list[str]) ->
                 if not args.repeat_queries:
                     question = f"{question} (request {next(counter)})"
                 started = time.perf_counter()
-                if kind == "search":
-                    response = await http.post(
-                        "/api/search", json={"query": question, "k": 5}, headers=headers
-                    )
-                else:
-                    response = await http.post(
-                        "/api/chat", json={"message": question}, headers=headers
-                    )
+                path, body = (
+                    ("/api/search", {"query": question, "k": 5})
+                    if kind == "search"
+                    else ("/api/chat", {"message": question})
+                )
                 latencies, statuses = results[kind]
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
+                try:
+                    response = await http.post(path, json=body, headers=headers)
+                except httpx.TransportError:  # counted as an error (status 0), never fatal
+                    statuses.append(0)
+                else:
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - started)
                 await asyncio.sleep(rng.uniform(0.5 * args.think, 1.5 * args.think))
 
         async def queue_depth(samples: list[int]) -> None:

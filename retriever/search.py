@@ -45,12 +45,13 @@ class HybridSearcher:
         dense_weight: float = 1.0,
         lexical_weight: float = 1.0,
         batch_queries: bool = True,
+        query_threads: int | None = 1,
     ) -> None:
         self.vector_store = vector_store
         self.lexical_index = lexical_index
         self.embedder = embedder
         self.query_embedder: Embedder | BatchingQueryEmbedder = (
-            BatchingQueryEmbedder(embedder) if batch_queries else embedder
+            BatchingQueryEmbedder(embedder, threads=query_threads) if batch_queries else embedder
         )
         self.candidate_k = candidate_k
         self.rrf_k = rrf_k

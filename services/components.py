@@ -61,6 +61,7 @@ def create_searcher(settings: Settings) -> Any:
         candidate_k=settings.candidate_k,
         rrf_k=settings.rrf_k,
         batch_queries=settings.query_batching,
+        query_threads=settings.query_embedding_threads,
     )
 
 

@@ -213,6 +213,10 @@ class Settings(BaseSettings):
         True,
         description="Embed the queries of concurrent searches together in one forward pass, with an LRU cache of recent query vectors; off: one pass per search (the old path, kept as the benchmark's peer).",
     )
+    query_embedding_threads: int = Field(
+        1,
+        description="torch intra-op threads for the gateway's query embeddings (with query_batching); concurrency comes from the requests, and more threads spin on each other on busy cores.",
+    )
     sweep_interval_s: float = Field(
         30.0,
         description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",

@@ -28,6 +28,9 @@ class SlowEmbedder:
         time.sleep(0.05)
         return [[float(len(t)), float(sum(map(ord, t)))] for t in texts]
 
+    def pin_threads(self, count: int) -> None:
+        self.threads = count
+
 
 def test_concurrent_queries_share_batches_and_each_gets_its_own_vector():
     embedder = SlowEmbedder()
