@@ -106,6 +106,20 @@ def corpus_bytes(relative: str) -> bytes:
     return (corpus_dir() / "docs" / relative).read_bytes()
 
 
+def upload_corpus(client: httpx.Client, headers: dict, names: list[str]) -> list[dict]:
+    """Upload corpus documents (``folder/file``); each must be accepted (202)."""
+    uploads = []
+    for name in names:
+        response = client.post(
+            "/api/documents",
+            files={"file": (Path(name).name, corpus_bytes(name))},
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        uploads.append(response.json())
+    return uploads
+
+
 def job(client: TestClient, headers: dict, job_id: str) -> dict:
     response = client.get(f"/api/jobs/{job_id}", headers=headers)
     assert response.status_code == 200, response.text

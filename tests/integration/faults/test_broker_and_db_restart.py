@@ -22,11 +22,11 @@ from services.settings import Settings
 from tests.integration.faults.stack import (
     Child,
     admin_headers,
-    corpus_bytes,
     job,
     prepare_database,
     start_worker,
     store_counts,
+    upload_corpus,
     wait_job,
 )
 from tests.support import free_port, missing, port_open, wait_for
@@ -46,19 +46,6 @@ def _start_redis(directory: Path, port: int) -> Child:
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: port_open("127.0.0.1", port), timeout=30, what="redis-server")
     return Child(process, log)
-
-
-def _upload_all(client: TestClient, headers: dict) -> list[dict]:
-    uploads = []
-    for name in DOCS:
-        response = client.post(
-            "/api/documents",
-            files={"file": (Path(name).name, corpus_bytes(name))},
-            headers=headers,
-        )
-        assert response.status_code == 202, response.text
-        uploads.append(response.json())
-    return uploads
 
 
 def _assert_all_complete(client, headers, settings, uploads, worker) -> None:
@@ -99,7 +86,7 @@ def test_redis_restarted_during_ingest(tmp_path):
     try:
         with TestClient(create_app(settings)) as client:
             headers = admin_headers(client)
-            uploads = _upload_all(client, headers)
+            uploads = upload_corpus(client, headers, DOCS)
             _when_running(client, headers, uploads[0]["job_id"])
             redis.stop()  # SIGTERM: redis flushes its append-only file and exits
             time.sleep(2)
@@ -176,7 +163,7 @@ def test_postgres_restarted_during_ingest(tmp_path, own_postgres):
     try:
         with TestClient(create_app(settings)) as client:
             headers = admin_headers(client)
-            uploads = _upload_all(client, headers)
+            uploads = upload_corpus(client, headers, DOCS)
             _when_running(client, headers, uploads[0]["job_id"])
             restart()
             _assert_all_complete(client, headers, settings, uploads, worker)

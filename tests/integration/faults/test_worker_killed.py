@@ -19,11 +19,11 @@ from services.gateway.app import create_app
 from services.settings import Settings
 from tests.integration.faults.stack import (
     admin_headers,
-    corpus_bytes,
     job,
     prepare_database,
     start_worker,
     store_counts,
+    upload_corpus,
     wait_job,
 )
 from tests.support import require_service, wait_for
@@ -57,15 +57,7 @@ def test_worker_killed_mid_ingest_leaves_the_document_complete_once(fault_settin
         with TestClient(create_app(fault_settings)) as client:
             headers = admin_headers(client)
             names = ["contracts/cloud-service-agreement.md", "hiring/leaving-tts.md"]
-            uploads = []
-            for name in names:
-                response = client.post(
-                    "/api/documents",
-                    files={"file": (name.split("/")[1], corpus_bytes(name))},
-                    headers=headers,
-                )
-                assert response.status_code == 202, response.text
-                uploads.append(response.json())
+            uploads = upload_corpus(client, headers, names)
 
             wait_for(
                 lambda: (

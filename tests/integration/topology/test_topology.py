@@ -20,12 +20,12 @@ from tests.integration.faults.stack import (
     ADMIN_PASSWORD,
     Child,
     admin_headers,
-    corpus_bytes,
     prepare_database,
     start_chroma,
     start_fake_llm,
     start_gateway,
     start_worker,
+    upload_corpus,
 )
 from tests.support import free_port, require_service, throwaway_postgres_database, wait_for
 
@@ -95,15 +95,7 @@ def test_upload_on_one_gateway_ingest_on_two_workers_answer_on_the_other(tmp_pat
                 what="both workers to consume",
             )
 
-            uploads = []
-            for name in DOCS:
-                response = a.post(
-                    "/api/documents",
-                    files={"file": (name.split("/")[1], corpus_bytes(name))},
-                    headers=headers_a,
-                )
-                assert response.status_code == 202, response.text
-                uploads.append(response.json())
+            uploads = upload_corpus(a, headers_a, DOCS)
 
             def finished(job_id: str) -> dict | None:
                 body = b.get(f"/api/jobs/{job_id}", headers=headers_b).json()
