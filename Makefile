@@ -28,6 +28,12 @@ tools:
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
 	  || echo "docker-compose not installed: the compose validation test will be skipped"; }
+	@# The fault tests restart their own redis-server and PostgreSQL cluster (initdb/pg_ctl).
+	@{ command -v redis-server >/dev/null 2>&1 && { command -v initdb >/dev/null 2>&1 || \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; } || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	   redis-server postgresql >/dev/null) \
+	  || echo "redis-server/PostgreSQL server binaries missing: the restart fault tests will say so"; }
 
 test: $(STAMP) tools
 	$(PY) -m pytest -ra --durations=15 tests

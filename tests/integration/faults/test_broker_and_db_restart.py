@@ -104,7 +104,10 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 def _pg_tool(name: str) -> str:
-    path = shutil.which(name)
+    """On PATH, or where Debian's postgresql package keeps it (not on PATH)."""
+    path = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+    )
     if path is None:
         missing(f"PostgreSQL's {name} is not installed")
     return path
