@@ -42,6 +42,12 @@ tools:
 	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null) \
 	  || echo "slapd not installed: the LDAP login tests will be skipped (fail under CI)"; }
+	@# The fault tests restart their own redis-server and PostgreSQL cluster (initdb/pg_ctl).
+	@{ command -v redis-server >/dev/null 2>&1 && { command -v initdb >/dev/null 2>&1 || \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; } || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	   redis-server postgresql >/dev/null) \
+	  || echo "redis-server/PostgreSQL server binaries missing: the restart fault tests will say so"; }
 	@bash scripts/build_frontend.sh --deps-only
 
 # Opt-in (large): LibreOffice headless, so the drafting test converts a draft DOCX; without

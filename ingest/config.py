@@ -28,9 +28,27 @@ class IngestConfig:
     embedding_model: str | None = None
     chunk_size: int = 1000
     chunk_overlap: int = 150
+    lexical_backend: Literal["sqlite", "postgres"] = "sqlite"
+    # SQLAlchemy URL of the PostgreSQL database holding the lexical index (postgres backend).
+    lexical_database_url: str | None = None
+    # Parse each file in a child process capped at this much memory (MiB); 0 parses in
+    # this process (tests, scripts). The worker always caps: see ingest.sandbox.
+    parse_memory_mb: int = 0
+    parse_time_limit_s: float = 300.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if self.lexical_backend not in ("sqlite", "postgres"):
+            raise ValueError(
+                f"lexical_backend must be 'sqlite' or 'postgres', not {self.lexical_backend!r}"
+            )
+        if self.lexical_backend == "postgres" and not (self.lexical_database_url or "").startswith(
+            "postgresql"
+        ):
+            raise ValueError(
+                "lexical_backend 'postgres' needs a postgresql:// database URL "
+                "(the SQL database must be PostgreSQL)"
+            )
         if self.vector_store not in ("embedded", "server"):
             raise ValueError(
                 f"vector_store must be 'embedded' or 'server', not {self.vector_store!r}"

@@ -21,3 +21,8 @@ class EmptyDocument(IngestError):
 
 class CorruptDocument(IngestError):
     """The file claims a format but cannot be read as one (a truncated or fake PDF/DOCX)."""
+
+
+class StoreUnavailable(IngestError):
+    """A store (Chroma server, PostgreSQL) cannot be reached right now: retry later, the
+    document itself is fine."""

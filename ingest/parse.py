@@ -58,7 +58,7 @@ def check_supported(path: Path) -> str:
     return ext
 
 
-def _partitioner(ext: str) -> Callable[[str], list[Any]]:
+def partitioner(ext: str) -> Callable[[str], list[Any]]:
     """The unstructured partition function for an extension, imported only when needed."""
     if ext == ".pdf":
         from unstructured.partition.pdf import partition_pdf
@@ -94,7 +94,7 @@ def parse_document(path: Path) -> ParsedDocument:
     if ext == ".pdf":
         _check_pdf(path)
     ensure_offline()
-    partition = _partitioner(ext)
+    partition = partitioner(ext)
     try:
         raw = partition(str(path))
     except IngestError:

@@ -14,8 +14,9 @@ from pathlib import Path
 from ingest.chunking import Chunk, chunk_elements
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
-from ingest.errors import EmptyDocument, IngestError
+from ingest.errors import EmptyDocument, IngestError, StoreUnavailable
 from ingest.parse import SUPPORTED_EXTENSIONS, check_supported, parse_document
+from ingest.sandbox import ParseSandbox
 from ingest.stores.acl import (
     AccessError,
     narrowest_groups,
@@ -23,7 +24,7 @@ from ingest.stores.acl import (
     restricted_acl_column,
     restricted_acl_metadata,
 )
-from ingest.stores.lexical import LexicalIndex
+from ingest.stores.lexical_choice import LexicalStore, open_lexical_index
 from ingest.stores.vector import VectorStore
 
 __all__ = ["IngestPipeline", "SUPPORTED_EXTENSIONS", "Progress"]
@@ -44,7 +45,10 @@ class IngestPipeline:
         self.config = config
         self._embedder = embedder
         self._vector_store: VectorStore | None = None
-        self._lexical_index: LexicalIndex | None = None
+        self._lexical_index: LexicalStore | None = None
+        self._sandbox: ParseSandbox | None = None
+        if config.parse_memory_mb > 0:
+            self._sandbox = ParseSandbox(config.parse_memory_mb, config.parse_time_limit_s)
 
     @property
     def embedder(self) -> Embedder:
@@ -59,9 +63,9 @@ class IngestPipeline:
         return self._vector_store
 
     @property
-    def lexical_index(self) -> LexicalIndex:
+    def lexical_index(self) -> LexicalStore:
         if self._lexical_index is None:
-            self._lexical_index = LexicalIndex(self.config.lexical_path)
+            self._lexical_index = open_lexical_index(self.config)
         return self._lexical_index
 
     def ingest(
@@ -88,13 +92,14 @@ class IngestPipeline:
                 progress(min(1.0, max(0.0, fraction)), stage)
 
         try:
+            self.require_stores()
             check_supported(path)
             try:
                 group_names = sorted(normalise_groups(groups))
             except AccessError as exc:
                 raise IngestError(str(exc)) from exc
             report(0.0, "parsing")
-            parsed = parse_document(path)
+            parsed = self._sandbox.parse(path) if self._sandbox else parse_document(path)
             report(_PARSED, "chunking")
             doc_title = (title or "").strip() or parsed.title or path.stem
             chunks = chunk_elements(
@@ -122,10 +127,26 @@ class IngestPipeline:
             return chunks
         except BaseException as exc:
             self._cleanup_after_failure(document_id)
+            if isinstance(exc, Exception) and not isinstance(exc, StoreUnavailable):
+                self.require_stores()  # a store that went away mid-ingest: wait, not fail
             if isinstance(exc, IngestError) or not isinstance(exc, Exception):
                 raise
             log.exception("ingesting %s as %s failed", path.name, document_id)
             raise IngestError(f"Ingesting {path.name} failed: {exc}") from exc
+
+    def require_stores(self) -> None:
+        """Raise StoreUnavailable unless every store answers now.
+
+        An unreachable Chroma server or PostgreSQL says nothing about the document: the
+        job should wait for the store, not fail for good.
+        """
+        stores = (("vector store", self.vector_store), ("lexical index", self.lexical_index))
+        for name, store in stores:
+            if not store.reachable():
+                raise StoreUnavailable(
+                    f"The {name} cannot be reached right now; the document will be "
+                    "ingested once it is back."
+                )
 
     def delete(self, document_id: str) -> None:
         """Remove every chunk of a document from both stores; deleting twice is fine."""

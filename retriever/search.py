@@ -8,9 +8,10 @@ from typing import Any
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.stores.acl import AccessScope
-from ingest.stores.lexical import LexicalIndex
+from ingest.stores.lexical_choice import LexicalStore, open_lexical_index
 from ingest.stores.vector import VectorStore
 from retriever.fusion import reciprocal_rank_fusion
+from retriever.query_embedding import BatchingQueryEmbedder
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,21 @@ class HybridSearcher:
     def __init__(
         self,
         vector_store: VectorStore,
-        lexical_index: LexicalIndex,
+        lexical_index: LexicalStore,
         embedder: Embedder,
         candidate_k: int = 30,
         rrf_k: int = 60,
         dense_weight: float = 1.0,
         lexical_weight: float = 1.0,
+        batch_queries: bool = True,
+        query_threads: int | None = 1,
     ) -> None:
         self.vector_store = vector_store
         self.lexical_index = lexical_index
         self.embedder = embedder
+        self.query_embedder: Embedder | BatchingQueryEmbedder = (
+            BatchingQueryEmbedder(embedder, threads=query_threads) if batch_queries else embedder
+        )
         self.candidate_k = candidate_k
         self.rrf_k = rrf_k
         self.weights = (dense_weight, lexical_weight)
@@ -58,7 +64,7 @@ class HybridSearcher:
         """Searcher over the stores a pipeline with the same config writes to."""
         return cls(
             VectorStore.from_config(config),
-            LexicalIndex(config.lexical_path),
+            open_lexical_index(config),
             embedder or Embedder(config.resolved_embedding_model()),
             **options,
         )
@@ -72,7 +78,7 @@ class HybridSearcher:
         if not isinstance(scope, AccessScope):
             raise TypeError("scope must be a ingest.stores.acl.AccessScope")
         depth = max(self.candidate_k, k)
-        dense = self.vector_store.query(self.embedder.embed_query(query), depth, scope)
+        dense = self.vector_store.query(self.query_embedder.embed_query(query), depth, scope)
         lexical = self.lexical_index.search(query, depth, scope)
         fused = reciprocal_rank_fusion(
             [[cid for cid, _, _ in dense], [cid for cid, _ in lexical]],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from services import cli_admin, cli_bundle, cli_draft
+from services import cli_admin, cli_backup, cli_bundle, cli_draft
 from services.settings import Settings
 
 
@@ -70,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     supervisor.start()
     url = f"http://{settings.host}:{settings.port}"
     if wait_healthy(f"{url}/healthz", supervisor, args.start_timeout):
+        supervisor.restart_crashed = True  # up once: from now on a crash is restarted
         print(f"enclave: ready, browse {url}/ (API docs at {url}/docs)", flush=True)
     elif supervisor.dead_child() is None and not supervisor.stop_requested:
         print(
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_draft.register(sub)
     cli_bundle.register(sub)
+    cli_backup.register(sub)
     return parser
 
 

@@ -27,17 +27,32 @@ def ingest_config(settings: Settings) -> IngestConfig:
         chroma_collection=settings.chroma_collection,
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
+        lexical_backend=settings.lexical_backend,
+        lexical_database_url=settings.resolved_database_url,
     )
     if settings.embedding_model:
         kwargs["embedding_model"] = settings.embedding_model
     return IngestConfig(**kwargs)
 
 
-def create_pipeline(settings: Settings) -> IngestPipeline:
-    """An ``IngestPipeline`` (loads the embedding model: call once per process)."""
+def create_pipeline(settings: Settings, *, sandboxed: bool = False) -> IngestPipeline:
+    """An ``IngestPipeline`` (loads the embedding model: call once per process).
+
+    ``sandboxed`` (the worker): parse each file in a child process with the settings'
+    memory cap and time limit, so a decompression bomb fails its job, not the worker.
+    """
+    from dataclasses import replace
+
     from ingest.pipeline import IngestPipeline
 
-    return IngestPipeline(ingest_config(settings))
+    config = ingest_config(settings)
+    if sandboxed:
+        config = replace(
+            config,
+            parse_memory_mb=settings.parse_memory_mb,
+            parse_time_limit_s=settings.parse_time_limit_s,
+        )
+    return IngestPipeline(config)
 
 
 def create_searcher(settings: Settings) -> HybridSearcher:
@@ -45,7 +60,11 @@ def create_searcher(settings: Settings) -> HybridSearcher:
     from retriever.search import HybridSearcher
 
     return HybridSearcher.from_config(
-        ingest_config(settings), candidate_k=settings.candidate_k, rrf_k=settings.rrf_k
+        ingest_config(settings),
+        candidate_k=settings.candidate_k,
+        rrf_k=settings.rrf_k,
+        batch_queries=settings.query_batching,
+        query_threads=settings.query_embedding_threads,
     )
 
 

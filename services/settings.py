@@ -323,6 +323,50 @@ class Settings(BaseSettings):
             )
         return self
 
+    # --- runtime resilience (issue 17b) -----------------------------------------------
+    lexical_backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="Lexical (keyword) index: sqlite = FTS5 file under data_dir (embedded); postgres = PostgreSQL full-text search in database_url, shared by every host (server profile).",
+    )
+    task_time_limit_s: float = Field(
+        900.0,
+        description="Longest one ingest/delete task may run; past it the task fails with a message (prefork workers).",
+    )
+    job_lease_s: float = Field(
+        960.0,
+        description="A job still running this long after it started was abandoned by a worker that died, and is run again (keep it above task_time_limit_s + 30). Also Redis's visibility timeout.",
+    )
+    parse_memory_mb: int = Field(
+        1024,
+        description="Memory one document's parsing may use, in MiB, in a child process of the worker; a file that needs more (a decompression bomb) fails its job with a message. 0: parse inside the worker, uncapped.",
+    )
+    parse_time_limit_s: float = Field(
+        300.0, description="Longest the parsing of one document may take before its job fails."
+    )
+    llm_retry_attempts: int = Field(
+        3,
+        description="Tries per LLM request that got no answer (refused, reset, 502/503/504), with exponential back-off; a stream is retried only before its first token.",
+    )
+    llm_breaker_failures: int = Field(
+        5,
+        description="Failed LLM requests in a row after which the gateway stops asking for llm_breaker_cooldown_s and answers 503 at once.",
+    )
+    llm_breaker_cooldown_s: float = Field(
+        15.0, description="How long the LLM circuit stays open before one trial request."
+    )
+    query_batching: bool = Field(
+        True,
+        description="Embed the queries of concurrent searches together in one forward pass, with an LRU cache of recent query vectors; off: one pass per search (the old path, kept as the benchmark's peer).",
+    )
+    query_embedding_threads: int = Field(
+        1,
+        description="torch intra-op threads for the gateway's query embeddings (with query_batching); concurrency comes from the requests, and more threads spin on each other on busy cores.",
+    )
+    sweep_interval_s: float = Field(
+        30.0,
+        description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

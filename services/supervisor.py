@@ -2,8 +2,10 @@
 
 ``enclave up`` = migrate + admin account, then gateway, worker and LLM server as child
 processes. Ctrl-C / SIGTERM stops every child (SIGTERM, then SIGKILL after a grace
-period); if one child dies on its own, the others are stopped and the supervisor exits
-non-zero naming the one that died.
+period). A child that dies while the stack is starting stops the others (the supervisor
+exits non-zero naming it: a port in use will not fix itself); once the stack is up
+(``restart_crashed``), a child that dies is started again after a back-off, and only one
+that keeps dying (``max_restarts`` within ``restart_window_s``) takes the others down.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,11 +41,44 @@ class Supervisor:
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
     stop_requested: bool = False
+    restart_crashed: bool = False
+    max_restarts: int = 5
+    restart_window_s: float = 120.0
+    restart_delay_s: float = 1.0
+    restarts: dict[str, deque[float]] = field(default_factory=dict)
 
     def start(self) -> None:
         for spec in self.specs:
-            self.children[spec.name] = subprocess.Popen(spec.argv, env=self.env)
-            self.log(f"enclave: started {spec.name} (pid {self.children[spec.name].pid})")
+            self._spawn(spec)
+
+    def _spawn(self, spec: ChildSpec) -> None:
+        self.children[spec.name] = subprocess.Popen(spec.argv, env=self.env)
+        self.log(f"enclave: started {spec.name} (pid {self.children[spec.name].pid})")
+
+    def _try_restart(self, name: str, code: int) -> bool:
+        """Start a crashed child again unless it used up its restarts; True if restarted."""
+        if not self.restart_crashed:
+            return False
+        now = time.monotonic()
+        recent = self.restarts.setdefault(name, deque())
+        while recent and now - recent[0] > self.restart_window_s:
+            recent.popleft()
+        if len(recent) >= self.max_restarts:
+            self.log(
+                f"enclave: {name} exited with code {code} after {len(recent)} restarts in "
+                f"{self.restart_window_s:.0f}s; stopping the others"
+            )
+            return False
+        delay = self.restart_delay_s * 2 ** len(recent)
+        recent.append(now)
+        self.log(
+            f"enclave: {name} exited with code {code}; restarting it in {delay:.0f}s "
+            f"(restart {len(recent)} of {self.max_restarts} within {self.restart_window_s:.0f}s)"
+        )
+        time.sleep(delay)
+        spec = next(spec for spec in self.specs if spec.name == name)
+        self._spawn(spec)
+        return True
 
     def _on_signal(self, signum: int, _frame) -> None:
         self.stop_requested = True
@@ -59,12 +95,15 @@ class Supervisor:
         return None
 
     def watch(self, on_tick: Callable[[], None] | None = None, interval: float = 0.5) -> int:
-        """Block until a signal (exit 0) or a child's death (exit 1)."""
+        """Block until a signal (exit 0) or a death that is not restarted (exit 1)."""
         while not self.stop_requested:
             dead = self.dead_child()
             if dead is not None:
                 name, code = dead
-                self.log(f"enclave: {name} exited with code {code}; stopping the others")
+                if self._try_restart(name, code):
+                    continue
+                if not self.restart_crashed:
+                    self.log(f"enclave: {name} exited with code {code}; stopping the others")
                 self.stop()
                 return 1
             if on_tick is not None:

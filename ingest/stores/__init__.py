@@ -1,1 +1,1 @@
-"""The two indexes a chunk is written to: Chroma vectors and our SQLite FTS5 lexical index."""
+"""The two indexes a chunk is written to: Chroma vectors and our lexical index (SQLite FTS5 or PostgreSQL)."""

@@ -141,3 +141,14 @@ class AccessScope:
         tests = [f"instr({acl_column}, ?) > 0" for _ in sorted(self.groups)]
         clause = " OR ".join([f"{public_column} = 1", *tests])
         return f"({clause})", [_acl_token(g) for g in sorted(self.groups)]
+
+    def postgres_where(
+        self, public_column: str = "is_public", acl_column: str = "acl"
+    ) -> tuple[str, dict[str, str]]:
+        """The same filter for PostgreSQL with named parameters (``:acl_0``...); ``strpos`` for ``instr``."""
+        if self.groups is None:
+            return "TRUE", {}
+        tokens = {f"acl_{i}": _acl_token(g) for i, g in enumerate(sorted(self.groups))}
+        tests = [f"strpos({acl_column}, :{name}) > 0" for name in tokens]
+        clause = " OR ".join([f"{public_column} = 1", *tests])
+        return f"({clause})", tokens

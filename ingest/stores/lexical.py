@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingest.chunking import Chunk
 from ingest.errors import IngestError
@@ -52,6 +52,9 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 # about what a chunk is about than the same word in passing (measured: +1 question at 1
 # and at 5 on the corpus against equal weights).
 HEADING_WEIGHT, BODY_WEIGHT = 2.0, 1.0
+# Columns of a chunk (``Chunk(*...)`` order) and of an exported row (backup/restore).
+CHUNK_FIELDS = ("chunk_id", "document_id", "ordinal", "text", "title", "page", "section")
+ROW_FIELDS = (*CHUNK_FIELDS, "is_public", "acl")
 
 
 class ScopeFilter(Protocol):
@@ -68,12 +71,20 @@ def match_expression(query: str) -> str | None:
     Quoting every term means FTS syntax in a question (quotes, ``NEAR``, ``*``, ``-``,
     ``:``, parentheses) is searched as words and never raises. None when nothing is left.
     """
-    words = [w.lower() for w in _WORD.findall(query)]
-    terms = [w for w in words if w not in STOPWORDS] or words
-    unique = list(dict.fromkeys(terms))
+    unique = content_words(query)
     if not unique:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+
+
+def content_words(query: str) -> list[str]:
+    """Lower-cased distinct words of a question, stopwords dropped unless nothing else is left.
+
+    Shared by the FTS5 and the PostgreSQL index, so both search the same terms.
+    """
+    words = [w.lower() for w in _WORD.findall(query)]
+    terms = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(terms))
 
 
 class LexicalIndex:
@@ -111,6 +122,10 @@ class LexicalIndex:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
+
+    def reachable(self) -> bool:
+        """A local file is always there (errors writing it are real errors)."""
+        return True
 
     def add(self, chunks: list[Chunk], groups: Iterable[str] = ()) -> None:
         """Index chunks (all of one document) in one transaction, readable by ``groups``."""
@@ -210,6 +225,29 @@ class LexicalIndex:
             return conn.execute(
                 "SELECT count(*) FROM chunks WHERE document_id = ?", (document_id,)
             ).fetchone()[0]
+
+    def export_rows(self) -> list[dict[str, Any]]:
+        """Every indexed chunk with its ACL columns (backup), in insertion order."""
+        with self._connect() as conn:
+            cursor = conn.execute(f"SELECT {', '.join(ROW_FIELDS)} FROM chunks ORDER BY id")
+            return [dict(zip(ROW_FIELDS, row, strict=True)) for row in cursor]
+
+    def import_rows(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert rows from ``export_rows`` (restore into an empty index); returns the count."""
+        count = 0
+        with self._connect() as conn, conn:
+            for row in rows:
+                chunk = Chunk(*(row[f] for f in CHUNK_FIELDS))
+                cur = conn.execute(
+                    f"INSERT INTO chunks ({', '.join(ROW_FIELDS)}) VALUES ({', '.join('?' * len(ROW_FIELDS))})",
+                    [row[f] for f in ROW_FIELDS],
+                )
+                conn.execute(
+                    "INSERT INTO chunks_fts (rowid, heading, body) VALUES (?, ?, ?)",
+                    (cur.lastrowid, chunk.heading, chunk.text),
+                )
+                count += 1
+        return count
 
     def fts_count(self) -> int:
         """Rows in the FTS table itself (equals count() unless something leaked)."""

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -174,6 +174,18 @@ class VectorStore:
             where = self.path if self.mode == "embedded" else f"{self.host}:{self.port}"
             raise IngestError(f"Cannot open the vector store at {where}: {exc}") from exc
 
+    def reachable(self) -> bool:
+        """Whether the store answers now (the server's heartbeat; embedded: always)."""
+        if self.mode == "embedded":
+            return True
+        try:
+            self.collection  # noqa: B018 - connects on first use
+            self._client.heartbeat()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not now"
+            self._collection = None  # reconnect next time
+            return False
+
     def add(
         self, chunks: list[Chunk], embeddings: list[list[float]], groups: Iterable[str] = ()
     ) -> None:
@@ -262,6 +274,54 @@ class VectorStore:
         with self._lock:
             self._refresh_if_stale()
             return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+
+    def export_rows(self, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every stored vector with its text and metadata (backup), page by page."""
+        with self._lock:
+            self._refresh_if_stale()
+            offset = 0
+            while True:
+                got = self.collection.get(
+                    include=["embeddings", "documents", "metadatas"], limit=page, offset=offset
+                )
+                if not got["ids"]:
+                    return
+                for i, chunk_id in enumerate(got["ids"]):
+                    yield {
+                        "id": chunk_id,
+                        "embedding": [float(x) for x in got["embeddings"][i]],
+                        "document": got["documents"][i],
+                        "metadata": dict(got["metadatas"][i] or {}),
+                    }
+                offset += len(got["ids"])
+
+    def import_rows(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Add rows from ``export_rows`` (restore); returns the count."""
+        count = 0
+        batch: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            if batch:
+                self.collection.add(
+                    ids=[r["id"] for r in batch],
+                    embeddings=[r["embedding"] for r in batch],
+                    documents=[r["document"] for r in batch],
+                    metadatas=[r["metadata"] for r in batch],
+                )
+                batch.clear()
+
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                for row in rows:
+                    batch.append(row)
+                    count += 1
+                    if len(batch) >= _ADD_BATCH:
+                        flush()
+                flush()
+            finally:
+                self._mark_written()
+        return count
 
     def count(self) -> int:
         """Number of vectors in the collection."""

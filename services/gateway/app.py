@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from llm.client import LLMClient
+from llm.resilience import CircuitBreaker, RetryPolicy
 from services.db import REPO_ROOT, make_engine, session_factory
 from services.gateway import (
     admin_router,
@@ -72,7 +73,12 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
             create_celery(settings), settings.ingest_queue, settings.delete_queue
         )
     llm = LLMClient(
-        settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s
+        settings.llm_base_url,
+        settings.llm_model,
+        settings.llm_api_key,
+        settings.llm_timeout_s,
+        retry=RetryPolicy(attempts=max(1, settings.llm_retry_attempts)),
+        breaker=CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s),
     )
     metrics = GatewayMetrics(sessions)
     searchers = SearcherProvider(functools.partial(components.create_searcher, settings))

@@ -11,6 +11,14 @@ import argparse
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
+
+from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from services.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_celery(settings)
     register_tasks(app, settings)
     embedded = is_embedded_broker(settings)
+    _install_sweeper(app, settings, embedded)
     pool = (
         ["-P", "solo"]
         if embedded
@@ -60,6 +69,35 @@ def main(argv: list[str] | None = None) -> None:
             "--without-heartbeat",
         ]
     )
+
+
+def _install_sweeper(app: Celery, settings: Settings, embedded: bool) -> None:
+    """Once the worker is consuming, re-enqueue jobs whose worker died (see sweeper.py)."""
+    from celery.signals import worker_ready
+
+    from services.db import make_engine, session_factory
+    from services.worker.sweeper import JobSweeper, start_sweeping
+
+    routes = {
+        "ingest": (INGEST_TASK, settings.ingest_queue),
+        "delete": (DELETE_TASK, settings.delete_queue),
+        "acl": (ACL_TASK, settings.delete_queue),
+    }
+
+    def enqueue(kind: str, job_id: str) -> None:
+        task, queue = routes[kind]
+        app.send_task(task, args=[job_id], queue=queue)
+
+    sessions = session_factory(make_engine(settings.resolved_database_url))
+    sweeper = JobSweeper(sessions, enqueue, settings.job_lease_s)
+
+    @worker_ready.connect(weak=False)
+    def begin(**_: object) -> None:
+        if embedded:
+            sweeper.requeue_unfinished()
+        else:
+            sweeper.sweep()
+        start_sweeping(sweeper, settings.sweep_interval_s)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,20 @@ def create_celery(settings: Settings) -> Celery:
         # The job row in SQL is the source of truth for state and progress; storing task
         # results as well would only add writes to the (SQLite) result backend.
         task_ignore_result=True,
+        # A task past its time limit fails with a message; the hard limit (prefork) kills a
+        # task that ignores the soft one. The job lease is longer than both, so only a job
+        # whose worker died outlives it (services.worker.leases).
+        task_soft_time_limit=settings.task_time_limit_s,
+        task_time_limit=settings.task_time_limit_s + 30,
+        # Keep retrying a lost broker (Redis restarted) instead of exiting.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
     )
     if is_embedded_broker(settings):
         # kombu's SQLAlchemy transport hands these to create_engine: wait on SQLite locks
         # (gateway and worker share the file) instead of failing at once.
         app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+    else:
+        # Redis re-delivers an unacknowledged message (its worker died) after this long.
+        app.conf.broker_transport_options = {"visibility_timeout": settings.job_lease_s}
     return app

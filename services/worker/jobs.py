@@ -12,11 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, select
+from sqlalchemy import Text, cast, delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from services.db import Chunk, Document, Job, Message, make_engine, session_factory, utcnow
 from services.settings import Settings
+from services.worker.leases import MAX_ATTEMPTS, attempts_so_far, claimable, retry_note
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,15 @@ class ProgressReporter:
         if stage == self._last[1] and fraction - self._last[0] < 0.02:
             return
         self._last = (fraction, stage)
-        with self._sessions.begin() as session:
-            job = session.get(Job, self._job_id)
-            if job is not None and job.state == "running":
-                job.progress = max(job.progress, fraction)
-                if stage:
-                    job.stage = stage[:100]
+        try:
+            with self._sessions.begin() as session:
+                job = session.get(Job, self._job_id)
+                if job is not None and job.state == "running":
+                    job.progress = max(job.progress, fraction)
+                    if stage:
+                        job.stage = stage[:100]
+        except OperationalError as exc:  # the DB restarting must not fail the ingest itself
+            log.warning("could not record progress of job %s: %s", self._job_id, exc)
 
 
 def _parse_progress(args: tuple, kwargs: dict) -> tuple[float | None, str | None]:
@@ -63,35 +68,62 @@ def _parse_progress(args: tuple, kwargs: dict) -> tuple[float | None, str | None
 class JobRunner:
     """Executes jobs against one pipeline and one database."""
 
-    def __init__(self, sessions: sessionmaker, pipeline: Any):
+    def __init__(self, sessions: sessionmaker, pipeline: Any, lease_s: float = 960.0):
         self._sessions = sessions
         self._pipeline = pipeline
+        self._lease_s = lease_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobRunner:
         from services.components import create_pipeline
 
         engine = make_engine(settings.resolved_database_url)
-        return cls(session_factory(engine), create_pipeline(settings))
+        return cls(
+            session_factory(engine), create_pipeline(settings, sandboxed=True), settings.job_lease_s
+        )
 
     def _start(self, job_id: str, kind: str) -> tuple[Job, Document] | None:
+        """Claim the job for this worker, or None when it must not run here.
+
+        Claiming is one compare-and-set UPDATE, so when a message is delivered twice
+        (broker redelivery after a worker died, plus the sweeper's re-enqueue) exactly one
+        worker runs the job: ``queued`` may be claimed, ``running`` only once its lease has
+        expired (its worker died), ``done``/``failed`` never.
+        """
+        now = utcnow()
         with self._sessions.begin() as session:
             job = session.get(Job, job_id)
             if job is None or job.kind != kind:
                 log.warning("job %s (%s) not found; dropping the task", job_id, kind)
                 return None
-            if job.state == "done":
+            was_running = job.state == "running"
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, claimable(now, self._lease_s))
+                .values(state="running", started_at=now, progress=0.0, stage="starting")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not claimed:
+                log.info("job %s is %s elsewhere or finished; skipping", job_id, job.state)
                 return None
+            session.refresh(job)
+            attempt = attempts_so_far(job.error) + (1 if was_running else 0)
+            if attempt >= MAX_ATTEMPTS:
+                message = (
+                    f"the worker stopped {attempt} times while running this job "
+                    "(a crash, out of memory or a restart); giving up"
+                )
+                self._finish(session, job, "failed", message)
+                document = session.get(Document, job.document_id)
+                if document is not None and kind == "ingest":
+                    document.status, document.error = "failed", message
+                return None
+            if attempt:
+                job.error = retry_note(attempt)
             document = session.get(Document, job.document_id)
             if document is None:
                 self._finish(session, job, "failed", f"document {job.document_id} no longer exists")
                 return None
-            job.state, job.started_at, job.progress, job.stage = (
-                "running",
-                utcnow(),
-                0.0,
-                "starting",
-            )
             if kind != "acl":  # a permission change leaves the document readable as it was
                 document.status = "processing" if kind == "ingest" else "deleting"
             return job, document
@@ -104,7 +136,7 @@ class JobRunner:
 
     def run_ingest(self, job_id: str) -> str:
         """Parse, chunk, embed and index the job's document; returns the final state."""
-        from ingest.errors import IngestError
+        from ingest.errors import IngestError, StoreUnavailable
 
         started = self._start(job_id, "ingest")
         if started is None:
@@ -118,6 +150,8 @@ class JobRunner:
                 groups=list(document.groups or []),
                 progress=ProgressReporter(self._sessions, job_id),
             )
+        except StoreUnavailable as exc:
+            return self._wait_for_stores(job_id, document.id, str(exc))
         except IngestError as exc:
             message = _user_facing(str(exc), document)
             return self._fail_ingest(job_id, document.id, message, clean_stores=False)
@@ -148,6 +182,23 @@ class JobRunner:
                 job_id, document.id, f"could not record chunks: {exc}", clean_stores=True
             )
         return "done"
+
+    def _wait_for_stores(self, job_id: str, document_id: str, message: str) -> str:
+        """Put the job back in the queue state: a store outage is not the document's fault.
+
+        Returns ``"retry"``; the task sends itself again after a back-off. Nothing of the
+        document is marked done or ready, and the stores hold none of its chunks.
+        """
+        log.warning("ingest of %s waits: %s", document_id, message)
+        with self._sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == "running":
+                job.state, job.stage, job.progress = "queued", "waiting for the stores", 0.0
+                job.error = message
+            doc = session.get(Document, document_id)
+            if doc is not None:
+                doc.status = "queued"
+        return "retry"
 
     def _fail_ingest(
         self, job_id: str, document_id: str, message: str, *, clean_stores: bool

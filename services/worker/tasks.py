@@ -12,10 +12,14 @@ from typing import TYPE_CHECKING
 from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery, Task
 
     from services.settings import Settings
     from services.worker.jobs import JobRunner
+
+
+# Back-off of an ingest waiting for an unreachable store (Chroma server, PostgreSQL).
+STORE_RETRY_BASE_S, STORE_RETRY_MAX_S = 2.0, 60.0
 
 
 class LazyRunner:
@@ -39,9 +43,13 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     runner = LazyRunner(settings)
     app.enclave_runner = runner  # type: ignore[attr-defined]
 
-    @app.task(name=INGEST_TASK, acks_late=True, reject_on_worker_lost=True)
-    def ingest_document(job_id: str) -> str:
-        return runner.get().run_ingest(job_id)
+    @app.task(name=INGEST_TASK, acks_late=True, reject_on_worker_lost=True, bind=True)
+    def ingest_document(self: Task, job_id: str) -> str:
+        outcome = runner.get().run_ingest(job_id)
+        if outcome == "retry":  # a store is unreachable: try again later, without limit
+            delay = min(STORE_RETRY_MAX_S, STORE_RETRY_BASE_S * 2 ** min(self.request.retries, 6))
+            raise self.retry(countdown=delay, max_retries=None)
+        return outcome
 
     @app.task(name=DELETE_TASK, acks_late=True, reject_on_worker_lost=True)
     def delete_document(job_id: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
@@ -50,7 +52,8 @@ def fake_plan(body: dict) -> str | None:
     return json.dumps({"include": [], "edits": [], "add": add})
 
 
-def build_app(requests: list[dict]) -> FastAPI:
+def build_app(requests: list[dict], token_delay_s: float = 0.0) -> FastAPI:
+    """The fake endpoint; ``token_delay_s`` paces a stream (to kill the server mid-answer)."""
     app = FastAPI()
 
     @app.get("/v1/models")
@@ -78,6 +81,7 @@ def build_app(requests: list[dict]) -> FastAPI:
 
         def events():
             for word in answer.split(" "):
+                time.sleep(token_delay_s)
                 chunk = {
                     "choices": [
                         {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
@@ -99,3 +103,20 @@ class FakeLLMServer(LoopbackServer):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+
+def main() -> None:
+    """Serve the fake as its own process: ``python -m tests.integration.services.fake_llm``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    uvicorn.run(
+        build_app([], args.token_delay), host="127.0.0.1", port=args.port, log_level="warning"
+    )
+
+
+if __name__ == "__main__":
+    main()

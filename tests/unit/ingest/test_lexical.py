@@ -1,4 +1,5 @@
-"""The FTS5 index: BM25 ranking, query escaping, ACL applied inside the SQL, deletes."""
+"""Both lexical indexes (SQLite FTS5, PostgreSQL full-text): ranking, query escaping,
+ACL applied inside the SQL, deletes. Every test runs against both backends."""
 
 from __future__ import annotations
 
@@ -7,15 +8,48 @@ import pytest
 from ingest.chunking import Chunk
 from ingest.stores.acl import AccessScope
 from ingest.stores.lexical import LexicalIndex, match_expression
+from ingest.stores.lexical_pg import PostgresLexicalIndex, tsquery_expression
+from tests.support import throwaway_postgres_database
 
 
 def _chunk(doc, n, text, section=None):
     return Chunk(f"{doc}:{n}", doc, n, text, f"Title of {doc}", None, section)
 
 
+@pytest.fixture(scope="module")
+def postgres_lexical_url():
+    with throwaway_postgres_database("enclave_lexical") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_index(request, tmp_path):
+    """Builds an empty index of the parametrised backend (PostgreSQL: tables dropped first)."""
+    opened = []
+
+    def make(name: str = "lexical.db"):
+        if request.param == "sqlite":
+            return LexicalIndex(tmp_path / name)
+        url = request.getfixturevalue("postgres_lexical_url")
+        if not opened:
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(text("DROP TABLE IF EXISTS lexical_chunks, lexical_schema"))
+            engine.dispose()
+        lexical = PostgresLexicalIndex(url)
+        opened.append(lexical)
+        return lexical
+
+    yield make
+    for lexical in opened:
+        lexical.close()
+
+
 @pytest.fixture
-def index(tmp_path):
-    lexical = LexicalIndex(tmp_path / "lexical.db")
+def index(make_index):
+    lexical = make_index()
     lexical.add(
         [
             _chunk("pub", 0, "Annual leave carries over up to 240 hours."),
@@ -62,6 +96,8 @@ def test_match_expression_quotes_every_term_and_drops_stopwords():
     assert match_expression('How do I "carry" my leave?') == '"carry" OR "leave"'
     assert match_expression("the a of") == '"the" OR "a" OR "of"'  # all stopwords: keep them
     assert match_expression("?!") is None
+    assert tsquery_expression('How do I "carry" my leave?') == "'carry' | 'leave'"
+    assert tsquery_expression("?!") is None
 
 
 def test_restricted_chunks_never_reach_outsiders(index):
@@ -97,8 +133,8 @@ def test_get_returns_display_fields(index):
     assert got["hr:0"].title == "Title of hr" and got["hr:0"].text.startswith("Salary")
 
 
-def test_heading_words_weigh_more_than_body_words(tmp_path):
-    lexical = LexicalIndex(tmp_path / "l.db")
+def test_heading_words_weigh_more_than_body_words(make_index):
+    lexical = make_index()
     lexical.add(
         [_chunk("a", 0, "Mentions a voucher once among many other words about travel and time.")]
     )
@@ -129,3 +165,21 @@ def test_index_from_another_schema_version_is_a_clear_error(tmp_path):
     assert (
         fresh.count() == 0 and LexicalIndex(tmp_path / "new.db").count() == 0
     )  # reopening is fine
+
+
+def test_postgres_index_needs_a_postgres_url():
+    from ingest.errors import IngestError
+
+    with pytest.raises(IngestError, match="postgresql://"):
+        PostgresLexicalIndex("sqlite:///x.db")
+
+
+def test_a_second_handle_sees_what_the_first_wrote(make_index):
+    """Worker and gateway hold separate handles (separate hosts, for PostgreSQL)."""
+    writer, reader = make_index("shared.db"), make_index("shared.db")
+    writer.add([_chunk("d", 0, "Quarterly inventory counts happen in March.")])
+    assert [c for c, _ in reader.search("inventory", 5, AccessScope(None))] == ["d:0"]
+    assert reader.document_chunk_ids("d") == ["d:0"]
+    with pytest.raises(Exception, match="already indexed"):
+        writer.add([_chunk("d", 0, "Quarterly inventory counts happen in March.")])
+    assert reader.count() == 1
