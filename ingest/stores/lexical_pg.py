@@ -173,6 +173,17 @@ class PostgresLexicalIndex:
             )
             return result.rowcount
 
+    def set_acl(self, document_id: str, acl_columns: tuple[int, str]) -> int:
+        """Rewrite the ACL of every chunk of a document in one transaction; returns the count."""
+        self._prepare()
+        is_public, acl = acl_columns
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                text("UPDATE lexical_chunks SET is_public = :p, acl = :a WHERE document_id = :d"),
+                {"p": is_public, "a": acl, "d": document_id},
+            )
+            return result.rowcount
+
     def search(self, query: str, k: int, scope: PostgresScopeFilter) -> list[tuple[str, float]]:
         """Best ``k`` (chunk_id, score) the scope may read; higher score is better."""
         expression = tsquery_expression(query)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.chunking import Chunk
-from ingest.stores.acl import AccessScope
+from ingest.stores.acl import AccessScope, chunk_acl_column
 from ingest.stores.lexical import LexicalIndex, match_expression
 from ingest.stores.lexical_pg import PostgresLexicalIndex, tsquery_expression
 from tests.support import throwaway_postgres_database
@@ -112,6 +112,16 @@ def test_restricted_chunks_never_reach_outsiders(index):
     assert hr == {"pub:0", "hr:0"}
     admin = {cid for cid, _ in index.search("annual leave salary budget", 10, AccessScope(None))}
     assert admin == {"pub:0", "hr:0", "fin:0"}
+
+
+def test_set_acl_rewrites_who_may_read_a_document(index):
+    """A group change reaches every chunk of the document at once, on both backends."""
+    assert index.set_acl("hr", chunk_acl_column(["finance"])) == 1
+    hr = AccessScope(frozenset({"hr"}))
+    finance = AccessScope(frozenset({"finance"}))
+    assert "hr:0" not in {c for c, _ in index.search("annual leave salary budget", 10, hr)}
+    assert "hr:0" in {c for c, _ in index.search("annual leave salary budget", 10, finance)}
+    assert index.set_acl("absent-document", chunk_acl_column([])) == 0
 
 
 def test_group_names_with_delimiters_match_exactly(index):
