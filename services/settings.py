@@ -178,6 +178,12 @@ class Settings(BaseSettings):
         None, description="File where the egress guard appends blocked attempts."
     )
 
+    # --- grounded answers (issue 11: attribution, decoding) -------------------------------
+    answer_temperature: float = Field(
+        0.0,
+        description="Sampling temperature for answers; 0 (greedy) keeps answers reproducible and closest to the sources.",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

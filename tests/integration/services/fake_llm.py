@@ -2,7 +2,9 @@
 
 It answers deterministically from the prompt: the first sentence of source [1] followed
 by the marker ``[1]``, so tests can check the gateway's plumbing (SSE framing,
-persistence, citation extraction) without a 15 s model load. Served by a real uvicorn
+persistence, citation extraction) without a 15 s model load. A test that needs another
+answer (one the sources do not support) sets ``FakeLLMServer.replies``: each request
+takes the next one from it while it has any. Served by a real uvicorn
 on a loopback port, so the gateway's HTTP client path is the real one.
 """
 
@@ -29,7 +31,7 @@ def fake_answer(messages: list[dict]) -> str:
     return f"{first} [1]"
 
 
-def build_app(requests: list[dict]) -> FastAPI:
+def build_app(requests: list[dict], replies: list[str]) -> FastAPI:
     app = FastAPI()
 
     @app.get("/v1/models")
@@ -40,7 +42,7 @@ def build_app(requests: list[dict]) -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         requests.append(body)
-        answer = fake_answer(body["messages"])
+        answer = replies.pop(0) if replies else fake_answer(body["messages"])
         if not body.get("stream"):
             return {
                 "id": "x",
@@ -74,8 +76,9 @@ class FakeLLMServer:
     def __init__(self, port: int):
         self.port = port
         self.requests: list[dict] = []
+        self.replies: list[str] = []
         config = uvicorn.Config(
-            build_app(self.requests),
+            build_app(self.requests, self.replies),
             host="127.0.0.1",
             port=port,
             log_level="warning",
