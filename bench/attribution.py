@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import re
 import sys
@@ -157,6 +158,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench/results/attribution.json"))
     parser.add_argument("--cases", default=None, help="reuse (or save) the cases in this file")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # more intra-op threads than free cores makes MiniLM ~10x slower
     embedder = Embedder()
     if args.cases and Path(args.cases).exists():
         cases, info = json.loads(Path(args.cases).read_text())
@@ -165,6 +169,9 @@ def main() -> None:
         if args.cases:
             Path(args.cases).write_text(json.dumps([cases, info]))
     embed = CachedEmbed(embedder)
+    cache_file = Path(args.cases + ".embeddings.pkl") if args.cases else None
+    if cache_file and cache_file.exists():
+        embed.cache = pickle.loads(cache_file.read_bytes())
     started = time.perf_counter()
     results = {}
     for weight in WEIGHTS:
@@ -187,8 +194,15 @@ def main() -> None:
                         for x in a.sentences:
                             reasons[x.reason] = reasons.get(x.reason, 0) + 1
                 print(f"weight {weight}: supported cases rejected at any threshold: {reasons}")
+                if os.environ.get("ATTRIBUTION_DEBUG") and weight == 0.5:
+                    for c, a in zip(cases, per_case, strict=True):
+                        if c["kind"] == "supported" and not any(x.supported for x in a.sentences):
+                            for x in a.sentences:
+                                print(f"  {c['id']} {x.reason}: {x.sentence!r} <- {x.quote!r}")
             results[(weight, threshold)] = {"rates": rate, "balanced_accuracy": balanced(rate)}
     score_s = time.perf_counter() - started
+    if cache_file:
+        cache_file.write_bytes(pickle.dumps(embed.cache))
     eligible = {
         key: r for key, r in results.items() if r["rates"]["supported"] >= MIN_SUPPORTED_ACCEPTED
     }

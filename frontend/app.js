@@ -168,7 +168,11 @@ $("ask-form").addEventListener("submit", async (event) => {
       const payload = data ? JSON.parse(data) : {};
       if (name === "token") answer.textContent += payload.text ?? payload.token ?? "";
       else if (name === "citations") renderCitations(turn, payload.citations || payload);
-      else if (name === "done") state.conversationId = payload.conversation_id || state.conversationId;
+      else if (name === "done") {
+        state.conversationId = payload.conversation_id || state.conversationId;
+        // the shown answer replaces the streamed text: markers removed, or the decline
+        if (typeof payload.answer === "string") answer.textContent = payload.answer;
+      }
       else if (name === "error") answer.textContent += `\n[error: ${payload.message}]`;
     }
   } catch (error) { answer.textContent = `Error: ${error.message}`; }

@@ -10,8 +10,10 @@ adjacent source sentences (an answer often joins two). A candidate's support is
 where ``lexical`` is the share of the answer sentence's content words found in the
 candidate and ``semantic`` the cosine of their MiniLM embeddings. The best candidate
 supports the sentence when ``support >= SUPPORT_THRESHOLD`` and it does not contradict
-it: every number the sentence states occurs in that source, and the sentence is
-negated ("does not allow") only if the candidate is too (and the other way round).
+it: every number the sentence states occurs in that source, and a negated sentence
+("does not allow extra days") needs a negated candidate. (The other direction is not
+checked: on the corpus, source sentences carry side negations, "if you do not yet have
+access", far more often than a correct answer drops one; bench/attribution.py.)
 
 The weight and threshold were set by measurement on the shared corpus (gold answers
 against the passages retrieved for their question vs for other questions, and
@@ -36,7 +38,7 @@ from retriever.sentences import (
 )
 
 LEXICAL_WEIGHT = 0.5
-SUPPORT_THRESHOLD = 0.6
+SUPPORT_THRESHOLD = 0.55
 
 EmbedTexts = Callable[[list[str]], Sequence[Sequence[float]]]
 
@@ -152,7 +154,7 @@ def attribute(
             reason = "weak"
         elif not numbers(claim) <= source_numbers[candidate.source_index]:
             reason = "number_mismatch"
-        elif is_negated(claim) != is_negated(candidate.quote):
+        elif is_negated(claim) and not is_negated(candidate.quote):
             reason = "negation_mismatch"
         results.append(
             SentenceSupport(

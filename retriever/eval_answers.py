@@ -234,7 +234,8 @@ def in_process_turn(
             context_tokens=context_tokens,
             answer_tokens=answer_tokens,
         )
-        grounded = ground_answer(generate(question, composed.messages), composed.sources, embed)
+        raw_answer = generate(question, composed.messages)
+        grounded = ground_answer(raw_answer, composed.sources, embed)
         return AnsweredQuestion(
             question=question,
             ranked=[(h.document_id, h.page, h.text) for h in ranked],
@@ -242,6 +243,7 @@ def in_process_turn(
             declined=grounded.declined,
             citations=[asdict(c) for c in grounded.citations],
             sources=[asdict(h) for h in grounded.sources],
+            extra={"raw_answer": raw_answer},
         )
 
     return answer_one

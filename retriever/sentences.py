@@ -39,8 +39,10 @@ _NUMBER_WORDS.update(
     {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "ninety": "90", "hundred": "100"}
 )
 # bounds, not negations: "no later than five days" agrees with "within five days"
+# and an answer's interjection ("No, it is forfeited.", "Generally no;") states no negation
 _BOUND_PHRASES = re.compile(
-    r"\b(?:no|not) (?:later|more|fewer|less|earlier|sooner|longer|greater) than\b|\bnot exceed"
+    r"\b(?:no|not) (?:later|more|fewer|less|earlier|sooner|longer|greater) than\b"
+    r"|\bnot (?:to )?exceed|\bno\b(?=\s*[,.;:!])"
 )
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 

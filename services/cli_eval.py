@@ -57,6 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="llm",
         help="in process: the configured LLM endpoint, or the gold answers",
     )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="in process: keep the index here (ingested once, reused while it holds chunks)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--json", default=None, help="also write metrics and outcomes here")
     parser.set_defaults(func=cmd_eval)
@@ -87,8 +92,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not docs.is_dir():
             print(f"enclave eval: no documents folder at {docs}", file=sys.stderr)
             return 2
-        with tempfile.TemporaryDirectory(prefix="enclave-eval-") as data_dir:
-            turn = _in_process_turn(Settings(data_dir=Path(data_dir)), docs, args.answerer)
+        with tempfile.TemporaryDirectory(prefix="enclave-eval-") as scratch:
+            settings = Settings(data_dir=Path(args.data_dir or scratch))
+            turn = _in_process_turn(settings, docs, args.answerer)
             results = answer_all(questions, turn, progress)
         mode = f"in process, answerer {args.answerer}"
     metrics = score(results)
@@ -101,6 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "declined": r.declined,
                 "citations": r.citations,
                 "seconds": round(r.seconds, 2),
+                **r.extra,
             }
             for r in results
         ]
@@ -124,11 +131,12 @@ def _in_process_turn(settings: Settings, docs: Path, answerer: str) -> Any:
     from services.components import create_pipeline, create_searcher
 
     pipeline = create_pipeline(settings)
-    paths = sorted(p for p in docs.rglob("*") if p.is_file())
-    for index, path in enumerate(paths, start=1):
-        pipeline.ingest(path, document_id=path.relative_to(docs).as_posix())
-        print(f"\ringested {index}/{len(paths)} documents", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    if not pipeline.lexical_index.count():
+        paths = sorted(p for p in docs.rglob("*") if p.is_file())
+        for index, path in enumerate(paths, start=1):
+            pipeline.ingest(path, document_id=path.relative_to(docs).as_posix())
+            print(f"\ringested {index}/{len(paths)} documents", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
     searcher = create_searcher(settings)
     generate = oracle_answer if answerer == "oracle" else _llm_generate(settings)
     return in_process_turn(

@@ -12,6 +12,7 @@ import pytest
 from ingest.embedder import Embedder
 from retriever.citations import DECLINE_MESSAGE, ground_answer, is_decline
 from retriever.search import SearchHit
+from tests.torch_threads import _one_torch_thread  # noqa: F401  (MiniLM on shared cores)
 
 pytestmark = pytest.mark.slow
 
