@@ -8,7 +8,8 @@ adjacent source sentences (an answer often joins two). A candidate's support is
     support = LEXICAL_WEIGHT * lexical + (1 - LEXICAL_WEIGHT) * semantic
 
 where ``lexical`` is the share of the answer sentence's content words found in the
-candidate and ``semantic`` the cosine of their MiniLM embeddings. The best candidate
+candidate and ``semantic`` the cosine of their MiniLM embeddings (a pair's embedding is
+the normalised mean of its two sentences', which halves the embedding work per answer). The best candidate
 supports the sentence when ``support >= SUPPORT_THRESHOLD`` and it does not contradict
 it: every number the sentence states occurs in that source, and a negated sentence
 ("does not allow extra days") needs a negated candidate. (The other direction is not
@@ -88,18 +89,30 @@ class Attribution:
 class _Candidate:
     source_index: int
     quote: str
+    first: int  # index of its first sentence in the list of all source sentences
+    last: int  # index of its last sentence (first + 1 for a pair)
 
 
-def _candidates(source_texts: Sequence[str]) -> list[_Candidate]:
-    """Every sentence, and every pair of adjacent sentences, of every source (verbatim)."""
+def _candidates(source_texts: Sequence[str]) -> tuple[list[_Candidate], list[str]]:
+    """Every sentence, and every pair of adjacent sentences, of every source (verbatim),
+    and the list of single sentences their ``first``/``last`` index."""
     out: list[_Candidate] = []
+    singles: list[str] = []
     for index, text in enumerate(source_texts):
         spans = sentence_spans(text)
+        base = len(singles)
+        singles.extend(text[span.start : span.end] for span in spans)
         for i, span in enumerate(spans):
-            out.append(_Candidate(index, text[span.start : span.end]))
+            out.append(_Candidate(index, text[span.start : span.end], base + i, base + i))
             if i + 1 < len(spans):
-                out.append(_Candidate(index, text[span.start : spans[i + 1].end]))
-    return out
+                out.append(
+                    _Candidate(index, text[span.start : spans[i + 1].end], base + i, base + i + 1)
+                )
+    return out, singles
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def claim_sentences(answer: str) -> list[str]:
@@ -128,16 +141,20 @@ def attribute(
     ``lexical_weight`` and ``threshold`` exist for the measurement that set their
     defaults (bench/attribution.py); callers keep the defaults."""
     claims = claim_sentences(answer)
-    candidates = _candidates(source_texts)
+    candidates, singles = _candidates(source_texts)
     if not claims:
         return Attribution([])
     if not candidates:
         return Attribution(
             [SentenceSupport(c, None, None, 0.0, 0.0, 0.0, False, "no_sources") for c in claims]
         )
-    vectors = np.asarray(embed(claims + [c.quote for c in candidates]), dtype=np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    semantic = vectors[: len(claims)] @ vectors[len(claims) :].T
+    # only single sentences are embedded; a pair is the mean of its two (half the work)
+    vectors = _unit(np.asarray(embed(claims + singles), dtype=np.float32))
+    sentence_vectors = vectors[len(claims) :]
+    candidate_vectors = _unit(
+        np.stack([sentence_vectors[c.first] + sentence_vectors[c.last] for c in candidates])
+    )
+    semantic = vectors[: len(claims)] @ candidate_vectors.T
     candidate_words = [content_words(c.quote) for c in candidates]
     source_numbers = [numbers(text) for text in source_texts]
     results = []

@@ -4,7 +4,7 @@ It answers deterministically from the prompt: the first sentence of source [1] f
 by the marker ``[1]``, so tests can check the gateway's plumbing (SSE framing,
 persistence, citation extraction) without a 15 s model load. A test that needs another
 answer (one the sources do not support) sets ``FakeLLMServer.replies``: each request
-takes the next one from it while it has any. Served by a real uvicorn
+takes the next one from it while it has any (an empty one means the usual answer). Served by a real uvicorn
 on a loopback port, so the gateway's HTTP client path is the real one.
 """
 
@@ -42,7 +42,7 @@ def build_app(requests: list[dict], replies: list[str]) -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         requests.append(body)
-        answer = replies.pop(0) if replies else fake_answer(body["messages"])
+        answer = (replies.pop(0) if replies else "") or fake_answer(body["messages"])
         if not body.get("stream"):
             return {
                 "id": "x",

@@ -559,12 +559,10 @@ def test_conversations_are_private_to_their_owner(stack, transit):
     assert follow.status_code == 404
 
 
-def test_chat_stream_sends_token_citations_done_events(stack, transit):
+def stream_chat(stack: Stack, message: str) -> list[tuple[str, dict]]:
+    """(event, data) of each SSE event of a streamed chat turn."""
     with stack.client.stream(
-        "POST",
-        "/api/chat",
-        json={"message": "transit subsidy eligibility", "stream": True},
-        headers=stack.admin,
+        "POST", "/api/chat", json={"message": message, "stream": True}, headers=stack.admin
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -573,6 +571,11 @@ def test_chat_stream_sends_token_citations_done_events(stack, transit):
     for block in raw.strip().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.splitlines())
         events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_chat_stream_sends_token_citations_done_events(stack, transit):
+    events = stream_chat(stack, "transit subsidy eligibility")
     kinds = [kind for kind, _ in events]
     assert kinds[-2:] == ["citations", "done"] and set(kinds[:-2]) == {"token"}
     streamed = "".join(data["text"] for kind, data in events if kind == "token").strip()
@@ -591,17 +594,7 @@ def test_chat_stream_sends_token_citations_done_events(stack, transit):
 
 def test_chat_stream_declines_an_unsupported_answer_in_the_done_event(stack, transit):
     stack.llm.replies.append("Parking downtown is free for every contractor on weekends.")
-    with stack.client.stream(
-        "POST",
-        "/api/chat",
-        json={"message": "Is parking free?", "stream": True},
-        headers=stack.admin,
-    ) as response:
-        raw = "".join(response.iter_text())
-    blocks = [
-        dict(line.split(": ", 1) for line in b.splitlines()) for b in raw.strip().split("\n\n")
-    ]
-    by_kind = {b["event"]: json.loads(b["data"]) for b in blocks}
+    by_kind = dict(stream_chat(stack, "Is parking free?"))
     assert by_kind["citations"]["citations"] == [] and by_kind["citations"]["sources"]
     assert by_kind["done"]["declined"] is True
     assert by_kind["done"]["answer"].startswith("I could not find this")
@@ -761,7 +754,50 @@ def test_cli_ask_prints_the_answer_and_its_citations(stack, served, transit):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("[1]")
+    assert lines[0] and "[1]" not in lines[0] and not lines[0].startswith("I could not find")
     assert any(line.startswith("[1] ") and "ransit" in line for line in lines)
     wrong = _cli("ask", "hello", "--url", served, "--password", "wrong-password")
     assert wrong.returncode == 1 and "401" in wrong.stderr
+
+
+def test_cli_eval_against_the_gateway_scores_citations_and_refusals(
+    stack, served, transit, tmp_path
+):
+    questions = tmp_path / "questions.jsonl"
+    gold = {
+        "id": "q060",
+        "question": "Who has to approve my transit subsidy application?",
+        "answer": "Your supervisor, then the GSA Transit Coordinator, then DOT review/processing.",
+        "doc": "workplace/transit-benefit.md",
+        "page": None,
+        "evidence": "The approval process is supervisor, GSA Transit Coordinator, and DOT review/processing.",
+        "answerable": True,
+        "follow_up_of": None,
+    }
+    unanswerable = {
+        "id": "q091",
+        "question": "Is there a dress code for the office?",
+        "answer": None,
+        "doc": None,
+        "page": None,
+        "evidence": None,
+        "answerable": False,
+        "follow_up_of": None,
+    }
+    questions.write_text(json.dumps(gold) + "\n" + json.dumps(unanswerable) + "\n")
+    # the first question gets the usual (extractive) answer, the second a made-up one
+    stack.llm.replies.extend(["", "Jeans and sandals are fine every day in every office."])
+    out = tmp_path / "eval.json"
+    result = _cli(
+        "eval", str(questions), "--url", served, "--password", ADMIN_PASSWORD, "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "citation_precision" in result.stdout and "refusal_accuracy" in result.stdout
+    report = json.loads(out.read_text())
+    metrics = report["metrics"]
+    assert metrics["questions"] == 2 and metrics["answerable"] == 1
+    assert metrics["recall_at_20"] == 1.0  # the transit document is the only one anyone may read
+    assert metrics["citation_recall"] == 1.0  # its id was mapped back to the gold path
+    assert metrics["refusal_accuracy"] == 1.0 and metrics["false_refusals"] == 0.0
+    missing = _cli("eval", str(tmp_path / "nope.jsonl"), "--url", served)
+    assert missing.returncode == 2 and "no question file" in missing.stderr
