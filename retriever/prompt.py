@@ -25,18 +25,15 @@ MESSAGE_OVERHEAD_TOKENS = 8
 HISTORY_SHARE = 0.25
 TRUNCATION_MARK = " …"
 
-# Written for the small default model (SmolLM2-135M) as much as for large ones: it tends
-# to flip a source's meaning ("does not allow extra days" for a source that grants 42)
-# when left to paraphrase, so it is told to reuse the source's own words and numbers.
-# No [n] markers are asked for: attribution finds the supporting sentences itself
-# (retriever.attribution), and small models put markers on the wrong source.
-# Measured with `enclave eval` before/after: docs/attribution.md.
+# Measured with `enclave eval` on SmolLM2-135M (docs/attribution.md): two rewrites (reuse
+# the source's words and numbers; never say the opposite; no [n] markers) did not beat this
+# wording beyond the noise of 25 questions, one made the model echo its instructions. The
+# [n] markers it asks for are not used for attribution (retriever.attribution).
 SYSTEM_PROMPT = (
-    "You are Enclave. Answer the employee's question using only the sources given with it. "
-    "Answer in one or two sentences that reuse the exact words and numbers of the source "
-    "sentence that answers the question, and keep its meaning: never say the opposite of "
-    "what a source says. If no source answers the question, reply only: "
-    "I could not find this in the documents you can access."
+    "You are Enclave, an assistant that answers employees' questions using only the numbered "
+    "sources provided with the question. Cite every fact with the number of its source in square "
+    "brackets, like [1] or [2]. If the sources do not contain the answer, say that you do not know "
+    "based on the available documents; do not guess and do not use outside knowledge."
 )
 NO_SOURCES = "No sources were found for this question."
 
