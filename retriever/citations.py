@@ -1,40 +1,29 @@
-"""Turn the [n] markers of an answer into citations with a verbatim supporting quote.
+"""Turn an answer and the sources its prompt held into a grounded reply: citations or a decline.
 
 Rules (unit-tested in tests/unit/retriever/test_citations.py):
-- ``[n]`` and ``[n, m]`` markers refer to the prompt's sources, numbered from 1; numbers
-  out of range are ignored; each source is cited once, in order of first mention.
-- The quote is the sentence of the cited source sharing the most content words with the
-  answer sentence that carries the marker; it is taken from the source text itself and
-  checked to occur there verbatim.
-- Fallback: an answer with no valid marker that still clearly draws on a source (at least
-  ``FALLBACK_MIN_SHARED`` content words and ``FALLBACK_MIN_SHARE`` of the answer's content
-  words found in one source) cites that best-overlapping source, because a small model
-  often forgets the brackets. Answers that decline ("I don't know") cite nothing.
+- The citations are the sources that support some sentence of the answer, as found by
+  ``retriever.attribution`` (lexical + MiniLM similarity, number and negation checks);
+  ``[n]`` markers the model may write are ignored, and removed from the answer shown.
+- Each source is cited once, in the order the answer first relies on it, with the
+  verbatim source sentence(s) that best support it as the quote.
+- An answer with no supported sentence (a made-up answer, the model's own "I don't
+  know", an empty answer) is replaced by ``DECLINE_MESSAGE`` followed by the nearest
+  sources, and cites nothing: the reader sees where to look instead of a guess.
+- ``sources`` always lists every passage the prompt held, so a client can show them
+  whether or not the answer was attributed.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from retriever.attribution import Attribution, EmbedTexts, attribute
 from retriever.search import SearchHit
+from retriever.sentences import strip_markers
 
-FALLBACK_MIN_SHARED = 3
-FALLBACK_MIN_SHARE = 0.3
-
-_MARKER = re.compile(r"\[(\s*\d+\s*(?:,\s*\d+\s*)*)\]")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.M)
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    """a an and are as at be been but by can could do does for from had has have how i if in into is it
-    its me my of on or our should so than that the their them then there these they this to us was we
-    were what when where which who will with would you your not no any all also may must""".split()
-)
-_DECLINE = re.compile(
-    r"\b(i do not know|i don't know|i dont know|not (?:contain|mention|say)|no information|cannot find|can't find)\b",
-    re.I,
-)
+DECLINE_MESSAGE = "I could not find this in the documents you can access."
+NEAREST_SOURCES_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -48,69 +37,49 @@ class Citation:
     quote: str
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+@dataclass(frozen=True)
+class GroundedAnswer:
+    """What the user is shown: the answer (or the decline), its citations, every source."""
+
+    answer: str
+    citations: list[Citation]
+    sources: list[SearchHit]
+    declined: bool
+    attribution: Attribution
 
 
-def _sentences(text: str) -> list[str]:
-    return [m.group(0).strip() for m in _SENTENCE.finditer(text) if m.group(0).strip()]
+def where(hit: SearchHit) -> str:
+    """'Title, page 2, Section' — how a reader finds a passage."""
+    parts = [hit.title]
+    if hit.page is not None:
+        parts.append(f"page {hit.page}")
+    if hit.section:
+        parts.append(hit.section)
+    return ", ".join(parts)
 
 
-def best_quote(source_text: str, claim: str) -> str:
-    """The source sentence sharing most content words with ``claim`` (verbatim from the source)."""
-    claim_words = _content_words(claim)
-    candidates = [s for s in _sentences(source_text) if s in source_text] or [source_text.strip()]
-    best = max(
-        candidates, key=lambda s: (len(_content_words(s) & claim_words), -candidates.index(s))
-    )
-    return best if best in source_text else source_text.strip()
+def decline_message(sources: Sequence[SearchHit]) -> str:
+    """The decline, naming the nearest sources (best first, one line each) when there are any."""
+    nearest = list(dict.fromkeys(where(hit) for hit in sources))[:NEAREST_SOURCES_SHOWN]
+    if not nearest:
+        return DECLINE_MESSAGE
+    return DECLINE_MESSAGE + " The nearest passages were:\n" + "\n".join(f"- {n}" for n in nearest)
 
 
-def cited_numbers(answer: str, n_sources: int) -> list[tuple[int, str]]:
-    """(source number, citing sentence without markers) per valid marker, first mention only.
-
-    A marker before any word of its sentence ("... issued. [1] Next ...") belongs to the
-    sentence before it.
-    """
-    seen: set[int] = set()
-    out: list[tuple[int, str]] = []
-    previous_claim = ""
-    for sentence in _sentences(answer) or [answer]:
-        claim = _MARKER.sub(" ", sentence)
-        for match in _MARKER.finditer(sentence):
-            leading = not _content_words(_MARKER.sub(" ", sentence[: match.start()]))
-            citing = previous_claim if leading and previous_claim else claim
-            for raw in match.group(1).split(","):
-                number = int(raw)
-                if 1 <= number <= n_sources and number not in seen:
-                    seen.add(number)
-                    out.append((number, citing))
-        if _content_words(claim):
-            previous_claim = claim
-    return out
+def is_decline(answer: str) -> bool:
+    """Whether an answer shown to a user is the decline (for clients and the evaluation)."""
+    return answer.strip().startswith(DECLINE_MESSAGE)
 
 
-def _citation(hit: SearchHit, claim: str) -> Citation:
-    return Citation(hit.document_id, hit.title, hit.page, hit.section, best_quote(hit.text, claim))
-
-
-def extract_citations(answer: str, sources: Sequence[SearchHit]) -> list[Citation]:
-    """Citations for an answer written against ``sources`` ([1] = sources[0])."""
-    if not answer or not sources:
-        return []
-    marked = cited_numbers(answer, len(sources))
-    if marked:
-        return [_citation(sources[number - 1], claim) for number, claim in marked]
-    if _DECLINE.search(answer):
-        return []
-    answer_words = _content_words(answer)
-    if not answer_words:
-        return []
-    best_index, best_shared = -1, 0
-    for index, hit in enumerate(sources):
-        shared = len(answer_words & _content_words(hit.text))
-        if shared > best_shared:
-            best_index, best_shared = index, shared
-    if best_shared >= FALLBACK_MIN_SHARED and best_shared / len(answer_words) >= FALLBACK_MIN_SHARE:
-        return [_citation(sources[best_index], answer)]
-    return []
+def ground_answer(answer: str, sources: Sequence[SearchHit], embed: EmbedTexts) -> GroundedAnswer:
+    """Attribute ``answer`` to ``sources`` (the prompt's passages, best first)."""
+    sources = list(sources)
+    attribution = attribute(answer, [hit.text for hit in sources], embed)
+    if not attribution.supported:
+        return GroundedAnswer(decline_message(sources), [], sources, True, attribution)
+    citations = []
+    for index in attribution.cited:
+        hit = sources[index]
+        quote = attribution.best_quote(index)
+        citations.append(Citation(hit.document_id, hit.title, hit.page, hit.section, quote))
+    return GroundedAnswer(strip_markers(answer), citations, sources, False, attribution)

@@ -76,6 +76,7 @@ class GoldQuestion:
     evidence: str | None
     answerable: bool
     follow_up_of: str | None
+    answer: str | None = None
 
 
 def load_questions(path: Path) -> list[GoldQuestion]:
@@ -92,6 +93,7 @@ def load_questions(path: Path) -> list[GoldQuestion]:
                     q.get("evidence"),
                     bool(q.get("answerable")),
                     q.get("follow_up_of"),
+                    q.get("answer"),
                 )
             )
     return out
@@ -143,3 +145,30 @@ def recall(
             misses.append(q.id)
     n = len(answerable) or 1
     return RecallReport(at1 / n, at5 / n, len(answerable), misses)
+
+
+_QUESTION_OPENERS = (
+    ("can i ", "You can "),
+    ("do i ", "You "),
+    ("is there ", "There is "),
+    ("are there ", "There are "),
+    ("does ", ""),
+    ("is ", ""),
+)
+
+
+def asserted(question: str) -> str:
+    """The question stated as if it were true: what a model that makes things up answers.
+
+    "Can I take a paid sabbatical after five years of service?" becomes "You can take a
+    paid sabbatical after five years of service." The evaluation's oracle answerer gives
+    this for unanswerable questions, so the support check has a fluent, on-topic claim
+    to reject (the hard case), not an empty one.
+    """
+    text = question.strip().rstrip("?").strip()
+    lowered = text.lower()
+    for opener, replacement in _QUESTION_OPENERS:
+        if lowered.startswith(opener):
+            text = replacement + text[len(opener) :]
+            break
+    return f"Yes. {text[:1].upper()}{text[1:]}."

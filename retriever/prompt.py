@@ -25,6 +25,10 @@ MESSAGE_OVERHEAD_TOKENS = 8
 HISTORY_SHARE = 0.25
 TRUNCATION_MARK = " …"
 
+# Measured with `enclave eval` on SmolLM2-135M (docs/attribution.md): two rewrites (reuse
+# the source's words and numbers; never say the opposite; no [n] markers) did not beat this
+# wording beyond the noise of 25 questions, one made the model echo its instructions. The
+# [n] markers it asks for are not used for attribution (retriever.attribution).
 SYSTEM_PROMPT = (
     "You are Enclave, an assistant that answers employees' questions using only the numbered "
     "sources provided with the question. Cite every fact with the number of its source in square "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from services import cli_admin, cli_backup, cli_bundle, cli_draft
+from services import cli_admin, cli_backup, cli_bundle, cli_draft, cli_eval
 from services.settings import Settings
 
 
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_args(ask)
     ask.set_defaults(func=cmd_ask)
 
+    cli_eval.register(sub)
     sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(
         func=cmd_migrate
     )

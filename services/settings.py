@@ -367,6 +367,12 @@ class Settings(BaseSettings):
         description="How often each worker looks for jobs whose worker died (running past their lease) and re-enqueues them.",
     )
 
+    # --- grounded answers (issue 11: attribution, decoding) -------------------------------
+    answer_temperature: float = Field(
+        0.0,
+        description="Sampling temperature for answers; 0 (greedy) keeps answers reproducible and closest to the sources.",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

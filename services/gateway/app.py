@@ -113,6 +113,8 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
             context_window=ContextWindow(llm, settings.context_tokens),
             answer_tokens=settings.answer_tokens,
             answer_stop=settings.answer_stop,
+            answer_temperature=settings.answer_temperature,
+            embed=lambda texts: searchers.get().embedder.embed_documents(texts),
         ),
         conversations=conversations,
         health=HealthService(settings, sessions, job_queue, llm),

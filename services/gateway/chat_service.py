@@ -2,15 +2,17 @@
 
 One turn: history -> standalone query (``rewrite_query``) -> hits the user may read ->
 prompt within the token budget (``compose_prompt``) -> answer from the LLM (whole or
-streamed) -> citations checked against the sources (``extract_citations``) -> the turn,
-its citations and the chunk ids shown are stored (conversation + audit).
+streamed) -> each answer sentence attributed to the sources that support it
+(``ground_answer``; an unsupported answer becomes the decline) -> the turn, its
+citations and the chunk ids shown are stored (conversation + audit). Every reply carries
+``sources`` (each passage the prompt held) beside ``citations`` (those the answer uses).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
@@ -38,9 +40,21 @@ class PreparedTurn:
     chunk_ids: list[str]
 
 
+CITATION_KEYS = ("document_id", "title", "page", "section", "quote")
+SOURCE_KEYS = ("document_id", "title", "page", "section", "text")
+
+
+def _pick(item: Any, keys: Sequence[str]) -> dict:
+    data = asdict(item) if is_dataclass(item) else dict(vars(item))
+    return {key: data.get(key) for key in keys}
+
+
 def citation_json(citation: Any) -> dict:
-    data = asdict(citation) if is_dataclass(citation) else dict(vars(citation))
-    return {key: data.get(key) for key in ("document_id", "title", "page", "section", "quote")}
+    return _pick(citation, CITATION_KEYS)
+
+
+def source_json(hit: Any) -> dict:
+    return _pick(hit, SOURCE_KEYS)
 
 
 def sse_event(event: str, data: dict) -> str:
@@ -58,7 +72,9 @@ class ChatService:
         search_k: int,
         context_window: ContextWindow,
         answer_tokens: int,
+        embed: Callable[[list[str]], Sequence[Sequence[float]]],
         answer_stop: list[str] | None = None,
+        answer_temperature: float = 0.0,
     ):
         self._search = search
         self._conversations = conversations
@@ -68,6 +84,8 @@ class ChatService:
         self._context_window = context_window
         self._answer_tokens = answer_tokens
         self._answer_stop = list(answer_stop or []) or None
+        self._answer_temperature = answer_temperature
+        self._embed = embed
 
     async def prepare(
         self, user: CurrentUser, message: str, conversation_id: str | None
@@ -100,22 +118,33 @@ class ChatService:
             conversation_id, question, composed.messages, list(composed.sources), chunk_ids
         )
 
-    async def _finish(
-        self, user: CurrentUser, turn: PreparedTurn, answer: str
-    ) -> tuple[list[dict], str]:
-        """Store the turn (a new conversation starts only now, so a refused chat leaves none)."""
-        from retriever.citations import extract_citations
+    async def _finish(self, user: CurrentUser, turn: PreparedTurn, raw_answer: str) -> dict:
+        """Attribute the answer, then store the turn: the shown answer (or decline) is what is
+        kept, and a new conversation starts only now, so a refused chat leaves none."""
+        from retriever.citations import ground_answer
 
-        citations = [citation_json(c) for c in extract_citations(answer, turn.sources)]
+        grounded = await run_in_threadpool(ground_answer, raw_answer, turn.sources, self._embed)
+        citations = [citation_json(c) for c in grounded.citations]
         if turn.conversation_id is None:
             turn.conversation_id = await run_in_threadpool(
                 self._conversations.start, user, turn.question
             )
         message_id = await run_in_threadpool(
-            self._conversations.append_turn, turn.conversation_id, turn.question, answer, citations
+            self._conversations.append_turn,
+            turn.conversation_id,
+            turn.question,
+            grounded.answer,
+            citations,
         )
-        await self._audit(user, turn, answer)
-        return citations, message_id
+        await self._audit(user, turn, grounded.answer)
+        return {
+            "conversation_id": turn.conversation_id,
+            "message_id": message_id,
+            "answer": grounded.answer,
+            "declined": grounded.declined,
+            "citations": citations,
+            "sources": [source_json(hit) for hit in grounded.sources],
+        }
 
     async def _audit(self, user: CurrentUser, turn: PreparedTurn, answer: str | None) -> None:
         """One append-only line per question: the user, the chunk ids shown, the answer."""
@@ -130,21 +159,15 @@ class ChatService:
             result = await self._llm.chat(
                 turn.messages,
                 max_tokens=self._answer_tokens,
-                temperature=0.0,
+                temperature=self._answer_temperature,
                 stop=self._answer_stop,
             )
         except LLMError as exc:
             await self._audit(user, turn, None)
             raise UpstreamUnavailable(f"the language model is unavailable: {exc}") from exc
-        answer = result.text.strip()
-        citations, message_id = await self._finish(user, turn, answer)
+        reply = await self._finish(user, turn, result.text.strip())
         self._metrics.chat_seconds.labels(mode="json").observe(time.perf_counter() - started)
-        return {
-            "conversation_id": turn.conversation_id,
-            "message_id": message_id,
-            "answer": answer,
-            "citations": citations,
-        }
+        return reply
 
     async def stream(
         self, user: CurrentUser, message: str, conversation_id: str | None
@@ -159,7 +182,7 @@ class ChatService:
                 async for piece in self._llm.stream_chat(
                     turn.messages,
                     max_tokens=self._answer_tokens,
-                    temperature=0.0,
+                    temperature=self._answer_temperature,
                     stop=self._answer_stop,
                 ):
                     pieces.append(piece)
@@ -174,16 +197,16 @@ class ChatService:
                     },
                 )
                 return
-            answer = "".join(pieces).strip()
-            citations, message_id = await self._finish(user, turn, answer)
-            yield sse_event("citations", {"citations": citations})
+            reply = await self._finish(user, turn, "".join(pieces).strip())
+            yield sse_event(
+                "citations", {"citations": reply["citations"], "sources": reply["sources"]}
+            )
             self._metrics.chat_seconds.labels(mode="stream").observe(time.perf_counter() - started)
             yield sse_event(
                 "done",
                 {
-                    "conversation_id": turn.conversation_id,
-                    "message_id": message_id,
-                    "answer": answer,
+                    key: reply[key]
+                    for key in ("conversation_id", "message_id", "answer", "declined")
                 },
             )
 

@@ -2,7 +2,9 @@
 
 It answers deterministically from the prompt: the first sentence of source [1] followed
 by the marker ``[1]``, so tests can check the gateway's plumbing (SSE framing,
-persistence, citation extraction) without a 15 s model load. Served by a real uvicorn
+persistence, citation extraction) without a 15 s model load. A test that needs another
+answer (one the sources do not support) sets ``FakeLLMServer.replies``: each request
+takes the next one from it while it has any (an empty one means the usual answer). Served by a real uvicorn
 on a loopback port, so the gateway's HTTP client path is the real one.
 """
 
@@ -52,8 +54,12 @@ def fake_plan(body: dict) -> str | None:
     return json.dumps({"include": [], "edits": [], "add": add})
 
 
-def build_app(requests: list[dict], token_delay_s: float = 0.0) -> FastAPI:
-    """The fake endpoint; ``token_delay_s`` paces a stream (to kill the server mid-answer)."""
+def build_app(
+    requests: list[dict], replies: list[str] | None = None, token_delay_s: float = 0.0
+) -> FastAPI:
+    """The fake endpoint: ``replies`` are answered first, in order (scripted tests);
+    ``token_delay_s`` paces a stream (to kill the server mid-answer)."""
+    replies = replies if replies is not None else []
     app = FastAPI()
 
     @app.get("/v1/models")
@@ -64,7 +70,9 @@ def build_app(requests: list[dict], token_delay_s: float = 0.0) -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         requests.append(body)
-        answer = fake_plan(body) or fake_answer(body["messages"])
+        answer = (
+            fake_plan(body) or (replies.pop(0) if replies else "") or fake_answer(body["messages"])
+        )
         if not body.get("stream"):
             return {
                 "id": "x",
@@ -98,7 +106,8 @@ def build_app(requests: list[dict], token_delay_s: float = 0.0) -> FastAPI:
 class FakeLLMServer(LoopbackServer):
     def __init__(self, port: int):
         self.requests: list[dict] = []
-        super().__init__(build_app(self.requests), port)
+        self.replies: list[str] = []
+        super().__init__(build_app(self.requests, self.replies), port)
 
     @property
     def base_url(self) -> str:
@@ -114,7 +123,10 @@ def main() -> None:
     parser.add_argument("--token-delay", type=float, default=0.0)
     args = parser.parse_args()
     uvicorn.run(
-        build_app([], args.token_delay), host="127.0.0.1", port=args.port, log_level="warning"
+        build_app([], token_delay_s=args.token_delay),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
     )
 
 

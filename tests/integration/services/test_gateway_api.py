@@ -470,22 +470,58 @@ def test_delete_removes_every_trace(stack):
 # --- chat and conversations ----------------------------------------------------------------
 
 
-def test_chat_answers_with_citations_and_persists_the_turn(stack, transit):
+def test_chat_answers_with_sources_and_citations_and_persists_the_turn(stack, transit):
     response = stack.client.post(
         "/api/chat", json={"message": "Who is eligible for transit subsidies?"}, headers=stack.admin
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["answer"].endswith("[1]")
+    first_source = stack.llm.requests[-1]["messages"][-1]["content"]
+    # the fake model repeats source [1]'s first sentence and a marker; the marker is removed
+    assert not body["declined"] and "[1]" not in body["answer"]
+    assert body["answer"] and body["answer"] in " ".join(first_source.split())
+    assert body["sources"] and set(body["sources"][0]) == {
+        "document_id",
+        "title",
+        "page",
+        "section",
+        "text",
+    }
+    assert all(s["text"] in first_source for s in body["sources"])
     assert body["citations"] and body["citations"][0]["document_id"] == transit["document_id"]
     assert set(body["citations"][0]) == {"document_id", "title", "page", "section", "quote"}
+    quote = body["citations"][0]["quote"]
+    assert any(quote in s["text"] for s in body["sources"])
     conversation = stack.client.get(
         f"/api/conversations/{body['conversation_id']}", headers=stack.admin
     ).json()
     assert [m["role"] for m in conversation["messages"]] == ["user", "assistant"]
     assert conversation["messages"][1]["citations"] == body["citations"]
+    assert conversation["messages"][1]["content"] == body["answer"]
     listed = stack.client.get("/api/conversations", headers=stack.admin).json()["conversations"]
     assert body["conversation_id"] in {c["id"] for c in listed}
+
+
+def test_chat_answer_the_sources_do_not_support_becomes_the_decline(stack, transit):
+    made_up = "Every employee receives a company car and free lunches on Fridays."
+    stack.llm.replies.append(made_up)
+    body = stack.client.post(
+        "/api/chat", json={"message": "Do I get a company car?"}, headers=stack.admin
+    ).json()
+    assert body["declined"] is True
+    assert body["answer"].startswith("I could not find this in the documents you can access")
+    assert made_up not in body["answer"]
+    assert body["citations"] == []
+    # the nearest sources are still listed, in the reply and in the answer text
+    assert body["sources"] and body["sources"][0]["title"] in body["answer"]
+
+
+def test_chat_answer_contradicting_its_source_is_not_cited(stack, transit):
+    stack.llm.replies.append("Transit subsidies are not available to any employee.")
+    body = stack.client.post(
+        "/api/chat", json={"message": "Who is eligible for transit subsidies?"}, headers=stack.admin
+    ).json()
+    assert body["declined"] is True and body["citations"] == []
 
 
 def test_follow_up_sends_history_to_the_model(stack, transit):
@@ -524,12 +560,10 @@ def test_conversations_are_private_to_their_owner(stack, transit):
     assert follow.status_code == 404
 
 
-def test_chat_stream_sends_token_citations_done_events(stack, transit):
+def stream_chat(stack: Stack, message: str) -> list[tuple[str, dict]]:
+    """(event, data) of each SSE event of a streamed chat turn."""
     with stack.client.stream(
-        "POST",
-        "/api/chat",
-        json={"message": "transit subsidy eligibility", "stream": True},
-        headers=stack.admin,
+        "POST", "/api/chat", json={"message": message, "stream": True}, headers=stack.admin
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -538,16 +572,33 @@ def test_chat_stream_sends_token_citations_done_events(stack, transit):
     for block in raw.strip().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.splitlines())
         events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_chat_stream_sends_token_citations_done_events(stack, transit):
+    events = stream_chat(stack, "transit subsidy eligibility")
     kinds = [kind for kind, _ in events]
     assert kinds[-2:] == ["citations", "done"] and set(kinds[:-2]) == {"token"}
     streamed = "".join(data["text"] for kind, data in events if kind == "token").strip()
     done = events[-1][1]
-    assert done["answer"] == streamed
-    assert events[-2][1]["citations"][0]["document_id"] == transit["document_id"]
+    # the shown answer is the streamed one without its [n] marker
+    assert streamed.endswith("[1]") and done["answer"] == streamed.removesuffix("[1]").strip()
+    assert done["declined"] is False
+    citations = events[-2][1]
+    assert citations["citations"][0]["document_id"] == transit["document_id"]
+    assert citations["sources"] and {"text", "page"} <= set(citations["sources"][0])
     stored = stack.client.get(
         f"/api/conversations/{done['conversation_id']}", headers=stack.admin
     ).json()
-    assert stored["messages"][-1]["content"] == streamed
+    assert stored["messages"][-1]["content"] == done["answer"]
+
+
+def test_chat_stream_declines_an_unsupported_answer_in_the_done_event(stack, transit):
+    stack.llm.replies.append("Parking downtown is free for every contractor on weekends.")
+    by_kind = dict(stream_chat(stack, "Is parking free?"))
+    assert by_kind["citations"]["citations"] == [] and by_kind["citations"]["sources"]
+    assert by_kind["done"]["declined"] is True
+    assert by_kind["done"]["answer"].startswith("I could not find this")
 
 
 def test_employee_chat_never_puts_forbidden_chunks_in_the_prompt(stack, transit, promotions_hr):
@@ -704,7 +755,50 @@ def test_cli_ask_prints_the_answer_and_its_citations(stack, served, transit):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("[1]")
+    assert lines[0] and "[1]" not in lines[0] and not lines[0].startswith("I could not find")
     assert any(line.startswith("[1] ") and "ransit" in line for line in lines)
     wrong = _cli("ask", "hello", "--url", served, "--password", "wrong-password")
     assert wrong.returncode == 1 and "401" in wrong.stderr
+
+
+def test_cli_eval_against_the_gateway_scores_citations_and_refusals(
+    stack, served, transit, tmp_path
+):
+    questions = tmp_path / "questions.jsonl"
+    gold = {
+        "id": "q060",
+        "question": "Who has to approve my transit subsidy application?",
+        "answer": "Your supervisor, then the GSA Transit Coordinator, then DOT review/processing.",
+        "doc": "workplace/transit-benefit.md",
+        "page": None,
+        "evidence": "The approval process is supervisor, GSA Transit Coordinator, and DOT review/processing.",
+        "answerable": True,
+        "follow_up_of": None,
+    }
+    unanswerable = {
+        "id": "q091",
+        "question": "Is there a dress code for the office?",
+        "answer": None,
+        "doc": None,
+        "page": None,
+        "evidence": None,
+        "answerable": False,
+        "follow_up_of": None,
+    }
+    questions.write_text(json.dumps(gold) + "\n" + json.dumps(unanswerable) + "\n")
+    # the first question gets the usual (extractive) answer, the second a made-up one
+    stack.llm.replies.extend(["", "Jeans and sandals are fine every day in every office."])
+    out = tmp_path / "eval.json"
+    result = _cli(
+        "eval", str(questions), "--url", served, "--password", ADMIN_PASSWORD, "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "citation_precision" in result.stdout and "refusal_accuracy" in result.stdout
+    report = json.loads(out.read_text())
+    metrics = report["metrics"]
+    assert metrics["questions"] == 2 and metrics["answerable"] == 1
+    assert metrics["recall_at_20"] == 1.0  # the transit document is the only one anyone may read
+    assert metrics["citation_recall"] == 1.0  # its id was mapped back to the gold path
+    assert metrics["refusal_accuracy"] == 1.0 and metrics["false_refusals"] == 0.0
+    missing = _cli("eval", str(tmp_path / "nope.jsonl"), "--url", served)
+    assert missing.returncode == 2 and "no question file" in missing.stderr

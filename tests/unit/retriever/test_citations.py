@@ -1,19 +1,41 @@
-"""[n] markers map to sources with a verbatim best-supporting quote; bad markers are ignored."""
+"""Answers are attributed sentence by sentence to the sources that support them (MiniLM + words).
+
+The answers are written by hand, not generated: paraphrases that must be cited,
+contradictions and made-up sentences that must not. Each case sits far from the
+threshold (see docs/attribution.md), so numerics of another CPU do not flip it.
+"""
 
 from __future__ import annotations
 
-from retriever.citations import extract_citations
+import pytest
+
+from ingest.embedder import Embedder
+from retriever.citations import DECLINE_MESSAGE, ground_answer, is_decline
 from retriever.search import SearchHit
+from tests.torch_threads import _one_torch_thread  # noqa: F401  (MiniLM on shared cores)
+
+pytestmark = pytest.mark.slow
 
 LEAVE = SearchHit(
     "leave:3",
-    "leave.pdf",
+    "leave-types.pdf",
     "Leave types",
     3,
     "Award leave",
-    "You can receive a maximum of 80 hours of award leave in a single fiscal year. "
-    "Award leave expires one year after it is issued. Use it before the pay period ends.",
+    "You can carry over a maximum of 240 annual leave hours, from one leave year to the next. "
+    "Award leave expires one year after it is issued. You must use it by the end of the pay "
+    "period in which the expiration date falls.",
     0.1,
+)
+MILITARY = SearchHit(
+    "military:0",
+    "military-leave.md",
+    "Military leave",
+    None,
+    "Emergency duty",
+    "Military leave\nReservists called to emergency duty are granted 42 extra days of military "
+    "leave per year.\nTell your supervisor as soon as you receive orders.",
+    0.08,
 )
 TRAVEL = SearchHit(
     "travel:0",
@@ -21,60 +43,103 @@ TRAVEL = SearchHit(
     "Travel",
     None,
     None,
-    "File your voucher within five business days.\nKeep all receipts.",
+    "File your travel voucher within five business days of returning.\nKeep all receipts.",
     0.05,
 )
+SOURCES = [LEAVE, MILITARY, TRAVEL]
 
 
-def test_markers_map_to_sources_with_best_sentence_as_quote():
-    cites = extract_citations(
-        "Award leave expires a year after it is issued [1]. File vouchers within five days [2].",
-        [LEAVE, TRAVEL],
+@pytest.fixture(scope="module")
+def embed():
+    return Embedder().embed_documents
+
+
+def cited(answer: str, embed, sources=SOURCES) -> list[str]:
+    return [c.document_id for c in ground_answer(answer, sources, embed).citations]
+
+
+@pytest.mark.parametrize(
+    "answer, document_id",
+    [
+        (
+            "You may roll over up to 240 hours of annual leave into the next leave year.",
+            "leave-types.pdf",
+        ),
+        ("Award leave runs out a year after it's issued.", "leave-types.pdf"),
+        (
+            "Reservists on emergency duty get 42 additional days of military leave each year.",
+            "military-leave.md",
+        ),
+        (
+            "Submit your travel voucher no later than five business days after you get back.",
+            "travel.md",
+        ),
+    ],
+)
+def test_paraphrases_are_attributed_to_their_source(answer, document_id, embed):
+    grounded = ground_answer(answer, SOURCES, embed)
+    assert not grounded.declined
+    assert [c.document_id for c in grounded.citations] == [document_id]
+    source = next(s for s in SOURCES if s.document_id == document_id)
+    quote = grounded.citations[0].quote
+    assert quote and quote in source.text
+    assert grounded.citations[0].page == source.page
+    assert grounded.answer == answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The policy does not allow extra days of military leave for emergency duty.",
+        "Reservists called to emergency duty are granted 14 extra days of military leave.",
+        "You can carry over a maximum of 400 annual leave hours to the next leave year.",
+        "Award leave never expires.",
+        "Employees may bring their dogs to the office on Fridays.",
+        "I don't know based on the available documents.",
+    ],
+)
+def test_contradicting_or_unsupported_answers_become_the_decline(answer, embed):
+    grounded = ground_answer(answer, SOURCES, embed)
+    assert grounded.declined and is_decline(grounded.answer)
+    assert grounded.citations == []
+    assert grounded.answer.startswith(DECLINE_MESSAGE)
+    # the nearest sources are named so the reader knows where to look
+    assert "Leave types, page 3, Award leave" in grounded.answer
+    assert grounded.sources == SOURCES
+
+
+def test_only_supported_sentences_are_cited_in_order_of_first_use(embed):
+    answer = (
+        "Submit the travel voucher within five business days of your return. "
+        "Dogs are welcome in the office on Fridays. "
+        "You can carry over at most 240 hours of annual leave to the next leave year."
     )
-    assert [c.document_id for c in cites] == ["leave.pdf", "travel.md"]
-    assert cites[0].quote == "Award leave expires one year after it is issued."
-    assert (
-        cites[0].page == 3 and cites[0].section == "Award leave" and cites[0].title == "Leave types"
+    grounded = ground_answer(answer, SOURCES, embed)
+    assert [c.document_id for c in grounded.citations] == ["travel.md", "leave-types.pdf"]
+    reasons = [s.supported for s in grounded.attribution.sentences]
+    assert reasons == [True, False, True]
+
+
+def test_markers_are_ignored_and_removed(embed):
+    # the model put [1] (the leave source) on a travel fact and [3] on nothing relevant
+    grounded = ground_answer(
+        "File your travel voucher within five business days of returning [1][3].", SOURCES, embed
     )
-    assert cites[1].quote == "File your voucher within five business days."
-    for cite, source in zip(cites, [LEAVE, TRAVEL], strict=False):
-        assert cite.quote in source.text
+    assert [c.document_id for c in grounded.citations] == ["travel.md"]
+    assert "[" not in grounded.answer
 
 
-def test_out_of_range_and_duplicate_markers_are_ignored():
-    cites = extract_citations(
-        "80 hours [1]. Also [0], [3] and [99]. Again [1][1] and [1, 2, 7].", [LEAVE, TRAVEL]
+def test_answer_joining_two_source_sentences_quotes_both(embed):
+    grounded = ground_answer(
+        "Award leave expires one year after it is issued and must be used by the end of that pay period.",
+        [LEAVE],
+        embed,
     )
-    assert [c.document_id for c in cites] == ["leave.pdf", "travel.md"]
+    assert [c.document_id for c in grounded.citations] == ["leave-types.pdf"]
+    assert "expires one year" in grounded.citations[0].quote
 
 
-def test_marker_grouping_forms():
-    assert len(extract_citations("Both say so [1, 2].", [LEAVE, TRAVEL])) == 2
-    assert len(extract_citations("Both say so [2][1].", [LEAVE, TRAVEL])) == 2
-    assert extract_citations("See [a] or [1.5] or [].", [LEAVE, TRAVEL]) == []
-
-
-def test_uncited_answer_drawing_on_a_source_falls_back_to_it():
-    cites = extract_citations(
-        "You must file your voucher within five business days and keep receipts.", [LEAVE, TRAVEL]
-    )
-    assert [c.document_id for c in cites] == ["travel.md"]
-    assert cites[0].quote == "File your voucher within five business days."
-
-
-def test_declines_and_unrelated_answers_cite_nothing():
-    assert (
-        extract_citations("I don't know based on the available documents.", [LEAVE, TRAVEL]) == []
-    )
-    assert extract_citations("Dogs are welcome on Fridays.", [LEAVE, TRAVEL]) == []
-    assert extract_citations("", [LEAVE]) == []
-    assert extract_citations("Anything [1].", []) == []
-
-
-def test_marker_after_the_full_stop_belongs_to_the_sentence_before():
-    answer = "Award leave expires after a year. [1] Receipts must be kept. [2]"
-    cites = extract_citations(answer, [LEAVE, TRAVEL])
-    assert [c.quote for c in cites] == [
-        "Award leave expires one year after it is issued.",
-        "Keep all receipts.",
-    ]
+def test_no_sources_or_empty_answer_declines_without_listing(embed):
+    assert ground_answer("Anything at all is allowed.", [], embed).answer == DECLINE_MESSAGE
+    assert ground_answer("", SOURCES, embed).declined
+    assert ground_answer("Yes.", SOURCES, embed).declined
