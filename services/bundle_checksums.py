@@ -80,7 +80,7 @@ def verify_manifest(root: Path, manifest: Path, strict: bool = False) -> list[Pr
             problems.append(Problem(name, "changed"))
     if strict:
         listed = set(expected)
-        for name in files_under(root):
-            if name.as_posix() not in listed and (root / name) != manifest:
-                problems.append(Problem(name.as_posix(), "unexpected"))
+        for rel in files_under(root):
+            if rel.as_posix() not in listed and (root / rel) != manifest:
+                problems.append(Problem(rel.as_posix(), "unexpected"))
     return problems

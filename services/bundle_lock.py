@@ -39,7 +39,7 @@ def project_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list
 
 def nodeps_names(path: Path = NODEPS_PATH) -> set[str]:
     """Packages installed ``--no-deps`` from their own hash-pinned file (not in the lock)."""
-    names = set()
+    names: set[str] = set()
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:

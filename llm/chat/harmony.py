@@ -241,15 +241,15 @@ class HarmonyChat:
                         .with_content_type("<|constrain|>json")
                     )
             elif role == "tool":
-                name = message.get("name") or call_names.get(message.get("tool_call_id") or "")
-                if not name:
+                tool_name = message.get("name") or call_names.get(message.get("tool_call_id") or "")
+                if not tool_name:
                     raise HarmonyFormatError(
                         f"{where}: a tool result needs `name` or the `tool_call_id` "
                         "of an earlier assistant tool call"
                     )
                 out.append(
                     Message.from_author_and_content(
-                        Author.new(Role.TOOL, f"functions.{name}"),
+                        Author.new(Role.TOOL, f"functions.{tool_name}"),
                         _text_of(message.get("content"), where),
                     )
                     .with_recipient("assistant")

@@ -17,7 +17,10 @@ analysis channel, and once a ``<|channel|>final ...<|message|>`` header has been
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # llguidance is optional and heavy: only its type is needed here
+    from llguidance import LLTokenizer
 
 
 class GuidedDecodingUnavailable(ValueError):
@@ -117,7 +120,7 @@ class JsonSchemaCompiler:
     def __init__(self, tokenizer: Any, eos_token_ids: list[int]) -> None:
         self._hf_tokenizer = tokenizer
         self._eos_token_ids = eos_token_ids
-        self._ll_tokenizer = None
+        self._ll_tokenizer: LLTokenizer | None = None
         self._harmony_encoding: Any = None
 
     @property

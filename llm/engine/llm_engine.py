@@ -327,7 +327,7 @@ class LLMEngine:
             for prompt, p in zip(prompts, params_list, strict=True)
         ]
         seqs = {rid: self.requests[rid].seq for rid in ids}
-        texts = {rid: [] for rid in ids}
+        texts: dict[str, list[str]] = {rid: [] for rid in ids}
         while any(not seqs[rid].is_finished for rid in ids):
             for out in self.step():
                 if out.request_id in texts:

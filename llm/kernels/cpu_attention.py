@@ -94,9 +94,9 @@ def paged_attention_cpu(
     prefill = (q_lens > 1).nonzero().flatten().tolist()
     starts = query_start_loc.tolist()
     for i in prefill:
-        rows = slice(starts[i], starts[i + 1])
-        out[rows] = _prefill_attention(
-            query[rows],
+        span = slice(starts[i], starts[i + 1])
+        out[span] = _prefill_attention(
+            query[span],
             k_cache,
             v_cache,
             block_tables[i],

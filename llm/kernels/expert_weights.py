@@ -38,14 +38,33 @@ class ExpertWeights:
     def num_experts(self) -> int:
         return self.gate_up_bias.shape[0]
 
+    def mxfp4_parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gate_up_blocks, gate_up_scales, down_blocks, down_scales); an error when any is unset.
+
+        One place that turns "is MXFP4" into four non-None tensors, so callers need no
+        per-field None checks and a half-filled instance fails with a clear message.
+        """
+        parts = (self.gate_up_blocks, self.gate_up_scales, self.down_blocks, self.down_scales)
+        if parts[0] is None or parts[1] is None or parts[2] is None or parts[3] is None:
+            raise ValueError("ExpertWeights is not MXFP4: blocks and scales must all be set")
+        return parts[0], parts[1], parts[2], parts[3]
+
+    def dense_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gate_up_weight, down_weight); an error when either is unset."""
+        if self.gate_up_weight is None or self.down_weight is None:
+            raise ValueError("ExpertWeights holds neither MXFP4 blocks nor dense weights")
+        return self.gate_up_weight, self.down_weight
+
     def gate_up(self, expert: int, dtype: torch.dtype) -> torch.Tensor:
         """Dense [2I, H] matrix of one expert (dequantised on the fly when MXFP4)."""
         if self.is_mxfp4:
-            return dequantize_mxfp4(self.gate_up_blocks[expert], self.gate_up_scales[expert], dtype)
-        return self.gate_up_weight[expert].to(dtype)
+            blocks, scales, _, _ = self.mxfp4_parts()
+            return dequantize_mxfp4(blocks[expert], scales[expert], dtype)
+        return self.dense_parts()[0][expert].to(dtype)
 
     def down(self, expert: int, dtype: torch.dtype) -> torch.Tensor:
         """Dense [H, I] matrix of one expert (dequantised on the fly when MXFP4)."""
         if self.is_mxfp4:
-            return dequantize_mxfp4(self.down_blocks[expert], self.down_scales[expert], dtype)
-        return self.down_weight[expert].to(dtype)
+            _, _, blocks, scales = self.mxfp4_parts()
+            return dequantize_mxfp4(blocks[expert], scales[expert], dtype)
+        return self.dense_parts()[1][expert].to(dtype)

@@ -66,7 +66,16 @@ def _recording(modules, launches: list):
             setattr(module, name, value)
 
 
-def _paged(seq_lens, q_lens, dtype, heads=64, kv_heads=8, head_dim=64, block=16):
+def _paged(
+    seq_lens: list[int],
+    q_lens: list[int],
+    dtype: torch.dtype,
+    heads: int = 64,
+    kv_heads: int = 8,
+    head_dim: int = 64,
+    block: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs for one paged-attention call: query, K/V caches, block tables, query starts, seq lens."""
     num_blocks = sum(-(-n // block) for n in seq_lens)
     tables = torch.arange(num_blocks, dtype=torch.int32).view(1, -1).repeat(len(seq_lens), 1)
     cache = torch.zeros(num_blocks, block, kv_heads, head_dim, dtype=dtype)
@@ -96,8 +105,18 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
             ([50], [50], None),
         ):
             for window, sink in ((None, None), (128, sinks)):
+                query, k_cache, v_cache, tables, starts, lens = _paged(seq_lens, q_lens, dtype)
                 paged_attention_triton(
-                    *_paged(seq_lens, q_lens, dtype), 0.125, window, sink, num_splits=splits
+                    query,
+                    k_cache,
+                    v_cache,
+                    tables,
+                    starts,
+                    lens,
+                    0.125,
+                    window,
+                    sink,
+                    num_splits=splits,
                 )
         key = torch.zeros(3, 8, 64, dtype=dtype)
         cache = torch.zeros(2, 16, 8, 64, dtype=dtype)

@@ -297,21 +297,20 @@ def _check_moe_args(
         raise ValueError(f"top_k must be in 1..{num_experts}, got {top_k}")
     hidden_size = hidden.shape[1]
     if experts.is_mxfp4:
-        blocks, scales = experts.gate_up_blocks, experts.gate_up_scales
+        blocks, scales, down_blocks, down_scales = experts.mxfp4_parts()
         if (
             blocks.dtype != torch.uint8
             or scales.dtype != torch.uint8
-            or experts.down_blocks.dtype != torch.uint8
-            or experts.down_scales.dtype != torch.uint8
+            or down_blocks.dtype != torch.uint8
+            or down_scales.dtype != torch.uint8
         ):
             raise TypeError("MXFP4 blocks and scales must be uint8")
         in_features = blocks.shape[2] * MXFP4_BLOCK
-        down_out = experts.down_blocks.shape[1]
+        down_out = down_blocks.shape[1]
     else:
-        if experts.gate_up_weight is None or experts.down_weight is None:
-            raise ValueError("ExpertWeights holds neither MXFP4 blocks nor dense weights")
-        in_features = experts.gate_up_weight.shape[2]
-        down_out = experts.down_weight.shape[1]
+        gate_up_weight, down_weight = experts.dense_parts()
+        in_features = gate_up_weight.shape[2]
+        down_out = down_weight.shape[1]
     if in_features != hidden_size or down_out != hidden_size:
         raise ValueError(
             f"expert weights expect hidden size {in_features}/{down_out}, hidden has {hidden_size}"

@@ -156,7 +156,10 @@ def read_q4_weights(reader, config: LlamaConfig) -> dict[str, Q4Blocks]:
         _, index, rest = tensor.name.split(".", 2)
         if rest not in _LAYER_NAMES:
             continue
-        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        dims = [int(d) for d in reversed(tensor.shape.tolist())]
+        if len(dims) != 2:
+            raise LoaderError(f"GGUF tensor {tensor.name} should be 2-D [rows, cols], got {dims}")
+        shape = (dims[0], dims[1])
         value = q4_from_gguf(
             torch.from_numpy(np.array(tensor.data, copy=True)).reshape(-1), type_name, shape
         )

@@ -11,11 +11,13 @@ are: never expanded to bf16. Dense experts (``gate_up_proj`` [E, H, 2I] and ``do
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from llm.loader.loaded import LoadedModel, LoaderError
 from llm.loader.safetensors_stream import SafetensorsFormatError, ShardReader
 from llm.models.gpt_oss import GptOssForCausalLM
 from llm.models.gpt_oss_config import GptOssConfig, GptOssConfigError
@@ -27,19 +29,13 @@ FP32_SUFFIXES = ("layernorm.weight", "model.norm.weight", ".sinks")
 DENSE_EXPERTS = ("gate_up_proj", "down_proj")
 
 
-try:  # the loader package's error base, once the engine's llm.loader.loaded is merged
-    from llm.loader.loaded import LoaderError as _LoaderError
-except ImportError:  # pragma: no cover - branch without the engine
-    _LoaderError = ValueError
-
-
-class CheckpointError(_LoaderError):
+class CheckpointError(LoaderError):
     """A checkpoint directory is missing, incomplete or not gpt-oss; the message names the file or tensor."""
 
 
-@dataclass
-class GptOssLoaded:
-    """What ``load_gpt_oss`` returns; has every field of the engine's ``LoadedModel`` (duck-typed).
+@dataclass(kw_only=True)
+class GptOssLoaded(LoadedModel):
+    """What ``load_gpt_oss`` returns: the engine's ``LoadedModel`` plus the gpt-oss specifics.
 
     ``chat_template`` is None: gpt-oss prompts are rendered by ``tokenizer.render_prompt``
     (harmony), not by a Jinja template, and answers must be read with
@@ -47,13 +43,10 @@ class GptOssLoaded:
     """
 
     model: GptOssForCausalLM
-    tokenizer: object | None  # llm.chat.harmony.HarmonyChat, or None when not requested
+    tokenizer: Any  # llm.chat.harmony.HarmonyChat, or None when not requested
     chat_format: str  # "harmony"
-    model_name: str
-    eos_token_ids: list[int]
     expert_format: str  # "mxfp4" or "dense"
     chat_template: str | None = None
-    special_tokens: dict[str, str] = field(default_factory=dict)
 
 
 def is_gpt_oss_checkpoint(path: str | Path) -> bool:
@@ -98,11 +91,11 @@ def tensor_files(path: Path) -> dict[str, Path]:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (OSError, json.JSONDecodeError, KeyError) as exc:
             raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
-        files = {name: path / shard for name, shard in weight_map.items()}
-        for shard in sorted(set(files.values())):
+        indexed = {name: path / shard for name, shard in weight_map.items()}
+        for shard in sorted(set(indexed.values())):
             if not shard.is_file():
                 raise CheckpointError(f"{index} names {shard.name}, which is missing")
-        return files
+        return indexed
     shards = sorted(path.glob("*.safetensors"))
     if not shards:
         raise CheckpointError(f"{path} holds no *.safetensors files")

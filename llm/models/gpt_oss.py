@@ -39,6 +39,8 @@ class RMSNorm(nn.Module):
 class YarnRotary(nn.Module):
     """Rotary embedding on the two halves of each head (NeoX layout), cos/sin scaled by mscale."""
 
+    inv_freq: torch.Tensor  # a registered buffer (typed here: Module.__getattr__ is untyped)
+
     def __init__(self, config: GptOssConfig) -> None:
         super().__init__()
         inv_freq, self.attention_scaling = rope_frequencies(config)
@@ -117,6 +119,17 @@ class GptOssExperts(nn.Module):
     ``gate_up_proj`` [E, 2I, H] and ``down_proj`` [E, H, I] in the model dtype.
     """
 
+    # Registered buffers, typed here because Module.__getattr__ returns Tensor | Module.
+    # Only one format's set exists on an instance (see __init__).
+    gate_up_proj_blocks: torch.Tensor
+    gate_up_proj_scales: torch.Tensor
+    down_proj_blocks: torch.Tensor
+    down_proj_scales: torch.Tensor
+    gate_up_proj: torch.Tensor
+    down_proj: torch.Tensor
+    gate_up_proj_bias: torch.Tensor
+    down_proj_bias: torch.Tensor
+
     def __init__(self, config: GptOssConfig, expert_format: str, dtype: torch.dtype) -> None:
         super().__init__()
         if expert_format not in EXPERT_FORMATS:
@@ -153,21 +166,25 @@ class GptOssExperts(nn.Module):
 
     def weights(self) -> ExpertWeights:
         """A view of the buffers in the form ``fused_moe`` takes (no copy)."""
-        common = dict(
-            gate_up_bias=self.gate_up_proj_bias,
-            down_bias=self.down_proj_bias,
-            alpha=self.alpha,
-            limit=self.limit,
-        )
         if self.expert_format == "mxfp4":
             return ExpertWeights(
+                gate_up_bias=self.gate_up_proj_bias,
+                down_bias=self.down_proj_bias,
                 gate_up_blocks=self.gate_up_proj_blocks,
                 gate_up_scales=self.gate_up_proj_scales,
                 down_blocks=self.down_proj_blocks,
                 down_scales=self.down_proj_scales,
-                **common,
+                alpha=self.alpha,
+                limit=self.limit,
             )
-        return ExpertWeights(gate_up_weight=self.gate_up_proj, down_weight=self.down_proj, **common)
+        return ExpertWeights(
+            gate_up_bias=self.gate_up_proj_bias,
+            down_bias=self.down_proj_bias,
+            gate_up_weight=self.gate_up_proj,
+            down_weight=self.down_proj,
+            alpha=self.alpha,
+            limit=self.limit,
+        )
 
 
 class GptOssMLP(nn.Module):

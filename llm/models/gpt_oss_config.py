@@ -150,7 +150,7 @@ class GptOssConfig:
 
 
 def _rope_from_dict(raw: dict[str, Any]) -> RopeParams:
-    params = dict(raw.get("rope_parameters") or raw.get("rope_scaling") or {})
+    params: dict[str, Any] = dict(raw.get("rope_parameters") or raw.get("rope_scaling") or {})
     theta = params.get("rope_theta", raw.get("rope_theta", 150000.0))
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type == "default" and not params.get("factor"):

@@ -65,6 +65,10 @@ class RotaryEmbedding(nn.Module):
     ``x * cos + cat(-x2, x1) * sin`` (negation is exact), in three ops instead of six.
     """
 
+    # Registered buffers, typed here because Module.__getattr__ returns Tensor | Module.
+    cos: torch.Tensor
+    sin_signed: torch.Tensor
+
     def __init__(self, head_dim: int, theta: float, max_positions: int) -> None:
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))

@@ -12,7 +12,7 @@ router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 @router.get("")
 async def list_conversations(user: UserDep, services: ServicesDep) -> dict:
-    return {"conversations": await run_in_threadpool(services.conversations.list, user)}
+    return {"conversations": await run_in_threadpool(services.conversations.list_for, user)}
 
 
 @router.get("/{conversation_id}")

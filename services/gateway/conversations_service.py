@@ -39,7 +39,7 @@ class ConversationsService:
             raise NotFound(f"no conversation with id {conversation_id}")
         return conversation
 
-    def list(self, user: CurrentUser) -> list[dict]:
+    def list_for(self, user: CurrentUser) -> list[dict]:
         with self._sessions() as session:
             rows = session.scalars(
                 select(Conversation)

@@ -54,7 +54,7 @@ async def upload(request: Request, user: EditorDep, services: ServicesDep) -> JS
 
 @router.get("")
 async def list_documents(user: UserDep, services: ServicesDep) -> dict:
-    return {"documents": await run_in_threadpool(services.documents.list, user)}
+    return {"documents": await run_in_threadpool(services.documents.list_for, user)}
 
 
 @router.get("/{document_id}")

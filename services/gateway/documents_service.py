@@ -190,7 +190,7 @@ class DocumentsService:
                     doc.status = previous_status or doc.status
             raise UpstreamUnavailable(message) from exc
 
-    def list(self, user: CurrentUser) -> list[dict]:
+    def list_for(self, user: CurrentUser) -> list[dict]:
         with self._sessions() as session:
             docs = session.scalars(select(Document).order_by(Document.created_at.desc()))
             return [document_json(d) for d in docs if may_read(user, d.groups)]

@@ -14,11 +14,15 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from services.gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+if TYPE_CHECKING:  # a TypedDict that exists only in python-multipart's annotations
+    from python_multipart.multipart import MultipartCallbacks
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for boundaries and small form fields
 MAX_FIELD_BYTES = 64 * 1024
@@ -71,6 +75,18 @@ class ReceivedUpload:
         self.path.unlink(missing_ok=True)
 
 
+@dataclass
+class _PartState:
+    """Where the parse stands: the current part, and the file part's name, size and handle."""
+
+    name: str | None = None
+    filename: str = ""
+    buffer: bytes = b""
+    size: int = 0
+    handle: BinaryIO | None = None
+    done: bool = False
+
+
 class _Collector:
     """Turns python-multipart callbacks into a list of events processed after each write."""
 
@@ -79,7 +95,7 @@ class _Collector:
         self._header_field = b""
         self._header_value = b""
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": lambda: self.events.append(("begin", b"")),
             "on_part_data": lambda data, start, end: self.events.append(
@@ -125,14 +141,7 @@ async def receive_upload(
     parser = MultipartParser(params[b"boundary"], collector.callbacks())
     target = uploads_dir / f".incoming-{uuid.uuid4().hex}"
     fields: dict[str, str] = {}
-    state = {
-        "name": None,
-        "filename": None,
-        "buffer": b"",
-        "size": 0,
-        "handle": None,
-        "done": False,
-    }
+    state = _PartState()
     try:
         async for piece in request.stream():
             parser.write(piece)
@@ -140,24 +149,22 @@ async def receive_upload(
         parser.finalize()
         _process(collector, state, fields, target, max_bytes, allowed_extensions)
     except BaseException:
-        if state["handle"] is not None:
-            state["handle"].close()
+        if state.handle is not None:
+            state.handle.close()
         target.unlink(missing_ok=True)
         raise
-    if not state["done"]:
+    if not state.done:
         target.unlink(missing_ok=True)
         raise BadRequest("no 'file' part in the upload")
-    if state["size"] == 0:
+    if state.size == 0:
         target.unlink(missing_ok=True)
         raise BadRequest("the uploaded file is empty")
-    return ReceivedUpload(
-        path=target, filename=state["filename"], size=state["size"], fields=fields
-    )
+    return ReceivedUpload(path=target, filename=state.filename, size=state.size, fields=fields)
 
 
 def _process(
     collector: _Collector,
-    state: dict,
+    state: _PartState,
     fields: dict[str, str],
     target: Path,
     max_bytes: int,
@@ -166,39 +173,39 @@ def _process(
     events, collector.events = collector.events, []
     for kind, data in events:
         if kind == "begin":
-            state.update(name=None, buffer=b"")
+            state.name, state.buffer = None, b""
         elif kind == "disposition":
             _, disposition = parse_options_header(data)
-            state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
-            if state["name"] == "file":
-                if state["done"]:
+            state.name = disposition.get(b"name", b"").decode("utf-8", "replace")
+            if state.name == "file":
+                if state.done:
                     raise BadRequest("upload one file per request")
                 raw = disposition.get(b"filename", b"").decode("utf-8", "replace")
-                state["filename"] = sanitize_filename(raw)
-                extension = file_extension(state["filename"])
+                state.filename = sanitize_filename(raw)
+                extension = file_extension(state.filename)
                 if extension not in allowed_extensions:
                     supported = ", ".join(sorted(allowed_extensions))
                     shown = extension or "(no extension)"
                     raise UnsupportedMediaType(
                         f"file type {shown} is not supported; supported types: {supported}"
                     )
-                state["handle"] = open(target, "wb")  # noqa: SIM115 - closed at part end
+                state.handle = open(target, "wb")  # noqa: SIM115 - closed at part end
         elif kind == "data":
-            if state["name"] == "file" and state["handle"] is not None:
-                state["size"] += len(data)
-                if state["size"] > max_bytes:
+            if state.name == "file" and state.handle is not None:
+                state.size += len(data)
+                if state.size > max_bytes:
                     raise PayloadTooLarge(f"file is larger than the limit of {max_bytes} bytes")
-                state["handle"].write(data)
+                state.handle.write(data)
             else:
-                state["buffer"] += data
-                if len(state["buffer"]) > MAX_FIELD_BYTES:
-                    raise PayloadTooLarge(f"form field {state['name']!r} is too large")
+                state.buffer += data
+                if len(state.buffer) > MAX_FIELD_BYTES:
+                    raise PayloadTooLarge(f"form field {state.name!r} is too large")
         elif kind == "end":
-            if state["name"] == "file" and state["handle"] is not None:
-                state["handle"].flush()
-                os.fsync(state["handle"].fileno())
-                state["handle"].close()
-                state["handle"] = None
-                state["done"] = True
-            elif state["name"]:
-                fields[state["name"]] = state["buffer"].decode("utf-8", "replace")
+            if state.name == "file" and state.handle is not None:
+                state.handle.flush()
+                os.fsync(state.handle.fileno())
+                state.handle.close()
+                state.handle = None
+                state.done = True
+            elif state.name:
+                fields[state.name] = state.buffer.decode("utf-8", "replace")

@@ -91,7 +91,9 @@ class _LiveCollector(Collector):
             info = self._backend_info() if self._backend_info is not None else {}
         except Exception:  # as above: a scrape never fails on a backend
             info = {}
-        labels = {k: str(info[k]) for k in ("device", "kernels", "dtype") if k in info}
+        labels: dict[str, str] = {
+            k: str(info[k]) for k in ("device", "kernels", "dtype") if k in info
+        }
         if labels:
             yield InfoMetricFamily(
                 PREFIX + "engine", "Where the engine runs: device, kernel backend, dtype.", labels

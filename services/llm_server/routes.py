@@ -101,7 +101,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     )
     if body.max_tokens is None and body.max_completion_tokens is None:
         prepared = _bound_default_max_tokens(prepared, state.settings.llm_default_max_tokens)
-    return await state.service.respond(prepared, request)
+    return await state.require_service().respond(prepared, request)
 
 
 @router.post("/v1/completions")
@@ -111,4 +111,4 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     prepared = prepare_completion(
         body, backend, state.backend_name, state.served_names(), state.max_model_len(backend)
     )
-    return await state.service.respond(prepared, request)
+    return await state.require_service().respond(prepared, request)

@@ -156,9 +156,14 @@ class CompletionService:
                 first = await until_disconnected(request, run.next())
                 stream = self._stream(req, run, progress, first)
                 handed_over = True
+
+                def stop() -> None:
+                    run.cancel()
+                    progress.close()
+
                 return CancellableStream(
                     stream,
-                    on_close=lambda: (run.cancel(), progress.close()),
+                    on_close=stop,
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )

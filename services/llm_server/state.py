@@ -49,6 +49,12 @@ class ServerState:
             raise BackendUnavailable("the model is still loading; retry shortly")
         return self.backend
 
+    def require_service(self) -> CompletionService:
+        """The completion service, or a 503 while the model is still loading (as require_backend)."""
+        if self.service is None:
+            raise BackendUnavailable("the model is still loading; retry shortly")
+        return self.service
+
     def served_names(self) -> list[str]:
         """Model names requests may use: the configured one first, then the backend's own."""
         names = [self.settings.llm_model]

@@ -41,7 +41,7 @@ class LazyRunner:
 
 def register_tasks(app: Celery, settings: Settings) -> None:
     runner = LazyRunner(settings)
-    app.enclave_runner = runner  # type: ignore[attr-defined]
+    app.enclave_runner = runner
 
     @app.task(name=INGEST_TASK, acks_late=True, reject_on_worker_lost=True, bind=True)
     def ingest_document(self: Task, job_id: str) -> str:

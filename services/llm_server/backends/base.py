@@ -8,7 +8,7 @@ how cancellation reaches a backend.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -98,8 +98,12 @@ class Backend(Protocol):
 
     def generate(
         self, prompt: Prompt, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[Delta]:
-        """Stream one choice; the last delta has ``finish_reason`` set."""
+    ) -> AsyncGenerator[Delta, None]:
+        """Stream one choice; the last delta has ``finish_reason`` set.
+
+        An async generator, not just an iterator: the caller closes it early (``aclose``)
+        when the client goes away, so the backend can stop generating.
+        """
 
     def stats(self) -> dict[str, float]:
         """Numbers for /metrics (kv_blocks_used, kv_blocks_free, prefix_cache_hit_rate, ...)."""

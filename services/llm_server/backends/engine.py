@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +180,7 @@ class EngineBackend:
         out = []
         for index, (token_id, value) in enumerate(zip(token_ids, values, strict=False)):
             logprob = value.get(token_id) if isinstance(value, dict) else value
+            assert logprob is not None, "the engine always reports the sampled token's logprob"
             top = tops[index] if tops and index < len(tops) else []
             alternatives = [(decode([t]), float(lp)) for t, lp in top]
             out.append(TokenLogprob(decode([token_id]), float(logprob), alternatives))
@@ -187,7 +188,7 @@ class EngineBackend:
 
     async def generate(
         self, prompt: Prompt, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         if self._engine is None:
             raise BackendUnavailable("the engine backend is not started")
         prompt_ids = self._prompt_ids(prompt)

@@ -14,10 +14,10 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .base import BackendError, Delta, GenerationParams, Prompt, TokenLogprob
 from .text_stream import IncrementalDetokenizer, StopMatcher
@@ -150,7 +150,7 @@ class HFBackend:
     # --- generation (request side) -----------------------------------------------------
     async def generate(
         self, prompt: Prompt, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         if self._thread is None:
             raise BackendError(
                 "the hf backend is not started", status=503, code="backend_unavailable"
@@ -185,7 +185,11 @@ class HFBackend:
                     )
                 else:  # "end"
                     finished = True
-                    hit_length = generated >= params.max_tokens and last_token not in self._eos_ids
+                    hit_length = (
+                        params.max_tokens is not None
+                        and generated >= params.max_tokens
+                        and last_token not in self._eos_ids
+                    )
                     reason = "length" if hit_length else "stop"
                     yield Delta(stopper.flush(), 0, None, reason, len(prompt_ids), generated)
                     return
@@ -227,7 +231,11 @@ class HFBackend:
             def __call__(
                 self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any
             ) -> torch.BoolTensor:
-                return torch.full((input_ids.shape[0],), job.halt.is_set(), dtype=torch.bool)
+                # A bool tensor; torch types it as plain Tensor, transformers as BoolTensor.
+                return cast(
+                    torch.BoolTensor,
+                    torch.full((input_ids.shape[0],), job.halt.is_set(), dtype=torch.bool),
+                )
 
         class Streamer(BaseStreamer):
             prompt_seen = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -174,7 +174,7 @@ class RemoteBackend:
 
     async def generate(
         self, prompt: Prompt, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         if self._client is None:
             raise BackendUnavailable("the remote backend is not started")
         if self._remote_model is None:
