@@ -27,7 +27,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ingest.errors import IngestError
 from ingest.parse import ParsedDocument, check_supported, parse_document, partitioner
@@ -123,8 +123,11 @@ def _send(stream: BinaryIO, message: object) -> None:
     stream.flush()
 
 
-def _receive(fd: int, deadline: float | None) -> object:
-    """Read one length-prefixed pickle from ``fd``; TimeoutError past ``deadline``."""
+def _receive(fd: int, deadline: float | None) -> Any:
+    """Read one length-prefixed pickle from ``fd``; TimeoutError past ``deadline``.
+
+    ``Any``: the protocol's two message shapes are (path, memory_mb) and (status, value).
+    """
     buffer = b""
     needed = 8
     size: int | None = None
@@ -151,7 +154,7 @@ def child_main() -> None:
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
     while True:
         try:
-            path_text, memory_mb = _receive(0, None)  # type: ignore[misc]
+            path_text, memory_mb = _receive(0, None)
         except EOFError:
             return
         try:
@@ -200,7 +203,7 @@ class ParseSandbox:
                 status, value = _receive(
                     child.stdout.fileno(),  # type: ignore[union-attr]
                     time.monotonic() + self.time_limit_s,
-                )  # type: ignore[misc]
+                )
             except TimeoutError:
                 self._discard()
                 raise ResourceLimitExceeded(
@@ -214,8 +217,8 @@ class ParseSandbox:
                     "in a parser library); the file cannot be ingested."
                 ) from None
         if status == "error":
-            raise value  # type: ignore[misc]
-        return value  # type: ignore[return-value]
+            raise value if isinstance(value, BaseException) else IngestError(str(value))
+        return value
 
     def _discard(self) -> None:
         """Kill the child (it may be stuck in C code) and start a fresh one next time."""

@@ -85,7 +85,8 @@ def cited_chunk_text(citation: dict, sources: Sequence[dict]) -> str:
     return citation.get("quote") or ""
 
 
-def _share(hits: Sequence[bool]) -> float | None:
+def _share(hits: Sequence[bool] | Sequence[float]) -> float | None:
+    """The mean of ``hits`` (booleans count as 0/1), rounded; None when there is nothing to count."""
     return round(sum(hits) / len(hits), 4) if hits else None
 
 

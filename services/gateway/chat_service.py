@@ -45,7 +45,10 @@ SOURCE_KEYS = ("document_id", "title", "page", "section", "text")
 
 
 def _pick(item: Any, keys: Sequence[str]) -> dict:
-    data = asdict(item) if is_dataclass(item) else dict(vars(item))
+    """The named fields of a retriever dataclass (a citation or a search hit)."""
+    if not is_dataclass(item) or isinstance(item, type):
+        raise TypeError(f"expected a dataclass instance, got {type(item).__name__}")
+    data = asdict(item)
     return {key: data.get(key) for key in keys}
 
 

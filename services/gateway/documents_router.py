@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.deps import EditorDep, ServicesDep, UserDep, client_address
+from services.gateway.schemas import DocumentList, DocumentOut, JobRef, UploadOut
 from services.gateway.uploads import receive_upload
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
@@ -16,6 +17,8 @@ router = APIRouter(prefix="/api/documents", tags=["documents"])
 @router.post(
     "",
     status_code=202,
+    response_model=UploadOut,
+    responses={200: {"model": UploadOut, "description": "content already held (duplicate)"}},
     openapi_extra={
         "requestBody": {
             "content": {
@@ -52,17 +55,17 @@ async def upload(request: Request, user: EditorDep, services: ServicesDep) -> JS
     return JSONResponse(body, status_code=202 if created else 200)
 
 
-@router.get("")
+@router.get("", response_model=DocumentList)
 async def list_documents(user: UserDep, services: ServicesDep) -> dict:
     return {"documents": await run_in_threadpool(services.documents.list_for, user)}
 
 
-@router.get("/{document_id}")
+@router.get("/{document_id}", response_model=DocumentOut)
 async def get_document(document_id: str, user: UserDep, services: ServicesDep) -> dict:
     return await run_in_threadpool(services.documents.get, document_id, user)
 
 
-@router.delete("/{document_id}", status_code=202)
+@router.delete("/{document_id}", status_code=202, response_model=JobRef)
 async def delete_document(document_id: str, user: UserDep, services: ServicesDep) -> dict:
     """Queue removal from every store -> 202 {document_id, job_id}."""
     return await run_in_threadpool(services.documents.delete, document_id, user)

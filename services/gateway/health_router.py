@@ -7,16 +7,21 @@ from fastapi.responses import JSONResponse
 
 from services.gateway.deps import OperatorDep, ServicesDep
 from services.gateway.errors import Forbidden
+from services.gateway.schemas import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Liveness)
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "not ready; admins see which check failed"}},
+)
 async def readyz(services: ServicesDep, operator: OperatorDep) -> JSONResponse:
     """Ready or not for anyone (load balancers); which check failed only for admins or the metrics token."""
     ready, checks = await services.health.readiness()

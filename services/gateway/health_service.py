@@ -32,9 +32,9 @@ class HealthService:
     def _vector_store(self) -> None:
         if self._settings.vector_store == "server":
             base = f"http://{self._settings.chroma_host}:{self._settings.chroma_port}"
-            for path in ("/api/v2/heartbeat", "/api/v1/heartbeat"):
+            for endpoint in ("/api/v2/heartbeat", "/api/v1/heartbeat"):
                 try:
-                    if httpx.get(base + path, timeout=3.0, trust_env=False).status_code == 200:
+                    if httpx.get(base + endpoint, timeout=3.0, trust_env=False).status_code == 200:
                         return
                 except httpx.HTTPError as exc:
                     raise RuntimeError(f"Chroma server at {base} unreachable: {exc}") from exc

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.deps import ServicesDep, UserDep
+from services.gateway.schemas import SearchResponse
 
 router = APIRouter(prefix="/api", tags=["search"])
 
@@ -16,6 +17,6 @@ class SearchRequest(BaseModel):
     k: int | None = Field(None, ge=1, le=100)
 
 
-@router.post("/search")
+@router.post("/search", response_model=SearchResponse)
 async def search(body: SearchRequest, user: UserDep, services: ServicesDep) -> dict:
     return await run_in_threadpool(services.search.search, body.query, body.k, user)

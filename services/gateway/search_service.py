@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import sessionmaker
 
@@ -18,6 +18,9 @@ from services.db import AuditEntry
 from services.gateway.access import scope_for
 from services.gateway.auth_service import CurrentUser
 from services.gateway.errors import BadRequest
+
+if TYPE_CHECKING:
+    from retriever.search import SearchHit
 
 
 class SearcherProvider:
@@ -43,8 +46,9 @@ class SearcherProvider:
         return self._searcher is not None
 
 
-def hit_json(hit: Any) -> dict:
-    data = asdict(hit) if is_dataclass(hit) else dict(vars(hit))
+def hit_json(hit: SearchHit) -> dict:
+    """The JSON of a search hit (``schemas.SearchHitOut``); the score as a plain float."""
+    data = asdict(hit)
     keys = ("chunk_id", "document_id", "title", "page", "section", "text", "score")
     out = {key: data.get(key) for key in keys}
     if out["score"] is not None:
