@@ -13,6 +13,12 @@ from celery import Celery
 from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
 
 
+def _lost_queue_declaration_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is the embedded broker's duplicate insert of a queue's row."""
+    text = str(exc)
+    return "UNIQUE constraint failed" in text and "kombu_queue" in text
+
+
 class JobQueue(Protocol):
     def enqueue(self, kind: str, job_id: str) -> None: ...
 
@@ -33,7 +39,15 @@ class CeleryJobQueue:
 
     def enqueue(self, kind: str, job_id: str) -> None:
         task, queue = self._routes[kind]
-        self._app.send_task(task, args=[job_id], queue=queue)
+        try:
+            self._app.send_task(task, args=[job_id], queue=queue)
+        except Exception as exc:  # noqa: BLE001 - only the one known race is retried
+            if not _lost_queue_declaration_race(exc):
+                raise
+            # kombu's SQLAlchemy transport (the embedded broker) declares a queue with a
+            # check-then-insert; when the worker declares the same queue at that moment the
+            # insert fails with a UNIQUE violation. The queue exists now: send again.
+            self._app.send_task(task, args=[job_id], queue=queue)
 
     def check(self) -> None:
         with self._app.connection_for_write() as connection:

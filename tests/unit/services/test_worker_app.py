@@ -62,3 +62,36 @@ def test_permission_changes_go_to_the_delete_queue_not_behind_ingests(tmp_path):
     assert app.amqp.router.route({}, ACL_TASK)["queue"].name == "del"
     register_tasks(app, settings)
     assert ACL_TASK in app.tasks
+
+
+class _RacingApp:
+    """Stands in for the Celery app: its first send fails as kombu's SQLite transport does
+    when the worker declares the same queue at that moment."""
+
+    def __init__(self, error: str):
+        self.error, self.sent = error, []
+
+    def send_task(self, name, args, queue):
+        if self.error:
+            error, self.error = self.error, ""
+            raise RuntimeError(error)
+        self.sent.append((name, args, queue))
+
+
+def test_a_lost_queue_declaration_race_is_sent_again():
+    from services.gateway.job_queue import CeleryJobQueue
+
+    app = _RacingApp("(sqlite3.IntegrityError) UNIQUE constraint failed: kombu_queue.name")
+    CeleryJobQueue(app, "ing", "del").enqueue("ingest", "job-1")
+    assert app.sent == [(INGEST_TASK, ["job-1"], "ing")]
+
+
+def test_other_broker_errors_still_reach_the_caller():
+    import pytest
+
+    from services.gateway.job_queue import CeleryJobQueue
+
+    app = _RacingApp("Connection refused")
+    with pytest.raises(RuntimeError, match="refused"):
+        CeleryJobQueue(app, "ing", "del").enqueue("delete", "job-2")
+    assert app.sent == []
