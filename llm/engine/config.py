@@ -23,9 +23,8 @@ class EngineConfig:
 
     ``num_threads`` is applied in the thread that steps the engine (``ModelRunner``), so
     an ``AsyncEngine``'s step thread gets it; load the model with 1 torch thread (see
-    ``ModelRunner._use_own_threads`` for why). Measured on 2 cores (bf16, 4-bit, SmolLM2,
-    ``bench/engine.py``): 2 threads 241 vs 1 thread 194 tok/s for 16 concurrent requests,
-    single-request decode 86 vs 79 tok/s.
+    ``ModelRunner._use_own_threads`` for why). Thread counts are compared by
+    ``bench/engine.py`` (figures in ``bench/results/``).
 
     ``device`` is ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; weights, KV
     cache, step metadata and sampling all live there. ``kernels`` picks the operator

@@ -84,10 +84,6 @@ class UpstreamUnavailable(ApiError):
     status_code, code = 502, "upstream_unavailable"
 
 
-class ServiceUnavailable(ApiError):
-    status_code, code = 503, "unavailable"
-
-
 _CODES_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",

@@ -45,7 +45,6 @@ def client() -> TestClient:
         ("PayloadTooLarge", 413, "payload_too_large"),
         ("UnsupportedMediaType", 415, "unsupported_media_type"),
         ("UpstreamUnavailable", 502, "upstream_unavailable"),
-        ("ServiceUnavailable", 503, "unavailable"),
     ],
 )
 def test_api_errors_map_to_status_and_shape(client, name, status, code):
