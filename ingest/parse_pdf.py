@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 WINDOW_PAGES = 16
 OCR_SCALE = 2.0  # render at 144 dpi: small print is read reliably, a page stays ~2 MB
 _MIN_OCR_CONFIDENCE = 0.5
+_MIN_TABLE_PATHS = 4  # a ruled table of one cell already draws four lines
 
 
 def page_count(path: Path) -> int:
@@ -111,8 +112,11 @@ def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
     import pdfplumber
 
     out: list[Any] = list(raw)
-    with pdfplumber.open(io.BytesIO(data)) as pdf:
-        for offset, page in enumerate(pdf.pages):
+    ruled = _pages_with_rules(data)
+    if not ruled:
+        return out
+    with pdfplumber.open(io.BytesIO(data), pages=[i + 1 for i in ruled]) as pdf:
+        for offset, page in zip(ruled, pdf.pages, strict=True):
             page_number = first_page + offset
             for table in page.find_tables():
                 lines = table_rows(table.extract())
@@ -126,6 +130,29 @@ def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
                 out[position:position] = rows
             page.close()
     return out
+
+
+def _pages_with_rules(data: bytes, min_paths: int = _MIN_TABLE_PATHS) -> list[int]:
+    """Pages (0-based) drawing at least ``min_paths`` vector paths: only these can hold a
+    ruled table. pdfplumber re-reads a page's every object in Python, which doubled the
+    parse time; pdfium counts paths in C, so text-only pages skip that cost."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    pdf = pdfium.PdfDocument(data)
+    try:
+        found = []
+        for index in range(len(pdf)):
+            page = pdf[index]
+            try:
+                paths = sum(1 for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]))
+            finally:
+                page.close()
+            if paths >= min_paths:
+                found.append(index)
+        return found
+    finally:
+        pdf.close()
 
 
 def _on_page(el: Any, page_number: int) -> bool:

@@ -42,7 +42,11 @@ def create_searcher(settings: Settings) -> Any:
     from retriever.search import HybridSearcher
 
     return HybridSearcher.from_config(
-        ingest_config(settings), candidate_k=settings.candidate_k, rrf_k=settings.rrf_k
+        ingest_config(settings),
+        candidate_k=settings.candidate_k,
+        rrf_k=settings.rrf_k,
+        rerank=settings.rerank,
+        rerank_depth=settings.rerank_depth,
     )
 
 

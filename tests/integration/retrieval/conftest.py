@@ -32,11 +32,23 @@ def embedder() -> Embedder:
     return Embedder()
 
 
+SECOND_CORPUS = Path(__file__).resolve().parents[2] / "data" / "sourcegraph-handbook"
+
+
 @pytest.fixture(scope="session")
 def corpus_index(tmp_path_factory, embedder) -> CorpusIndex:
-    root = require_corpus()
+    return _index_corpus(require_corpus(), tmp_path_factory.mktemp("corpus_store"), embedder)
+
+
+@pytest.fixture(scope="session")
+def handbook_index(tmp_path_factory, embedder) -> CorpusIndex:
+    """The second corpus (another company's handbook, tests/data), ingested once."""
+    return _index_corpus(SECOND_CORPUS, tmp_path_factory.mktemp("handbook_store"), embedder)
+
+
+def _index_corpus(root: Path, data_dir: Path, embedder: Embedder) -> CorpusIndex:
     docs = root / "docs"
-    config = IngestConfig(data_dir=tmp_path_factory.mktemp("corpus_store"))
+    config = IngestConfig(data_dir=data_dir)
     pipeline = IngestPipeline(config, embedder=embedder)
     started = time.perf_counter()
     documents, chunks = [], 0
