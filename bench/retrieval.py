@@ -37,14 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
-
-from bench.ingest import naive_chunks_of  # noqa: E402
+from bench.ingest import naive_chunks_of  # noqa: E402  (first: it sets the offline env)
 from ingest.chunking import Chunk, ChunkingOptions, chunk_elements  # noqa: E402
 from ingest.config import IngestConfig  # noqa: E402
 from ingest.embedder import Embedder  # noqa: E402
@@ -181,7 +174,9 @@ def searcher_for(index: Index, embedder: Embedder, options: SearchOptions) -> Hy
     return HybridSearcher(index.vectors, index.lexical, embedder, options=options)
 
 
-def run_corpus(corpus: Corpus, embed: CachedEmbedder, sweep: bool, tmp: Path) -> dict:
+def run_corpus(
+    corpus: Corpus, embed: CachedEmbedder, sweep: bool, tmp: Path, lean: bool = False
+) -> dict:
     embedder = embed.embedder
     production = ChunkingOptions()
     base = SearchOptions()
@@ -201,7 +196,8 @@ def run_corpus(corpus: Corpus, embed: CachedEmbedder, sweep: bool, tmp: Path) ->
     embed.save()
     naive_chunking = "1000/150 chars, no sections, no prefix"
     row("naive", naive, SearchOptions(reranker=None), naive_chunking)
-    row("naive+rerank", naive, replace(base, reranker=reranker), naive_chunking)
+    if not lean:
+        row("naive+rerank", naive, replace(base, reranker=reranker), naive_chunking)
 
     ours = build_index(corpus, ours_chunker(production), embed, tmp / f"{corpus.name}-ours")
     embed.save()
@@ -211,10 +207,14 @@ def run_corpus(corpus: Corpus, embed: CachedEmbedder, sweep: bool, tmp: Path) ->
     row("ours-no-rerank", ours, base, described)
     row("ours-dense-only", ours, replace(base, lexical_weight=0.0), described)
     row("ours-lexical-only", ours, replace(base, dense_weight=0.0), described)
-    ablations = {
-        "ours-no-heading-path": replace(production, heading_path=False),
-        "ours-no-overlap": replace(production, overlap=0),
-    }
+    ablations = (
+        {}
+        if lean
+        else {
+            "ours-no-heading-path": replace(production, heading_path=False),
+            "ours-no-overlap": replace(production, overlap=0),
+        }
+    )
     if sweep:
         for size in (700, 1400):
             ablations[f"chunks-{size}"] = replace(production, size=size)
@@ -233,6 +233,9 @@ def main() -> int:
     parser.add_argument(
         "--sweep", action="append", default=[], help="corpus whose chunk size is also swept"
     )
+    parser.add_argument(
+        "--lean", action="append", default=[], help="corpus measured without re-chunked rows"
+    )
     parser.add_argument("--cache", type=Path, default=None, help="file keeping embeddings")
     parser.add_argument(
         "--corpus", action="append", choices=("shared", "sourcegraph-handbook"), default=None
@@ -246,7 +249,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="enclave-retrieval-") as tmp:
         for name in wanted:
             corpus = load_corpus(name, roots[name])
-            results[name] = run_corpus(corpus, embed, name in args.sweep, Path(tmp))
+            results[name] = run_corpus(
+                corpus, embed, name in args.sweep, Path(tmp), lean=name in args.lean
+            )
             embed.save()
     out = {
         "benchmark": "retrieval quality, ours vs naive and per-stage ablation",

@@ -25,18 +25,7 @@ def test_whole_corpus_is_indexed(corpus_index):
 
 
 def test_recall_beats_the_naive_baseline(corpus_index):
-    by_id = {q.id: q for q in corpus_index.questions}
-    scope = AccessScope(None)
-
-    def ranked(q):
-        hits = corpus_index.searcher.search(search_text(q, by_id, rewrite_query), 5, scope)
-        return [(h.document_id, h.page, h.text) for h in hits]
-
-    report = recall(corpus_index.questions, ranked)
-    print(
-        f"\nrecall@1 {report.recall_at_1:.3f}  recall@5 {report.recall_at_5:.3f}  over {report.questions} "
-        f"answerable questions; misses at 5: {report.misses}"
-    )
+    report = corpus_index.recall("shared corpus")
     assert report.questions == 90
     assert report.recall_at_5 >= BASELINE_RECALL_AT_5
     assert report.recall_at_1 >= BASELINE_RECALL_AT_1
