@@ -175,13 +175,21 @@ def searcher_for(index: Index, embedder: Embedder, options: SearchOptions) -> Hy
 
 
 def run_corpus(
-    corpus: Corpus, embed: CachedEmbedder, sweep: bool, tmp: Path, lean: bool = False
+    corpus: Corpus,
+    embed: CachedEmbedder,
+    sweep: bool,
+    tmp: Path,
+    lean: bool = False,
+    rows: dict[str, dict] | None = None,
+    on_row: Callable[[], None] = lambda: None,
 ) -> dict:
+    """Every row of one corpus into ``rows`` (``on_row`` after each: a killed run keeps
+    what it measured)."""
     embedder = embed.embedder
     production = ChunkingOptions()
     base = SearchOptions()
     reranker = LateInteractionReranker(embedder, cache_size=4096)
-    rows: dict[str, dict] = {}
+    rows = {} if rows is None else rows
 
     def row(name: str, index: Index, options: SearchOptions, chunking: str) -> None:
         result = evaluate(corpus, searcher_for(index, embedder, options))
@@ -191,6 +199,7 @@ def run_corpus(
             f"  r@20 {result['recall_at_20']:.3f}  mrr {result['mrr']:.3f}  chunks {index.chunks}",
             flush=True,
         )
+        on_row()
 
     naive = build_index(corpus, naive_chunker, embed, tmp / f"{corpus.name}-naive")
     embed.save()
@@ -246,23 +255,39 @@ def main() -> int:
     embed = CachedEmbedder(Embedder(), args.cache)
     started = time.perf_counter()
     results: dict[str, dict] = {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(complete: bool) -> None:
+        out = {
+            "benchmark": "retrieval quality, ours vs naive and per-stage ablation",
+            "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "python": platform.python_version(),
+            },
+            "seconds": round(time.perf_counter() - started, 1),
+            "complete": complete,
+            "depth": DEPTH,
+            "corpora": results,
+        }
+        args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory(prefix="enclave-retrieval-") as tmp:
         for name in wanted:
             corpus = load_corpus(name, roots[name])
-            results[name] = run_corpus(
-                corpus, embed, name in args.sweep, Path(tmp), lean=name in args.lean
+            results[name] = {}
+            run_corpus(
+                corpus,
+                embed,
+                name in args.sweep,
+                Path(tmp),
+                lean=name in args.lean,
+                rows=results[name],
+                on_row=lambda: write(False),
             )
             embed.save()
-    out = {
-        "benchmark": "retrieval quality, ours vs naive and per-stage ablation",
-        "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "seconds": round(time.perf_counter() - started, 1),
-        "depth": DEPTH,
-        "corpora": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write(True)
     print(f"wrote {args.out}")
     return 0
 
