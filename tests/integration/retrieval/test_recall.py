@@ -10,9 +10,11 @@ from retriever.followup import rewrite_query
 
 pytestmark = pytest.mark.slow
 
-# The naive baseline measured on this corpus (NOTES.md): 1,000-char chunks, BM25 + MiniLM, RRF.
-BASELINE_RECALL_AT_5 = 0.89
-BASELINE_RECALL_AT_1 = 0.66
+# The naive baseline (1,000-char chunks, BM25 + MiniLM, RRF) measured by bench/retrieval.py
+# in the same run as ours (bench/results/retrieval_shared.json): 0.956 at 5, 0.689 at 1;
+# ours 0.978 and 0.767, so the gate leaves a margin of two questions at 5.
+BASELINE_RECALL_AT_5 = 0.95
+BASELINE_RECALL_AT_1 = 0.68
 
 
 def test_whole_corpus_is_indexed(corpus_index):
