@@ -38,7 +38,7 @@ for _key, _value in {
 from ingest.chunking import Chunk, make_chunk_id  # noqa: E402
 from ingest.config import IngestConfig  # noqa: E402
 from ingest.embedder import Embedder  # noqa: E402
-from ingest.parse import parse_document  # noqa: E402
+from ingest.parse import ParsedDocument, parse_document  # noqa: E402
 from ingest.pipeline import IngestPipeline  # noqa: E402
 from ingest.stores.acl import AccessScope  # noqa: E402
 from ingest.stores.lexical import LexicalIndex  # noqa: E402
@@ -57,10 +57,14 @@ def _documents(docs: Path) -> list[Path]:
 
 def naive_chunks(path: Path, document_id: str) -> list[Chunk]:
     """The peer: one text per document (per page for PDFs), split at 1,000 characters."""
+    return naive_chunks_of(parse_document(path), document_id)
+
+
+def naive_chunks_of(parsed: ParsedDocument, document_id: str) -> list[Chunk]:
+    """The peer's chunks of an already parsed document (bench/retrieval.py reuses parses)."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     splitter = RecursiveCharacterTextSplitter(chunk_size=NAIVE_CHUNK, chunk_overlap=NAIVE_OVERLAP)
-    parsed = parse_document(path)
     pages: dict[int | None, list[str]] = {}
     for element in parsed.elements:
         pages.setdefault(element.page, []).append(element.text)

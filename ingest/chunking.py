@@ -46,6 +46,21 @@ class Chunk:
         return f"{self.heading}\n{self.text}" if self.heading else self.text
 
 
+@dataclass(frozen=True)
+class ChunkingOptions:
+    """How a document is cut: target size and overlap in characters, the size below which a
+    block is folded into its neighbour, and whether chunks carry the title/heading path."""
+
+    size: int = 1000
+    overlap: int = 150
+    min_size: int | None = None
+    heading_path: bool = True
+
+    def describe(self) -> str:
+        heading = "heading path" if self.heading_path else "no heading path"
+        return f"sections/pages, {self.size}/{self.overlap} chars, {heading}"
+
+
 @dataclass
 class _Block:
     section: str | None
@@ -112,20 +127,27 @@ def chunk_elements(
     chunk_size: int = 1000,
     chunk_overlap: int = 150,
     min_chunk_size: int | None = None,
+    options: ChunkingOptions | None = None,
 ) -> list[Chunk]:
-    """Split a document's elements into chunks with ids ``f"{document_id}:{ordinal}"``."""
+    """Split a document's elements into chunks with ids ``f"{document_id}:{ordinal}"``.
+
+    ``options`` overrides the three size arguments (the pipeline passes sizes from its
+    config; the benchmark passes whole option sets).
+    """
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+    if options is None:
+        options = ChunkingOptions(chunk_size, chunk_overlap, min_chunk_size)
     splitter = RecursiveCharacterTextSplitter(
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
+        chunk_size=options.size,
+        chunk_overlap=options.overlap,
         separators=[PARAGRAPH_BREAK, "\n", ". ", "; ", ", ", " ", ""],
         keep_separator="end",
         strip_whitespace=True,
     )
-    min_size = chunk_size // 2 if min_chunk_size is None else min_chunk_size
+    min_size = options.size // 2 if options.min_size is None else options.min_size
     chunks: list[Chunk] = []
-    for block in _merge_small(_blocks(elements), chunk_size, min_size):
+    for block in _merge_small(_blocks(elements), options.size, min_size):
         for piece in splitter.split_text(PARAGRAPH_BREAK.join(block.parts)):
             if not piece.strip():
                 continue
@@ -136,9 +158,9 @@ def chunk_elements(
                     document_id=document_id,
                     ordinal=ordinal,
                     text=piece,
-                    title=title,
+                    title=title if options.heading_path else "",
                     page=block.page,
-                    section=block.section,
+                    section=block.section if options.heading_path else None,
                 )
             )
     return chunks

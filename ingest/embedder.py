@@ -90,6 +90,30 @@ class Embedder:
 
         torch.set_num_threads(max(1, count))
 
+    def embed_tokens(self, texts: list[str]) -> list[Any]:
+        """Per text, a (tokens x dim) float32 array of L2-normalised contextual token vectors
+        (special tokens and padding dropped): what late-interaction reranking compares."""
+        if not texts:
+            return []
+        import numpy as np
+
+        model = self._load()
+        outputs = model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            output_value="token_embeddings",
+            convert_to_numpy=False,
+            show_progress_bar=False,
+        )
+        arrays = []
+        for tokens in outputs:
+            matrix = tokens.float().cpu().numpy()[1:-1]  # drop [CLS] and [SEP]
+            if matrix.size == 0:
+                matrix = np.zeros((1, tokens.shape[-1]), dtype=np.float32)
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            arrays.append((matrix / np.maximum(norms, 1e-9)).astype(np.float32))
+        return arrays
+
     def embed_query(self, text: str) -> list[float]:
         """The normalised vector of one search query."""
         return self.embed_documents([text])[0]

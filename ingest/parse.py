@@ -20,7 +20,17 @@ from ingest.offline import ensure_offline
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".pdf", ".docx", ".html", ".htm", ".md", ".txt")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (
+    ".pdf",
+    ".docx",
+    ".pptx",
+    ".xlsx",
+    ".eml",
+    ".html",
+    ".htm",
+    ".md",
+    ".txt",
+)
 
 # Elements that repeat on every page or carry no prose.
 _SKIPPED_CATEGORIES = {"Header", "Footer", "PageNumber", "PageBreak", "Image"}
@@ -59,13 +69,27 @@ def check_supported(path: Path) -> str:
 
 
 def partitioner(ext: str) -> Callable[[str], list[Any]]:
-    """The unstructured partition function for an extension, imported only when needed."""
-    if ext == ".pdf":
-        from unstructured.partition.pdf import partition_pdf
+    """The partition function for an extension, imported only when needed.
 
-        return lambda filename: partition_pdf(
-            filename=filename, strategy="fast", languages=["eng"], infer_table_structure=False
-        )
+    PDFs are read a window of pages at a time (ingest.parse_pdf: bounded memory, tables
+    as rows, OCR for scanned pages); .pptx/.xlsx/.eml have parsers of our own
+    (ingest.parse_office, ingest.parse_email); the rest are unstructured's.
+    """
+    if ext == ".pdf":
+        from ingest.parse_pdf import partition_pdf_windows
+
+        return lambda filename: [
+            el for window in partition_pdf_windows(Path(filename)) for el in window
+        ]
+    if ext in (".pptx", ".xlsx"):
+        from ingest.parse_office import partition_pptx, partition_xlsx
+
+        office = partition_pptx if ext == ".pptx" else partition_xlsx
+        return lambda filename: office(Path(filename))
+    if ext == ".eml":
+        from ingest.parse_email import partition_eml
+
+        return lambda filename: partition_eml(Path(filename))
     if ext == ".docx":
         from unstructured.partition.docx import partition_docx
 
@@ -101,13 +125,21 @@ def parse_document(path: Path) -> ParsedDocument:
         raise
     except Exception as exc:  # unstructured/pdfminer/python-docx raise many types
         log.info("parsing %s failed: %r", path.name, exc)
-        kind = {".pdf": "PDF", ".docx": "Word document"}.get(ext, f"{ext} file")
+        kind = {
+            ".pdf": "PDF",
+            ".docx": "Word document",
+            ".pptx": "PowerPoint presentation",
+            ".xlsx": "Excel workbook",
+            ".eml": "e-mail message",
+        }.get(ext, f"{ext} file")
+        article = "an" if kind[0].lower() in "aeiou" else "a"
         raise CorruptDocument(
-            f"{path.name} could not be read as a {kind}: it may be damaged or not really a {kind}."
+            f"{path.name} could not be read as {article} {kind}: it may be damaged or not "
+            f"really {article} {kind}."
         ) from exc
     document = _structure(raw)
     if not document.elements:
-        hint = " (a scanned PDF without a text layer?)" if ext == ".pdf" else ""
+        hint = " (not even by OCR of its pages)" if ext == ".pdf" else ""
         raise EmptyDocument(f"{path.name} contains no text{hint}.")
     return document
 

@@ -65,6 +65,8 @@ def create_searcher(settings: Settings) -> HybridSearcher:
         rrf_k=settings.rrf_k,
         batch_queries=settings.query_batching,
         query_threads=settings.query_embedding_threads,
+        rerank=settings.rerank,
+        rerank_depth=settings.rerank_depth,
     )
 
 

@@ -373,6 +373,17 @@ class Settings(BaseSettings):
         description="Sampling temperature for answers; 0 (greedy) keeps answers reproducible and closest to the sources.",
     )
 
+    # --- retrieval rerank (issue 11: retrieval that generalises) ------------------------
+    rerank: bool = Field(
+        True,
+        description="Rerank fused candidates by MiniLM token-level late interaction (offline; measured in bench/retrieval.py on two corpora).",
+    )
+    rerank_depth: int = Field(
+        20,
+        ge=1,
+        description="Fused candidates the rerank stage rescores (each costs one MiniLM pass).",
+    )
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,9 @@ import pytest
 from ingest.config import IngestConfig
 from ingest.embedder import Embedder
 from ingest.pipeline import IngestPipeline
-from retriever.evaluation import GoldQuestion, load_questions
+from ingest.stores.acl import AccessScope
+from retriever.evaluation import GoldQuestion, RecallReport, load_questions, recall, search_text
+from retriever.followup import rewrite_query
 from retriever.search import HybridSearcher
 from tests.support import require_corpus
 
@@ -26,17 +28,45 @@ class CorpusIndex:
     chunks: int
     seconds: float
 
+    def recall(self, name: str) -> RecallReport:
+        """recall@1/@5 of the production searcher over this corpus's questions (printed)."""
+        by_id = {q.id: q for q in self.questions}
+        scope = AccessScope(None)
+
+        def ranked(q: GoldQuestion) -> list[tuple[str, int | None, str]]:
+            hits = self.searcher.search(search_text(q, by_id, rewrite_query), 5, scope)
+            return [(h.document_id, h.page, h.text) for h in hits]
+
+        report = recall(self.questions, ranked)
+        print(
+            f"\n{name}: recall@1 {report.recall_at_1:.3f}  recall@5 {report.recall_at_5:.3f} over "
+            f"{report.questions} answerable questions; misses at 5: {report.misses}"
+        )
+        return report
+
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     return Embedder()
 
 
+SECOND_CORPUS = Path(__file__).resolve().parents[2] / "data" / "sourcegraph-handbook"
+
+
 @pytest.fixture(scope="session")
 def corpus_index(tmp_path_factory, embedder) -> CorpusIndex:
-    root = require_corpus()
+    return _index_corpus(require_corpus(), tmp_path_factory.mktemp("corpus_store"), embedder)
+
+
+@pytest.fixture(scope="session")
+def handbook_index(tmp_path_factory, embedder) -> CorpusIndex:
+    """The second corpus (another company's handbook, tests/data), ingested once."""
+    return _index_corpus(SECOND_CORPUS, tmp_path_factory.mktemp("handbook_store"), embedder)
+
+
+def _index_corpus(root: Path, data_dir: Path, embedder: Embedder) -> CorpusIndex:
     docs = root / "docs"
-    config = IngestConfig(data_dir=tmp_path_factory.mktemp("corpus_store"))
+    config = IngestConfig(data_dir=data_dir)
     pipeline = IngestPipeline(config, embedder=embedder)
     started = time.perf_counter()
     documents, chunks = [], 0

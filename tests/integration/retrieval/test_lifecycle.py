@@ -74,7 +74,8 @@ def test_failure_after_writing_leaves_nothing(small_store, tmp_path):
     [
         ("bad.pdf", b"%PDF-1.7 truncated", CorruptDocument),
         ("empty.md", b"", EmptyDocument),
-        ("table.xlsx", b"PK", UnsupportedFileType),
+        ("table.xlsx", b"PK", CorruptDocument),
+        ("table.ods", b"PK", UnsupportedFileType),
     ],
 )
 def test_bad_files_fail_clearly_and_leave_nothing(small_store, tmp_path, name, content, error):

@@ -10,9 +10,11 @@ from retriever.followup import rewrite_query
 
 pytestmark = pytest.mark.slow
 
-# The naive baseline measured on this corpus (NOTES.md): 1,000-char chunks, BM25 + MiniLM, RRF.
-BASELINE_RECALL_AT_5 = 0.89
-BASELINE_RECALL_AT_1 = 0.66
+# The naive baseline (1,000-char chunks, BM25 + MiniLM, RRF) measured by bench/retrieval.py
+# in the same run as ours (bench/results/retrieval_shared.json): 0.956 at 5, 0.689 at 1;
+# ours 0.978 and 0.767, so the gate leaves a margin of two questions at 5.
+BASELINE_RECALL_AT_5 = 0.95
+BASELINE_RECALL_AT_1 = 0.68
 
 
 def test_whole_corpus_is_indexed(corpus_index):
@@ -25,18 +27,7 @@ def test_whole_corpus_is_indexed(corpus_index):
 
 
 def test_recall_beats_the_naive_baseline(corpus_index):
-    by_id = {q.id: q for q in corpus_index.questions}
-    scope = AccessScope(None)
-
-    def ranked(q):
-        hits = corpus_index.searcher.search(search_text(q, by_id, rewrite_query), 5, scope)
-        return [(h.document_id, h.page, h.text) for h in hits]
-
-    report = recall(corpus_index.questions, ranked)
-    print(
-        f"\nrecall@1 {report.recall_at_1:.3f}  recall@5 {report.recall_at_5:.3f}  over {report.questions} "
-        f"answerable questions; misses at 5: {report.misses}"
-    )
+    report = corpus_index.recall("shared corpus")
     assert report.questions == 90
     assert report.recall_at_5 >= BASELINE_RECALL_AT_5
     assert report.recall_at_1 >= BASELINE_RECALL_AT_1

@@ -99,6 +99,6 @@ def docs(tmp_path: Path) -> dict[str, Path]:
     files["blank"].write_text("   \n\n  \n", encoding="utf-8")
     files["image_pdf"] = tmp_path / "scan.pdf"
     files["image_pdf"].write_bytes(make_pdf([[]]))
-    files["unsupported"] = tmp_path / "sheet.xlsx"
+    files["unsupported"] = tmp_path / "sheet.ods"
     files["unsupported"].write_bytes(b"PK\x03\x04 not really")
     return files

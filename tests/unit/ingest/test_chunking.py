@@ -103,3 +103,39 @@ def test_headings_only_document_gives_no_chunks():
     assert (
         chunk_elements([_el("Heading", "Heading", heading=True)], document_id="d", title="T") == []
     )
+
+
+def test_evidence_straddling_a_chunk_boundary_is_whole_in_a_neighbour():
+    """A two-sentence passage that a boundary cuts in half is still retrievable whole: the
+    overlap repeats the sentence before the boundary at the start of the next chunk."""
+    from ingest.chunking import ChunkingOptions
+
+    options = ChunkingOptions()
+    sentences = [
+        f"Rule {i}: teammates in office {i} may claim {i * 7} dollars for desk item {i}."
+        for i in range(60)
+    ]
+    chunks = chunk_elements(
+        [_el(" ".join(sentences), "Claims")], document_id="doc", title="T", options=options
+    )
+    assert len(chunks) >= 3
+    pairs = [f"{a} {b}" for a, b in zip(sentences, sentences[1:], strict=False)]
+    straddling = [
+        p for p in pairs if any(p.split(": ", 1)[0] in c.text and p not in c.text for c in chunks)
+    ]
+    assert straddling  # the text really is cut inside some pairs
+    for pair in pairs:
+        assert any(pair in c.text for c in chunks), pair
+
+
+def test_options_without_heading_path_leave_chunks_bare():
+    from ingest.chunking import ChunkingOptions
+
+    chunks = chunk_elements(
+        [_el("Some policy text.", "Leave > Annual")],
+        document_id="doc",
+        title="Handbook",
+        options=ChunkingOptions(heading_path=False),
+    )
+    assert chunks[0].index_text == "Some policy text."
+    assert chunks[0].section is None

@@ -1,0 +1,253 @@
+"""PDF parsing a window of pages at a time: text, tables as rows with headers, OCR for scans.
+
+- Bounded memory: pdfminer (under unstructured's ``fast`` strategy) keeps the layout of
+  every page it has read until it returns, so a 500-page file held hundreds of MB. We
+  copy ``WINDOW_PAGES`` pages at a time into a small in-memory PDF (pdfium) and parse
+  that, so only one window's layout is alive; page numbers stay those of the whole file.
+- Tables: the fast strategy flattens a table into loose cells, which loses which value
+  belongs to which column. pdfplumber finds ruled tables; each data row becomes one line
+  "Header: value; Header: value", and the loose cells inside the table's box are dropped.
+- Scans: a page with no text layer is rendered (pdfium) and read by RapidOCR, whose ONNX
+  models ship inside the rapidocr-onnxruntime wheel, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ingest.raw_elements import body
+
+log = logging.getLogger(__name__)
+
+WINDOW_PAGES = 16
+OCR_SCALE = 2.0  # render at 144 dpi: small print is read reliably, a page stays ~2 MB
+_MIN_OCR_CONFIDENCE = 0.5
+_MIN_TABLE_PATHS = 4  # a ruled table of one cell already draws four lines
+
+
+def page_count(path: Path) -> int:
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def partition_pdf_windows(path: Path, window: int = WINDOW_PAGES) -> Iterator[list[Any]]:
+    """Raw elements of the PDF, one list per window of pages, in reading order."""
+    import pypdfium2 as pdfium
+
+    source = pdfium.PdfDocument(str(path))
+    try:
+        total = len(source)
+        for start in range(0, total, window):
+            stop = min(total, start + window)
+            data = _window_bytes(source, start, stop) if total > window else path.read_bytes()
+            yield _parse_window(data, first_page=start + 1)
+    finally:
+        source.close()
+
+
+def _window_bytes(source: Any, start: int, stop: int) -> bytes:
+    import pypdfium2 as pdfium
+
+    part = pdfium.PdfDocument.new()
+    try:
+        part.import_pages(source, list(range(start, stop)))
+        buffer = io.BytesIO()
+        part.save(buffer)
+        return buffer.getvalue()
+    finally:
+        part.close()
+
+
+def _parse_window(data: bytes, first_page: int) -> list[Any]:
+    from unstructured.partition.pdf import partition_pdf
+
+    raw = partition_pdf(
+        file=io.BytesIO(data),
+        strategy="fast",
+        languages=["eng"],
+        infer_table_structure=False,
+        starting_page_number=first_page,
+    )
+    raw = _replace_tables(data, first_page, raw)
+    return _ocr_textless_pages(data, first_page, raw)
+
+
+def table_rows(rows: list[list[str | None]]) -> list[str]:
+    """Data rows of a table as "Header: value; ..." lines; the first non-empty row is the header.
+
+    A cell without a header keeps its value alone; empty cells are left out; a table with
+    a header only yields the header line itself.
+    """
+    cleaned = [[" ".join((c or "").split()) for c in row] for row in rows]
+    cleaned = [row for row in cleaned if any(row)]
+    if not cleaned:
+        return []
+    header, body = cleaned[0], cleaned[1:]
+    if not body:
+        return ["; ".join(c for c in header if c)]
+    lines = []
+    for row in body:
+        cells = []
+        for i, value in enumerate(row):
+            if not value:
+                continue
+            name = header[i] if i < len(header) else ""
+            cells.append(f"{name}: {value}" if name else value)
+        if cells:
+            lines.append("; ".join(cells))
+    return lines
+
+
+def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
+    """Swap the loose cells of each ruled table for one element per row with its headers."""
+    import pdfplumber
+
+    out: list[Any] = list(raw)
+    ruled = _pages_with_rules(data)
+    if not ruled:
+        return out
+    with pdfplumber.open(io.BytesIO(data), pages=[i + 1 for i in ruled]) as pdf:
+        for offset, page in zip(ruled, pdf.pages, strict=True):
+            page_number = first_page + offset
+            for table in page.find_tables():
+                lines = table_rows(table.extract())
+                if not lines:
+                    continue
+                inside = [el for el in out if _on_page(el, page_number) and _within(el, table.bbox)]
+                position = out.index(inside[0]) if inside else _end_of_page(out, page_number)
+                for el in inside:
+                    out.remove(el)
+                rows = [body(line, page_number, "Table") for line in lines]
+                out[position:position] = rows
+            page.close()
+    return out
+
+
+def _pages_with_rules(data: bytes, min_paths: int = _MIN_TABLE_PATHS) -> list[int]:
+    """Pages (0-based) drawing at least ``min_paths`` vector paths: only these can hold a
+    ruled table. pdfplumber re-reads a page's every object in Python, which doubled the
+    parse time; pdfium counts paths in C, so text-only pages skip that cost."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    pdf = pdfium.PdfDocument(data)
+    try:
+        found = []
+        for index in range(len(pdf)):
+            page = pdf[index]
+            try:
+                paths = sum(1 for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]))
+            finally:
+                page.close()
+            if paths >= min_paths:
+                found.append(index)
+        return found
+    finally:
+        pdf.close()
+
+
+def _on_page(el: Any, page_number: int) -> bool:
+    return getattr(el.metadata, "page_number", None) == page_number
+
+
+def _within(el: Any, bbox: tuple[float, float, float, float]) -> bool:
+    """Whether an element's centre lies in a pdfplumber box (points, origin top-left)."""
+    coordinates = getattr(el.metadata, "coordinates", None)
+    points = getattr(coordinates, "points", None)
+    if not points:
+        return False
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    x0, top, x1, bottom = bbox
+    return x0 - 1 <= cx <= x1 + 1 and top - 1 <= cy <= bottom + 1
+
+
+def _end_of_page(elements: list[Any], page_number: int) -> int:
+    position = 0
+    for i, el in enumerate(elements):
+        page = getattr(el.metadata, "page_number", None)
+        if page is not None and page <= page_number:
+            position = i + 1
+    return position
+
+
+def _ocr_textless_pages(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
+    """Add OCR text for every page of the window that has no text layer."""
+    import pypdfium2 as pdfium
+
+    with_text = {getattr(el.metadata, "page_number", None) for el in raw if (el.text or "").strip()}
+    pdf = pdfium.PdfDocument(data)
+    try:
+        out = list(raw)
+        for offset in range(len(pdf)):
+            page_number = first_page + offset
+            if page_number in with_text:
+                continue
+            page = pdf[offset]
+            try:
+                lines = ocr_page(page)
+            finally:
+                page.close()
+            elements = [body(line, page_number) for line in lines]
+            position = _end_of_page(out, page_number)
+            out[position:position] = elements
+        return out
+    finally:
+        pdf.close()
+
+
+def ocr_page(page: Any) -> list[str]:
+    """Text lines of a rendered pdfium page, top to bottom, via RapidOCR (offline)."""
+    import numpy as np
+
+    image = page.render(scale=OCR_SCALE).to_pil().convert("RGB")
+    result, _ = _ocr_engine()(np.asarray(image))
+    if not result:
+        return []
+    lines = [
+        (min(p[1] for p in box), min(p[0] for p in box), text)
+        for box, text, confidence in result
+        if float(confidence) >= _MIN_OCR_CONFIDENCE and text.strip()
+    ]
+    lines.sort()
+    return _join_rows(lines)
+
+
+def _join_rows(lines: list[tuple[float, float, str]], tolerance: float = 12.0) -> list[str]:
+    """Boxes whose tops are within ``tolerance`` pixels are one row, read left to right."""
+    rows: list[list[tuple[float, float, str]]] = []
+    for line in lines:
+        if rows and abs(rows[-1][0][0] - line[0]) <= tolerance:
+            rows[-1].append(line)
+        else:
+            rows.append([line])
+    return [" ".join(text for _, _, text in sorted(row, key=lambda b: b[1])) for row in rows]
+
+
+_ENGINE: Any = None
+
+
+def _ocr_engine() -> Any:
+    """One RapidOCR per process, created on first use (loading its models takes seconds)."""
+    global _ENGINE
+    if _ENGINE is None:
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:  # pragma: no cover - the default install has it
+            from ingest.errors import IngestError
+
+            raise IngestError(
+                "This PDF has scanned pages and OCR is not installed (rapidocr-onnxruntime)."
+            ) from exc
+        _ENGINE = RapidOCR()
+    return _ENGINE
