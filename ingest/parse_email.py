@@ -34,7 +34,7 @@ def partition_eml(path: Path) -> list[RawElement]:
             out.extend(_html_elements(content))
         else:
             out.extend(body(p) for p in _paragraphs(content))
-    names = [a.get_filename() for a in message.iter_attachments() if a.get_filename()]
+    names = [name for a in message.iter_attachments() if (name := a.get_filename())]
     if names:
         out.append(body("Attachments: " + ", ".join(names)))
     return out
