@@ -70,8 +70,8 @@ export function Documents({ user }: { user: User }) {
     setEditingGroups(null);
     const wanted = raw.split(",").map((g) => g.trim()).filter(Boolean);
     try {
-      // The access lifecycle's contract: PATCH {groups}; the ACL rewrite may run as a job.
-      const body = await sendJson<{ job_id?: string }>(`/api/documents/${encodeURIComponent(doc.id)}`, "PATCH", { groups: wanted });
+      // PUT /api/documents/{id}/groups {groups}: one job rewrites every chunk's ACL (docs/access.md).
+      const body = await sendJson<{ job_id?: string }>(`/api/documents/${encodeURIComponent(doc.id)}/groups`, "PUT", { groups: wanted });
       if (body.job_id) await followJob(body.job_id, () => undefined);
       refresh();
     } catch (exc) {
