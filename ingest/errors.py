@@ -26,3 +26,11 @@ class CorruptDocument(IngestError):
 class StoreUnavailable(IngestError):
     """A store (Chroma server, PostgreSQL) cannot be reached right now: retry later, the
     document itself is fine."""
+
+
+class ResourceLimitExceeded(IngestError):
+    """Parsing a file needed more memory or time than one document may use.
+
+    Defined here, not in ``ingest.sandbox``: the sandbox's child runs that module as
+    ``__main__``, and an exception class of ``__main__`` cannot be unpickled by the worker.
+    """

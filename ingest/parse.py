@@ -76,7 +76,9 @@ def partitioner(ext: str) -> Callable[[str], list[Any]]:
     (ingest.parse_office, ingest.parse_email); the rest are unstructured's.
     """
     if ext == ".pdf":
-        from ingest.parse_pdf import partition_pdf_windows
+        from ingest.parse_pdf import partition_pdf_windows, preload
+
+        preload()
 
         return lambda filename: [
             el for window in partition_pdf_windows(Path(filename)) for el in window

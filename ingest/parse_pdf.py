@@ -29,6 +29,23 @@ _MIN_OCR_CONFIDENCE = 0.5
 _MIN_TABLE_PATHS = 4  # a ruled table of one cell already draws four lines
 
 
+def preload() -> None:
+    """Import every library a PDF window may need, without parsing anything.
+
+    The worker parses in a child whose address space is capped once the parser is loaded
+    (ingest/sandbox.py); a library imported after the cap (OpenCV through unstructured's
+    PDF module, onnxruntime through the OCR) can crash the child, so they load first.
+    """
+    import pdfplumber  # noqa: F401
+    import pypdfium2  # noqa: F401
+    from unstructured.partition.pdf import partition_pdf  # noqa: F401
+
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError:  # pragma: no cover - the default install has it; OCR then says so
+        pass
+
+
 def page_count(path: Path) -> int:
     import pypdfium2 as pdfium
 

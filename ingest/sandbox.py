@@ -29,14 +29,10 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ingest.errors import IngestError
+from ingest.errors import IngestError, ResourceLimitExceeded
 from ingest.parse import ParsedDocument, check_supported, parse_document, partitioner
 
 log = logging.getLogger(__name__)
-
-
-class ResourceLimitExceeded(IngestError):
-    """Parsing a file needed more memory or time than one document may use."""
 
 
 def check_archive(path: Path, budget_bytes: int) -> None:

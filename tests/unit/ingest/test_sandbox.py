@@ -79,3 +79,28 @@ def test_damaged_files_keep_their_own_message(sandbox, docs):
 
     with pytest.raises(CorruptDocument, match="could not be read"):
         sandbox.parse(docs["fake_docx"])
+
+
+def test_a_scanned_pdf_is_read_by_ocr_inside_the_capped_child(tmp_path):
+    """OCR loads onnxruntime; the child imports it before its address space is capped.
+
+    At the worker's default cap (1024 MB): OCR of a page legitimately needs more than the
+    128 MB the bomb tests use.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("RGB", (1240, 1754), "white")  # A4 at 150 dpi, no text layer
+    ImageDraw.Draw(page).text(
+        (120, 200),
+        "Badge replacement costs 25 dollars.",
+        fill="black",
+        font=ImageFont.load_default(size=40),
+    )
+    path = tmp_path / "scan.pdf"
+    page.save(path, "PDF", resolution=150)
+    box = ParseSandbox(memory_mb=1024, time_limit_s=300)
+    try:
+        text = " ".join(e.text for e in box.parse(path).elements).lower()
+    finally:
+        box.close()
+    assert "badge replacement" in text
