@@ -13,10 +13,13 @@ threads on busy shared cores spin on each other (300 ms of CPU per query instead
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class DocumentEmbedder(Protocol):
@@ -68,7 +71,12 @@ class BatchingQueryEmbedder:
 
     def _run(self) -> None:
         if self._threads is not None:
-            self._embedder.pin_threads(self._threads)
+            try:
+                self._embedder.pin_threads(self._threads)
+            except Exception:  # noqa: BLE001 - a slower query beats a thread that died
+                log.warning(
+                    "could not pin the query-embedding thread's torch threads", exc_info=True
+                )
         while True:
             with self._lock:
                 while not self._pending:

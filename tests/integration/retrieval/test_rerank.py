@@ -85,12 +85,17 @@ def test_a_zero_weight_skips_that_store(three_docs):
         store.lexical_index,
         counting,
         options=SearchOptions(dense_weight=0.0),
+        batch_queries=False,  # count the searcher's own embed_query calls
     )
     hits = lexical_only.search("canteen lunch", 3, AccessScope(None))
     assert counting.queries == 0
     assert hits[0].document_id == "rerank-canteen.md"
     dense_only = HybridSearcher(
-        store.vector_store, store.lexical_index, counting, options=SearchOptions(lexical_weight=0)
+        store.vector_store,
+        store.lexical_index,
+        counting,
+        options=SearchOptions(lexical_weight=0),
+        batch_queries=False,
     )
     assert dense_only.search("zzqx", 3, AccessScope(None))  # no shared word, dense still finds
     assert counting.queries == 1

@@ -67,3 +67,14 @@ def test_a_failing_model_fails_every_waiting_caller_and_the_next_call_recovers()
         batcher.embed_query("x")
     embedder.fail = False
     assert batcher.embed_query("x") == [1.0, 120.0]
+
+
+def test_an_embedder_that_cannot_pin_threads_still_answers():
+    """A wrapper without ``pin_threads`` must not kill the batching thread (callers would hang)."""
+    from retriever.query_embedding import BatchingQueryEmbedder
+
+    class Plain:
+        def embed_documents(self, texts):
+            return [[float(len(t))] for t in texts]
+
+    assert BatchingQueryEmbedder(Plain()).embed_query("abc") == [3.0]
