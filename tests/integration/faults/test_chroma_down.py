@@ -43,10 +43,12 @@ def test_upload_waits_for_chroma_and_nothing_is_marked_done_meanwhile(tmp_path):
     try:
         with TestClient(create_app(settings)) as client:
             headers = admin_headers(client)
-            assert client.get("/readyz").json()["checks"]["vector_store"] == {"ok": True}
+            assert client.get("/readyz", headers=headers).json()["checks"]["vector_store"] == {
+                "ok": True
+            }
             chroma.kill()
 
-            ready = client.get("/readyz")
+            ready = client.get("/readyz", headers=headers)
             assert ready.status_code == 503
             assert "vector_store" in ready.json()["failed"]
             assert "Chroma" in ready.json()["checks"]["vector_store"]["error"]
@@ -82,7 +84,9 @@ def test_upload_waits_for_chroma_and_nothing_is_marked_done_meanwhile(tmp_path):
             assert doc["status"] == "ready"
             counts = store_counts(settings, ids["document_id"])
             assert counts == dict.fromkeys(("sql", "lexical", "vector"), doc["chunk_count"])
-            assert client.get("/readyz").json()["checks"]["vector_store"] == {"ok": True}
+            assert client.get("/readyz", headers=headers).json()["checks"]["vector_store"] == {
+                "ok": True
+            }
     finally:
         worker.stop()
         chroma.stop()

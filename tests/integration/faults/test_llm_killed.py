@@ -64,7 +64,7 @@ def test_llm_killed_mid_stream_gives_an_error_event_and_recovers(tmp_path):
             down = http.post("/api/chat", json={"message": "Still there?"}, headers=headers)
             assert down.status_code == 502, down.text
             assert down.json()["error"]["code"] == "upstream_unavailable"
-            assert http.get("/readyz").json()["checks"]["llm"]["ok"] is False
+            assert http.get("/readyz", headers=headers).json()["checks"]["llm"]["ok"] is False
 
             llm = start_fake_llm(llm_port, tmp_path / "llm.log")
 
