@@ -13,8 +13,6 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
-
 if TYPE_CHECKING:
     from celery import Celery
 
@@ -76,17 +74,13 @@ def _install_sweeper(app: Celery, settings: Settings, embedded: bool) -> None:
     from celery.signals import worker_ready
 
     from services.db import make_engine, session_factory
+    from services.worker.app import job_routes, send_job
     from services.worker.sweeper import JobSweeper, start_sweeping
 
-    routes = {
-        "ingest": (INGEST_TASK, settings.ingest_queue),
-        "delete": (DELETE_TASK, settings.delete_queue),
-        "acl": (ACL_TASK, settings.delete_queue),
-    }
+    routes = job_routes(settings.ingest_queue, settings.delete_queue)
 
     def enqueue(kind: str, job_id: str) -> None:
-        task, queue = routes[kind]
-        app.send_task(task, args=[job_id], queue=queue)
+        send_job(app, routes, kind, job_id)
 
     sessions = session_factory(make_engine(settings.resolved_database_url))
     sweeper = JobSweeper(sessions, enqueue, settings.job_lease_s)

@@ -23,6 +23,40 @@ def is_embedded_broker(settings: Settings) -> bool:
     return settings.resolved_broker_url.startswith(("sqla+", "sqlalchemy+"))
 
 
+def job_routes(ingest_queue: str, delete_queue: str) -> dict[str, tuple[str, str]]:
+    """The Celery task and queue of each job kind: the one table the app's routes, the
+    gateway's queue and the worker's sweeper all read."""
+    return {
+        "ingest": (INGEST_TASK, ingest_queue),
+        "delete": (DELETE_TASK, delete_queue),
+        # permission changes are short like deletes and must not wait behind ingests
+        "acl": (ACL_TASK, delete_queue),
+    }
+
+
+def _lost_queue_declaration_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is the embedded broker's duplicate insert of a queue's row."""
+    text = str(exc)
+    return "UNIQUE constraint failed" in text and "kombu_queue" in text
+
+
+def send_job(app: Celery, routes: dict[str, tuple[str, str]], kind: str, job_id: str) -> None:
+    """Send the task for one job (by name) to its queue.
+
+    kombu's SQLAlchemy transport (the embedded broker) declares a queue with a
+    check-then-insert; when another process declares the same queue at that moment the
+    insert fails with a UNIQUE violation. The queue exists then, so the send is repeated
+    once; any other error reaches the caller.
+    """
+    task, queue = routes[kind]
+    try:
+        app.send_task(task, args=[job_id], queue=queue)
+    except Exception as exc:  # noqa: BLE001 - only the one known race is retried
+        if not _lost_queue_declaration_race(exc):
+            raise
+        app.send_task(task, args=[job_id], queue=queue)
+
+
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``, with queues and routes but no task bodies.
 
@@ -43,10 +77,8 @@ def create_celery(settings: Settings) -> Celery:
             for name in (settings.ingest_queue, settings.delete_queue)
         ),
         task_routes={
-            INGEST_TASK: {"queue": settings.ingest_queue, "routing_key": settings.ingest_queue},
-            DELETE_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue},
-            # permission changes are short like deletes and must not wait behind ingests
-            ACL_TASK: {"queue": settings.delete_queue, "routing_key": settings.delete_queue},
+            task: {"queue": queue, "routing_key": queue}
+            for task, queue in job_routes(settings.ingest_queue, settings.delete_queue).values()
         },
         task_default_queue=settings.ingest_queue,
         task_acks_late=True,
