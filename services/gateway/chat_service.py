@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ from services.gateway.context_window import ContextWindow
 from services.gateway.conversations_service import ConversationsService
 from services.gateway.errors import BadRequest, UpstreamUnavailable
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.search_service import SearchService
+from services.gateway.search_service import SearchService, pick_fields
 
 HISTORY_TURNS = 4
 
@@ -44,20 +44,12 @@ CITATION_KEYS = ("document_id", "title", "page", "section", "quote")
 SOURCE_KEYS = ("document_id", "title", "page", "section", "text")
 
 
-def _pick(item: Any, keys: Sequence[str]) -> dict:
-    """The named fields of a retriever dataclass (a citation or a search hit)."""
-    if not is_dataclass(item) or isinstance(item, type):
-        raise TypeError(f"expected a dataclass instance, got {type(item).__name__}")
-    data = asdict(item)
-    return {key: data.get(key) for key in keys}
-
-
 def citation_json(citation: Any) -> dict:
-    return _pick(citation, CITATION_KEYS)
+    return pick_fields(citation, CITATION_KEYS)
 
 
 def source_json(hit: Any) -> dict:
-    return _pick(hit, SOURCE_KEYS)
+    return pick_fields(hit, SOURCE_KEYS)
 
 
 def sse_event(event: str, data: dict) -> str:

@@ -8,8 +8,8 @@ stores; rebuilding reopens them so new chunks are visible and deleted ones gone)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import sessionmaker
@@ -46,11 +46,20 @@ class SearcherProvider:
         return self._searcher is not None
 
 
+HIT_KEYS = ("chunk_id", "document_id", "title", "page", "section", "text", "score")
+
+
+def pick_fields(item: Any, keys: Sequence[str]) -> dict:
+    """The named fields of a retriever dataclass (a search hit, a citation)."""
+    if not is_dataclass(item) or isinstance(item, type):
+        raise TypeError(f"expected a dataclass instance, got {type(item).__name__}")
+    data = asdict(item)
+    return {key: data.get(key) for key in keys}
+
+
 def hit_json(hit: SearchHit) -> dict:
     """The JSON of a search hit (``schemas.SearchHitOut``); the score as a plain float."""
-    data = asdict(hit)
-    keys = ("chunk_id", "document_id", "title", "page", "section", "text", "score")
-    out = {key: data.get(key) for key in keys}
+    out = pick_fields(hit, HIT_KEYS)
     if out["score"] is not None:
         out["score"] = float(out["score"])
     return out
