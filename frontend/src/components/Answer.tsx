@@ -12,6 +12,7 @@ export interface Turn {
   messageId?: string;
   citations: Citation[];
   sources: Source[];
+  declined?: boolean;
   streaming?: boolean;
   stopped?: boolean;
   error?: string;
@@ -21,8 +22,15 @@ export function chipLabel(citation: Citation, number: number): string {
   return `Source ${number}: ${citation.title}${citation.page ? `, page ${citation.page}` : ""}`;
 }
 
+// The chips of a turn: its citations; for a declined answer, the nearest sources it lists.
+export function chipsFor(turn: Turn): Citation[] {
+  if (turn.citations.length || !turn.declined) return turn.citations;
+  return turn.sources.map((s) => ({ document_id: s.document_id, title: s.title, page: s.page, section: s.section, quote: s.text }));
+}
+
 export function AnswerView({ turn, onCite }: { turn: Turn; onCite: (citation: Citation, number: number) => void }) {
   const [copied, setCopied] = useState(false);
+  const chips = chipsFor(turn);
   return (
     <article class="turn" aria-label={`Answer to: ${turn.question}`}>
       <div class="question"><p>{turn.question}</p></div>
@@ -34,9 +42,9 @@ export function AnswerView({ turn, onCite }: { turn: Turn; onCite: (citation: Ci
         ) : null}
         {turn.stopped && <p class="muted">Stopped.</p>}
         {turn.error && <p class="error" role="alert">{turn.error}</p>}
-        {turn.citations.length > 0 && (
+        {chips.length > 0 && (
           <div class="chips" role="list" aria-label="Sources">
-            {turn.citations.map((c, i) => (
+            {chips.map((c, i) => (
               <button type="button" role="listitem" class="chip" key={i} aria-label={chipLabel(c, i + 1)} onClick={() => onCite(c, i + 1)}>
                 <span class="chip-number">{i + 1}</span> {c.title}
                 {c.page ? <span class="muted"> · p. {c.page}</span> : null}
@@ -44,7 +52,7 @@ export function AnswerView({ turn, onCite }: { turn: Turn; onCite: (citation: Ci
             ))}
           </div>
         )}
-        {!turn.streaming && !turn.error && turn.answer && turn.citations.length === 0 && (
+        {!turn.streaming && !turn.error && turn.answer && chips.length === 0 && (
           <p class="muted small">No source was cited for this answer: check it before relying on it.</p>
         )}
         {!turn.streaming && turn.answer && (

@@ -75,7 +75,7 @@ export function Chat({ conversationId }: { user: User; conversationId?: string }
         else if (event.event === "citations") update(key, { citations: data.citations ?? [], sources: data.sources ?? [] });
         else if (event.event === "error") update(key, { error: data.message ?? "The answer failed." });
         else if (event.event === "done") {
-          update(key, { answer: data.answer ?? undefined, messageId: data.message_id });
+          update(key, { answer: data.answer ?? undefined, messageId: data.message_id, declined: !!data.declined });
           if (data.conversation_id && data.conversation_id !== conversationId) {
             streamedInto.current = data.conversation_id;
             location.hash = `#/ask/${encodeURIComponent(data.conversation_id)}`;
