@@ -424,3 +424,9 @@ class Settings(BaseSettings):
     @property
     def drafts_dir(self) -> Path:
         return self.data_dir / "drafts"
+
+    # --- quantised KV cache (issue 16) ----------------------------------------------------
+    llm_kv_dtype: Literal["auto", "bf16", "fp8", "int8"] = Field(
+        "auto",
+        description="How the engine's KV cache stores keys and values: auto (the model's dtype), bf16, int8 (CPU and GPU) or fp8 (e4m3; GPUs of compute capability 8.9+, or CPU through torch's float8 casts), the last two with one fp32 scale per token and KV head. A quantised cache fits about twice the sequences of a bf16 one in the same memory.",
+    )

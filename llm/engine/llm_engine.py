@@ -83,7 +83,7 @@ class LLMEngine:
             return plan_kv_blocks(
                 memory,
                 config.gpu_memory_utilization,
-                kv_block_bytes(self.model, config.block_size),
+                kv_block_bytes(self.model, config.block_size, config.kv_dtype),
                 min_blocks=-(-self.max_model_len // config.block_size),
             )
         return num_kv_blocks_for(self.model, config)
@@ -99,11 +99,12 @@ class LLMEngine:
             "device": str(device),
             "kernels": kernels,
             "dtype": str(self.runner.dtype).removeprefix("torch."),
+            "kv_dtype": str(self.runner.kv_dtype).removeprefix("torch."),
             "weight_bytes": self.runner.weight_bytes,
             "kv_blocks": self.block_manager.num_blocks,
             "kv_block_size": self.config.block_size,
             "kv_cache_bytes": self.block_manager.num_blocks
-            * kv_block_bytes(self.model, self.config.block_size),
+            * kv_block_bytes(self.model, self.config.block_size, self.config.kv_dtype),
             "max_model_len": self.max_model_len,
             "cuda_graphs": self.runner.decode_graphs is not None
             and self.runner.decode_graphs.replay,

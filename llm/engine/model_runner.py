@@ -23,21 +23,31 @@ from llm.engine.config import EngineConfig, resolve_device
 from llm.engine.decode_graphs import DecodeGraphs
 from llm.engine.scheduler import ScheduledBatch
 from llm.kernels.backend import KernelPolicy, use_policy
+from llm.kernels.kv_quant import (
+    SCALE_DTYPE,
+    KVCacheTensor,
+    QuantizedKVCache,
+    cache_tensors,
+    is_quantised,
+    kv_storage_dtype,
+    slot_bytes_per_head,
+)
 from llm.models.base import AttentionMetadata, CausalLM
 
 
-def kv_block_bytes(model: CausalLM, block_size: int) -> int:
-    """Bytes one block takes across all layers, K and V."""
+def kv_block_bytes(model: CausalLM, block_size: int, kv_dtype: str = "auto") -> int:
+    """Bytes one block takes across all layers, K and V, in ``kv_dtype`` (scales included)."""
     spec = model.kv_cache_spec()
-    itemsize = torch.empty((), dtype=spec.dtype).element_size()
-    return 2 * spec.num_layers * block_size * spec.num_kv_heads * spec.head_dim * itemsize
+    per_head = slot_bytes_per_head(kv_dtype, spec.dtype, spec.head_dim)
+    return 2 * spec.num_layers * block_size * spec.num_kv_heads * per_head
 
 
 def num_kv_blocks_for(model: CausalLM, config: EngineConfig) -> int:
     """``config.num_kv_blocks`` if set, else as many blocks as ``kv_cache_mb`` holds."""
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks
-    return max(1, config.kv_cache_mb * 2**20 // kv_block_bytes(model, config.block_size))
+    block_bytes = kv_block_bytes(model, config.block_size, config.kv_dtype)
+    return max(1, config.kv_cache_mb * 2**20 // block_bytes)
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -63,6 +73,21 @@ def kv_cache_storage(
     return torch.zeros((heads, blocks, block_size, head_dim), dtype=dtype).permute(1, 2, 0, 3)
 
 
+def kv_cache_for(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device
+) -> KVCacheTensor:
+    """One layer's K (or V) cache: a tensor, or int8/fp8 values with their scales.
+
+    The scales [num_blocks, block_size, num_kv_heads] are laid out like the values
+    (head-major on CPU), as the last dimension of ``kv_cache_storage`` dropped.
+    """
+    data = kv_cache_storage(shape, dtype, device)
+    if not is_quantised(dtype):
+        return data
+    scale = kv_cache_storage((*shape[:3], 1), SCALE_DTYPE, device)[..., 0]
+    return QuantizedKVCache(data, scale)
+
+
 class ModelRunner:
     """Runs the model over one scheduled step against the per-layer KV caches.
 
@@ -74,6 +99,7 @@ class ModelRunner:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.dtype = model.kv_cache_spec().dtype
+        self.kv_dtype = kv_storage_dtype(config.kv_dtype, self.dtype)
         self.num_threads = config.num_threads
         self._threads_set_in: int | None = None  # the thread whose torch threads we last set
         prepare = getattr(model, "prepare_for_inference", None)
@@ -83,7 +109,7 @@ class ModelRunner:
         self.kernel_policy = KernelPolicy(backend=config.kernels, device=self.device)
         self.weight_bytes = weight_bytes(model)
         self._pinned: torch.Tensor | None = None  # host staging buffer of the step metadata
-        self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.kv_caches: list[tuple[KVCacheTensor, KVCacheTensor]] = []
         self.num_blocks = 0
         self.decode_graphs: DecodeGraphs | None = None
         if num_blocks is not None:
@@ -110,8 +136,8 @@ class ModelRunner:
         self.kv_caches = []  # drop any profiling cache before allocating the real one
         self.kv_caches = [
             (
-                kv_cache_storage(shape, spec.dtype, self.device),
-                kv_cache_storage(shape, spec.dtype, self.device),
+                kv_cache_for(shape, self.kv_dtype, self.device),
+                kv_cache_for(shape, self.kv_dtype, self.device),
             )
             for _ in range(spec.num_layers)
         ]
@@ -135,8 +161,8 @@ class ModelRunner:
             return
         src, dst = self._stage([[c[0] for c in copies], [c[1] for c in copies]])
         for k_cache, v_cache in self.kv_caches:
-            k_cache[dst] = k_cache[src]
-            v_cache[dst] = v_cache[src]
+            for tensor in (*cache_tensors(k_cache), *cache_tensors(v_cache)):
+                tensor[dst] = tensor[src]
 
     def _stage(self, rows: list[list[int]]) -> list[torch.Tensor]:
         """Host int lists -> int64 tensors on the device, with one host-to-device copy.
