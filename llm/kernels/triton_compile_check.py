@@ -121,6 +121,7 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
         key = torch.zeros(3, 8, 64, dtype=dtype)
         cache = torch.zeros(2, 16, 8, 64, dtype=dtype)
         write_kv_cache_triton(key, key, cache, cache.clone(), torch.tensor([0, -1, 5]))
+        _exercise_quantised_kv(dtype)
         hidden, inter, experts = 2880, 2880, 32
         mxfp4 = ExpertWeights(
             gate_up_bias=torch.zeros(experts, 2 * inter, dtype=dtype),
@@ -141,6 +142,50 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
             down_weight=torch.zeros(4, 64, 64),
         )
         fused_moe_triton(torch.zeros(5, 64, dtype=dtype), torch.randn(5, 4), 2, dense)
+
+
+def _exercise_quantised_kv(dtype: torch.dtype) -> None:
+    """The int8 and fp8 KV cache variants: cache write, split decode, and prefill (int8).
+
+    The QUANT branches live in the shared ``_attend_range`` and the write kernel, so these
+    few launches cover them; the unsplit decode and the window/sink variants differ from
+    the plain ones only in code that QUANT does not touch (kept out: each compile costs
+    seconds in the test).
+    """
+    from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
+
+    for cache_dtype in (torch.int8, torch.float8_e4m3fn):
+        launches = [([300, 7], [1, 1], 4)]
+        if cache_dtype == torch.int8:
+            launches.append(([40, 9], [40, 3], None))
+        for seq_lens, q_lens, splits in launches:
+            query, k_cache, v_cache, tables, starts, lens = _paged(seq_lens, q_lens, dtype)
+            k_cache, v_cache = k_cache.to(cache_dtype), v_cache.to(cache_dtype)
+            scales = torch.ones(k_cache.shape[:3]), torch.ones(k_cache.shape[:3])
+            paged_attention_triton(
+                query,
+                k_cache,
+                v_cache,
+                tables,
+                starts,
+                lens,
+                0.125,
+                None,
+                None,
+                *scales,
+                num_splits=splits,
+            )
+        key = torch.zeros(3, 8, 64, dtype=dtype)
+        cache = torch.zeros(2, 16, 8, 64, dtype=cache_dtype)
+        write_kv_cache_triton(
+            key,
+            key,
+            cache,
+            cache.clone(),
+            torch.tensor([0, -1, 5]),
+            torch.zeros(2, 16, 8),
+            torch.zeros(2, 16, 8),
+        )
 
 
 def compile_all(
