@@ -155,7 +155,7 @@ def _exercise_quantised_kv(dtype: torch.dtype) -> None:
     from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
 
     for cache_dtype in (torch.int8, torch.float8_e4m3fn):
-        launches = [([300, 7], [1, 1], 4)]
+        launches: list[tuple[list[int], list[int], int | None]] = [([300, 7], [1, 1], 4)]
         if cache_dtype == torch.int8:
             launches.append(([40, 9], [40, 3], None))
         for seq_lens, q_lens, splits in launches:
