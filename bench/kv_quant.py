@@ -111,15 +111,7 @@ def _engine(loaded, kv: str, dtype, num_blocks: int, max_num_seqs: int = 32) -> 
         dtype=dtype,
         kv_dtype=kv,
     )
-    return LLMEngine(
-        loaded.model,
-        config,
-        loaded.tokenizer,
-        loaded.eos_token_ids,
-        loaded.model_name,
-        loaded.chat_template,
-        loaded.special_tokens,
-    )
+    return LLMEngine.from_loaded(loaded, config)
 
 
 def answer_items(tokenizer, limit: int) -> list[tuple[list[int], list[int]]]:

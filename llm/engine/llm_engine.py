@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm.engine.block_manager import BlockManager
 from llm.engine.config import EngineConfig, resolve_device
@@ -27,6 +27,9 @@ from llm.engine.sampling_params import SamplingParams
 from llm.engine.scheduler import Scheduler
 from llm.engine.sequence import Sequence, SequenceStatus
 from llm.models.base import CausalLM
+
+if TYPE_CHECKING:
+    from llm.loader.loaded import LoadedModel
 
 
 @dataclass
@@ -119,6 +122,11 @@ class LLMEngine:
         loaded = load_model(
             path, config.dtype, native_4bit=config.native_4bit, device=resolve_device(config.device)
         )
+        return cls.from_loaded(loaded, config)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, config: EngineConfig | None = None) -> LLMEngine:
+        """Wrap a model the loader returned with its tokenizer, EOS ids and chat template."""
         return cls(
             loaded.model,
             config,

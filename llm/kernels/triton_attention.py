@@ -66,12 +66,9 @@ def _write_kv_kernel(
     stride_vcs,
     stride_vch,
     stride_vcd,
-    stride_ksb,
-    stride_kss,
-    stride_ksh,
-    stride_vsb,
-    stride_vss,
-    stride_vsh,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     cache_block_size,
     num_kv_heads,
     head_dim,
@@ -100,12 +97,12 @@ def _write_kv_kernel(
         v, v_scale = _quantize_rows(v, QMAX, IS_INT8)
         head_ids = tl.arange(0, BLOCK_H)
         tl.store(
-            k_scale_ptr + block * stride_ksb + offset * stride_kss + head_ids * stride_ksh,
+            k_scale_ptr + block * stride_sb + offset * stride_ss + head_ids * stride_sh,
             k_scale,
             mask=head_mask,
         )
         tl.store(
-            v_scale_ptr + block * stride_vsb + offset * stride_vss + head_ids * stride_vsh,
+            v_scale_ptr + block * stride_sb + offset * stride_ss + head_ids * stride_sh,
             v_scale,
             mask=head_mask,
         )
@@ -189,8 +186,7 @@ def write_kv_cache_triton(
         *value.stride(),
         *k_cache.stride(),
         *v_cache.stride(),
-        *_scale_strides(k_scale),
-        *_scale_strides(v_scale),
+        *_scale_strides(k_scale),  # V's scales share K's layout (_quant_flags checks)
         k_cache.shape[1],
         num_kv_heads,
         head_dim,
@@ -214,6 +210,11 @@ def _quant_flags(cache: torch.Tensor, k_scale, v_scale) -> dict:
         raise ValueError(
             f"scales must be {tuple(cache.shape[:3])} (blocks, block_size, kv_heads), got "
             f"{tuple(k_scale.shape)} and {tuple(v_scale.shape)}"
+        )
+    if k_scale.stride() != v_scale.stride():
+        raise ValueError(
+            f"K and V scales must share one layout, got strides {k_scale.stride()} and "
+            f"{v_scale.stride()}"
         )
     return dict(QUANT=True, QMAX=QMAX[cache.dtype], IS_INT8=cache.dtype == torch.int8)
 
@@ -248,12 +249,9 @@ def _attend_range(
     stride_vd,
     k_scale_ptr,
     v_scale_ptr,
-    stride_ksb,
-    stride_kss,
-    stride_ksh,
-    stride_vsb,
-    stride_vss,
-    stride_vsh,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     qk_scale,
     window,
     cache_block_size,
@@ -286,7 +284,7 @@ def _attend_range(
         scores = tl.dot(q, k.to(q.dtype), input_precision=PRECISION) * qk_scale  # [ROWS, N]
         if QUANT:  # (q . k_n) * s_n == q . (s_n * k_n)
             k_scale = tl.load(
-                k_scale_ptr + block * stride_ksb + offset * stride_kss + kv_head * stride_ksh,
+                k_scale_ptr + block * stride_sb + offset * stride_ss + kv_head * stride_sh,
                 mask=n_mask,
                 other=0.0,
             )
@@ -304,7 +302,7 @@ def _attend_range(
         l_i = l_i * rescale + tl.sum(p, 1)
         if QUANT:  # sum_n p_n * (s_n * v_n) == sum_n (p_n * s_n) * v_n
             v_scale = tl.load(
-                v_scale_ptr + block * stride_vsb + offset * stride_vss + kv_head * stride_vsh,
+                v_scale_ptr + block * stride_sb + offset * stride_ss + kv_head * stride_sh,
                 mask=n_mask,
                 other=0.0,
             )
@@ -372,12 +370,9 @@ def _decode_kernel(
     stride_vs,
     stride_vh,
     stride_vd,
-    stride_ksb,
-    stride_kss,
-    stride_ksh,
-    stride_vsb,
-    stride_vss,
-    stride_vsh,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     qk_scale,
     window,
     cache_block_size,
@@ -445,12 +440,9 @@ def _decode_kernel(
             stride_vd,
             k_scale_ptr,
             v_scale_ptr,
-            stride_ksb,
-            stride_kss,
-            stride_ksh,
-            stride_vsb,
-            stride_vss,
-            stride_vsh,
+            stride_sb,
+            stride_ss,
+            stride_sh,
             qk_scale,
             window,
             cache_block_size,
@@ -567,12 +559,9 @@ def _prefill_kernel(
     stride_vs,
     stride_vh,
     stride_vd,
-    stride_ksb,
-    stride_kss,
-    stride_ksh,
-    stride_vsb,
-    stride_vss,
-    stride_vsh,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     qk_scale,
     window,
     cache_block_size,
@@ -644,12 +633,9 @@ def _prefill_kernel(
         stride_vd,
         k_scale_ptr,
         v_scale_ptr,
-        stride_ksb,
-        stride_kss,
-        stride_ksh,
-        stride_vsb,
-        stride_vss,
-        stride_vsh,
+        stride_sb,
+        stride_ss,
+        stride_sh,
         qk_scale,
         window,
         cache_block_size,
@@ -772,8 +758,7 @@ def paged_attention_triton(
         block_tables.stride(0),
         *k_cache.stride(),
         *v_cache.stride(),
-        *_scale_strides(k_scale),
-        *_scale_strides(v_scale),
+        *_scale_strides(k_scale),  # V's scales share K's layout (_quant_flags checks)
         scale * LOG2E,
         window,
         cache_block_size,

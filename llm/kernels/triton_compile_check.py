@@ -70,6 +70,7 @@ def _paged(
     seq_lens: list[int],
     q_lens: list[int],
     dtype: torch.dtype,
+    cache_dtype: torch.dtype | None = None,
     heads: int = 64,
     kv_heads: int = 8,
     head_dim: int = 64,
@@ -78,7 +79,7 @@ def _paged(
     """Inputs for one paged-attention call: query, K/V caches, block tables, query starts, seq lens."""
     num_blocks = sum(-(-n // block) for n in seq_lens)
     tables = torch.arange(num_blocks, dtype=torch.int32).view(1, -1).repeat(len(seq_lens), 1)
-    cache = torch.zeros(num_blocks, block, kv_heads, head_dim, dtype=dtype)
+    cache = torch.zeros(num_blocks, block, kv_heads, head_dim, dtype=cache_dtype or dtype)
     starts = torch.tensor([0] + q_lens).cumsum(0).to(torch.int32)
     return (
         torch.zeros(sum(q_lens), heads, head_dim, dtype=dtype),
@@ -159,22 +160,9 @@ def _exercise_quantised_kv(dtype: torch.dtype) -> None:
         if cache_dtype == torch.int8:
             launches.append(([40, 9], [40, 3], None))
         for seq_lens, q_lens, splits in launches:
-            query, k_cache, v_cache, tables, starts, lens = _paged(seq_lens, q_lens, dtype)
-            k_cache, v_cache = k_cache.to(cache_dtype), v_cache.to(cache_dtype)
-            scales = torch.ones(k_cache.shape[:3]), torch.ones(k_cache.shape[:3])
-            paged_attention_triton(
-                query,
-                k_cache,
-                v_cache,
-                tables,
-                starts,
-                lens,
-                0.125,
-                None,
-                None,
-                *scales,
-                num_splits=splits,
-            )
+            batch = _paged(seq_lens, q_lens, dtype, cache_dtype)
+            scales = torch.ones(batch[1].shape[:3]), torch.ones(batch[1].shape[:3])
+            paged_attention_triton(*batch, 0.125, None, None, *scales, num_splits=splits)
         key = torch.zeros(3, 8, 64, dtype=dtype)
         cache = torch.zeros(2, 16, 8, 64, dtype=cache_dtype)
         write_kv_cache_triton(
