@@ -44,6 +44,11 @@ from llm.kernels.kv_quant import cache_tensors  # noqa: E402
 from tests.support import corpus_dir  # noqa: E402
 
 GREEDY = SamplingParams(max_tokens=1, temperature=0.0)
+ALL_PARTS = ("memory", "greedy", "loglik", "speed")
+
+
+def _as_list(command) -> list[str]:
+    return command if isinstance(command, list) else [command] if command else []
 
 
 def memory(model, kv_dtypes, budget_mb: int, seq_len: int, block_size: int) -> dict:
@@ -240,7 +245,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", default="memory,greedy,loglik,speed")
+    parser.add_argument("--only", default=",".join(ALL_PARTS))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "kv_quant.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -261,7 +266,18 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, shared by other jobs",
         "torch": torch.__version__,
     }
+    if args.out.exists() and set(parts) != set(ALL_PARTS):  # add these parts to an earlier run
+        report = {**json.loads(args.out.read_text()), **report}
+        report["command"] = [
+            *_as_list(report.get("command")),
+            "python -m bench.kv_quant " + " ".join(sys.argv[1:]),
+        ]
     started = time.perf_counter()
+
+    def save() -> None:  # after each part, so a long run leaves what it has measured
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
     if "memory" in parts:
         report["memory"] = {
             "budget_mb": args.budget_mb,
@@ -269,10 +285,12 @@ def main() -> None:
             "by_kv_dtype": memory(loaded.model, kv_dtypes, args.budget_mb, args.seq_len, 16),
         }
         print(json.dumps(report["memory"], indent=1), flush=True)
+        save()
     if "greedy" in parts:
         prompts = rag_prompts(loaded.tokenizer, args.prompts)
         report["greedy"] = greedy_agreement(loaded, kv_dtypes, prompts, args.tokens, dtype)
         print(json.dumps(report["greedy"], indent=1), flush=True)
+        save()
     if "loglik" in parts:
         items = answer_items(loaded.tokenizer, args.answers)
         report["log_likelihood"] = answer_log_likelihood(loaded.model, kv_dtypes, items, dtype)
@@ -285,6 +303,7 @@ def main() -> None:
             ),
             flush=True,
         )
+        save()
     if "speed" in parts:
         report["decode_speed"] = {
             "context_tokens": args.context,
@@ -301,8 +320,7 @@ def main() -> None:
             ),
         }
         print(json.dumps(report["decode_speed"], indent=1), flush=True)
-    report["wall_s"] = round(time.perf_counter() - started, 1)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+        save()
 
 
 if __name__ == "__main__":
