@@ -55,8 +55,11 @@ class LLMServer:
     def wait_ready(self) -> None:
         import httpx
 
+        child = self.child
+        assert child is not None
+
         def ready() -> bool:
-            assert self.child and self.child.process.poll() is None, self.child.output()
+            assert child.process.poll() is None, child.output()
             try:
                 return httpx.get(f"{self.url}/models", timeout=2).status_code == 200
             except httpx.HTTPError:
@@ -169,7 +172,7 @@ async def _all(requests: Iterable[Awaitable[str | None]]) -> list[str | None]:
 async def _kill_during_requests(client: LLMClient, victim: LLMServer) -> list:
     """Eight requests at once; SIGKILL ``victim`` once two of them are in flight on it."""
     replica = client.pool.replicas[1]
-    tasks = [asyncio.create_task(_chat(client, i, 16)) for i in range(4)]
+    tasks: list[asyncio.Task] = [asyncio.create_task(_chat(client, i, 16)) for i in range(4)]
     tasks += [asyncio.create_task(_stream(client, i, 16)) for i in range(4)]
     for _ in range(3000):  # bounded: 30 s
         if replica.outstanding >= 2 or all(t.done() for t in tasks):
