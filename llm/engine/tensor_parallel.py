@@ -76,6 +76,7 @@ class ShardLoader:
             native_4bit=self.native_4bit,
             device=device,
             parallel=parallel,
+            with_tokenizer=parallel is None or parallel.rank == 0,
         )
 
 
