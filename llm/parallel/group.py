@@ -49,7 +49,7 @@ def join_store(port: int, world_size: int, timeout_s: float) -> dist.TCPStore:
 
 
 def gloo_group(store: Any, prefix: str, rank: int, world_size: int, timeout_s: float) -> Any:
-    options = dist.ProcessGroupGloo._Options()
+    options = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]
     options._timeout = timedelta(seconds=timeout_s)
     options._devices = [dist.ProcessGroupGloo.create_device(hostname=HOST)]
     return dist.ProcessGroupGloo(dist.PrefixStore(prefix, store), rank, world_size, options)

@@ -97,8 +97,15 @@ def run_recording(engine: LLMEngine, prompts: list[list[int]], max_tokens: int =
 
 
 def live_children() -> set[int]:
-    """Pids of this process's live child processes (Linux /proc), to assert none is left."""
+    """Pids of this process's live children (Linux /proc), to assert none is left.
+
+    multiprocessing's resource tracker (one helper per parent, started by the first
+    spawn and kept for the process's life) is not counted.
+    """
+    from multiprocessing import resource_tracker
+
     me = os.getpid()
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
     children = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -108,6 +115,6 @@ def live_children() -> set[int]:
                 fields = handle.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == me and fields[0] != "Z":
+        if int(fields[1]) == me and fields[0] != "Z" and int(entry) != tracker:
             children.add(int(entry))
     return children
