@@ -12,7 +12,7 @@ logits (lm_head is replicated), rank 0 samples.
 
 Failure handling: a worker that fails writes its reason to the store and exits; rank 0
 checks its workers before every broadcast and turns a dead one (or a collective that
-fails because a peer went away) into ``TensorParallelError`` naming the rank, its exit
+fails because a peer went away) into ``RankFailedError`` naming the rank, its exit
 code and reason. Workers exit when told to stop, when their control socket closes, and
 when their parent process is gone (a watchdog thread), so no rank outlives the engine.
 """
@@ -39,7 +39,7 @@ from llm.kernels.backend import use_policy
 from llm.models.base import CausalLM
 from llm.parallel.context import ParallelContext
 from llm.parallel.group import Groups, join_store, make_store, open_groups
-from llm.parallel.shard import TensorParallelError
+from llm.parallel.shard import RankFailedError
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class TensorParallelRanks:
             while not self.store.check([f"hello/{rank}"]):
                 self.check_alive()
                 if time.monotonic() > deadline:
-                    raise TensorParallelError(f"tensor-parallel rank {rank} did not start in time")
+                    raise RankFailedError(f"tensor-parallel rank {rank} did not start in time")
                 time.sleep(0.02)
         self.groups = open_groups(
             self.store, 0, self.world_size, self.device_type, MODEL_TIMEOUT_S, MODEL_TIMEOUT_S
@@ -173,21 +173,21 @@ class TensorParallelRanks:
     def check_alive(self) -> None:
         for rank, worker in enumerate(self.workers, start=1):
             if not worker.is_alive():
-                raise TensorParallelError(
+                raise RankFailedError(
                     f"tensor-parallel rank {rank} (pid {worker.pid}) exited with code "
                     f"{worker.exitcode}{self._reason(rank)}; the engine cannot continue"
                 )
 
-    def failure(self, doing: str, exc: BaseException) -> TensorParallelError:
+    def failure(self, doing: str, exc: BaseException) -> RankFailedError:
         """The error to raise when a collective failed: the dead rank when one is dead."""
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:  # a peer's exit is seen a moment after its socket closes
             try:
                 self.check_alive()
-            except TensorParallelError as dead:
+            except RankFailedError as dead:
                 return dead
             time.sleep(0.05)
-        return TensorParallelError(f"tensor-parallel collective failed while {doing}: {exc}")
+        return RankFailedError(f"tensor-parallel collective failed while {doing}: {exc}")
 
     def _reason(self, rank: int) -> str:
         try:
@@ -207,7 +207,7 @@ class TensorParallelRanks:
         if self.groups is not None:
             try:
                 self.send(STOP, [])
-            except TensorParallelError:
+            except RankFailedError:
                 pass
         for worker in self.workers:
             worker.join(STOP_GRACE_S if self.groups is not None else 0.0)
@@ -251,9 +251,9 @@ class TensorParallelRunner(ModelRunner):
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
         try:
             return super().run(batch)
+        except RankFailedError:
+            raise
         except RuntimeError as exc:  # a collective whose peer went away
-            if isinstance(exc, TensorParallelError):
-                raise
             raise self.ranks.failure("running a step", exc) from exc
 
 
@@ -337,7 +337,7 @@ def _serve(spec: WorkerSpec, store: Any) -> None:
         elif command == FORWARD:
             _forward(runner, rows)
         else:
-            raise TensorParallelError(f"unknown command {command} from rank 0")
+            raise RankFailedError(f"unknown command {command} from rank 0")
 
 
 @torch.inference_mode()

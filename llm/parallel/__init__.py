@@ -7,6 +7,6 @@ is ``llm.engine.tensor_parallel``. Design: docs/tensor_parallel.md.
 """
 
 from llm.parallel.context import ParallelContext
-from llm.parallel.shard import TensorParallelError
+from llm.parallel.shard import RankFailedError, TensorParallelError
 
-__all__ = ["ParallelContext", "TensorParallelError"]
+__all__ = ["ParallelContext", "RankFailedError", "TensorParallelError"]

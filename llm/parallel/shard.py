@@ -29,7 +29,11 @@ RANK0 = "rank0"
 
 
 class TensorParallelError(ValueError):
-    """The split cannot run: a shape it does not divide, too few devices, a rank that died."""
+    """The split does not fit the model: a shape it does not divide; the message names it."""
+
+
+class RankFailedError(RuntimeError):
+    """A rank of a running split died or a collective with it failed; the message names the rank."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,13 @@ from llm.engine.llm_engine import LLMEngine
 from llm.models.gpt_oss_config import GptOssConfig
 from llm.models.llama import LlamaForCausalLM
 from llm.parallel.context import ParallelContext
-from llm.parallel.shard import TensorParallelError, check_split, gpt_oss_split_shapes, shard_llama
+from llm.parallel.shard import (
+    RankFailedError,
+    TensorParallelError,
+    check_split,
+    gpt_oss_split_shapes,
+    shard_llama,
+)
 from tests.unit.engine.conftest import TINY
 from tests.unit.engine.tp_helpers import (
     DieOnLoad,
@@ -46,7 +52,7 @@ def test_two_ranks_match_one_then_a_dead_rank_fails_clearly_and_no_rank_outlives
 
     workers[0].kill()
     workers[0].join()
-    with pytest.raises(TensorParallelError, match=r"rank 1 \(pid \d+\) exited with code -9"):
+    with pytest.raises(RankFailedError, match=r"rank 1 \(pid \d+\) exited with code -9"):
         split.generate([[5, 6, 7]])
     split.close()
     assert not any(w.is_alive() for w in workers)
@@ -55,7 +61,7 @@ def test_two_ranks_match_one_then_a_dead_rank_fails_clearly_and_no_rank_outlives
 
 def test_a_rank_that_cannot_load_fails_the_start_with_its_reason():
     before = live_children()
-    with pytest.raises(TensorParallelError, match="rank 1 .* no such shard on this rank"):
+    with pytest.raises(RankFailedError, match="rank 1 .* no such shard on this rank"):
         LLMEngine.from_loader(DieOnLoad(TinyLlamaLoader(TINY)), engine_config(2))
     assert live_children() <= before
 
