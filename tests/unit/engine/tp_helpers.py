@@ -20,6 +20,20 @@ from llm.parallel.context import ParallelContext
 from llm.parallel.shard import shard_llama
 
 
+def random_llama(config: LlamaConfig, seed: int = 0) -> LlamaForCausalLM:
+    """Random weights, but sharp enough logits that greedy choices are not near-ties."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+        for layer in model.layers:
+            layer.input_norm.weight.fill_(1.0)
+            layer.post_attention_norm.weight.fill_(1.0)
+        model.norm.weight.fill_(1.0)
+    return model
+
+
 @dataclass
 class TinyLlamaLoader:
     """A random llama (4 heads, 2 kv heads) built from a seed on every rank, then cut to the rank's shard."""
@@ -28,15 +42,7 @@ class TinyLlamaLoader:
     seed: int = 0
 
     def __call__(self, device, parallel: ParallelContext | None) -> LoadedModel:
-        torch.manual_seed(self.seed)
-        model = LlamaForCausalLM(self.config)
-        with torch.no_grad():
-            for param in model.parameters():
-                param.normal_(0.0, 0.5)
-            for layer in model.layers:
-                layer.input_norm.weight.fill_(1.0)
-                layer.post_attention_norm.weight.fill_(1.0)
-            model.norm.weight.fill_(1.0)
+        model = random_llama(self.config, self.seed)
         if parallel is not None:
             shard_llama(model, parallel)
         return LoadedModel(model.eval(), None, None, "tiny-llama", [])
