@@ -108,7 +108,9 @@ class EngineBackend:
         torch.set_num_threads(1)
         try:
             options = dict(self._engine_config)
-            options["num_threads"] = self._cpu_threads or default_threads()
+            # every rank of a CPU split runs its own forward: share the cores among them
+            ranks = int(options.get("tensor_parallel_size", 1))
+            options["num_threads"] = self._cpu_threads or max(1, default_threads() // ranks)
             device = resolve_device(options.get("device", "auto"))
             options["dtype"] = resolve_dtype(options.get("dtype", "fp32"), device)
             config = engine_config(**options)
