@@ -26,6 +26,7 @@ import os
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,8 @@ class TensorParallelRanks:
         ]
         for worker in self.workers:
             worker.start()
+        # an engine dropped without close(): its workers are killed when this handle goes
+        weakref.finalize(self, _kill_live, list(self.workers))
         self.device_type = resolve_device(config.device).type
 
     # -- start -------------------------------------------------------------------------
@@ -216,6 +219,13 @@ class TensorParallelRanks:
                 worker.join()
         self.groups = None
         self.context.group = None
+
+
+def _kill_live(workers: list) -> None:
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 def timedelta_s(seconds: float):
