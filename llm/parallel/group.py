@@ -58,6 +58,9 @@ def gloo_group(store: Any, prefix: str, rank: int, world_size: int, timeout_s: f
 def nccl_group(store: Any, prefix: str, rank: int, world_size: int, timeout_s: float) -> Any:
     options = dist.ProcessGroupNCCL.Options()
     options._timeout = timedelta(seconds=timeout_s)
+    options.global_ranks_in_group = list(range(world_size))
+    # the same on every rank of a split, distinct between splits (c10d keys groups by name)
+    options.group_name = f"enclave-{prefix}-{store.port}"  # type: ignore[assignment]
     return dist.ProcessGroupNCCL(dist.PrefixStore(prefix, store), rank, world_size, options)
 
 
