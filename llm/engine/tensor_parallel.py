@@ -355,4 +355,6 @@ def _forward(runner: ModelRunner, rows: list[list[int]]) -> None:
     runner._use_own_threads()
     ids, positions, meta = step_inputs(runner._stage(rows))
     with use_policy(runner.kernel_policy):
-        runner.model(ids, positions, runner.kv_caches, meta)
+        logits = runner.model(ids, positions, runner.kv_caches, meta)
+    if logits.is_cuda:  # the pinned staging buffer is rewritten next step (rank 0 syncs by sampling)
+        torch.cuda.current_stream(logits.device).synchronize()
