@@ -113,3 +113,20 @@ def test_engine_config_refuses_what_the_machine_cannot_run():
             EngineConfig(device="cuda", tensor_parallel_size=count + 1)
     with pytest.raises(ValueError, match="from_model_path"):
         LLMEngine(LlamaForCausalLM(TINY), EngineConfig(device="cpu", tensor_parallel_size=2))
+
+
+def test_a_llama_rank_keeps_only_its_slices_of_the_full_weights():
+    from tests.unit.engine.tp_helpers import random_llama
+
+    whole, shard = random_llama(TINY), shard_llama(random_llama(TINY), ParallelContext(1, 2))
+    full, half = whole.layers[0], shard.layers[0]
+    q, kv = TINY.num_heads * TINY.head_dim, TINY.num_kv_heads * TINY.head_dim
+    qkv = full.self_attn.qkv_proj.weight
+    expected = torch.cat([qkv[q // 2 : q], qkv[q + kv // 2 : q + kv], qkv[q + kv + kv // 2 :]])
+    assert torch.equal(half.self_attn.qkv_proj.weight, expected)  # rank 1: second half of each
+    assert torch.equal(half.self_attn.o_proj.weight, full.self_attn.o_proj.weight[:, q // 2 :])
+    assert half.mlp.down_proj.weight.shape == (TINY.hidden_size, TINY.intermediate_size // 2)
+    assert shard.kv_cache_spec().num_kv_heads == TINY.num_kv_heads // 2
+    assert sum(p.numel() for p in shard.layers.parameters()) < sum(
+        p.numel() for p in whole.layers.parameters()
+    )
