@@ -456,3 +456,10 @@ class Settings(BaseSettings):
     @property
     def drafts_dir(self) -> Path:
         return self.data_dir / "drafts"
+
+    # --- tensor parallel inside one llm_server (issue 16) -------------------------------
+    llm_tensor_parallel: int = Field(
+        1,
+        ge=1,
+        description="Ranks the engine backend splits the model over (attention and KV cache by head, MLP columns/rows, MoE experts); rank 0 serves, the others are worker processes. On CUDA one GPU per rank (cuda:0..N-1); on CPU gloo ranks, for tests. A size the model's shapes do not divide is refused at start.",
+    )
