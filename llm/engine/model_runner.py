@@ -73,6 +73,25 @@ def kv_cache_storage(
     return torch.zeros((heads, blocks, block_size, head_dim), dtype=dtype).permute(1, 2, 0, 3)
 
 
+def step_inputs(
+    staged: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+    """Ids, positions and metadata from the seven staged rows ``ModelRunner.prepare`` lays out.
+
+    Apart so that a tensor-parallel worker, which receives the same rows from rank 0,
+    builds exactly the same inputs (``llm.engine.tensor_parallel``).
+    """
+    ids, pos, slot_mapping, flat_tables, starts, lens, logits_rows = staged
+    meta = AttentionMetadata(
+        slot_mapping=slot_mapping,
+        block_tables=flat_tables.view(lens.shape[0], -1).to(torch.int32),
+        query_start_loc=starts.to(torch.int32),
+        seq_lens=lens.to(torch.int32),
+        logits_indices=logits_rows,
+    )
+    return ids, pos, meta
+
+
 def kv_cache_for(
     shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device
 ) -> KVCacheTensor:
@@ -213,7 +232,7 @@ class ModelRunner:
         tables = [
             seq.block_table + [-1] * (max_blocks - len(seq.block_table)) for seq in batch.seqs
         ]
-        ids, pos, slot_mapping, flat_tables, starts, lens, logits_rows = self._stage(
+        staged = self._stage(
             [
                 input_ids,
                 positions,
@@ -224,14 +243,7 @@ class ModelRunner:
                 logits_indices,
             ]
         )
-        meta = AttentionMetadata(
-            slot_mapping=slot_mapping,
-            block_tables=flat_tables.view(len(tables), max_blocks).to(torch.int32),
-            query_start_loc=starts.to(torch.int32),
-            seq_lens=lens.to(torch.int32),
-            logits_indices=logits_rows,
-        )
-        return ids, pos, meta, sampling_rows
+        return (*step_inputs(staged), sampling_rows)
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
