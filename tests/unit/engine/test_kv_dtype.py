@@ -108,3 +108,26 @@ def test_a_bf16_cache_under_an_fp32_model_follows_the_fp32_cache(make_engine):
     )
     assert same >= 30, (ours, reference)  # measured 36 of 36
     assert engine.describe()["kv_dtype"] == "bfloat16"
+
+
+def test_tensor_parallel_ranks_quantise_their_own_kv_heads_alike():
+    """An int8 cache split by KV head holds the same rows as one rank's: the same tokens, half the bytes."""
+    from dataclasses import replace
+
+    from llm.engine.llm_engine import LLMEngine
+    from tests.unit.engine.conftest import TINY
+    from tests.unit.engine.tp_helpers import TinyLlamaLoader, engine_config
+
+    tokens = {}
+    for size in (1, 2):
+        engine = LLMEngine.from_loader(
+            TinyLlamaLoader(TINY), replace(engine_config(size), kv_dtype="int8")
+        )
+        try:
+            tokens[size] = [o.token_ids for o in engine.generate(PROMPTS, GREEDY)]
+            tokens[f"bytes{size}"] = engine.describe()["kv_cache_bytes"]
+            assert engine.describe()["kv_dtype"] == "int8"
+        finally:
+            engine.close()
+    assert tokens[2] == tokens[1]
+    assert tokens["bytes2"] * 2 == tokens["bytes1"]
