@@ -25,7 +25,7 @@ from llm.engine.decode_graphs import DecodeGraphs
 from llm.engine.kv_groups import KVGroups
 from llm.engine.scheduler import ScheduledBatch
 from llm.kernels.backend import KernelPolicy, use_policy
-from llm.models.base import AttentionMetadata, CausalLM
+from llm.models.base import AttentionMetadata, CausalLM, KVCacheSpec
 
 
 def kv_block_bytes(model: CausalLM, block_size: int) -> int:
@@ -34,7 +34,11 @@ def kv_block_bytes(model: CausalLM, block_size: int) -> int:
     One slot per layer position of a KV group (``llm.engine.kv_groups``): for a model with
     one attention type that is every layer; gpt-oss (sliding + full) needs half as many.
     """
-    spec = model.kv_cache_spec()
+    return kv_spec_block_bytes(model.kv_cache_spec(), block_size)
+
+
+def kv_spec_block_bytes(spec: KVCacheSpec, block_size: int) -> int:
+    """``kv_block_bytes`` for a cache spec (no model needed)."""
     itemsize = torch.empty((), dtype=spec.dtype).element_size()
     slots = KVGroups.from_spec(spec).num_slots
     return 2 * slots * block_size * spec.num_kv_heads * spec.head_dim * itemsize

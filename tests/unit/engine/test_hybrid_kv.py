@@ -206,7 +206,7 @@ def test_random_growth_keeps_accounting_exact(prefix_caching):
 
 
 @pytest.mark.parametrize("with_sinks", [False, True])
-def test_cpu_attention_never_needs_the_blocks_behind_the_window(with_sinks):
+def test_attention_kernels_never_need_the_blocks_behind_the_window(with_sinks):
     """Dropped entries (NULL_BLOCK) before the window give the same output as the real blocks."""
     import torch
 
@@ -232,3 +232,12 @@ def test_cpu_attention_never_needs_the_blocks_behind_the_window(with_sinks):
     for attend in (paged_attention_ref, paged_attention_cpu):
         got = attend(query, k_cache, v_cache, dropped.int(), *args)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Triton (interpreted without a GPU): a NULL_BLOCK entry would be an out-of-bounds read
+    from llm.kernels.triton_attention import paged_attention_triton
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    on = [t.to(device) for t in (query, k_cache, v_cache, dropped.int(), starts)]
+    got = paged_attention_triton(
+        *on, seq_lens.to(device, torch.int32), dim**-0.5, WINDOW, sinks, block_n=16
+    )
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-4)
