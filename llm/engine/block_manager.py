@@ -58,6 +58,7 @@ class BlockManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.group_windows = tuple(group_windows)
+        self.has_sliding = any(w is not None for w in self.group_windows)
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_block_ids: OrderedDict[int, None] = OrderedDict(
             (i, None) for i in range(num_blocks)
@@ -179,28 +180,26 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return 0, tables
         limit = len(seq) // self.block_size
-        self._hashes(seq, limit)
+        found: list[list[int | None]] = []
         for group, window in enumerate(self.group_windows):  # full groups come first
-            if window is None:
-                for index in range(limit):
-                    if self._cached(group, seq, index) is None:
-                        limit = index
-                        break
-        cached = [[self._cached(g, seq, i) for i in range(limit)] for g in range(self.num_groups)]
-        num = limit
-        while num > 0:
+            ids: list[int | None] = []
+            for index in range(limit):
+                block_id = self._cached(group, seq, index)
+                if block_id is None and window is None:
+                    limit = index  # a full group must hold the whole prefix
+                    break
+                ids.append(block_id)
+            found.append(ids)
+        for num in range(limit, 0, -1):
             num_cached = min(num * self.block_size, len(seq) - 1)
-            ok = True
             for group, window in enumerate(self.group_windows):
                 first = first_visible_block(num_cached, window, self.block_size)
-                ids = cached[group][first:num]
-                if any(b is None for b in ids):
-                    ok = False
+                ids = found[group][first:num]
+                if None in ids:
                     break
                 tables[group] = [NULL_BLOCK] * first + [b for b in ids if b is not None]
-            if ok:
+            else:
                 return num, tables
-            num -= 1
         return 0, [[] for _ in self.group_windows]
 
     def register_computed(self, seq: Sequence) -> None:
@@ -274,20 +273,21 @@ class BlockManager:
         Sliding groups first give back what their window has left behind. False (and no
         other change) when the free list cannot cover the rest; the scheduler preempts.
         """
-        self._drop_out_of_window(seq)
+        if self.has_sliding:
+            self._drop_out_of_window(seq)
         first_index = seq.num_computed_tokens // self.block_size
         num_blocks = self.blocks_for(seq.num_computed_tokens + num_new_tokens)
         need = 0
-        firsts: list[Block | None] = []
         for table in seq.block_tables:
-            need += max(num_blocks - len(table), 0)
-            first = self.blocks[table[first_index]] if first_index < len(table) else None
-            firsts.append(first)
-            need += first is not None and first.ref_count > 1
-        if need > self.num_free_blocks:
+            if num_blocks > len(table):
+                need += num_blocks - len(table)
+            if first_index < len(table) and self.blocks[table[first_index]].ref_count > 1:
+                need += 1
+        if need > len(self.free_block_ids):
             return False
-        for table, first in zip(seq.block_tables, firsts, strict=True):
-            if first is not None:
+        for table in seq.block_tables:
+            if first_index < len(table):
+                first = self.blocks[table[first_index]]
                 if first.ref_count > 1:  # copy-on-write: the writer gets a private copy
                     new_id = self._take_free()
                     self.pending_copies.append((first.block_id, new_id))

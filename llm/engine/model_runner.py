@@ -195,28 +195,27 @@ class ModelRunner:
             input_ids.extend(seq.token_ids[start:end])
             if num_new == 1:
                 positions.append(start)
-                for group_slots, table in zip(slots, seq.block_tables, strict=True):
-                    group_slots.append(table[start // bs] * bs + start % bs)
+                for group in range(num_groups):
+                    slots[group].append(seq.block_tables[group][start // bs] * bs + start % bs)
             else:
                 span = range(start, end)
                 positions.extend(span)
-                for group_slots, table in zip(slots, seq.block_tables, strict=True):
-                    group_slots.extend(table[p // bs] * bs + p % bs for p in span)
+                for group in range(num_groups):
+                    table = seq.block_tables[group]
+                    slots[group].extend(table[p // bs] * bs + p % bs for p in span)
             query_start.append(query_start[-1] + num_new)
             seq_lens.append(end)
             if end == len(seq):
                 logits_indices.append(query_start[-1] - 1)
                 sampling_rows.append(row)
-        max_blocks = max(len(seq.block_table) for seq in batch.seqs)
-        tables = [
-            list(
-                chain.from_iterable(
-                    seq.block_tables[g] + [-1] * (max_blocks - len(seq.block_tables[g]))
-                    for seq in batch.seqs
-                )
-            )
-            for g in range(num_groups)
-        ]
+        max_blocks = max(len(seq.block_tables[0]) for seq in batch.seqs)
+        tables = []
+        for group in range(num_groups):
+            padded = [
+                seq.block_tables[group] + [-1] * (max_blocks - len(seq.block_tables[group]))
+                for seq in batch.seqs
+            ]
+            tables.append(list(chain.from_iterable(padded)))
         staged = self._stage(
             [input_ids, positions, query_start, seq_lens, logits_indices, *slots, *tables]
         )
