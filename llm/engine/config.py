@@ -36,6 +36,11 @@ class EngineConfig:
     ``cuda_graphs`` replays pure decode steps from CUDA graphs captured per padded batch
     size (``llm.engine.decode_graphs``); on CPU it runs the same padded inputs eagerly.
     Off by default until a GPU run has shown replay equal to eager.
+
+    ``tensor_parallel_size`` N > 1 splits the model over N ranks (``llm.engine.tensor_
+    parallel``; docs/tensor_parallel.md): this process is rank 0 (scheduler, sampler,
+    API), N - 1 worker processes hold the other shards; on CUDA rank r uses device
+    ``cuda:<index of device> + r``. Not combined with ``cuda_graphs`` yet.
     """
 
     block_size: int = 16
@@ -52,6 +57,7 @@ class EngineConfig:
     kernels: str = "auto"
     gpu_memory_utilization: float = 0.90
     cuda_graphs: bool = False
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -78,7 +84,25 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
-        resolve_device(self.device)  # a name we cannot parse fails here, not at first step
+        device = resolve_device(self.device)  # a name we cannot parse fails here, not at first step
+        check_tensor_parallel(self.tensor_parallel_size, device, self.cuda_graphs)
+
+
+def check_tensor_parallel(size: int, device: torch.device, cuda_graphs: bool) -> None:
+    """Refuse a tensor-parallel size this machine cannot run (the model's shapes are checked at load)."""
+    if size < 1:
+        raise ValueError(f"tensor_parallel_size must be >= 1, got {size}")
+    if size == 1:
+        return
+    if cuda_graphs:
+        raise ValueError("cuda_graphs is not supported with tensor_parallel_size > 1; turn one off")
+    if device.type == "cuda":
+        first = device.index or 0
+        if first + size > torch.cuda.device_count():
+            raise ValueError(
+                f"tensor_parallel_size {size} needs CUDA devices cuda:{first}..cuda:"
+                f"{first + size - 1}, but torch sees {torch.cuda.device_count()}"
+            )
 
 
 def resolve_device(name: str) -> torch.device:

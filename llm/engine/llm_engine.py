@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm.engine.block_manager import BlockManager
 from llm.engine.config import EngineConfig, resolve_device
@@ -28,6 +28,9 @@ from llm.engine.sampling_params import SamplingParams
 from llm.engine.scheduler import Scheduler
 from llm.engine.sequence import Sequence, SequenceStatus
 from llm.models.base import CausalLM
+
+if TYPE_CHECKING:
+    from llm.engine.tensor_parallel import TensorParallelRanks
 
 
 @dataclass
@@ -48,8 +51,17 @@ class LLMEngine:
         model_name: str = "model",
         chat_template: str | None = None,
         special_tokens: dict[str, str] | None = None,
+        ranks: TensorParallelRanks | None = None,
     ) -> None:
+        """``ranks``: the workers of a tensor-parallel split whose rank-0 shard ``model`` is
+        (``from_model_path`` makes both); the engine then owns them (``close``)."""
         self.config = config or EngineConfig()
+        if (ranks is None) != (self.config.tensor_parallel_size == 1):
+            raise ValueError(
+                "tensor_parallel_size > 1 needs the ranks that from_model_path starts; "
+                "build a tensor-parallel engine with LLMEngine.from_model_path"
+            )
+        self.ranks = ranks
         self.model = model
         self.tokenizer = tokenizer
         self.eos_token_ids = set(eos_token_ids)
@@ -57,7 +69,12 @@ class LLMEngine:
         self.chat_template = chat_template
         self.special_tokens = special_tokens or {}
         self.max_model_len = min(self.config.max_model_len, model.max_position_embeddings)
-        self.runner = ModelRunner(model, self.config, None)
+        if ranks is None:
+            self.runner = ModelRunner(model, self.config, None)
+        else:
+            from llm.engine.tensor_parallel import TensorParallelRunner
+
+            self.runner = TensorParallelRunner(model, self.config, ranks)
         num_blocks = self._plan_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
         if self.config.cuda_graphs:
@@ -116,26 +133,54 @@ class LLMEngine:
             "max_model_len": self.max_model_len,
             "cuda_graphs": self.runner.decode_graphs is not None
             and self.runner.decode_graphs.replay,
+            "tensor_parallel": self.config.tensor_parallel_size,
         }
 
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:
-        """Load a model file (see ``llm.loader.load_model``) onto the configured device and wrap it."""
-        from llm.loader import load_model
+        """Load a model file (see ``llm.loader.load_model``) onto the configured device and wrap it.
+
+        With ``tensor_parallel_size`` N > 1, every rank loads its own shard of the file.
+        """
+        from llm.engine.tensor_parallel import ShardLoader
 
         config = config or EngineConfig()
-        loaded = load_model(
-            path, config.dtype, native_4bit=config.native_4bit, device=resolve_device(config.device)
-        )
-        return cls(
-            loaded.model,
-            config,
-            loaded.tokenizer,
-            loaded.eos_token_ids,
-            loaded.model_name,
-            loaded.chat_template,
-            loaded.special_tokens,
-        )
+        return cls.from_loader(ShardLoader(str(path), config.dtype, config.native_4bit), config)
+
+    @classmethod
+    def from_loader(cls, loader: Any, config: EngineConfig) -> LLMEngine:
+        """Build from ``loader(device, parallel) -> LoadedModel`` (``ShardLoader`` or alike).
+
+        ``tensor_parallel_size`` > 1 starts the worker ranks (``llm.engine.tensor_parallel``),
+        each calling the same (pickled) loader for its shard; the engine owns them.
+        """
+        ranks = None
+        if config.tensor_parallel_size > 1:
+            from llm.engine.tensor_parallel import start_tensor_parallel
+
+            loaded, ranks = start_tensor_parallel(loader, config)
+        else:
+            loaded = loader(resolve_device(config.device), None)
+        try:
+            return cls(
+                loaded.model,
+                config,
+                loaded.tokenizer,
+                loaded.eos_token_ids,
+                loaded.model_name,
+                loaded.chat_template,
+                loaded.special_tokens,
+                ranks=ranks,
+            )
+        except BaseException:
+            if ranks is not None:
+                ranks.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the tensor-parallel workers, if any (idempotent); the engine cannot step after."""
+        if self.ranks is not None:
+            self.ranks.close()
 
     # -- requests ------------------------------------------------------------------
 

@@ -74,6 +74,37 @@ def kv_cache_storage(
     return torch.zeros((heads, blocks, block_size, head_dim), dtype=dtype).permute(1, 2, 0, 3)
 
 
+def step_inputs(
+    staged: list[torch.Tensor], layer_group: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+    """Ids, positions and metadata from the staged rows ``ModelRunner.prepare`` lays out.
+
+    Seven rows (ids, positions, slot mapping, block tables, query starts, lengths, logits
+    rows), then a slot mapping and block tables per further KV group (``layer_group``
+    names each layer's group; see ``llm.engine.kv_groups``). Apart so that a
+    tensor-parallel worker, which receives the same rows from rank 0, builds exactly the
+    same inputs (``llm.engine.tensor_parallel``).
+    """
+    ids, pos, slot_mapping, flat_tables, starts, lens, logits_rows = staged[:7]
+    starts, lens = starts.to(torch.int32), lens.to(torch.int32)
+    groups = [
+        AttentionMetadata(
+            slot_mapping=slots,
+            block_tables=tables.view(lens.shape[0], -1).to(torch.int32),
+            query_start_loc=starts,
+            seq_lens=lens,
+            logits_indices=logits_rows,
+        )
+        for slots, tables in [
+            (slot_mapping, flat_tables),
+            *zip(staged[7::2], staged[8::2], strict=True),
+        ]
+    ]
+    if len(groups) == 1:
+        return ids, pos, groups[0]
+    return ids, pos, replace(groups[0], groups=tuple(groups), layer_group=layer_group)
+
+
 class ModelRunner:
     """Runs the model over one scheduled step against the paged KV caches.
 
@@ -209,34 +240,19 @@ class ModelRunner:
                 logits_indices.append(query_start[-1] - 1)
                 sampling_rows.append(row)
         max_blocks = max(len(seq.block_tables[0]) for seq in batch.seqs)
-        tables = []
+        rows = [input_ids, positions, [], [], query_start, seq_lens, logits_indices]
         for group in range(num_groups):
             padded = [
                 seq.block_tables[group] + [-1] * (max_blocks - len(seq.block_tables[group]))
                 for seq in batch.seqs
             ]
-            tables.append(list(chain.from_iterable(padded)))
-        staged = self._stage(
-            [input_ids, positions, query_start, seq_lens, logits_indices, *slots, *tables]
-        )
-        ids, pos, starts, lens, logits_rows = staged[:5]
-        starts, lens = starts.to(torch.int32), lens.to(torch.int32)
-        groups = [
-            AttentionMetadata(
-                slot_mapping=slot_mapping,
-                block_tables=flat_tables.view(len(batch.seqs), max_blocks).to(torch.int32),
-                query_start_loc=starts,
-                seq_lens=lens,
-                logits_indices=logits_rows,
-            )
-            for slot_mapping, flat_tables in zip(
-                staged[5 : 5 + num_groups], staged[5 + num_groups :], strict=True
-            )
-        ]
-        meta = groups[0]
-        if num_groups > 1:
-            meta = replace(meta, groups=tuple(groups), layer_group=self.kv_groups.layer_group)
-        return ids, pos, meta, sampling_rows
+            group_rows = [slots[group], list(chain.from_iterable(padded))]
+            if group == 0:
+                rows[2:4] = group_rows
+            else:
+                rows.extend(group_rows)
+        staged = self._stage(rows)
+        return (*step_inputs(staged, self.kv_groups.layer_group), sampling_rows)
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:

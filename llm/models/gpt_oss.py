@@ -129,6 +129,8 @@ class GptOssExperts(nn.Module):
     down_proj: torch.Tensor
     gate_up_proj_bias: torch.Tensor
     down_proj_bias: torch.Tensor
+    # Index of the first expert held here: nonzero only on a rank of an expert-parallel split.
+    first_expert = 0
 
     def __init__(self, config: GptOssConfig, expert_format: str, dtype: torch.dtype) -> None:
         super().__init__()
@@ -176,6 +178,7 @@ class GptOssExperts(nn.Module):
                 down_scales=self.down_proj_scales,
                 alpha=self.alpha,
                 limit=self.limit,
+                first_expert=self.first_expert,
             )
         return ExpertWeights(
             gate_up_bias=self.gate_up_proj_bias,
@@ -184,6 +187,7 @@ class GptOssExperts(nn.Module):
             down_weight=self.down_proj,
             alpha=self.alpha,
             limit=self.limit,
+            first_expert=self.first_expert,
         )
 
 
