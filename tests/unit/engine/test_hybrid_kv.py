@@ -95,38 +95,41 @@ def prefix_in_cache(bm: BlockManager) -> tuple[Sequence, list[int]]:
     return a, sliding
 
 
-def test_prefix_hit_needs_only_the_window_of_the_sliding_group():
+@pytest.mark.parametrize(
+    ("evicted", "cached"),
+    [
+        # the next token (24) sees 17..24: sliding blocks 4 and 5, nothing before them
+        (slice(0, 4), 24),
+        # a hit at 24 (or 20) needs sliding block 4: gone; at 16 it needs blocks 2 and 3
+        (slice(4, 6), 16),
+    ],
+)
+def test_prefix_hit_needs_only_the_window_of_the_sliding_group(evicted, cached):
     bm = hybrid()
     a, sliding = prefix_in_cache(bm)
-    for block_id in sliding[:4]:
+    for block_id in sliding[evicted]:
         evict(bm, block_id)
     b = seq(list(range(24)) + [99, 98, 97], "b")  # 6 shared full blocks
-    assert bm.allocate(b, 100) == 3
-    assert b.num_cached_tokens == 24
-    assert b.block_tables[FULL][:6] == a.block_tables[FULL][:6]
-    # the next token (24) sees 17..24: sliding blocks 4 and 5 from the cache, nothing before
-    assert b.block_tables[SLIDING][:6] == [NULL_BLOCK] * 4 + sliding[4:6]
+    assert bm.allocate(b, 100) == len(b) - cached
+    assert b.num_cached_tokens == cached
+    num = cached // BS
+    assert b.block_tables[FULL][:num] == a.block_tables[FULL][:num]
+    first = (cached - WINDOW + 1) // BS
+    assert b.block_tables[SLIDING][:num] == [NULL_BLOCK] * first + sliding[first:num]
 
 
-def test_prefix_hit_is_shortened_to_what_the_sliding_group_still_holds():
-    bm = hybrid()
-    a, sliding = prefix_in_cache(bm)
-    for block_id in sliding[4:6]:
-        evict(bm, block_id)
-    b = seq(list(range(24)) + [99, 98, 97], "b")
-    # a hit at 24 (or 20) needs sliding block 4: gone; at 16 it needs blocks 2 and 3
-    assert bm.allocate(b, 100) == 11
-    assert b.num_cached_tokens == 16
-    assert b.block_tables[FULL][:4] == a.block_tables[FULL][:4]
-    assert b.block_tables[SLIDING][:4] == [NULL_BLOCK] * 2 + sliding[2:4]
+def computed_prompt(bm: BlockManager, length: int) -> Sequence:
+    """A running sequence whose prompt of ``length`` tokens is computed and cached."""
+    parent = seq(list(range(length)), "p")
+    bm.allocate(parent, 100)
+    parent.num_computed_tokens = length
+    bm.register_computed(parent)
+    return parent
 
 
 def test_fork_and_copy_on_write_per_group():
     bm = hybrid()
-    parent = seq(list(range(14)), "p")
-    bm.allocate(parent, 100)
-    parent.num_computed_tokens = 14
-    bm.register_computed(parent)
+    parent = computed_prompt(bm, 14)
     child = seq(list(range(14)), "c")
     assert bm.fork_prompt(parent, child) == 1  # recomputes token 13 only
     full, sliding = parent.block_tables
@@ -143,10 +146,7 @@ def test_fork_and_copy_on_write_per_group():
 
 def test_fork_after_the_parent_dropped_a_needed_block_resurrects_it_from_the_cache():
     bm = hybrid()
-    parent = seq(list(range(11)), "p")
-    bm.allocate(parent, 100)
-    parent.num_computed_tokens = 11
-    bm.register_computed(parent)
+    parent = computed_prompt(bm, 11)
     parent.append_token(5)
     assert bm.append_slots(parent, 1)  # decode at 11 sees 4..11: drops sliding block 0
     assert parent.block_tables[SLIDING][0] == NULL_BLOCK
