@@ -126,11 +126,16 @@ class BlockManager:
             self.free_block_ids[block_id] = None
 
     def free(self, seq: Sequence) -> None:
-        """Return a sequence's blocks, tail first so the prefix stays cached longest."""
-        for table in seq.block_tables:
-            for block_id in reversed(table):
-                if block_id != NULL_BLOCK:
-                    self._release(block_id)
+        """Return a sequence's blocks, tail first so the prefix stays cached longest.
+
+        Groups are interleaved position by position: a prefix hit needs the same leading
+        positions in every group, so no group's head should be evicted before another's tail.
+        """
+        tables = seq.block_tables
+        for index in range(max(map(len, tables)) - 1, -1, -1):
+            for table in tables:
+                if index < len(table) and table[index] != NULL_BLOCK:
+                    self._release(table[index])
         seq.block_tables = [[] for _ in self.group_windows]
         seq.num_registered_blocks = 0
 
