@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv || true
 timeout 180 "$PY" -m pytest -q -x -p no:cacheprovider \
   --junitxml="$RESULTS/gpu_check_tests.xml" \
   tests/unit/kernels tests/unit/engine/test_sampler.py tests/unit/engine/test_device_and_memory.py \
-  tests/unit/engine/test_decode_graphs.py \
+  tests/unit/engine/test_decode_graphs.py tests/unit/engine/test_hybrid_kv.py \
   tests/integration/gptoss/test_engine_triton_parity.py
 tests_rc=$?
 tests_s=$(( $(date +%s) - started ))

@@ -61,8 +61,8 @@ def memory(model, kv_dtypes, budget_mb: int, seq_len: int, block_size: int) -> d
         runner = ModelRunner(model, EngineConfig(block_size=block_size, kv_dtype=kv), 8)
         allocated = sum(
             t.numel() * t.element_size()
-            for layer in runner.kv_caches
-            for cache in layer
+            for slot in runner.kv_slots
+            for cache in slot
             for t in cache_tensors(cache)
         )
         out[kv] = {

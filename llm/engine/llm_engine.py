@@ -19,6 +19,7 @@ from llm.engine.block_manager import BlockManager
 from llm.engine.config import EngineConfig, resolve_device
 from llm.engine.detokenizer import IncrementalDetokenizer
 from llm.engine.guided import JsonSchemaCompiler
+from llm.engine.kv_groups import blocks_per_sequence
 from llm.engine.memory_planner import plan_kv_blocks, profile_gpu
 from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for
 from llm.engine.outputs import CompletedRequest, RequestOutput
@@ -80,7 +81,10 @@ class LLMEngine:
         if self.config.cuda_graphs:
             self.runner.enable_decode_graphs(self.config.max_num_seqs, self.max_model_len)
         self.block_manager = BlockManager(
-            num_blocks, self.config.block_size, self.config.enable_prefix_caching
+            num_blocks,
+            self.config.block_size,
+            self.config.enable_prefix_caching,
+            self.runner.kv_groups.windows,
         )
         self.scheduler = Scheduler(self.config, self.block_manager)
         self.sampler = Sampler()
@@ -102,7 +106,12 @@ class LLMEngine:
                 memory,
                 config.gpu_memory_utilization,
                 kv_block_bytes(self.model, config.block_size, config.kv_dtype),
-                min_blocks=-(-self.max_model_len // config.block_size),
+                min_blocks=blocks_per_sequence(
+                    self.runner.kv_groups.windows,
+                    config.block_size,
+                    self.max_model_len,
+                    config.max_num_batched_tokens,
+                ),
             )
         return num_kv_blocks_for(self.model, config)
 
@@ -201,10 +210,14 @@ class LLMEngine:
             raise ValueError(f"prompt holds token ids outside the vocabulary [0, {vocab})")
         if params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer; this engine has none")
-        if self.block_manager.blocks_for(len(prompt_token_ids) + 1) > self.block_manager.num_blocks:
+        needed = self.block_manager.max_blocks_per_seq(
+            len(prompt_token_ids) + 1, self.config.max_num_batched_tokens
+        )
+        if needed > self.block_manager.num_blocks:
             raise ValueError(
                 f"prompt of {len(prompt_token_ids)} tokens does not fit the KV cache "
-                f"({self.block_manager.num_blocks} blocks of {self.config.block_size})"
+                f"({self.block_manager.num_blocks} blocks of {self.config.block_size}; "
+                f"it needs {needed})"
             )
 
     def add_request(

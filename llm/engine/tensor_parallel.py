@@ -353,8 +353,10 @@ def _serve(spec: WorkerSpec, store: Any) -> None:
 @torch.inference_mode()
 def _forward(runner: ModelRunner, rows: list[list[int]]) -> None:
     runner._use_own_threads()
-    ids, positions, meta = step_inputs(runner._stage(rows))
+    ids, positions, meta = step_inputs(runner._stage(rows), runner.kv_groups.layer_group)
     with use_policy(runner.kernel_policy):
         logits = runner.model(ids, positions, runner.kv_caches, meta)
-    if logits.is_cuda:  # the pinned staging buffer is rewritten next step (rank 0 syncs by sampling)
+    if (
+        logits.is_cuda
+    ):  # the pinned staging buffer is rewritten next step (rank 0 syncs by sampling)
         torch.cuda.current_stream(logits.device).synchronize()

@@ -47,6 +47,16 @@ def _slot_index(slot_mapping: torch.Tensor, block_size: int):
     return _slots.get((slot_mapping, block_size), compute)
 
 
+def first_visible_block(first_query_pos: int, sliding_window: int | None, block_size: int) -> int:
+    """First block a query at ``first_query_pos`` or later can read (0 without a window).
+
+    Block-table entries before it may hold a placeholder for a block the engine gave back.
+    """
+    if sliding_window is None:
+        return 0
+    return max(0, first_query_pos - sliding_window + 1) // block_size
+
+
 def paged_attention_ref(
     query,
     k_cache,
@@ -76,15 +86,19 @@ def paged_attention_ref(
         if q_len == 0:
             continue
         num_blocks = (seq_len + block_size - 1) // block_size
-        blocks = block_tables[i, :num_blocks].long()
-        keys = _read(k_cache, k_scale, blocks, seq_len)
-        values = _read(v_cache, v_scale, blocks, seq_len)
+        # a sliding window reads from the first block its first query sees: earlier table
+        # entries may be dropped blocks (``NULL_BLOCK``)
+        first_block = first_visible_block(seq_len - q_len, sliding_window, block_size)
+        base = first_block * block_size
+        blocks = block_tables[i, first_block:num_blocks].long()
+        keys = _read(k_cache, k_scale, blocks, seq_len - base)
+        values = _read(v_cache, v_scale, blocks, seq_len - base)
         keys = keys.repeat_interleave(group, dim=1)
         values = values.repeat_interleave(group, dim=1)
         q = query[q_start:q_end].float()
         scores = torch.einsum("qhd,khd->hqk", q, keys) * scale
         q_pos = torch.arange(seq_len - q_len, seq_len, device=query.device)
-        k_pos = torch.arange(seq_len, device=query.device)
+        k_pos = torch.arange(base, seq_len, device=query.device)
         visible = k_pos[None, :] <= q_pos[:, None]
         if sliding_window is not None:
             visible &= k_pos[None, :] > q_pos[:, None] - sliding_window

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from llm.kernels.attention_ref import paged_attention_ref
+from llm.kernels.attention_ref import first_visible_block, paged_attention_ref
 from llm.kernels.step_cache import StepCache
 
 _plan = StepCache()  # per step: the decode rows, gather index and padding mask every layer shares
@@ -47,16 +47,27 @@ def _step_plan(block_tables, query_start_loc, seq_lens, block_size, sliding_wind
 
 
 def _decode_mask(block_tables, seq_lens, block_size, sliding_window):
-    """Gather index over whole blocks and the [seqs, padded] mask of positions to hide."""
+    """Gather index over whole blocks and the [seqs, padded] mask of positions to hide.
+
+    With a sliding window each sequence gathers only the blocks its window covers, from
+    the first one its query sees (earlier entries may be blocks the engine gave back).
+    """
     num_blocks = -(-int(seq_lens.max()) // block_size)
-    padded = num_blocks * block_size
+    lengths = seq_lens.long()[:, None]
+    if sliding_window is not None and sliding_window < (num_blocks - 1) * block_size:
+        window_blocks = (sliding_window + block_size - 2) // block_size + 1
+        first = (lengths - sliding_window).clamp_min(0) // block_size  # [seqs, 1]
+        index = (first + torch.arange(window_blocks)).clamp_max(block_tables.shape[1] - 1)
+        tables = block_tables.long().gather(1, index).clamp_min(0).flatten()
+        k_pos = first * block_size + torch.arange(window_blocks * block_size)
+        hidden = (k_pos >= lengths) | (k_pos <= lengths - 1 - sliding_window)
+        return tables, hidden
     # padding entries are masked; index_select copies whole blocks (much faster than [])
     tables = block_tables[:, :num_blocks].long().clamp_min(0).flatten()
-    k_pos = torch.arange(padded)
-    lengths = seq_lens.long()[:, None]
-    hidden = k_pos[None, :] >= lengths
+    k_pos = torch.arange(num_blocks * block_size)[None, :]
+    hidden = k_pos >= lengths
     if sliding_window is not None:
-        hidden |= k_pos[None, :] <= lengths - 1 - sliding_window
+        hidden |= k_pos <= lengths - 1 - sliding_window
     return tables, hidden
 
 
@@ -164,14 +175,15 @@ def _prefill_attention(
             *scales,
         )
     block_size = k_cache.shape[1]
-    tables = block_table[: -(-seq_len // block_size)].long()
-    keys = _gather_rows(k_cache, scales[0], tables, query.dtype)[:, :seq_len][
-        None
-    ]  # [1, kv_heads, seq_len, d]
-    values = _gather_rows(v_cache, scales[1], tables, query.dtype)[:, :seq_len][None]
+    first = seq_len - q_len  # position of the first query
+    first_block = first_visible_block(first, sliding_window, block_size)
+    base = first_block * block_size  # position of the first key gathered
+    tables = block_table[first_block : -(-seq_len // block_size)].long()
+    # [1, kv_heads, seq_len - base, d]
+    keys = _gather_rows(k_cache, scales[0], tables, query.dtype)[:, : seq_len - base][None]
+    values = _gather_rows(v_cache, scales[1], tables, query.dtype)[:, : seq_len - base][None]
     queries = query.transpose(0, 1)[None]  # [1, heads, q_len, d]
     out = torch.empty_like(queries)
-    first = seq_len - q_len  # position of the first query
     for start in range(0, q_len, PREFILL_QUERY_CHUNK):
         end = min(q_len, start + PREFILL_QUERY_CHUNK)
         k_end = first + end  # keys after the chunk's last query are never visible
@@ -183,8 +195,8 @@ def _prefill_attention(
             visible &= k_pos > q_pos - sliding_window
         out[:, :, start:end] = torch.nn.functional.scaled_dot_product_attention(
             queries[:, :, start:end],
-            keys[:, :, k_start:k_end],
-            values[:, :, k_start:k_end],
+            keys[:, :, k_start - base : k_end - base],
+            values[:, :, k_start - base : k_end - base],
             attn_mask=visible,
             scale=scale,
             enable_gqa=True,

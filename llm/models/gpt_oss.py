@@ -265,6 +265,7 @@ class GptOssForCausalLM(CausalLM):
             num_kv_heads=cfg.num_key_value_heads,
             head_dim=cfg.head_dim,
             dtype=self.dtype,
+            layer_windows=tuple(cfg.window_of(i) for i in range(cfg.num_hidden_layers)),
         )
 
     @torch.inference_mode()
@@ -279,7 +280,7 @@ class GptOssForCausalLM(CausalLM):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
         rope = self.rotary.cos_sin(positions)
-        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            hidden = layer(hidden, rope, kv_cache, meta)
+        for index, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
+            hidden = layer(hidden, rope, kv_cache, meta.for_layer(index))
         hidden = self.model.norm(hidden[meta.logits_indices])
         return self.lm_head(hidden).float()

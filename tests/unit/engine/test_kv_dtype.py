@@ -58,8 +58,8 @@ def test_planner_counts_quantised_bytes_and_scales(tiny_model):
         runner = ModelRunner(tiny_model, EngineConfig(block_size=4, kv_dtype=kv), 10)
         held = sum(
             t.numel() * t.element_size()
-            for layer in runner.kv_caches
-            for cache in layer
+            for slot in runner.kv_slots
+            for cache in slot
             for t in cache_tensors(cache)
         )
         assert held == 10 * kv_block_bytes(tiny_model, 4, kv)
