@@ -14,7 +14,11 @@ import torch
 
 from llm.engine.model_runner import kv_cache_for
 from llm.kernels.attention import paged_attention, write_kv_cache
-from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
+from llm.kernels.attention_ref import (
+    first_visible_block,
+    paged_attention_ref,
+    write_kv_cache_ref,
+)
 from llm.kernels.cpu_attention import paged_attention_cpu
 from llm.kernels.kv_quant import QuantizedKVCache, dequantize, quantize_rows
 from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
@@ -50,7 +54,11 @@ def test_quantize_rows_round_trip_error_is_bounded(kind):
 @pytest.mark.parametrize("kind", DTYPES)
 @pytest.mark.parametrize("q_lens", [[1, 1, 1, 1], [33, 7, 1, 0]], ids=["decode", "mixed"])
 def test_backends_agree_on_a_quantised_cache(device, kind, q_lens):
-    """Reference, CPU kernel and Triton read the same int8/fp8 cache the same way (GQA, sinks, window)."""
+    """Reference, CPU kernel and Triton read the same int8/fp8 cache the same way.
+
+    GQA, sinks, a sliding window (with the blocks behind it dropped from the tables, as a
+    hybrid cache's sliding group does), decode splits and mixed prefill.
+    """
     dtype = DTYPES[kind]
     batch = make_batch([40, 33, 17, 5], q_lens, 4, 2, HEAD_DIM, BLOCK, device)
     k, v, ks, vs = _quantised(batch, dtype)
@@ -58,6 +66,8 @@ def test_backends_agree_on_a_quantised_cache(device, kind, q_lens):
     for window in (None, 9):
         args = (batch.query, k, v, batch.block_tables, batch.query_start_loc, batch.seq_lens)
         expected = paged_attention_ref(*args, 0.25, window, sinks, ks, vs)
+        if window is not None:  # a sliding group's dropped blocks (-1) are never read
+            args = (*args[:3], _drop_behind_window(batch, q_lens, window), *args[4:])
         got = paged_attention_triton(*args, 0.25, window, sinks, ks, vs, block_n=16, num_splits=2)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
         if device.type == "cpu":
@@ -76,6 +86,13 @@ def test_backends_agree_on_a_quantised_cache(device, kind, q_lens):
             sinks,
         )
         assert (expected - unquantised).abs().max() < VS_UNQUANTISED_TOL[kind]
+
+
+def _drop_behind_window(batch, q_lens, window):
+    tables = batch.block_tables.clone()
+    for row, (length, q_len) in enumerate(zip(batch.seq_lens.tolist(), q_lens, strict=True)):
+        tables[row, : first_visible_block(length - q_len, window, BLOCK)] = -1
+    return tables
 
 
 def test_int8_cache_write_matches_the_reference(device):
