@@ -118,15 +118,7 @@ def bench_engine(args, prompts) -> dict:
         max_model_len=4096,
         num_threads=args.threads,
     )
-    sync = LLMEngine(
-        loaded.model,
-        config,
-        loaded.tokenizer,
-        loaded.eos_token_ids,
-        loaded.model_name,
-        loaded.chat_template,
-        loaded.special_tokens,
-    )
+    sync = LLMEngine.from_loaded(loaded, config)
     engine = AsyncEngine(sync)
     result: dict = {
         "dtype": args.dtype,

@@ -463,3 +463,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Ranks the engine backend splits the model over (attention and KV cache by head, MLP columns/rows, MoE experts); rank 0 serves, the others are worker processes. On CUDA one GPU per rank (cuda:0..N-1); on CPU gloo ranks, for tests. A size the model's shapes do not divide is refused at start.",
     )
+
+    # --- quantised KV cache (issue 16) ----------------------------------------------------
+    llm_kv_dtype: Literal["auto", "bf16", "fp8", "int8"] = Field(
+        "auto",
+        description="How the engine's KV cache stores keys and values: auto (the model's dtype), bf16, int8 (CPU and GPU) or fp8 (e4m3; GPUs of compute capability 8.9+, or CPU through torch's float8 casts), the last two with one fp32 scale per token and KV head. A quantised cache fits about twice the sequences of a bf16 one in the same memory.",
+    )

@@ -31,6 +31,7 @@ from llm.models.base import CausalLM
 
 if TYPE_CHECKING:
     from llm.engine.tensor_parallel import TensorParallelRanks
+    from llm.loader.loaded import LoadedModel
 
 
 @dataclass
@@ -104,7 +105,7 @@ class LLMEngine:
             return plan_kv_blocks(
                 memory,
                 config.gpu_memory_utilization,
-                kv_block_bytes(self.model, config.block_size),
+                kv_block_bytes(self.model, config.block_size, config.kv_dtype),
                 min_blocks=blocks_per_sequence(
                     self.runner.kv_groups.windows,
                     config.block_size,
@@ -125,11 +126,12 @@ class LLMEngine:
             "device": str(device),
             "kernels": kernels,
             "dtype": str(self.runner.dtype).removeprefix("torch."),
+            "kv_dtype": str(self.runner.kv_dtype).removeprefix("torch."),
             "weight_bytes": self.runner.weight_bytes,
             "kv_blocks": self.block_manager.num_blocks,
             "kv_block_size": self.config.block_size,
             "kv_cache_bytes": self.block_manager.num_blocks
-            * kv_block_bytes(self.model, self.config.block_size),
+            * kv_block_bytes(self.model, self.config.block_size, self.config.kv_dtype),
             "max_model_len": self.max_model_len,
             "cuda_graphs": self.runner.decode_graphs is not None
             and self.runner.decode_graphs.replay,
@@ -162,16 +164,7 @@ class LLMEngine:
         else:
             loaded = loader(resolve_device(config.device), None)
         try:
-            return cls(
-                loaded.model,
-                config,
-                loaded.tokenizer,
-                loaded.eos_token_ids,
-                loaded.model_name,
-                loaded.chat_template,
-                loaded.special_tokens,
-                ranks=ranks,
-            )
+            return cls.from_loaded(loaded, config, ranks)
         except BaseException:
             if ranks is not None:
                 ranks.close()
@@ -181,6 +174,25 @@ class LLMEngine:
         """Stop the tensor-parallel workers, if any (idempotent); the engine cannot step after."""
         if self.ranks is not None:
             self.ranks.close()
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        config: EngineConfig | None = None,
+        ranks: TensorParallelRanks | None = None,
+    ) -> LLMEngine:
+        """Wrap a model the loader returned with its tokenizer, EOS ids and chat template."""
+        return cls(
+            loaded.model,
+            config,
+            loaded.tokenizer,
+            loaded.eos_token_ids,
+            loaded.model_name,
+            loaded.chat_template,
+            loaded.special_tokens,
+            ranks=ranks,
+        )
 
     # -- requests ------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from llm.engine.model_runner import ModelRunner
 from llm.engine.sampling_params import SamplingParams
 from llm.engine.scheduler import ScheduledBatch
 from llm.engine.sequence import Sequence
+from llm.kernels.kv_quant import cache_tensors
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,11 @@ def profile_gpu(runner: ModelRunner, config: EngineConfig, max_model_len: int) -
     runner.allocate_kv_cache(scratch_blocks)
     runner.run(batch)
     torch.cuda.synchronize(device)
-    scratch_bytes = scratch_blocks * (
-        2 * sum(k.element_size() * k[0].numel() for k, _ in runner.kv_slots)
+    scratch_bytes = scratch_blocks * sum(
+        t.element_size() * t[0].numel()
+        for slot in runner.kv_slots
+        for cache in slot
+        for t in cache_tensors(cache)
     )
     peak = torch.cuda.max_memory_allocated(device) - scratch_bytes
     runner.allocate_kv_cache(0)

@@ -25,30 +25,40 @@ from llm.engine.decode_graphs import DecodeGraphs
 from llm.engine.kv_groups import KVGroups
 from llm.engine.scheduler import ScheduledBatch
 from llm.kernels.backend import KernelPolicy, use_policy
+from llm.kernels.kv_quant import (
+    SCALE_DTYPE,
+    KVCacheTensor,
+    QuantizedKVCache,
+    cache_tensors,
+    is_quantised,
+    kv_storage_dtype,
+    slot_bytes_per_head,
+)
 from llm.models.base import AttentionMetadata, CausalLM, KVCacheSpec
 
 
-def kv_block_bytes(model: CausalLM, block_size: int) -> int:
-    """Bytes one block takes across all layer slots, K and V.
+def kv_block_bytes(model: CausalLM, block_size: int, kv_dtype: str = "auto") -> int:
+    """Bytes one block takes across all layer slots, K and V, in ``kv_dtype`` (scales included).
 
     One slot per layer position of a KV group (``llm.engine.kv_groups``): for a model with
     one attention type that is every layer; gpt-oss (sliding + full) needs half as many.
     """
-    return kv_spec_block_bytes(model.kv_cache_spec(), block_size)
+    return kv_spec_block_bytes(model.kv_cache_spec(), block_size, kv_dtype)
 
 
-def kv_spec_block_bytes(spec: KVCacheSpec, block_size: int) -> int:
+def kv_spec_block_bytes(spec: KVCacheSpec, block_size: int, kv_dtype: str = "auto") -> int:
     """``kv_block_bytes`` for a cache spec (no model needed)."""
-    itemsize = torch.empty((), dtype=spec.dtype).element_size()
+    per_head = slot_bytes_per_head(kv_dtype, spec.dtype, spec.head_dim)
     slots = KVGroups.from_spec(spec).num_slots
-    return 2 * slots * block_size * spec.num_kv_heads * spec.head_dim * itemsize
+    return 2 * slots * block_size * spec.num_kv_heads * per_head
 
 
 def num_kv_blocks_for(model: CausalLM, config: EngineConfig) -> int:
     """``config.num_kv_blocks`` if set, else as many blocks as ``kv_cache_mb`` holds."""
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks
-    return max(1, config.kv_cache_mb * 2**20 // kv_block_bytes(model, config.block_size))
+    block_bytes = kv_block_bytes(model, config.block_size, config.kv_dtype)
+    return max(1, config.kv_cache_mb * 2**20 // block_bytes)
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -105,6 +115,21 @@ def step_inputs(
     return ids, pos, replace(groups[0], groups=tuple(groups), layer_group=layer_group)
 
 
+def kv_cache_for(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device
+) -> KVCacheTensor:
+    """One layer's K (or V) cache: a tensor, or int8/fp8 values with their scales.
+
+    The scales [num_blocks, block_size, num_kv_heads] are laid out like the values
+    (head-major on CPU), as the last dimension of ``kv_cache_storage`` dropped.
+    """
+    data = kv_cache_storage(shape, dtype, device)
+    if not is_quantised(dtype):
+        return data
+    scale = kv_cache_storage((*shape[:3], 1), SCALE_DTYPE, device)[..., 0]
+    return QuantizedKVCache(data, scale)
+
+
 class ModelRunner:
     """Runs the model over one scheduled step against the paged KV caches.
 
@@ -119,6 +144,7 @@ class ModelRunner:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.dtype = model.kv_cache_spec().dtype
+        self.kv_dtype = kv_storage_dtype(config.kv_dtype, self.dtype)
         self.kv_groups = KVGroups.from_spec(model.kv_cache_spec())
         self.num_threads = config.num_threads
         self._threads_set_in: int | None = None  # the thread whose torch threads we last set
@@ -129,8 +155,8 @@ class ModelRunner:
         self.kernel_policy = KernelPolicy(backend=config.kernels, device=self.device)
         self.weight_bytes = weight_bytes(model)
         self._pinned: torch.Tensor | None = None  # host staging buffer of the step metadata
-        self.kv_slots: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.kv_slots: list[tuple[KVCacheTensor, KVCacheTensor]] = []
+        self.kv_caches: list[tuple[KVCacheTensor, KVCacheTensor]] = []
         self.num_blocks = 0
         self.decode_graphs: DecodeGraphs | None = None
         if num_blocks is not None:
@@ -158,8 +184,8 @@ class ModelRunner:
         self.kv_slots = self.kv_caches = []  # drop any profiling cache before allocating
         self.kv_slots = [
             (
-                kv_cache_storage(shape, spec.dtype, self.device),
-                kv_cache_storage(shape, spec.dtype, self.device),
+                kv_cache_for(shape, self.kv_dtype, self.device),
+                kv_cache_for(shape, self.kv_dtype, self.device),
             )
             for _ in range(self.kv_groups.num_slots)
         ]
@@ -184,8 +210,8 @@ class ModelRunner:
             return
         src, dst = self._stage([[c[0] for c in copies], [c[1] for c in copies]])
         for k_cache, v_cache in self.kv_slots:
-            k_cache[dst] = k_cache[src]
-            v_cache[dst] = v_cache[src]
+            for tensor in (*cache_tensors(k_cache), *cache_tensors(v_cache)):
+                tensor[dst] = tensor[src]
 
     def _stage(self, rows: list[list[int]]) -> list[torch.Tensor]:
         """Host int lists -> int64 tensors on the device, with one host-to-device copy.

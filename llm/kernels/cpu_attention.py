@@ -7,6 +7,11 @@ padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA
 grouping query heads per KV head. Prefill chunks (several queries) are rare per step and
 compute-bound: each goes through one ``scaled_dot_product_attention`` call. Same signature
 and semantics as ``llm.kernels.attention_ref.paged_attention_ref``.
+
+Quantised caches (``k_scale``/``v_scale`` given, ``llm.kernels.kv_quant``): decode gathers
+the int8/fp8 rows and their scales (half the bytes of bf16), converts the rows to the
+query's dtype and folds the scales into the fp32 scores and probabilities; prefill
+dequantises the gathered rows for SDPA.
 """
 
 from __future__ import annotations
@@ -82,6 +87,23 @@ def _gather(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return head_major(cache).index_select(1, tables).view(heads, len(tables) * block_size, head_dim)
 
 
+def _gather_scales(scales: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """[num_kv_heads, len(tables) * block_size] fp32: the scales of the listed blocks, per head.
+
+    Scales are [num_blocks, block_size, num_kv_heads], stored head-major like the cache.
+    """
+    per_head = scales.permute(2, 0, 1)
+    return per_head.index_select(1, tables).reshape(per_head.shape[0], -1)
+
+
+def _gather_rows(cache, scales, tables, dtype) -> torch.Tensor:
+    """``_gather`` in ``dtype``, dequantised when ``scales`` is given."""
+    rows = _gather(cache, tables).to(dtype)
+    if scales is None:
+        return rows
+    return rows.mul_(_gather_scales(scales, tables).to(dtype)[..., None])
+
+
 def paged_attention_cpu(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -92,16 +114,19 @@ def paged_attention_cpu(
     scale: float,
     sliding_window: int | None = None,
     sinks: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     q_lens, decode, all_decode, mask = _step_plan(
         block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
     )
+    scales = (k_scale, v_scale)
     if all_decode:
-        return _decode_attention(query, k_cache, v_cache, mask, scale, sinks)
+        return _decode_attention(query, k_cache, v_cache, mask, scale, sinks, scales)
     out = torch.empty_like(query)
     if len(decode):
         rows = query_start_loc[:-1][decode].long()
-        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks)
+        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks, scales)
     prefill = (q_lens > 1).nonzero().flatten().tolist()
     starts = query_start_loc.tolist()
     for i in prefill:
@@ -115,6 +140,7 @@ def paged_attention_cpu(
             scale,
             sliding_window,
             sinks,
+            scales,
         )
     return out
 
@@ -122,7 +148,9 @@ def paged_attention_cpu(
 PREFILL_QUERY_CHUNK = 64
 
 
-def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sliding_window, sinks):
+def _prefill_attention(
+    query, k_cache, v_cache, block_table, seq_len, scale, sliding_window, sinks, scales
+):
     """A chunk of q_len queries (the last positions of seq_len) against its cached context.
 
     Without sinks this is ``scaled_dot_product_attention`` (oneDNN/flash on CPU: no fp32
@@ -144,6 +172,7 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
             scale,
             sliding_window,
             sinks,
+            *scales,
         )
     block_size = k_cache.shape[1]
     first = seq_len - q_len  # position of the first query
@@ -151,8 +180,8 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
     base = first_block * block_size  # position of the first key gathered
     tables = block_table[first_block : -(-seq_len // block_size)].long()
     # [1, kv_heads, seq_len - base, d]
-    keys = _gather(k_cache, tables)[:, : seq_len - base].to(query.dtype)[None]
-    values = _gather(v_cache, tables)[:, : seq_len - base].to(query.dtype)[None]
+    keys = _gather_rows(k_cache, scales[0], tables, query.dtype)[:, : seq_len - base][None]
+    values = _gather_rows(v_cache, scales[1], tables, query.dtype)[:, : seq_len - base][None]
     queries = query.transpose(0, 1)[None]  # [1, heads, q_len, d]
     out = torch.empty_like(queries)
     for start in range(0, q_len, PREFILL_QUERY_CHUNK):
@@ -175,24 +204,28 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
     return out[0].transpose(0, 1)
 
 
-def _decode_attention(query, k_cache, v_cache, mask, scale, sinks):
+def _decode_attention(query, k_cache, v_cache, mask, scale, sinks, scales=(None, None)):
     """One query per sequence (its last position) against its whole cached context.
 
     The gathered K/V are [kv_heads, seqs, len, head_dim] (head-major, see ``head_major``),
     so both products are plain ``bmm`` calls over kv_heads * seqs with G = heads/kv_heads
     query rows each (a strided 4-d ``matmul`` ran several times slower here). The two
     matmuls run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays fp32);
-    scores, mask and softmax are fp32.
+    scores, mask and softmax are fp32. A quantised cache's rows are converted to the
+    query's dtype for the matmuls, its K scales multiply the scores and its V scales the
+    probabilities (per key position), which is exact: (q . k_i) s_i = q . (s_i k_i).
     """
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
     tables, hidden = mask
     padded = hidden.shape[1]
-    keys = _gather(k_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
-    values = _gather(v_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
+    k_scale, v_scale = scales
+    compute = k_cache.dtype if k_scale is None else query.dtype
+    keys = _gather(k_cache, tables).to(compute).view(num_kv_heads * num_seqs, padded, head_dim)
+    values = _gather(v_cache, tables).to(compute).view(num_kv_heads * num_seqs, padded, head_dim)
     q = (
-        query.to(k_cache.dtype)
+        query.to(compute)
         .view(num_seqs, num_kv_heads, group, head_dim)
         .transpose(0, 1)
         .reshape(num_kv_heads * num_seqs, group, head_dim)
@@ -203,12 +236,16 @@ def _decode_attention(query, k_cache, v_cache, mask, scale, sinks):
         .mul_(scale)
         .view(num_kv_heads, num_seqs, group, padded)
     )
+    if k_scale is not None:
+        scores.mul_(_gather_scales(k_scale, tables).view(num_kv_heads, num_seqs, 1, padded))
     scores.masked_fill_(hidden[None, :, None, :], float("-inf"))
     if sinks is not None:
         sink = sinks.float().view(num_kv_heads, 1, group, 1).expand(-1, num_seqs, -1, 1)
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)
-    probs = probs.to(v_cache.dtype).reshape(num_kv_heads * num_seqs, group, padded)
+    if v_scale is not None:
+        probs = probs * _gather_scales(v_scale, tables).view(num_kv_heads, num_seqs, 1, padded)
+    probs = probs.to(compute).reshape(num_kv_heads * num_seqs, group, padded)
     out = torch.bmm(probs, values).view(num_kv_heads, num_seqs, group, head_dim)
     return out.transpose(0, 1).reshape(num_seqs, num_heads, head_dim).to(query.dtype)

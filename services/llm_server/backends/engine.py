@@ -89,6 +89,7 @@ class EngineBackend:
             "gpu_memory_utilization": settings.llm_gpu_memory_utilization,
             "cuda_graphs": settings.llm_cuda_graphs,
             "tensor_parallel_size": settings.llm_tensor_parallel,
+            "kv_dtype": settings.llm_kv_dtype,
         }
         return cls(model_path, settings.llm_model, config, settings.llm_cpu_threads)
 
@@ -128,7 +129,7 @@ class EngineBackend:
         log.info("engine ready: %s", " ".join(f"{k}={v}" for k, v in self.describe().items()))
 
     def describe(self) -> dict[str, Any]:
-        """Device, kernel backend, dtype, weight bytes, KV blocks, tensor-parallel size of the running engine."""
+        """Device, kernel backend, dtype, KV dtype, weight bytes, KV blocks, tensor-parallel size of the running engine."""
         if self._engine is None:
             return {}
         return dict(self._engine.engine.describe())
