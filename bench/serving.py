@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from tests.integration.faults.stack import Child  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
 
@@ -70,9 +70,12 @@ class Server:
     """A server child process in its own process group, its port and log."""
 
     name: str
-    process: subprocess.Popen
+    child: Child  # its process group and log (stop() terminates the group)
     port: int
-    log_path: Path
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.child.process
 
     @property
     def url(self) -> str:
@@ -90,27 +93,18 @@ class Server:
         wait_for(ready, timeout=timeout, interval=0.2, what=f"{self.name} ready")
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self.child.output()[-chars:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        self.child.stop()
 
 
 def start(name: str, argv: list[str], env: dict[str, str], port: int, log_path: Path) -> Server:
-    log = open(log_path, "w")  # noqa: SIM115 - the child owns it; closed when we exit
+    log = open(log_path, "w")  # noqa: SIM115 - closed by Child.stop()
     process = subprocess.Popen(
         argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    return Server(name, process, port, log_path)
+    return Server(name, Child(process, log), port)
 
 
 def start_our_server(threads: int, max_seqs: int, kv_tokens: int, log_path: Path) -> Server:
