@@ -281,6 +281,7 @@ def evaluate(corpus: Corpus, searcher: Searcher) -> dict:
 
     return {
         "recall_at_1": at(1),
+        "recall_at_3": at(3),  # the chat's default search_k: what the prompt holds
         "recall_at_5": at(5),
         "recall_at_20": at(20),
         "mrr": round(sum(1 / r for r in ranks.values() if r) / n, 4),
@@ -288,6 +289,22 @@ def evaluate(corpus: Corpus, searcher: Searcher) -> dict:
         "misses_at_5": sorted(i for i, r in ranks.items() if r is None or r > 5),
         "search_ms_mean": round((time.perf_counter() - started) * 1000 / n, 1),
     }
+
+
+def unreachable(corpus: Corpus, chunks: list[Chunk]) -> list[str]:
+    """Answerable questions whose evidence no single chunk holds (cut by a boundary, or
+    spread over sections): no ranking can find them in this chunking."""
+    by_document: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        by_document.setdefault(chunk.document_id, []).append(chunk)
+    return sorted(
+        q.id
+        for q in corpus.questions
+        if q.answerable
+        and not any(
+            supports(q, c.document_id, c.page, c.text) for c in by_document.get(q.doc or "", [])
+        )
+    )
 
 
 def production() -> tuple[ChunkingOptions, bool]:
@@ -334,6 +351,7 @@ def run_corpus(
             "stages": stages,
             "chunks": len(ix.chunks),
             **result,
+            "unreachable": unreachable(corpus, ix.chunks),
         }
         cache.save()
         print(

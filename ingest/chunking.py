@@ -24,8 +24,8 @@ PARAGRAPH_BREAK = "\n\n"
 # The shipped chunk size and overlap in characters (IngestConfig and the service settings
 # take their defaults from here). Chosen by bench/retrieval.py on two corpora:
 # docs/decisions.md, "Retrieval and ingestion".
-DEFAULT_CHUNK_SIZE = 1000
-DEFAULT_CHUNK_OVERLAP = 150
+DEFAULT_CHUNK_SIZE = 1400
+DEFAULT_CHUNK_OVERLAP = 210
 
 
 @dataclass(frozen=True)
