@@ -93,32 +93,53 @@ def wait_for(
 
 
 class LoopbackServer:
-    """An ASGI app served by uvicorn on a thread at 127.0.0.1:``port`` (stand-in servers).
+    """An ASGI app served by uvicorn on a thread at 127.0.0.1 (stand-in and in-process servers).
 
-    Real HTTP, so the client path under test is the real one; ``with`` waits until it listens
-    and stops it on exit.
+    Real HTTP, so the client path under test is the real one. ``port`` None binds a free port
+    and keeps the socket (no race with another test picking the same number); ``lifespan``
+    "on" runs the app's start-up (a model load) before ``with`` returns. ``with`` waits until
+    it listens, fails if the server thread dies first, and stops it on exit.
     """
 
-    def __init__(self, app: object, port: int):
+    def __init__(
+        self,
+        app: object,
+        port: int | None = None,
+        *,
+        lifespan: str = "off",
+        start_timeout: float = 20,
+    ):
+        import socket
         import threading
 
         import uvicorn
 
-        self.port = port
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port or 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._start_timeout = start_timeout
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self):  # noqa: ANN204 - returns the subclass instance
-        self._thread.start()
-        wait_for(lambda: self._server.started, timeout=20, what="the loopback server")
+        self.thread.start()
+
+        def listening() -> bool:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the loopback server on port {self.port} did not start")
+            return bool(self.server.started)
+
+        wait_for(listening, timeout=self._start_timeout, what="the loopback server")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self._sock.close()
 
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

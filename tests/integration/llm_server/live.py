@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 
-from tests.support import free_port, wait_for  # noqa: F401 (the server tests import them from here)
+from tests.support import LoopbackServer, free_port, wait_for  # noqa: F401 (the server tests import them from here)
 
 MAX_MODEL_LEN = 1024
 
 
-class LiveServer:
-    """An ASGI app served by uvicorn in a thread, on a free loopback port."""
+class LiveServer(LoopbackServer):
+    """The LLM server's app on a free loopback port, its lifespan (model load) run first."""
 
     def __init__(self, app):
-        import uvicorn
-
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        super().__init__(app, lifespan="on", start_timeout=60)
 
 
 def settings(**overrides):
