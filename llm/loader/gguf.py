@@ -184,7 +184,7 @@ def load_gguf(
     with_tokenizer: bool = True,
     native_4bit: bool = False,
 ) -> LoadedModel:
-    """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template.
+    """Read a llama-family (or Gemma 3) GGUF into our model with its tokenizer and template.
 
     ``native_4bit`` also keeps the file's 4-bit projections for the int4 kernel, which the
     model then uses for small batches (decode); off, every matmul uses the dequantised
@@ -197,6 +197,10 @@ def load_gguf(
         reader = GGUFReader(path)
     except Exception as exc:  # gguf raises ValueError/struct errors on junk
         raise LoaderError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
+    if _field(reader, "general.architecture") == "gemma3":
+        from llm.loader.gguf_gemma3 import load_gemma3
+
+        return load_gemma3(reader, path, dtype, with_tokenizer)
     config = read_config(reader)
     model = LlamaForCausalLM(config)
     model.load_weights(read_weights(reader, config))
@@ -204,6 +208,11 @@ def load_gguf(
     model.eval()
     if native_4bit and int4_available():
         model.attach_4bit(read_q4_weights(reader, config))
+    return text_side(reader, path, model, with_tokenizer)
+
+
+def text_side(reader, path: Path, model, with_tokenizer: bool) -> LoadedModel:
+    """``model`` with the file's tokenizer, chat template, EOS id and BOS/EOS strings."""
     eos = _field(reader, "tokenizer.ggml.eos_token_id")
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
     eos_ids = [int(eos)] if eos is not None else []
