@@ -27,9 +27,9 @@ from torch import nn
 from llm.kernels import paged_attention, write_kv_cache
 from llm.models.base import AttentionMetadata, CausalLM
 from llm.models.llama import (
+    Linear,
     LlamaConfig,
     LlamaForCausalLM,
-    Linear,
     RMSNorm,
     RotaryEmbedding,
     apply_rotary,
