@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from llm.loader.gguf import _LAYER_NAMES as _LLAMA_LAYER_NAMES
 from llm.loader.gguf import _field, dequantize, text_side
 from llm.loader.loaded import LoadedModel, LoaderError
 from llm.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
@@ -50,21 +51,15 @@ GEMMA_CHAT_TEMPLATE = (
 )
 END_OF_TURN = "<end_of_turn>"
 
-# GGUF tensor name (after "blk.N.") -> our parameter name (after "layers.N.")
+# GGUF tensor name (after "blk.N.") -> our parameter name (after "layers.N."): llama's
+# projections, plus Gemma's four norms per layer and the q/k norms
 _LAYER_NAMES = {
-    "attn_norm.weight": "input_norm.weight",
+    **_LLAMA_LAYER_NAMES,
     "post_attention_norm.weight": "post_attention_norm.weight",
     "ffn_norm.weight": "pre_feedforward_norm.weight",
     "post_ffw_norm.weight": "post_feedforward_norm.weight",
     "attn_q_norm.weight": "self_attn.q_norm.weight",
     "attn_k_norm.weight": "self_attn.k_norm.weight",
-    "attn_q.weight": "q_proj",
-    "attn_k.weight": "k_proj",
-    "attn_v.weight": "v_proj",
-    "attn_output.weight": "o_proj.weight",
-    "ffn_gate.weight": "gate_proj",
-    "ffn_up.weight": "up_proj",
-    "ffn_down.weight": "down_proj.weight",
 }
 
 

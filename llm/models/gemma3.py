@@ -28,8 +28,10 @@ from llm.kernels import paged_attention, write_kv_cache
 from llm.models.base import AttentionMetadata, CausalLM
 from llm.models.llama import (
     Linear,
+    LlamaAttention,
     LlamaConfig,
     LlamaForCausalLM,
+    LlamaMLP,
     RMSNorm,
     RotaryEmbedding,
     apply_rotary,
@@ -60,20 +62,11 @@ class GemmaRMSNorm(RMSNorm):
         )
 
 
-class Gemma3Attention(nn.Module):
+class Gemma3Attention(LlamaAttention):
     """GQA attention with per-head q/k RMSNorm; local layers see a sliding window."""
 
     def __init__(self, config: Gemma3Config, sliding: bool) -> None:
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_heads,
-            config.num_kv_heads,
-            config.head_dim,
-        )
-        self.q_size = self.num_heads * self.head_dim
-        self.kv_size = self.num_kv_heads * self.head_dim
-        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=False)
-        self.o_proj = Linear(self.q_size, config.hidden_size, bias=False)
+        super().__init__(config)
         self.q_norm = GemmaRMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = GemmaRMSNorm(self.head_dim, config.rms_norm_eps)
         self.scale = config.query_pre_attn_scalar**-0.5
@@ -102,13 +95,8 @@ class Gemma3Attention(nn.Module):
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
 
-class Gemma3MLP(nn.Module):
+class Gemma3MLP(LlamaMLP):
     """GeGLU: down(gelu_tanh(gate) * up), gate and up fused into one projection."""
-
-    def __init__(self, config: Gemma3Config) -> None:
-        super().__init__()
-        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
