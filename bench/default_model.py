@@ -2,14 +2,14 @@
 
 Each candidate runs behind its own LLM server (``python -m services.llm_server`` with
 ``ENCLAVE_LLM_MODEL_PATH`` and ``ENCLAVE_LLM_PORT``). Every round sends the same RAG-shaped
-chat (three corpus passages, ~400 prompt tokens) to each server in turn, one request at a
-time, twice: ``max_tokens=1`` (time to first token: prefill) and ``max_tokens=N`` with
+chat (eight corpus passages, ~400 prompt tokens, a different first line each time so no
+cached prefix is reused) to each server in turn, one request at a time, twice: ``max_tokens=1`` (time to first token: prefill) and ``max_tokens=N`` with
 ``ignore_eos`` (N decoded tokens). Decode ms/token = (t_N - t_1) / (N - 1). Rounds
 alternate the servers' order so load from other processes on a shared machine falls on
 both alike; medians are reported.
 
     python bench/default_model.py --server smollm2=http://127.0.0.1:8011 \\
-        --server gemma3=http://127.0.0.1:8012 --rounds 5 --json bench/results/default_model_speed.json
+        --server gemma3=http://127.0.0.1:8012 --rounds 4 --tokens 33 --json bench/results/default_model_speed.json
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ import httpx
 CORPUS = Path(os.environ.get("ENCLAVE_CORPUS_DIR", "../shared/corpus"))
 
 
-def rag_messages() -> list[dict]:
-    """The chat the gateway would send for one corpus question (three gold evidences)."""
+def rag_messages(nonce: int) -> list[dict]:
+    """A chat shaped like the gateway's: a question and corpus passages (~400 tokens).
+
+    ``nonce`` starts the prompt so no request reuses another's cached prefix (prefill is
+    measured in full)."""
     lines = (CORPUS / "questions.jsonl").read_text().splitlines()[:12]
     questions = [json.loads(line) for line in lines]
     sources = "\n\n".join(
@@ -37,7 +40,7 @@ def rag_messages() -> list[dict]:
     return [
         {
             "role": "system",
-            "content": "Answer using only the numbered sources below and cite them as [n]. "
+            "content": f"Request {nonce} at {time.time_ns()}. Answer using only the numbered sources below and cite them as [n]. "
             "If they do not contain the answer, say you do not know.\n\n" + sources,
         },
         {"role": "user", "content": questions[0]["question"]},
@@ -46,11 +49,12 @@ def rag_messages() -> list[dict]:
 
 def timed(http: httpx.Client, url: str, messages: list[dict], tokens: int) -> tuple[float, int]:
     """Seconds for one non-streamed completion of exactly ``tokens`` tokens; prompt tokens."""
+    model = http.get(f"{url}/v1/models").json()["data"][0]["id"]
     start = time.perf_counter()
     response = http.post(
         f"{url}/v1/chat/completions",
         json={
-            "model": "default",
+            "model": model,
             "messages": messages,
             "max_tokens": tokens,
             "temperature": 0.0,
@@ -72,21 +76,20 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     servers = dict(item.split("=", 1) for item in args.server)
-    messages = rag_messages()
     samples: dict[str, dict[str, list[float]]] = {
         name: {"ttft_s": [], "decode_ms_per_token": [], "answer_s": []} for name in servers
     }
     prompt_tokens: dict[str, int] = {}
     with httpx.Client(timeout=600.0) as http:
         for url in servers.values():  # warm-up (first-call allocations), not measured
-            timed(http, url, messages, 2)
+            timed(http, url, rag_messages(-1), 2)
         for round_index in range(args.rounds):
             order = list(servers.items())
             if round_index % 2:
                 order.reverse()
             for name, url in order:
-                first, prompt_tokens[name] = timed(http, url, messages, 1)
-                whole, _ = timed(http, url, messages, args.tokens)
+                first, prompt_tokens[name] = timed(http, url, rag_messages(2 * round_index), 1)
+                whole, _ = timed(http, url, rag_messages(2 * round_index + 1), args.tokens)
                 samples[name]["ttft_s"].append(first)
                 samples[name]["answer_s"].append(whole)
                 samples[name]["decode_ms_per_token"].append(
