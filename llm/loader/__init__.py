@@ -1,4 +1,4 @@
-"""Pick the loader for a model path: a ``.gguf`` file, or a gpt-oss safetensors directory."""
+"""Pick the loader for a model path: a ``.gguf`` file (llama or Gemma 3), or a gpt-oss directory."""
 
 from __future__ import annotations
 
@@ -28,8 +28,12 @@ def load_model(
     if not path.exists():
         raise LoaderError(f"model path {str(path)!r} does not exist")
     if path.is_file() and path.suffix == ".gguf":
-        from llm.loader.gguf import load_gguf
+        from llm.loader.gguf import gguf_architecture, load_gguf
 
+        if gguf_architecture(path) == "gemma3":
+            from llm.loader.gguf_gemma3 import load_gemma3_gguf
+
+            return load_gemma3_gguf(path, dtype)  # no 4-bit types in its files to keep
         return load_gguf(path, dtype, native_4bit=native_4bit)
     if path.is_dir():
         config_file = path / "config.json"

@@ -85,7 +85,10 @@ def read_config(reader) -> LlamaConfig:
     """Model hyper-parameters from the ``<arch>.*`` metadata keys."""
     arch = _field(reader, "general.architecture")
     if arch != "llama":
-        raise LoaderError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
+        raise LoaderError(
+            f"GGUF architecture {arch!r} is not supported (load_gguf reads 'llama'; "
+            "llm.loader.load_model also reads 'gemma3')"
+        )
     key = lambda name: f"{arch}.{name}"  # noqa: E731
     hidden = int(_field(reader, key("embedding_length")))
     heads = int(_field(reader, key("attention.head_count")))
@@ -178,29 +181,35 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
+def open_gguf(path: Path):
+    """A ``GGUFReader`` over ``path`` (memory-mapped), or a ``LoaderError`` that says why not."""
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # gguf raises ValueError/struct errors on junk
+        raise LoaderError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
+
+
+def gguf_architecture(path: Path) -> str | None:
+    """The file's ``general.architecture`` (``llama``, ``gemma3``, ...)."""
+    return _field(open_gguf(path), "general.architecture")
+
+
 def load_gguf(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
     with_tokenizer: bool = True,
     native_4bit: bool = False,
 ) -> LoadedModel:
-    """Read a llama-family (or Gemma 3) GGUF into our model with its tokenizer and template.
+    """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template.
 
     ``native_4bit`` also keeps the file's 4-bit projections for the int4 kernel, which the
     model then uses for small batches (decode); off, every matmul uses the dequantised
     weights (the numerics the HF-identical tests pin). A no-op where torch lacks the kernel.
     """
-    from gguf import GGUFReader
-
     path = Path(path)
-    try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # gguf raises ValueError/struct errors on junk
-        raise LoaderError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
-    if _field(reader, "general.architecture") == "gemma3":
-        from llm.loader.gguf_gemma3 import load_gemma3
-
-        return load_gemma3(reader, path, dtype, with_tokenizer)
+    reader = open_gguf(path)
     config = read_config(reader)
     model = LlamaForCausalLM(config)
     model.load_weights(read_weights(reader, config))

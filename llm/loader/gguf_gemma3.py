@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from llm.loader.gguf import _LAYER_NAMES as _LLAMA_LAYER_NAMES
-from llm.loader.gguf import _field, dequantize, text_side
+from llm.loader.gguf import _field, dequantize, open_gguf, text_side
 from llm.loader.loaded import LoadedModel, LoaderError
 from llm.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 
@@ -120,8 +120,12 @@ def read_gemma3_weights(reader) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_gemma3(reader, path: Path, dtype: torch.dtype, with_tokenizer: bool) -> LoadedModel:
-    """The model, tokenizer and chat template of an opened Gemma 3 GGUF ``reader``."""
+def load_gemma3_gguf(
+    path: str | Path, dtype: torch.dtype = torch.float32, with_tokenizer: bool = True
+) -> LoadedModel:
+    """The model, tokenizer and chat template of a Gemma 3 GGUF file."""
+    path = Path(path)
+    reader = open_gguf(path)
     config = read_gemma3_config(reader)
     model = Gemma3ForCausalLM(config)
     model.load_weights(read_gemma3_weights(reader))

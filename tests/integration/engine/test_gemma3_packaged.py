@@ -40,12 +40,12 @@ def test_packaged_gemma3_matches_transformers(gemma_path):
     from gguf import GGUFReader
     from transformers import AutoModelForCausalLM
 
-    from llm.loader.gguf import load_gguf
+    from llm.loader.gguf_gemma3 import load_gemma3_gguf
 
     vocab = GGUFReader(gemma_path).fields["tokenizer.ggml.tokens"].contents()
     assert vocab[BOS] == "<bos>"
     prompts = [[BOS] + [vocab.index(piece) for piece in pieces] for pieces in PROMPTS]
-    ours = load_gguf(gemma_path, torch.float32, with_tokenizer=False)
+    ours = load_gemma3_gguf(gemma_path, torch.float32, with_tokenizer=False)
     hf = AutoModelForCausalLM.from_pretrained(
         str(gemma_path.parent), gguf_file=gemma_path.name, dtype=torch.float32
     ).eval()

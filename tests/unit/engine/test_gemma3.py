@@ -17,8 +17,7 @@ from llm.engine.config import EngineConfig
 from llm.engine.llm_engine import LLMEngine
 from llm.engine.sampling_params import SamplingParams
 from llm.loader import LoaderError
-from llm.loader.gguf import load_gguf
-from llm.loader.gguf_gemma3 import GEMMA_CHAT_TEMPLATE
+from llm.loader.gguf_gemma3 import GEMMA_CHAT_TEMPLATE, load_gemma3_gguf
 from llm.models.base import AttentionMetadata
 
 transformers = pytest.importorskip("transformers")
@@ -118,7 +117,7 @@ def tiny(tmp_path_factory):
     hf = _hf_tiny()
     path = tmp_path_factory.mktemp("gemma3") / "tiny-gemma3.gguf"
     _write_gguf(hf, path)
-    return hf, load_gguf(path, torch.float32, with_tokenizer=False)
+    return hf, load_gemma3_gguf(path, torch.float32, with_tokenizer=False)
 
 
 def _prompt_logits(model, ids: list[int]) -> torch.Tensor:
@@ -195,8 +194,20 @@ def test_chat_template_fallback_and_end_of_turn_stop(tiny):
     )
 
 
+def test_load_model_dispatches_gemma3_files(tiny, tmp_path, monkeypatch):
+    """``llm.loader.load_model`` (what the server calls) picks the Gemma 3 loader by metadata."""
+    from llm.loader import gguf_gemma3, load_model
+
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(tiny[0], path)
+    calls = []
+    monkeypatch.setattr(gguf_gemma3, "load_gemma3_gguf", lambda p, dtype: calls.append(p) or "ok")
+    assert load_model(path, torch.float32) == "ok"
+    assert calls == [path]
+
+
 def test_attention_softcap_is_refused_with_a_reason(tmp_path):
     path = tmp_path / "softcap.gguf"
     _write_gguf(_hf_tiny(), path, softcap_attention=True)
     with pytest.raises(LoaderError, match="soft-capping"):
-        load_gguf(path, torch.float32, with_tokenizer=False)
+        load_gemma3_gguf(path, torch.float32, with_tokenizer=False)
