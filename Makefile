@@ -12,7 +12,7 @@ export ANONYMIZED_TELEMETRY := False
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint tools office clean frontend bundle
+.PHONY: install run test test-fast bench bench-engine bench-engine-quick lint tools office clean frontend bundle
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/torch_build.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
@@ -65,6 +65,14 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/engine.py
+
+# CPU engine vs llama.cpp's llama-server (built once from source, cached in
+# ~/.cache/enclave-bench by bench/build_llama_server.sh) and HF bf16/fp32: ~30 min on 2 cores.
+bench-engine: $(STAMP)
+	$(PY) bench/engine.py
+
+bench-engine-quick: $(STAMP)
+	$(PY) bench/engine.py --quick
 
 # Offline bundle for a site with no internet (docs/deploy.md): images, wheels, checksums.
 # make bundle BUNDLE_DIR=/media/usb/enclave-bundle BUNDLE_ARGS="--model models/gpt-oss-20b"

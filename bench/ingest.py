@@ -60,11 +60,14 @@ def naive_chunks(path: Path, document_id: str) -> list[Chunk]:
     return naive_chunks_of(parse_document(path), document_id)
 
 
-def naive_chunks_of(parsed: ParsedDocument, document_id: str) -> list[Chunk]:
-    """The peer's chunks of an already parsed document (bench/retrieval.py reuses parses)."""
+def naive_chunks_of(
+    parsed: ParsedDocument, document_id: str, size: int = NAIVE_CHUNK, overlap: int = NAIVE_OVERLAP
+) -> list[Chunk]:
+    """The peer's chunks of an already parsed document (bench/retrieval.py reuses parses and
+    also cuts them at other sizes: structure-blind chunks of our size)."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    splitter = RecursiveCharacterTextSplitter(chunk_size=NAIVE_CHUNK, chunk_overlap=NAIVE_OVERLAP)
+    splitter = RecursiveCharacterTextSplitter(chunk_size=size, chunk_overlap=overlap)
     pages: dict[int | None, list[str]] = {}
     for element in parsed.elements:
         pages.setdefault(element.page, []).append(element.text)

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from ingest.parse import SECTION_SEPARATOR, ParsedElement
 
 PARAGRAPH_BREAK = "\n\n"
+# The shipped chunk size and overlap in characters (IngestConfig and the service settings
+# take their defaults from here). Chosen by bench/retrieval.py on two corpora:
+# docs/decisions.md, "Retrieval and ingestion".
+DEFAULT_CHUNK_SIZE = 1400
+DEFAULT_CHUNK_OVERLAP = 210
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,8 @@ class ChunkingOptions:
     """How a document is cut: target size and overlap in characters, the size below which a
     block is folded into its neighbour, and whether chunks carry the title/heading path."""
 
-    size: int = 1000
-    overlap: int = 150
+    size: int = DEFAULT_CHUNK_SIZE
+    overlap: int = DEFAULT_CHUNK_OVERLAP
     min_size: int | None = None
     heading_path: bool = True
 
@@ -124,8 +129,8 @@ def chunk_elements(
     *,
     document_id: str,
     title: str,
-    chunk_size: int = 1000,
-    chunk_overlap: int = 150,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     min_chunk_size: int | None = None,
     options: ChunkingOptions | None = None,
 ) -> list[Chunk]:

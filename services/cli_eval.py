@@ -155,7 +155,7 @@ def _llm_generate(settings: Settings) -> Callable[[Any, list[dict]], str]:
     from llm.client import LLMClient
 
     client = LLMClient(
-        settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s
+        settings.llm_replica_urls, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s
     )
 
     def generate(_question: Any, messages: list[dict]) -> str:

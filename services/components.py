@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ingest.config import IngestConfig
     from ingest.pipeline import IngestPipeline
+    from llm.client import LLMClient
     from retriever.search import HybridSearcher
     from services.settings import Settings
 
@@ -67,6 +68,23 @@ def create_searcher(settings: Settings) -> HybridSearcher:
         query_threads=settings.query_embedding_threads,
         rerank=settings.rerank,
         rerank_depth=settings.rerank_depth,
+    )
+
+
+def create_llm_client(settings: Settings) -> LLMClient:
+    """The gateway's LLM client: every replica the settings name, with retries and a breaker."""
+    from llm.client import LLMClient
+    from llm.resilience import CircuitBreaker, RetryPolicy
+
+    return LLMClient(
+        settings.llm_replica_urls,
+        settings.llm_model,
+        settings.llm_api_key,
+        settings.llm_timeout_s,
+        retry=RetryPolicy(attempts=max(1, settings.llm_retry_attempts)),
+        breaker=CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s),
+        health_interval_s=settings.llm_health_interval_s,
+        health_timeout_s=settings.llm_health_timeout_s,
     )
 
 

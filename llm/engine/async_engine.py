@@ -115,12 +115,13 @@ class AsyncEngine:
         return stats
 
     async def shutdown(self) -> None:
-        """Stop the loop thread; requests still in flight end with an error."""
+        """Stop the loop thread (then the engine's worker ranks); requests in flight end with an error."""
         self._stopping.set()
         self._inbox.put(("wake",))
         thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join)
+        await asyncio.to_thread(self.engine.close)  # tensor-parallel workers, if any
 
     # -- the engine thread ---------------------------------------------------------
 

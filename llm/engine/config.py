@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from llm.kernels.backend import KERNEL_BACKENDS
+from llm.kernels.kv_quant import KV_DTYPES, kv_storage_dtype
 
 
 @dataclass
@@ -36,6 +37,15 @@ class EngineConfig:
     ``cuda_graphs`` replays pure decode steps from CUDA graphs captured per padded batch
     size (``llm.engine.decode_graphs``); on CPU it runs the same padded inputs eagerly.
     Off by default until a GPU run has shown replay equal to eager.
+
+    ``tensor_parallel_size`` N > 1 splits the model over N ranks (``llm.engine.tensor_
+    parallel``; docs/tensor_parallel.md): this process is rank 0 (scheduler, sampler,
+    API), N - 1 worker processes hold the other shards; on CUDA rank r uses device
+    ``cuda:<index of device> + r``. Not combined with ``cuda_graphs`` yet.
+
+    ``kv_dtype`` is how the KV cache stores keys and values (``llm.kernels.kv_quant``):
+    ``auto`` = the model's dtype, ``bf16``, ``int8`` or ``fp8`` (e4m3), the last two with a
+    scale per (slot, KV head); the same ``kv_cache_mb`` / GPU share then holds more blocks.
     """
 
     block_size: int = 16
@@ -52,6 +62,8 @@ class EngineConfig:
     kernels: str = "auto"
     gpu_memory_utilization: float = 0.90
     cuda_graphs: bool = False
+    tensor_parallel_size: int = 1
+    kv_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -78,7 +90,46 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
-        resolve_device(self.device)  # a name we cannot parse fails here, not at first step
+        if self.kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {self.kv_dtype!r}")
+        kv_storage_dtype(self.kv_dtype, self.dtype)  # fp8 on a torch without float8 fails here
+        device = resolve_device(self.device)  # a name we cannot parse fails here, not at first step
+        check_tensor_parallel(self.tensor_parallel_size, device, self.cuda_graphs)
+        check_kv_dtype_serves(self.kv_dtype, device, self.kernels)
+
+
+def check_tensor_parallel(size: int, device: torch.device, cuda_graphs: bool) -> None:
+    """Refuse a tensor-parallel size this machine cannot run (the model's shapes are checked at load)."""
+    if size < 1:
+        raise ValueError(f"tensor_parallel_size must be >= 1, got {size}")
+    if size == 1:
+        return
+    if cuda_graphs:
+        raise ValueError("cuda_graphs is not supported with tensor_parallel_size > 1; turn one off")
+    if device.type == "cuda":
+        first = device.index or 0
+        if first + size > torch.cuda.device_count():
+            raise ValueError(
+                f"tensor_parallel_size {size} needs CUDA devices cuda:{first}..cuda:"
+                f"{first + size - 1}, but torch sees {torch.cuda.device_count()}"
+            )
+
+
+def check_kv_dtype_serves(kv_dtype: str, device: torch.device, kernels: str) -> None:
+    """Refuse a KV dtype the chosen kernels cannot run on ``device``, with the reason.
+
+    fp8 through Triton converts e4m3 in hardware, which needs compute capability 8.9+
+    (Ada, Hopper); older GPUs can use int8. On CPU the torch kernels read fp8 through
+    torch's float8 casts (present in the torch builds we support).
+    """
+    if kv_dtype != "fp8" or device.type != "cuda" or kernels == "torch":
+        return
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        raise ValueError(
+            f"kv_dtype fp8 needs a GPU of compute capability 8.9 or newer for Triton's e4m3 "
+            f"casts; {device} is {capability[0]}.{capability[1]}: use kv_dtype int8 or bf16"
+        )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,7 +9,9 @@ once and replays them with one call. Graphs fix every tensor's address and shape
 - padding rows are harmless: their token writes go nowhere (slot -1), they attend over one
   key of block 0 (``seq_lens`` 1), and their logits are dropped;
 - the block table is as wide as ``max_model_len`` needs, so any step fits the same graph
-  (the Triton kernels derive their grids from shapes only, never from values).
+  (the Triton kernels derive their grids from shapes only, never from values);
+- with several KV groups (sliding + full layers) each group has its own static slot
+  mapping and block table; a sliding group's dropped entries become block 0, never read.
 
 Only pure decode steps (one new token per sequence, every sequence sampling) are replayed;
 anything else, or a batch larger than the largest bucket, runs eagerly. ``replay=False``
@@ -20,6 +22,7 @@ and the GPU check compares replay with eager.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -47,6 +50,7 @@ class DecodeGraphs:
         max_blocks_per_seq: int,
         device: torch.device,
         replay: bool,
+        layer_group: tuple[int, ...] = (),
     ) -> None:
         self.forward = forward
         self.buckets = batch_buckets(max_num_seqs)
@@ -56,8 +60,17 @@ class DecodeGraphs:
         i64 = torch.int64
         self.input_ids = torch.zeros(size, dtype=i64, device=device)
         self.positions = torch.zeros(size, dtype=i64, device=device)
-        self.slot_mapping = torch.full((size,), -1, dtype=i64, device=device)
-        self.block_tables = torch.zeros(size, max_blocks_per_seq, dtype=torch.int32, device=device)
+        # one slot mapping and block table per KV group (``layer_group`` maps layers to them)
+        self.layer_group = layer_group
+        num_groups = max(layer_group, default=0) + 1
+        self.slot_mappings = [
+            torch.full((size,), -1, dtype=i64, device=device) for _ in range(num_groups)
+        ]
+        self.group_tables = [
+            torch.zeros(size, max_blocks_per_seq, dtype=torch.int32, device=device)
+            for _ in range(num_groups)
+        ]
+        self.slot_mapping, self.block_tables = self.slot_mappings[0], self.group_tables[0]
         self.query_start_loc = torch.arange(size + 1, dtype=torch.int32, device=device)
         self.seq_lens = torch.ones(size, dtype=torch.int32, device=device)
         self.logits_indices = torch.arange(size, dtype=i64, device=device)
@@ -70,13 +83,19 @@ class DecodeGraphs:
         return next(b for b in self.buckets if b >= num_seqs)
 
     def _meta(self, bucket: int) -> AttentionMetadata:
-        return AttentionMetadata(
-            slot_mapping=self.slot_mapping[:bucket],
-            block_tables=self.block_tables[:bucket],
-            query_start_loc=self.query_start_loc[: bucket + 1],
-            seq_lens=self.seq_lens[:bucket],
-            logits_indices=self.logits_indices[:bucket],
-        )
+        groups = [
+            AttentionMetadata(
+                slot_mapping=slot_mapping[:bucket],
+                block_tables=tables[:bucket],
+                query_start_loc=self.query_start_loc[: bucket + 1],
+                seq_lens=self.seq_lens[:bucket],
+                logits_indices=self.logits_indices[:bucket],
+            )
+            for slot_mapping, tables in zip(self.slot_mappings, self.group_tables, strict=True)
+        ]
+        if not self.layer_group:
+            return groups[0]
+        return replace(groups[0], groups=tuple(groups), layer_group=self.layer_group)
 
     def _load(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
@@ -89,10 +108,14 @@ class DecodeGraphs:
         self.input_ids[num_seqs:bucket].zero_()
         self.positions[:num_seqs].copy_(positions)
         self.positions[num_seqs:bucket].zero_()
-        self.slot_mapping[:num_seqs].copy_(meta.slot_mapping)
-        self.slot_mapping[num_seqs:bucket].fill_(-1)
-        self.block_tables[:bucket].zero_()
-        self.block_tables[:num_seqs, :width].copy_(meta.block_tables.clamp_min(0))
+        for group, (slot_mapping, tables) in enumerate(
+            zip(self.slot_mappings, self.group_tables, strict=True)
+        ):
+            group_meta = meta.groups[group] if meta.groups else meta
+            slot_mapping[:num_seqs].copy_(group_meta.slot_mapping)
+            slot_mapping[num_seqs:bucket].fill_(-1)
+            tables[:bucket].zero_()
+            tables[:num_seqs, :width].copy_(group_meta.block_tables.clamp_min(0))
         self.seq_lens[:num_seqs].copy_(meta.seq_lens)
         self.seq_lens[num_seqs:bucket].fill_(1)
         return bucket

@@ -13,12 +13,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm.engine.block_manager import BlockManager
 from llm.engine.config import EngineConfig, resolve_device
 from llm.engine.detokenizer import IncrementalDetokenizer
 from llm.engine.guided import JsonSchemaCompiler
+from llm.engine.kv_groups import blocks_per_sequence
 from llm.engine.memory_planner import plan_kv_blocks, profile_gpu
 from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for
 from llm.engine.outputs import CompletedRequest, RequestOutput
@@ -27,6 +28,10 @@ from llm.engine.sampling_params import SamplingParams
 from llm.engine.scheduler import Scheduler
 from llm.engine.sequence import Sequence, SequenceStatus
 from llm.models.base import CausalLM
+
+if TYPE_CHECKING:
+    from llm.engine.tensor_parallel import TensorParallelRanks
+    from llm.loader.loaded import LoadedModel
 
 
 @dataclass
@@ -47,8 +52,17 @@ class LLMEngine:
         model_name: str = "model",
         chat_template: str | None = None,
         special_tokens: dict[str, str] | None = None,
+        ranks: TensorParallelRanks | None = None,
     ) -> None:
+        """``ranks``: the workers of a tensor-parallel split whose rank-0 shard ``model`` is
+        (``from_model_path`` makes both); the engine then owns them (``close``)."""
         self.config = config or EngineConfig()
+        if (ranks is None) != (self.config.tensor_parallel_size == 1):
+            raise ValueError(
+                "tensor_parallel_size > 1 needs the ranks that from_model_path starts; "
+                "build a tensor-parallel engine with LLMEngine.from_model_path"
+            )
+        self.ranks = ranks
         self.model = model
         self.tokenizer = tokenizer
         self.eos_token_ids = set(eos_token_ids)
@@ -56,13 +70,21 @@ class LLMEngine:
         self.chat_template = chat_template
         self.special_tokens = special_tokens or {}
         self.max_model_len = min(self.config.max_model_len, model.max_position_embeddings)
-        self.runner = ModelRunner(model, self.config, None)
+        if ranks is None:
+            self.runner = ModelRunner(model, self.config, None)
+        else:
+            from llm.engine.tensor_parallel import TensorParallelRunner
+
+            self.runner = TensorParallelRunner(model, self.config, ranks)
         num_blocks = self._plan_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
         if self.config.cuda_graphs:
             self.runner.enable_decode_graphs(self.config.max_num_seqs, self.max_model_len)
         self.block_manager = BlockManager(
-            num_blocks, self.config.block_size, self.config.enable_prefix_caching
+            num_blocks,
+            self.config.block_size,
+            self.config.enable_prefix_caching,
+            self.runner.kv_groups.windows,
         )
         self.scheduler = Scheduler(self.config, self.block_manager)
         self.sampler = Sampler()
@@ -83,8 +105,13 @@ class LLMEngine:
             return plan_kv_blocks(
                 memory,
                 config.gpu_memory_utilization,
-                kv_block_bytes(self.model, config.block_size),
-                min_blocks=-(-self.max_model_len // config.block_size),
+                kv_block_bytes(self.model, config.block_size, config.kv_dtype),
+                min_blocks=blocks_per_sequence(
+                    self.runner.kv_groups.windows,
+                    config.block_size,
+                    self.max_model_len,
+                    config.max_num_batched_tokens,
+                ),
             )
         return num_kv_blocks_for(self.model, config)
 
@@ -99,25 +126,63 @@ class LLMEngine:
             "device": str(device),
             "kernels": kernels,
             "dtype": str(self.runner.dtype).removeprefix("torch."),
+            "kv_dtype": str(self.runner.kv_dtype).removeprefix("torch."),
             "weight_bytes": self.runner.weight_bytes,
             "kv_blocks": self.block_manager.num_blocks,
             "kv_block_size": self.config.block_size,
             "kv_cache_bytes": self.block_manager.num_blocks
-            * kv_block_bytes(self.model, self.config.block_size),
+            * kv_block_bytes(self.model, self.config.block_size, self.config.kv_dtype),
             "max_model_len": self.max_model_len,
             "cuda_graphs": self.runner.decode_graphs is not None
             and self.runner.decode_graphs.replay,
+            "tensor_parallel": self.config.tensor_parallel_size,
         }
 
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:
-        """Load a model file (see ``llm.loader.load_model``) onto the configured device and wrap it."""
-        from llm.loader import load_model
+        """Load a model file (see ``llm.loader.load_model``) onto the configured device and wrap it.
+
+        With ``tensor_parallel_size`` N > 1, every rank loads its own shard of the file.
+        """
+        from llm.engine.tensor_parallel import ShardLoader
 
         config = config or EngineConfig()
-        loaded = load_model(
-            path, config.dtype, native_4bit=config.native_4bit, device=resolve_device(config.device)
-        )
+        return cls.from_loader(ShardLoader(str(path), config.dtype, config.native_4bit), config)
+
+    @classmethod
+    def from_loader(cls, loader: Any, config: EngineConfig) -> LLMEngine:
+        """Build from ``loader(device, parallel) -> LoadedModel`` (``ShardLoader`` or alike).
+
+        ``tensor_parallel_size`` > 1 starts the worker ranks (``llm.engine.tensor_parallel``),
+        each calling the same (pickled) loader for its shard; the engine owns them.
+        """
+        ranks = None
+        if config.tensor_parallel_size > 1:
+            from llm.engine.tensor_parallel import start_tensor_parallel
+
+            loaded, ranks = start_tensor_parallel(loader, config)
+        else:
+            loaded = loader(resolve_device(config.device), None)
+        try:
+            return cls.from_loaded(loaded, config, ranks)
+        except BaseException:
+            if ranks is not None:
+                ranks.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the tensor-parallel workers, if any (idempotent); the engine cannot step after."""
+        if self.ranks is not None:
+            self.ranks.close()
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        config: EngineConfig | None = None,
+        ranks: TensorParallelRanks | None = None,
+    ) -> LLMEngine:
+        """Wrap a model the loader returned with its tokenizer, EOS ids and chat template."""
         return cls(
             loaded.model,
             config,
@@ -126,6 +191,7 @@ class LLMEngine:
             loaded.model_name,
             loaded.chat_template,
             loaded.special_tokens,
+            ranks=ranks,
         )
 
     # -- requests ------------------------------------------------------------------
@@ -144,10 +210,14 @@ class LLMEngine:
             raise ValueError(f"prompt holds token ids outside the vocabulary [0, {vocab})")
         if params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer; this engine has none")
-        if self.block_manager.blocks_for(len(prompt_token_ids) + 1) > self.block_manager.num_blocks:
+        needed = self.block_manager.max_blocks_per_seq(
+            len(prompt_token_ids) + 1, self.config.max_num_batched_tokens
+        )
+        if needed > self.block_manager.num_blocks:
             raise ValueError(
                 f"prompt of {len(prompt_token_ids)} tokens does not fit the KV cache "
-                f"({self.block_manager.num_blocks} blocks of {self.config.block_size})"
+                f"({self.block_manager.num_blocks} blocks of {self.config.block_size}; "
+                f"it needs {needed})"
             )
 
     def add_request(

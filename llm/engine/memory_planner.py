@@ -21,6 +21,7 @@ from llm.engine.model_runner import ModelRunner
 from llm.engine.sampling_params import SamplingParams
 from llm.engine.scheduler import ScheduledBatch
 from llm.engine.sequence import Sequence
+from llm.kernels.kv_quant import cache_tensors
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,22 @@ def plan_kv_blocks(
     return blocks
 
 
-def profiling_batch(config: EngineConfig, max_model_len: int) -> ScheduledBatch:
-    """Prefills of ``max_num_batched_tokens`` tokens in all, over blocks 0..n-1 of a scratch cache."""
+def profiling_batch(
+    config: EngineConfig, max_model_len: int, num_groups: int = 1
+) -> ScheduledBatch:
+    """Prefills of ``max_num_batched_tokens`` tokens in all, over blocks 0..n-1 of a scratch cache.
+
+    Every KV group gets the same blocks (the scratch contents do not matter).
+    """
     batch = ScheduledBatch()
     remaining, next_block = config.max_num_batched_tokens, 0
     while remaining > 0 and len(batch) < config.max_num_seqs:
         length = min(remaining, max_model_len)
         seq = Sequence(f"profile-{len(batch)}", [0] * length, SamplingParams(max_tokens=1))
         num_blocks = -(-length // config.block_size)
-        seq.block_table = list(range(next_block, next_block + num_blocks))
+        seq.block_tables = [
+            list(range(next_block, next_block + num_blocks)) for _ in range(num_groups)
+        ]
         next_block += num_blocks
         batch.seqs.append(seq)
         batch.num_new_tokens.append(length)
@@ -92,15 +100,18 @@ def profiling_batch(config: EngineConfig, max_model_len: int) -> ScheduledBatch:
 def profile_gpu(runner: ModelRunner, config: EngineConfig, max_model_len: int) -> GpuMemory:
     """Run the largest step once on a scratch cache and read the GPU's memory figures."""
     device = runner.device
-    batch = profiling_batch(config, max_model_len)
+    batch = profiling_batch(config, max_model_len, runner.kv_groups.num_groups)
     scratch_blocks = sum(len(seq.block_table) for seq in batch.seqs)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     runner.allocate_kv_cache(scratch_blocks)
     runner.run(batch)
     torch.cuda.synchronize(device)
-    scratch_bytes = scratch_blocks * (
-        2 * sum(k.element_size() * k[0].numel() for k, _ in runner.kv_caches)
+    scratch_bytes = scratch_blocks * sum(
+        t.element_size() * t[0].numel()
+        for slot in runner.kv_slots
+        for cache in slot
+        for t in cache_tensors(cache)
     )
     peak = torch.cuda.max_memory_allocated(device) - scratch_bytes
     runner.allocate_kv_cache(0)

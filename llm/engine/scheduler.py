@@ -102,7 +102,7 @@ class Scheduler:
             if leader is not None and leader.num_computed_tokens < seq.num_prompt_tokens:
                 break  # its twin is still prefilling: wait, then share the prompt's blocks
             if leader is not None:
-                num_new = self.block_manager.fork_prompt(leader, seq)
+                num_new = self.block_manager.fork_prompt(leader, seq, budget)
             else:
                 num_new = self.block_manager.allocate(seq, budget)
             if num_new == 0:

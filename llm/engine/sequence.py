@@ -33,7 +33,8 @@ class Sequence:
         self.num_prompt_tokens = len(prompt_token_ids)
         self.params = params
         self.status = SequenceStatus.WAITING
-        self.block_table: list[int] = []
+        # one block table per KV group (``llm.engine.kv_groups``); group 0 is ``block_table``
+        self.block_tables: list[list[int]] = [[]]
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0
         self.block_hashes: list[int] = []  # chained hashes of full blocks (tokens never change)
@@ -49,6 +50,15 @@ class Sequence:
         self.fork_of: Sequence | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
+
+    @property
+    def block_table(self) -> list[int]:
+        """The block table of KV group 0 (the only one for a model with one attention type)."""
+        return self.block_tables[0]
+
+    @block_table.setter
+    def block_table(self, table: list[int]) -> None:
+        self.block_tables[0] = table
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -9,6 +9,7 @@ else the tensors' device).
 from llm.kernels.attention import paged_attention, write_kv_cache
 from llm.kernels.backend import KernelDeviceError, KernelPolicy, use_policy
 from llm.kernels.expert_weights import ExpertWeights
+from llm.kernels.kv_quant import QuantizedKVCache
 from llm.kernels.moe import fused_moe
 from llm.kernels.mxfp4 import dequantize_mxfp4
 
@@ -16,6 +17,7 @@ __all__ = [
     "ExpertWeights",
     "KernelDeviceError",
     "KernelPolicy",
+    "QuantizedKVCache",
     "dequantize_mxfp4",
     "fused_moe",
     "paged_attention",

@@ -8,6 +8,11 @@ One call covers a whole mixed batch: prefill chunks and single-token decodes are
 concatenated along the token axis (varlen). The model writes the step's K/V into the
 cache first, then attends, so every query reads all of its keys from the cache.
 
+A cache may be quantised (``ENCLAVE_LLM_KV_DTYPE`` int8/fp8): then each of K and V is a
+``QuantizedKVCache`` (values + one scale per slot and KV head, ``llm.kernels.kv_quant``)
+instead of a tensor. The models pass it through; this module hands the kernels the
+values and the scales as separate tensors.
+
 This module only dispatches (``llm.kernels.backend``): the torch references are in
 ``attention_ref``, the CPU decode path in ``cpu_attention``, the Triton kernels in
 ``triton_attention``. Kernel modules are referenced as modules so a test that switches
@@ -22,13 +27,14 @@ import torch
 
 from llm.kernels import attention_ref, cpu_attention, triton_attention
 from llm.kernels.backend import choose_backend
+from llm.kernels.kv_quant import KVCacheTensor, split_cache
 
 
 def write_kv_cache(
     key: torch.Tensor,
     value: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: KVCacheTensor,
+    v_cache: KVCacheTensor,
     slot_mapping: torch.Tensor,
 ) -> None:
     """Scatter this step's ``key``/``value`` [num_tokens, num_kv_heads, head_dim] into the cache.
@@ -36,16 +42,22 @@ def write_kv_cache(
     ``slot_mapping`` [num_tokens] (int64) holds block_id * block_size + offset for each
     token; a negative slot means "do not store" (padding).
     """
-    backend = choose_backend("write_kv_cache", key, value, k_cache, v_cache, slot_mapping)
-    if backend == "triton":
-        return triton_attention.write_kv_cache_triton(key, value, k_cache, v_cache, slot_mapping)
-    return attention_ref.write_kv_cache_ref(key, value, k_cache, v_cache, slot_mapping)
+    (k_data, k_scale), (v_data, v_scale) = split_cache(k_cache), split_cache(v_cache)
+    backend = choose_backend(
+        "write_kv_cache", key, value, k_data, v_data, slot_mapping, k_scale, v_scale
+    )
+    write = (
+        triton_attention.write_kv_cache_triton
+        if backend == "triton"
+        else attention_ref.write_kv_cache_ref
+    )
+    return write(key, value, k_data, v_data, slot_mapping, k_scale, v_scale)
 
 
 def paged_attention(
     query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: KVCacheTensor,
+    v_cache: KVCacheTensor,
     block_tables: torch.Tensor,
     query_start_loc: torch.Tensor,
     seq_lens: torch.Tensor,
@@ -67,15 +79,18 @@ def paged_attention(
       denominator but has no value, so attention may "rest" on nothing.
     Returns [num_tokens, num_heads, head_dim] in ``query``'s dtype.
     """
+    (k_data, k_scale), (v_data, v_scale) = split_cache(k_cache), split_cache(v_cache)
     backend = choose_backend(
         "paged_attention",
         query,
-        k_cache,
-        v_cache,
+        k_data,
+        v_data,
         block_tables,
         query_start_loc,
         seq_lens,
         sinks,
+        k_scale,
+        v_scale,
     )
     attend: Callable[..., torch.Tensor]
     if backend == "triton":
@@ -86,12 +101,14 @@ def paged_attention(
         attend = attention_ref.paged_attention_ref
     return attend(
         query,
-        k_cache,
-        v_cache,
+        k_data,
+        v_data,
         block_tables,
         query_start_loc,
         seq_lens,
         scale,
         sliding_window,
         sinks,
+        k_scale,
+        v_scale,
     )

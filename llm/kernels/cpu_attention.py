@@ -7,13 +7,18 @@ padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA
 grouping query heads per KV head. Prefill chunks (several queries) are rare per step and
 compute-bound: each goes through one ``scaled_dot_product_attention`` call. Same signature
 and semantics as ``llm.kernels.attention_ref.paged_attention_ref``.
+
+Quantised caches (``k_scale``/``v_scale`` given, ``llm.kernels.kv_quant``): decode gathers
+the int8/fp8 rows and their scales (half the bytes of bf16), converts the rows to the
+query's dtype and folds the scales into the fp32 scores and probabilities; prefill
+dequantises the gathered rows for SDPA.
 """
 
 from __future__ import annotations
 
 import torch
 
-from llm.kernels.attention_ref import paged_attention_ref
+from llm.kernels.attention_ref import first_visible_block, paged_attention_ref
 from llm.kernels.step_cache import StepCache
 
 _plan = StepCache()  # per step: the decode rows, gather index and padding mask every layer shares
@@ -42,16 +47,27 @@ def _step_plan(block_tables, query_start_loc, seq_lens, block_size, sliding_wind
 
 
 def _decode_mask(block_tables, seq_lens, block_size, sliding_window):
-    """Gather index over whole blocks and the [seqs, padded] mask of positions to hide."""
+    """Gather index over whole blocks and the [seqs, padded] mask of positions to hide.
+
+    With a sliding window each sequence gathers only the blocks its window covers, from
+    the first one its query sees (earlier entries may be blocks the engine gave back).
+    """
     num_blocks = -(-int(seq_lens.max()) // block_size)
-    padded = num_blocks * block_size
+    lengths = seq_lens.long()[:, None]
+    if sliding_window is not None and sliding_window < (num_blocks - 1) * block_size:
+        window_blocks = (sliding_window + block_size - 2) // block_size + 1
+        first = (lengths - sliding_window).clamp_min(0) // block_size  # [seqs, 1]
+        index = (first + torch.arange(window_blocks)).clamp_max(block_tables.shape[1] - 1)
+        tables = block_tables.long().gather(1, index).clamp_min(0).flatten()
+        k_pos = first * block_size + torch.arange(window_blocks * block_size)
+        hidden = (k_pos >= lengths) | (k_pos <= lengths - 1 - sliding_window)
+        return tables, hidden
     # padding entries are masked; index_select copies whole blocks (much faster than [])
     tables = block_tables[:, :num_blocks].long().clamp_min(0).flatten()
-    k_pos = torch.arange(padded)
-    lengths = seq_lens.long()[:, None]
-    hidden = k_pos[None, :] >= lengths
+    k_pos = torch.arange(num_blocks * block_size)[None, :]
+    hidden = k_pos >= lengths
     if sliding_window is not None:
-        hidden |= k_pos[None, :] <= lengths - 1 - sliding_window
+        hidden |= k_pos <= lengths - 1 - sliding_window
     return tables, hidden
 
 
@@ -71,6 +87,23 @@ def _gather(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return head_major(cache).index_select(1, tables).view(heads, len(tables) * block_size, head_dim)
 
 
+def _gather_scales(scales: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """[num_kv_heads, len(tables) * block_size] fp32: the scales of the listed blocks, per head.
+
+    Scales are [num_blocks, block_size, num_kv_heads], stored head-major like the cache.
+    """
+    per_head = scales.permute(2, 0, 1)
+    return per_head.index_select(1, tables).reshape(per_head.shape[0], -1)
+
+
+def _gather_rows(cache, scales, tables, dtype) -> torch.Tensor:
+    """``_gather`` in ``dtype``, dequantised when ``scales`` is given."""
+    rows = _gather(cache, tables).to(dtype)
+    if scales is None:
+        return rows
+    return rows.mul_(_gather_scales(scales, tables).to(dtype)[..., None])
+
+
 def paged_attention_cpu(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -81,16 +114,19 @@ def paged_attention_cpu(
     scale: float,
     sliding_window: int | None = None,
     sinks: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     q_lens, decode, all_decode, mask = _step_plan(
         block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
     )
+    scales = (k_scale, v_scale)
     if all_decode:
-        return _decode_attention(query, k_cache, v_cache, mask, scale, sinks)
+        return _decode_attention(query, k_cache, v_cache, mask, scale, sinks, scales)
     out = torch.empty_like(query)
     if len(decode):
         rows = query_start_loc[:-1][decode].long()
-        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks)
+        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks, scales)
     prefill = (q_lens > 1).nonzero().flatten().tolist()
     starts = query_start_loc.tolist()
     for i in prefill:
@@ -104,6 +140,7 @@ def paged_attention_cpu(
             scale,
             sliding_window,
             sinks,
+            scales,
         )
     return out
 
@@ -111,7 +148,9 @@ def paged_attention_cpu(
 PREFILL_QUERY_CHUNK = 64
 
 
-def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sliding_window, sinks):
+def _prefill_attention(
+    query, k_cache, v_cache, block_table, seq_len, scale, sliding_window, sinks, scales
+):
     """A chunk of q_len queries (the last positions of seq_len) against its cached context.
 
     Without sinks this is ``scaled_dot_product_attention`` (oneDNN/flash on CPU: no fp32
@@ -133,14 +172,18 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
             scale,
             sliding_window,
             sinks,
+            *scales,
         )
     block_size = k_cache.shape[1]
-    tables = block_table[: -(-seq_len // block_size)].long()
-    keys = _gather(k_cache, tables)[:, :seq_len].to(query.dtype)[None]  # [1, kv_heads, seq_len, d]
-    values = _gather(v_cache, tables)[:, :seq_len].to(query.dtype)[None]
+    first = seq_len - q_len  # position of the first query
+    first_block = first_visible_block(first, sliding_window, block_size)
+    base = first_block * block_size  # position of the first key gathered
+    tables = block_table[first_block : -(-seq_len // block_size)].long()
+    # [1, kv_heads, seq_len - base, d]
+    keys = _gather_rows(k_cache, scales[0], tables, query.dtype)[:, : seq_len - base][None]
+    values = _gather_rows(v_cache, scales[1], tables, query.dtype)[:, : seq_len - base][None]
     queries = query.transpose(0, 1)[None]  # [1, heads, q_len, d]
     out = torch.empty_like(queries)
-    first = seq_len - q_len  # position of the first query
     for start in range(0, q_len, PREFILL_QUERY_CHUNK):
         end = min(q_len, start + PREFILL_QUERY_CHUNK)
         k_end = first + end  # keys after the chunk's last query are never visible
@@ -152,8 +195,8 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
             visible &= k_pos > q_pos - sliding_window
         out[:, :, start:end] = torch.nn.functional.scaled_dot_product_attention(
             queries[:, :, start:end],
-            keys[:, :, k_start:k_end],
-            values[:, :, k_start:k_end],
+            keys[:, :, k_start - base : k_end - base],
+            values[:, :, k_start - base : k_end - base],
             attn_mask=visible,
             scale=scale,
             enable_gqa=True,
@@ -161,24 +204,28 @@ def _prefill_attention(query, k_cache, v_cache, block_table, seq_len, scale, sli
     return out[0].transpose(0, 1)
 
 
-def _decode_attention(query, k_cache, v_cache, mask, scale, sinks):
+def _decode_attention(query, k_cache, v_cache, mask, scale, sinks, scales=(None, None)):
     """One query per sequence (its last position) against its whole cached context.
 
     The gathered K/V are [kv_heads, seqs, len, head_dim] (head-major, see ``head_major``),
     so both products are plain ``bmm`` calls over kv_heads * seqs with G = heads/kv_heads
     query rows each (a strided 4-d ``matmul`` ran several times slower here). The two
     matmuls run in the cache's dtype (bf16 uses the CPU's bf16 units; fp32 stays fp32);
-    scores, mask and softmax are fp32.
+    scores, mask and softmax are fp32. A quantised cache's rows are converted to the
+    query's dtype for the matmuls, its K scales multiply the scores and its V scales the
+    probabilities (per key position), which is exact: (q . k_i) s_i = q . (s_i k_i).
     """
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
     tables, hidden = mask
     padded = hidden.shape[1]
-    keys = _gather(k_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
-    values = _gather(v_cache, tables).view(num_kv_heads * num_seqs, padded, head_dim)
+    k_scale, v_scale = scales
+    compute = k_cache.dtype if k_scale is None else query.dtype
+    keys = _gather(k_cache, tables).to(compute).view(num_kv_heads * num_seqs, padded, head_dim)
+    values = _gather(v_cache, tables).to(compute).view(num_kv_heads * num_seqs, padded, head_dim)
     q = (
-        query.to(k_cache.dtype)
+        query.to(compute)
         .view(num_seqs, num_kv_heads, group, head_dim)
         .transpose(0, 1)
         .reshape(num_kv_heads * num_seqs, group, head_dim)
@@ -189,12 +236,16 @@ def _decode_attention(query, k_cache, v_cache, mask, scale, sinks):
         .mul_(scale)
         .view(num_kv_heads, num_seqs, group, padded)
     )
+    if k_scale is not None:
+        scores.mul_(_gather_scales(k_scale, tables).view(num_kv_heads, num_seqs, 1, padded))
     scores.masked_fill_(hidden[None, :, None, :], float("-inf"))
     if sinks is not None:
         sink = sinks.float().view(num_kv_heads, 1, group, 1).expand(-1, num_seqs, -1, 1)
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)
-    probs = probs.to(v_cache.dtype).reshape(num_kv_heads * num_seqs, group, padded)
+    if v_scale is not None:
+        probs = probs * _gather_scales(v_scale, tables).view(num_kv_heads, num_seqs, 1, padded)
+    probs = probs.to(compute).reshape(num_kv_heads * num_seqs, group, padded)
     out = torch.bmm(probs, values).view(num_kv_heads, num_seqs, group, head_dim)
     return out.transpose(0, 1).reshape(num_seqs, num_heads, head_dim).to(query.dtype)

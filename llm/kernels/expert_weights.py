@@ -17,6 +17,11 @@ class ExpertWeights:
       or ``gate_up_weight`` [E, 2I, H]. ``gate_up_bias`` [E, 2I].
     - ``down_blocks`` uint8 [E, H, I/32, 16], ``down_scales`` uint8 [E, H, I/32];
       or ``down_weight`` [E, H, I]. ``down_bias`` [E, H].
+
+    Expert parallel (``llm.parallel``): a rank holds experts ``first_expert ..
+    first_expert + E - 1`` of the router's wider set; the router logits then have more
+    columns than E, routing runs over all of them, and only pairs routed to the held
+    experts are computed (the others contribute zero here and come from other ranks).
     """
 
     gate_up_bias: torch.Tensor
@@ -29,6 +34,7 @@ class ExpertWeights:
     down_weight: torch.Tensor | None = None
     alpha: float = 1.702
     limit: float = 7.0
+    first_expert: int = 0
 
     @property
     def is_mxfp4(self) -> bool:

@@ -32,11 +32,19 @@ def swiglu_clamped(gate_up: torch.Tensor, alpha: float, limit: float) -> torch.T
 def fused_moe_ref(
     hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, experts: ExpertWeights
 ) -> torch.Tensor:
-    """Torch reference for :func:`fused_moe`: loop over experts that received tokens, fp32 math."""
+    """Torch reference for :func:`fused_moe`: loop over experts that received tokens, fp32 math.
+
+    Experts outside the held range (``ExpertWeights.first_expert``, expert parallel) are
+    skipped: their pairs add nothing on this rank.
+    """
     weights, chosen = route(router_logits, top_k)
+    if experts.first_expert:
+        chosen = chosen - experts.first_expert
     out = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
     x = hidden.float()
     for expert in torch.unique(chosen).tolist():
+        if not 0 <= expert < experts.num_experts:
+            continue  # routed to an expert another rank holds
         token_idx, slot = torch.nonzero(chosen == expert, as_tuple=True)
         gate_up = (
             x[token_idx] @ experts.gate_up(expert, torch.float32).T

@@ -4,7 +4,9 @@ Same contract as :mod:`llm.kernels.attention` (the torch references there define
 correct). Three kernels:
 
 - ``_write_kv_kernel``: one program per new token copies its K and V rows to the slot the
-  block manager gave it; a negative slot is padding and stores nothing.
+  block manager gave it; a negative slot is padding and stores nothing. For a quantised
+  cache (``QUANT``) it stores each row quantised with its own scale
+  (``llm.kernels.kv_quant.quantize_rows`` is the definition).
 - ``_decode_kernel``: one query token per sequence. A program takes one sequence and one
   KV head and carries *all* query heads of that GQA group as the rows of its tile, so each
   K/V tile is read once per group. The KV range may be split across programs
@@ -22,7 +24,9 @@ Both attention kernels run the same online softmax (``_attend_range``) over KV p
 gathered through the block table one position at a time, so the KV tile size is free of
 the cache block size. Scores live in the log2 domain (``exp2``). A learned sink enters as
 the initial softmax state: max = sink, denominator = 1, accumulator = 0, which is exactly
-an extra logit with no value.
+an extra logit with no value. With a quantised cache (``QUANT``) the K tile is converted
+to the query's dtype and its per-position scales multiply the scores; the V scales
+multiply the probabilities before the second dot.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from llm.kernels.kv_quant import QMAX, is_quantised
 
 LOG2E = 1.4426950408889634
 
@@ -44,6 +50,8 @@ def _write_kv_kernel(
     k_cache_ptr,
     v_cache_ptr,
     slot_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     stride_kt,
     stride_kh,
     stride_kd,
@@ -58,11 +66,17 @@ def _write_kv_kernel(
     stride_vcs,
     stride_vch,
     stride_vcd,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     cache_block_size,
     num_kv_heads,
     head_dim,
     BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    QUANT: tl.constexpr,
+    QMAX: tl.constexpr,
+    IS_INT8: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token).to(tl.int64)
@@ -77,6 +91,21 @@ def _write_kv_kernel(
     mask = (heads < heads_to_store) & (dims < head_dim)
     k = tl.load(key_ptr + token * stride_kt + heads * stride_kh + dims * stride_kd, mask=mask)
     v = tl.load(value_ptr + token * stride_vt + heads * stride_vh + dims * stride_vd, mask=mask)
+    if QUANT:
+        head_mask = tl.arange(0, BLOCK_H) < heads_to_store
+        k, k_scale = _quantize_rows(k, QMAX, IS_INT8)
+        v, v_scale = _quantize_rows(v, QMAX, IS_INT8)
+        head_ids = tl.arange(0, BLOCK_H)
+        tl.store(
+            k_scale_ptr + block * stride_sb + offset * stride_ss + head_ids * stride_sh,
+            k_scale,
+            mask=head_mask,
+        )
+        tl.store(
+            v_scale_ptr + block * stride_sb + offset * stride_ss + head_ids * stride_sh,
+            v_scale,
+            mask=head_mask,
+        )
     tl.store(
         k_cache_ptr
         + block * stride_kcb
@@ -97,14 +126,31 @@ def _write_kv_kernel(
     )
 
 
+@triton.jit
+def _quantize_rows(x, QMAX: tl.constexpr, IS_INT8: tl.constexpr):
+    """(rows of ``x`` [H, D] scaled into ±QMAX, rounded for int8; fp32 scale per row)."""
+    x = x.to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(x), 1), 1e-8) / QMAX
+    y = tl.minimum(tl.maximum(x / scale[:, None], -QMAX), QMAX)
+    if IS_INT8:
+        y = tl.where(y >= 0, y + 0.5, y - 0.5)  # the int cast truncates: half away from zero
+    return y, scale
+
+
 def write_kv_cache_triton(
     key: torch.Tensor,
     value: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Triton version of :func:`llm.kernels.attention.write_kv_cache` (same arguments)."""
+    """Triton version of :func:`llm.kernels.attention.write_kv_cache` (same arguments).
+
+    ``k_scale``/``v_scale`` [num_blocks, block_size, num_kv_heads] fp32 make the caches
+    quantised (int8 or float8_e4m3fn values, ``llm.kernels.kv_quant``).
+    """
     if key.shape != value.shape or key.dim() != 3:
         raise ValueError(
             f"key/value must both be [tokens, kv_heads, head_dim], got {tuple(key.shape)} "
@@ -125,22 +171,56 @@ def write_kv_cache_triton(
     num_tokens, num_kv_heads, head_dim = key.shape
     if num_tokens == 0:
         return
+    quant = _quant_flags(k_cache, k_scale, v_scale)
+    k_scale_arg = k_scale if k_scale is not None else slot_mapping  # never read unless QUANT
+    v_scale_arg = v_scale if v_scale is not None else slot_mapping
     _write_kv_kernel[(num_tokens,)](
         key,
         value,
         k_cache,
         v_cache,
         slot_mapping,
+        k_scale_arg,
+        v_scale_arg,
         *key.stride(),
         *value.stride(),
         *k_cache.stride(),
         *v_cache.stride(),
+        *_scale_strides(k_scale),  # V's scales share K's layout (_quant_flags checks)
         k_cache.shape[1],
         num_kv_heads,
         head_dim,
         BLOCK_H=triton.next_power_of_2(num_kv_heads),
         BLOCK_D=triton.next_power_of_2(head_dim),
+        **quant,
     )
+
+
+def _quant_flags(cache: torch.Tensor, k_scale, v_scale) -> dict:
+    """The QUANT/QMAX/IS_INT8 constexprs for a cache of ``cache.dtype`` with these scales."""
+    if (k_scale is None) != (v_scale is None):
+        raise ValueError("k_scale and v_scale must be given together (a quantised K and V cache)")
+    if k_scale is None:
+        return dict(QUANT=False, QMAX=1.0, IS_INT8=False)
+    if not is_quantised(cache.dtype):
+        raise ValueError(
+            f"scales given for a {cache.dtype} cache; quantised caches are int8 or fp8"
+        )
+    if k_scale.shape != cache.shape[:3] or v_scale.shape != cache.shape[:3]:
+        raise ValueError(
+            f"scales must be {tuple(cache.shape[:3])} (blocks, block_size, kv_heads), got "
+            f"{tuple(k_scale.shape)} and {tuple(v_scale.shape)}"
+        )
+    if k_scale.stride() != v_scale.stride():
+        raise ValueError(
+            f"K and V scales must share one layout, got strides {k_scale.stride()} and "
+            f"{v_scale.stride()}"
+        )
+    return dict(QUANT=True, QMAX=QMAX[cache.dtype], IS_INT8=cache.dtype == torch.int8)
+
+
+def _scale_strides(scale: torch.Tensor | None) -> tuple[int, int, int]:
+    return tuple(scale.stride()) if scale is not None else (0, 0, 0)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------- attention
@@ -167,6 +247,11 @@ def _attend_range(
     stride_vs,
     stride_vh,
     stride_vd,
+    k_scale_ptr,
+    v_scale_ptr,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     qk_scale,
     window,
     cache_block_size,
@@ -175,6 +260,7 @@ def _attend_range(
     BLOCK_D: tl.constexpr,
     SLIDING: tl.constexpr,
     PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     """Online softmax of the rows ``q`` [ROWS, D] over KV positions ``kv_lo .. kv_hi-1`` (log2 domain)."""
     offs_n = tl.arange(0, BLOCK_N)
@@ -196,6 +282,13 @@ def _attend_range(
         )
         k = tl.load(k_ptrs, mask=n_mask[None, :] & d_mask[:, None], other=0.0)  # [D, N]
         scores = tl.dot(q, k.to(q.dtype), input_precision=PRECISION) * qk_scale  # [ROWS, N]
+        if QUANT:  # (q . k_n) * s_n == q . (s_n * k_n)
+            k_scale = tl.load(
+                k_scale_ptr + block * stride_sb + offset * stride_ss + kv_head * stride_sh,
+                mask=n_mask,
+                other=0.0,
+            )
+            scores = scores * k_scale[None, :]
         visible = n_mask[None, :] & (k_pos[None, :] <= q_pos[:, None])
         if SLIDING:
             visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
@@ -207,6 +300,13 @@ def _attend_range(
         rescale = tl.exp2(m_i - m_safe)
         p = tl.exp2(scores - m_safe[:, None])
         l_i = l_i * rescale + tl.sum(p, 1)
+        if QUANT:  # sum_n p_n * (s_n * v_n) == sum_n (p_n * s_n) * v_n
+            v_scale = tl.load(
+                v_scale_ptr + block * stride_sb + offset * stride_ss + kv_head * stride_sh,
+                mask=n_mask,
+                other=0.0,
+            )
+            p = p * v_scale[None, :]
         v_ptrs = (
             v_cache_ptr
             + block[:, None] * stride_vb
@@ -253,6 +353,8 @@ def _decode_kernel(
     query_start_loc_ptr,
     seq_lens_ptr,
     sinks_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     stride_qt,
     stride_qh,
     stride_qd,
@@ -268,6 +370,9 @@ def _decode_kernel(
     stride_vs,
     stride_vh,
     stride_vd,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     qk_scale,
     window,
     cache_block_size,
@@ -281,6 +386,7 @@ def _decode_kernel(
     SLIDING: tl.constexpr,
     HAS_SINKS: tl.constexpr,
     PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     """One (sequence, KV head, split): its new tokens one after another (one, for a decode)."""
     seq = tl.program_id(0)
@@ -332,6 +438,11 @@ def _decode_kernel(
             stride_vs,
             stride_vh,
             stride_vd,
+            k_scale_ptr,
+            v_scale_ptr,
+            stride_sb,
+            stride_ss,
+            stride_sh,
             qk_scale,
             window,
             cache_block_size,
@@ -340,6 +451,7 @@ def _decode_kernel(
             BLOCK_D,
             SLIDING,
             PRECISION,
+            QUANT,
         )
         if NUM_SPLITS == 1:
             out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
@@ -430,6 +542,8 @@ def _prefill_kernel(
     query_start_loc_ptr,
     seq_lens_ptr,
     sinks_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     stride_qt,
     stride_qh,
     stride_qd,
@@ -445,6 +559,9 @@ def _prefill_kernel(
     stride_vs,
     stride_vh,
     stride_vd,
+    stride_sb,
+    stride_ss,
+    stride_sh,
     qk_scale,
     window,
     cache_block_size,
@@ -458,6 +575,7 @@ def _prefill_kernel(
     SLIDING: tl.constexpr,
     HAS_SINKS: tl.constexpr,
     PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     """One (query tile, KV head): BLOCK_Q new tokens of one sequence x the heads of one group."""
     tile = tl.program_id(0)
@@ -513,6 +631,11 @@ def _prefill_kernel(
         stride_vs,
         stride_vh,
         stride_vd,
+        k_scale_ptr,
+        v_scale_ptr,
+        stride_sb,
+        stride_ss,
+        stride_sh,
         qk_scale,
         window,
         cache_block_size,
@@ -521,6 +644,7 @@ def _prefill_kernel(
         BLOCK_D,
         SLIDING,
         PRECISION,
+        QUANT,
     )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(
@@ -589,6 +713,8 @@ def paged_attention_triton(
     scale: float,
     sliding_window: int | None = None,
     sinks: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
     *,
     num_splits: int | None = None,
     block_n: int | None = None,
@@ -612,6 +738,7 @@ def paged_attention_triton(
     cache_block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     group = num_heads // num_kv_heads
     num_seqs = seq_lens.shape[0]
+    quant = _quant_flags(k_cache, k_scale, v_scale)
     out = torch.empty_like(query)
     if num_seqs == 0 or num_tokens == 0:
         return out
@@ -621,12 +748,17 @@ def paged_attention_triton(
     precision = "ieee" if query.dtype == torch.float32 else "tf32"
     window = sliding_window if sliding_window is not None else 0
     sinks_arg = sinks if sinks is not None else query  # never read when HAS_SINKS is off
+    scales = (
+        k_scale if k_scale is not None else query,  # never read when QUANT is off
+        v_scale if v_scale is not None else query,
+    )
     common = (
         *query.stride(),
         *out.stride(),
         block_tables.stride(0),
         *k_cache.stride(),
         *v_cache.stride(),
+        *_scale_strides(k_scale),  # V's scales share K's layout (_quant_flags checks)
         scale * LOG2E,
         window,
         cache_block_size,
@@ -634,7 +766,10 @@ def paged_attention_triton(
         group,
     )
     flags = dict(
-        SLIDING=sliding_window is not None, HAS_SINKS=sinks is not None, PRECISION=precision
+        SLIDING=sliding_window is not None,
+        HAS_SINKS=sinks is not None,
+        PRECISION=precision,
+        QUANT=quant["QUANT"],
     )
     block_n = block_n or 64
     if num_tokens == num_seqs:
@@ -667,6 +802,7 @@ def paged_attention_triton(
             query_start_loc,
             seq_lens,
             sinks_arg,
+            *scales,
             *common,
             num_heads,
             G_PAD=g_pad,
@@ -700,6 +836,7 @@ def paged_attention_triton(
         query_start_loc,
         seq_lens,
         sinks_arg,
+        *scales,
         *common,
         num_seqs,
         BLOCK_Q=block_q,

@@ -70,6 +70,7 @@ def _paged(
     seq_lens: list[int],
     q_lens: list[int],
     dtype: torch.dtype,
+    cache_dtype: torch.dtype | None = None,
     heads: int = 64,
     kv_heads: int = 8,
     head_dim: int = 64,
@@ -78,7 +79,7 @@ def _paged(
     """Inputs for one paged-attention call: query, K/V caches, block tables, query starts, seq lens."""
     num_blocks = sum(-(-n // block) for n in seq_lens)
     tables = torch.arange(num_blocks, dtype=torch.int32).view(1, -1).repeat(len(seq_lens), 1)
-    cache = torch.zeros(num_blocks, block, kv_heads, head_dim, dtype=dtype)
+    cache = torch.zeros(num_blocks, block, kv_heads, head_dim, dtype=cache_dtype or dtype)
     starts = torch.tensor([0] + q_lens).cumsum(0).to(torch.int32)
     return (
         torch.zeros(sum(q_lens), heads, head_dim, dtype=dtype),
@@ -121,6 +122,7 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
         key = torch.zeros(3, 8, 64, dtype=dtype)
         cache = torch.zeros(2, 16, 8, 64, dtype=dtype)
         write_kv_cache_triton(key, key, cache, cache.clone(), torch.tensor([0, -1, 5]))
+        _exercise_quantised_kv(dtype)
         hidden, inter, experts = 2880, 2880, 32
         mxfp4 = ExpertWeights(
             gate_up_bias=torch.zeros(experts, 2 * inter, dtype=dtype),
@@ -141,6 +143,37 @@ def _exercise_wrappers(dtypes: tuple[torch.dtype, ...]) -> None:
             down_weight=torch.zeros(4, 64, 64),
         )
         fused_moe_triton(torch.zeros(5, 64, dtype=dtype), torch.randn(5, 4), 2, dense)
+
+
+def _exercise_quantised_kv(dtype: torch.dtype) -> None:
+    """The int8 and fp8 KV cache variants: cache write, split decode, and prefill (int8).
+
+    The QUANT branches live in the shared ``_attend_range`` and the write kernel, so these
+    few launches cover them; the unsplit decode and the window/sink variants differ from
+    the plain ones only in code that QUANT does not touch (kept out: each compile costs
+    seconds in the test).
+    """
+    from llm.kernels.triton_attention import paged_attention_triton, write_kv_cache_triton
+
+    for cache_dtype in (torch.int8, torch.float8_e4m3fn):
+        launches: list[tuple[list[int], list[int], int | None]] = [([300, 7], [1, 1], 4)]
+        if cache_dtype == torch.int8:
+            launches.append(([40, 9], [40, 3], None))
+        for seq_lens, q_lens, splits in launches:
+            batch = _paged(seq_lens, q_lens, dtype, cache_dtype)
+            scales = torch.ones(batch[1].shape[:3]), torch.ones(batch[1].shape[:3])
+            paged_attention_triton(*batch, 0.125, None, None, *scales, num_splits=splits)
+        key = torch.zeros(3, 8, 64, dtype=dtype)
+        cache = torch.zeros(2, 16, 8, 64, dtype=cache_dtype)
+        write_kv_cache_triton(
+            key,
+            key,
+            cache,
+            cache.clone(),
+            torch.tensor([0, -1, 5]),
+            torch.zeros(2, 16, 8),
+            torch.zeros(2, 16, 8),
+        )
 
 
 def compile_all(

@@ -37,7 +37,7 @@ import triton.language as tl
 
 from llm.kernels.expert_weights import ExpertWeights
 from llm.kernels.mxfp4 import MXFP4_BLOCK
-from llm.kernels.triton_moe_routing import route_and_align
+from llm.kernels.triton_moe_routing import route_and_align, route_held_experts
 
 
 @triton.jit
@@ -289,12 +289,13 @@ def _check_moe_args(
             f"and {tuple(router_logits.shape)}"
         )
     num_experts = experts.num_experts
-    if router_logits.shape[1] != num_experts:
+    if router_logits.shape[1] < experts.first_expert + num_experts:
         raise ValueError(
-            f"router_logits has {router_logits.shape[1]} experts, the weights have {num_experts}"
+            f"router_logits has {router_logits.shape[1]} experts, the weights hold "
+            f"{experts.first_expert}..{experts.first_expert + num_experts - 1}"
         )
-    if not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k must be in 1..{num_experts}, got {top_k}")
+    if not 1 <= top_k <= router_logits.shape[1]:
+        raise ValueError(f"top_k must be in 1..{router_logits.shape[1]}, got {top_k}")
     hidden_size = hidden.shape[1]
     if experts.is_mxfp4:
         blocks, scales, down_blocks, down_scales = experts.mxfp4_parts()
@@ -360,9 +361,15 @@ def fused_moe_triton(
         return torch.zeros_like(hidden)
     num_experts = experts.num_experts
     intermediate = experts.gate_up_bias.shape[1] // 2
-    weights, sorted_pairs, block_expert = route_and_align(
-        router_logits, top_k, num_experts, block_m, fused_routing
-    )
+    expert_parallel = router_logits.shape[1] != num_experts
+    if expert_parallel:
+        weights, sorted_pairs, block_expert = route_held_experts(
+            router_logits, top_k, experts.first_expert, num_experts, block_m
+        )
+    else:
+        weights, sorted_pairs, block_expert = route_and_align(
+            router_logits, top_k, num_experts, block_m, fused_routing
+        )
     num_blocks = block_expert.shape[0]
     precision = "ieee" if hidden.dtype == torch.float32 else "tf32"
     flags = dict(
@@ -400,7 +407,9 @@ def fused_moe_triton(
         **flags,
     )
 
-    y = torch.empty((num_pairs, hidden_size), dtype=torch.float32, device=hidden.device)
+    # expert parallel: pairs of experts held elsewhere are never written and must sum as 0
+    new_y = torch.zeros if expert_parallel else torch.empty
+    y = new_y((num_pairs, hidden_size), dtype=torch.float32, device=hidden.device)
     w, s, strides = _weight_args(experts, "down")
     _moe_gemm_kernel[(num_blocks, triton.cdiv(hidden_size, block_n))](
         h,

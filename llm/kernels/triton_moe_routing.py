@@ -62,6 +62,21 @@ def align_by_expert(
     return sorted_pairs, block_expert
 
 
+def route_held_experts(
+    router_logits: torch.Tensor, top_k: int, first_expert: int, num_held: int, block_m: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Expert parallel: route over all the router's experts, align only pairs of held ones.
+
+    Pairs routed to experts outside ``first_expert .. first_expert + num_held - 1`` go
+    to one extra bin whose blocks are marked -1, so the GEMM kernels skip them.
+    """
+    weights, chosen = route(router_logits, top_k)
+    local = chosen - first_expert
+    local = torch.where((local >= 0) & (local < num_held), local, num_held)
+    sorted_pairs, block_expert = align_by_expert(local, num_held + 1, block_m)
+    return weights, sorted_pairs, torch.where(block_expert == num_held, -1, block_expert)
+
+
 @triton.jit
 def _route_align_kernel(
     logits_ptr,

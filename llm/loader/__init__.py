@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from llm.loader.loaded import LoadedModel, LoaderError
+from llm.parallel.context import ParallelContext
 
 __all__ = ["LoadedModel", "LoaderError", "load_model"]
 
@@ -17,12 +18,16 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     native_4bit: bool = False,
     device: torch.device | str = "cpu",
+    parallel: ParallelContext | None = None,
+    with_tokenizer: bool = True,
 ) -> LoadedModel:
     """Load a model by path; heavy imports happen only in the branch that needs them.
 
     ``native_4bit`` applies to GGUF files (see ``load_gguf``); gpt-oss keeps its MXFP4
     experts 4-bit anyway. gpt-oss tensors stream to ``device`` one at a time; a GGUF
-    model is built on the CPU and moved by the engine's runner.
+    model is built on the CPU and moved by the engine's runner. ``parallel`` loads one
+    rank's shard of a tensor-parallel split (``llm.parallel``); ``with_tokenizer`` False
+    skips the text side (worker ranks never tokenize).
     """
     path = Path(path)
     if not path.exists():
@@ -33,8 +38,13 @@ def load_model(
         if gguf_architecture(path) == "gemma3":
             from llm.loader.gguf_gemma3 import load_gemma3_gguf
 
-            return load_gemma3_gguf(path, dtype)  # no 4-bit types in its files to keep
-        return load_gguf(path, dtype, native_4bit=native_4bit)
+            if parallel is not None and parallel.world_size > 1:
+                raise LoaderError("tensor parallelism is not supported for Gemma 3 models")
+            # no native 4-bit: its files hold no Q4_0/Q4_1 tensors
+            return load_gemma3_gguf(path, dtype, with_tokenizer=with_tokenizer)
+        return load_gguf(
+            path, dtype, with_tokenizer=with_tokenizer, native_4bit=native_4bit, parallel=parallel
+        )
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
@@ -45,7 +55,9 @@ def load_model(
                 from llm.loader.safetensors import load_gpt_oss
             except ImportError as exc:
                 raise LoaderError(f"gpt-oss loader is not available in this build ({exc})") from exc
-            return load_gpt_oss(path, dtype, device=device)
+            return load_gpt_oss(
+                path, dtype, device=device, load_tokenizer=with_tokenizer, parallel=parallel
+            )
         raise LoaderError(
             f"model directory {str(path)!r} has model_type {model_type!r}; "
             "supported: 'gpt_oss' (or a .gguf file for llama-family models)"

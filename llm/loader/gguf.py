@@ -18,6 +18,8 @@ import torch
 from llm.kernels.q4_linear import Q4Blocks, int4_available, q4_from_gguf
 from llm.loader.loaded import LoadedModel, LoaderError
 from llm.models.llama import LlamaConfig, LlamaForCausalLM
+from llm.parallel.context import ParallelContext
+from llm.parallel.shard import shard_llama
 
 QK = 32  # elements per block of the legacy quant types
 
@@ -201,18 +203,25 @@ def load_gguf(
     dtype: torch.dtype = torch.float32,
     with_tokenizer: bool = True,
     native_4bit: bool = False,
+    parallel: ParallelContext | None = None,
 ) -> LoadedModel:
     """Read a llama-family GGUF into a ``LlamaForCausalLM`` with its tokenizer and template.
 
     ``native_4bit`` also keeps the file's 4-bit projections for the int4 kernel, which the
     model then uses for small batches (decode); off, every matmul uses the dequantised
     weights (the numerics the HF-identical tests pin). A no-op where torch lacks the kernel.
+    ``parallel`` keeps only this rank's shard of a tensor-parallel split (the file is read
+    whole, then cut before the dtype cast, and the full tensors are dropped); it turns
+    ``native_4bit`` off (those blocks are of the whole weight).
     """
     path = Path(path)
     reader = open_gguf(path)
     config = read_config(reader)
     model = LlamaForCausalLM(config)
     model.load_weights(read_weights(reader, config))
+    if parallel is not None and parallel.world_size > 1:
+        shard_llama(model, parallel)
+        native_4bit = False
     model.to(dtype)
     model.eval()
     if native_4bit and int4_available():

@@ -21,6 +21,8 @@ from llm.loader.loaded import LoadedModel, LoaderError
 from llm.loader.safetensors_stream import SafetensorsFormatError, ShardReader
 from llm.models.gpt_oss import GptOssForCausalLM
 from llm.models.gpt_oss_config import GptOssConfig, GptOssConfigError
+from llm.parallel.context import ParallelContext
+from llm.parallel.shard import Cut, Rule, shard_gpt_oss_layout, shard_value
 
 INDEX_FILE = "model.safetensors.index.json"
 EXPERT_PREFIX = "model.layers.{}.mlp.experts."
@@ -138,12 +140,18 @@ def _read_state(
     expert_format: str,
     dtype: torch.dtype,
     device: torch.device,
+    plan: dict[str, Rule] | None = None,
+    parallel: ParallelContext | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every persistent tensor the model declares, shape-checked, converted and on ``device``.
 
     Shapes and dtypes are checked from the headers before any data is read, so a wrong
     checkpoint fails fast; then each tensor is read, moved and converted on its own.
+    With a tensor-parallel ``plan`` (``llm.parallel.shard``), a tensor split along its
+    leading dimension (experts, q/k/v rows) is read only for this rank's rows; others are
+    read whole, cut, and the whole dropped before the next tensor.
     """
+    plan = plan or {}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(files))
     if missing:
@@ -169,6 +177,9 @@ def _read_state(
         )
         if transpose:  # transformers' [E, in, out] -> our [E, out, in]
             shape = (shape[0], shape[2], shape[1])
+        rule = plan.get(name)
+        if isinstance(rule, Cut) and parallel is not None:
+            shape = rule.local_shape(tuple(shape), parallel.world_size)
         if tuple(shape) != tuple(wanted.shape):
             raise CheckpointError(
                 f"{name} in {reader.path.name} has shape {tuple(shape)}, "
@@ -181,7 +192,13 @@ def _read_state(
     state: dict[str, torch.Tensor] = {}
     for name, wanted in expected.items():
         reader = readers[files[name]]
-        tensor = reader.read(name).to(device)  # the host copy is dropped with this line
+        rule = plan.get(name)
+        if parallel is not None and isinstance(rule, Cut) and rule.leading_rows:
+            tensor = reader.read_rows(name, *parallel.part(reader.shape(name)[0])).to(device)
+        elif parallel is not None and rule is not None:
+            tensor = shard_value(reader.read(name), rule, parallel).to(device)
+        else:
+            tensor = reader.read(name).to(device)  # the host copy is dropped with this line
         if (
             expert_format == "dense"
             and name.rsplit(".", 1)[-1] in DENSE_EXPERTS
@@ -197,12 +214,16 @@ def load_gpt_oss(
     dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device = "cpu",
     load_tokenizer: bool = True,
+    parallel: ParallelContext | None = None,
 ) -> GptOssLoaded:
     """Build a ready ``GptOssForCausalLM`` (eval mode, on ``device``) from an HF checkpoint directory.
 
     ``dtype`` applies to the dense weights and activations; norms and sinks stay fp32,
     MXFP4 experts stay uint8. ``load_tokenizer`` loads the o200k_harmony tokenizer from
     the offline asset (raises ``TokenizerAssetMissing`` when it is not installed).
+    ``parallel`` loads only this rank's shard of a tensor-parallel split (heads and
+    experts; see ``llm.parallel.shard``); it raises ``TensorParallelError`` for a split
+    the config's shapes do not divide.
     """
     path = Path(path)
     if not path.is_dir():
@@ -214,7 +235,10 @@ def load_gpt_oss(
     expert_format = detect_expert_format(set(files))
     with torch.device("meta"):  # shapes only: the real tensors come from the checkpoint
         model = GptOssForCausalLM(config, expert_format=expert_format, dtype=dtype)
-    state = _read_state(model, files, expert_format, dtype, torch.device(device))
+    plan = None
+    if parallel is not None and parallel.world_size > 1:
+        plan = shard_gpt_oss_layout(model, parallel)
+    state = _read_state(model, files, expert_format, dtype, torch.device(device), plan, parallel)
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
     model.to(device)  # what the checkpoint does not hold (the rotary table) joins the weights

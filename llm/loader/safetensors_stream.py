@@ -63,8 +63,20 @@ class ShardReader:
 
     def read(self, name: str) -> torch.Tensor:
         """The tensor ``name`` as a CPU tensor over a buffer of its exact size."""
+        return self.read_rows(name, 0, self.shape(name)[0] if self.shape(name) else 1)
+
+    def read_rows(self, name: str, first: int, count: int) -> torch.Tensor:
+        """Rows ``first .. first + count - 1`` of ``name``'s leading dimension, reading only their bytes.
+
+        A tensor-parallel rank reads its experts (or heads) this way, never the whole tensor.
+        """
         entry = self.entries[name]
+        shape = self.shape(name)
         start, end = entry["data_offsets"]
+        if shape:
+            row_bytes = (end - start) // shape[0] if shape[0] else 0
+            start, end = start + first * row_bytes, start + (first + count) * row_bytes
+            shape = (count, *shape[1:])
         buffer = bytearray(end - start)
         with self.path.open("rb") as handle:
             handle.seek(self._data_start + start)
@@ -72,5 +84,5 @@ class ShardReader:
                 raise SafetensorsFormatError(f"{self.path.name} is truncated inside {name}")
         dtype = self.dtype(name)
         if not buffer:
-            return torch.empty(self.shape(name), dtype=dtype)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(self.shape(name))
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)

@@ -32,16 +32,32 @@ class AttentionMetadata:
     query_start_loc: torch.Tensor
     seq_lens: torch.Tensor
     logits_indices: torch.Tensor
+    # Hybrid KV cache (``llm.engine.kv_groups``): when layers form several groups (sliding
+    # and full attention), ``groups[g]`` is this metadata with group g's ``slot_mapping``
+    # and ``block_tables`` (the fields above are group 0's) and ``layer_group[i]`` names
+    # layer i's group. Empty for a single group.
+    groups: tuple[AttentionMetadata, ...] = ()
+    layer_group: tuple[int, ...] = ()
+
+    def for_layer(self, layer: int) -> AttentionMetadata:
+        """The metadata layer ``layer`` attends with (its group's block tables)."""
+        return self.groups[self.layer_group[layer]] if self.layer_group else self
 
 
 @dataclass
 class KVCacheSpec:
-    """What the runner must allocate for a model: per layer, one K and one V cache."""
+    """What the runner must allocate for a model: per layer, one K and one V cache.
+
+    ``layer_windows`` (one entry per layer, None = full attention; empty = all full) lets
+    the engine give sliding-window layers only the blocks their window can see
+    (``llm.engine.kv_groups``).
+    """
 
     num_layers: int
     num_kv_heads: int
     head_dim: int
     dtype: torch.dtype = torch.float32
+    layer_windows: tuple[int | None, ...] = ()
 
 
 class CausalLM(nn.Module):
@@ -64,6 +80,7 @@ class CausalLM(nn.Module):
 
         ``input_ids``/``positions`` [num_tokens]; ``kv_caches[layer]`` is (k_cache, v_cache),
         each [num_blocks, block_size, num_kv_heads, head_dim]. The model writes the new
-        tokens' K/V with ``llm.kernels.write_kv_cache`` before attending.
+        tokens' K/V with ``llm.kernels.write_kv_cache`` before attending. Layer i uses
+        ``meta.for_layer(i)`` (layers of different KV groups have different block tables).
         """
         raise NotImplementedError

@@ -18,14 +18,14 @@ cache spec; only the modules and ``forward`` are its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from llm.kernels import paged_attention, write_kv_cache
-from llm.models.base import AttentionMetadata, CausalLM
+from llm.models.base import AttentionMetadata, CausalLM, KVCacheSpec
 from llm.models.llama import (
     Linear,
     LlamaAttention,
@@ -149,6 +149,15 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
+    def kv_cache_spec(self) -> KVCacheSpec:
+        """Llama's, plus each layer's window: local layers get only the blocks they can see."""
+        return replace(
+            super().kv_cache_spec(),
+            layer_windows=tuple(
+                self.config.sliding_window if layer.sliding else None for layer in self.layers
+            ),
+        )
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -161,9 +170,9 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
         x = x * torch.tensor(self.config.hidden_size**0.5, dtype=x.dtype)
         rope_global = self.rotary(positions, x.dtype)
         rope_local = self.rotary_local(positions, x.dtype)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+        for index, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
             cos, sin = rope_local if layer.sliding else rope_global
-            x = layer(x, cos, sin, kv_cache, meta)
+            x = layer(x, cos, sin, kv_cache, meta.for_layer(index))
         x = self.norm(x[meta.logits_indices])
         logits = self.lm_head(x).float()
         cap = self.config.final_logit_softcapping

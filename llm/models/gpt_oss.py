@@ -129,6 +129,8 @@ class GptOssExperts(nn.Module):
     down_proj: torch.Tensor
     gate_up_proj_bias: torch.Tensor
     down_proj_bias: torch.Tensor
+    # Index of the first expert held here: nonzero only on a rank of an expert-parallel split.
+    first_expert = 0
 
     def __init__(self, config: GptOssConfig, expert_format: str, dtype: torch.dtype) -> None:
         super().__init__()
@@ -176,6 +178,7 @@ class GptOssExperts(nn.Module):
                 down_scales=self.down_proj_scales,
                 alpha=self.alpha,
                 limit=self.limit,
+                first_expert=self.first_expert,
             )
         return ExpertWeights(
             gate_up_bias=self.gate_up_proj_bias,
@@ -184,6 +187,7 @@ class GptOssExperts(nn.Module):
             down_weight=self.down_proj,
             alpha=self.alpha,
             limit=self.limit,
+            first_expert=self.first_expert,
         )
 
 
@@ -261,6 +265,7 @@ class GptOssForCausalLM(CausalLM):
             num_kv_heads=cfg.num_key_value_heads,
             head_dim=cfg.head_dim,
             dtype=self.dtype,
+            layer_windows=tuple(cfg.window_of(i) for i in range(cfg.num_hidden_layers)),
         )
 
     @torch.inference_mode()
@@ -275,7 +280,7 @@ class GptOssForCausalLM(CausalLM):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
         rope = self.rotary.cos_sin(positions)
-        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            hidden = layer(hidden, rope, kv_cache, meta)
+        for index, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
+            hidden = layer(hidden, rope, kv_cache, meta.for_layer(index))
         hidden = self.model.norm(hidden[meta.logits_indices])
         return self.lm_head(hidden).float()

@@ -6,14 +6,14 @@ not about the queue, its own ``job_queue``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from llm.client import LLMClient
-from llm.resilience import CircuitBreaker, RetryPolicy
 from services.db import REPO_ROOT, make_engine, session_factory
 from services.gateway import (
     admin_router,
@@ -72,15 +72,8 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         job_queue = CeleryJobQueue(
             create_celery(settings), settings.ingest_queue, settings.delete_queue
         )
-    llm = LLMClient(
-        settings.llm_base_url,
-        settings.llm_model,
-        settings.llm_api_key,
-        settings.llm_timeout_s,
-        retry=RetryPolicy(attempts=max(1, settings.llm_retry_attempts)),
-        breaker=CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s),
-    )
-    metrics = GatewayMetrics(sessions)
+    llm = components.create_llm_client(settings)
+    metrics = GatewayMetrics(sessions, llm.pool)
     searchers = SearcherProvider(functools.partial(components.create_searcher, settings))
     search = SearchService(sessions, searchers, settings.search_k)
     conversations = ConversationsService(sessions)
@@ -126,7 +119,13 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         upload_limit=RequestBudget(settings.uploads_per_minute, "uploads"),
     )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        llm.close()  # stops the LLM replicas' health checks
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Enclave",
         version="0.1.0",
         description="Private knowledge assistant: documents, hybrid retrieval, cited answers.",

@@ -156,6 +156,7 @@ class ChatService:
                 max_tokens=self._answer_tokens,
                 temperature=self._answer_temperature,
                 stop=self._answer_stop,
+                conversation_id=turn.conversation_id,
             )
         except LLMError as exc:
             await self._audit(user, turn, None)
@@ -179,6 +180,7 @@ class ChatService:
                     max_tokens=self._answer_tokens,
                     temperature=self._answer_temperature,
                     stop=self._answer_stop,
+                    conversation_id=turn.conversation_id,
                 ):
                     pieces.append(piece)
                     yield sse_event("token", {"text": piece})

@@ -45,22 +45,26 @@ class HealthService:
         if not os.access(probe, os.W_OK):
             raise RuntimeError(f"vector store folder {probe} is not writable")
 
-    async def _llm_check(self) -> None:
-        if not await self._llm.health():
-            raise RuntimeError(f"LLM endpoint {self._llm.base_url} does not answer /models")
+    async def _llm_check(self) -> dict:
+        """Ready while at least one LLM replica lists its models; every replica is reported."""
+        replicas = await self._llm.check_replicas()
+        if not any(replica["up"] for replica in replicas):
+            problems = "; ".join(f"{r['url']}: {r.get('error', 'down')}" for r in replicas)
+            raise RuntimeError(f"no LLM endpoint answers /models ({problems})")
+        return {"replicas": replicas}
 
     async def readiness(self) -> tuple[bool, dict[str, dict]]:
-        checks: dict[str, Callable[[], Awaitable[None]]] = {
+        checks: dict[str, Callable[[], Awaitable[dict | None]]] = {
             "database": lambda: asyncio.to_thread(self._database),
             "vector_store": lambda: asyncio.to_thread(self._vector_store),
             "queue": lambda: asyncio.to_thread(self._queue.check),
             "llm": self._llm_check,
         }
 
-        async def run(check: Callable[[], Awaitable[None]]) -> dict:
+        async def run(check: Callable[[], Awaitable[dict | None]]) -> dict:
             try:
-                await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
-                return {"ok": True}
+                details = await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+                return {"ok": True, **(details or {})}
             except Exception as exc:  # noqa: BLE001 - report, never raise, from a probe
                 return {"ok": False, "error": str(exc) or type(exc).__name__}
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one gateway app: requests, latency, chat latency, jobs by state.
+"""Prometheus metrics of one gateway app: requests, latency, chat latency, jobs by state,
+and the LLM replicas (up or not, requests in flight).
 
 Each app owns its registry (no global default registry), so test apps do not collide.
 """
@@ -9,12 +10,13 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llm.replicas import ReplicaPool
 from services.db import JOB_STATES, Job
 
 
@@ -43,8 +45,38 @@ class _JobsCollector:
         yield family
 
 
+class _ReplicasCollector:
+    """Reads the LLM client's view of its replicas at scrape time."""
+
+    def __init__(self, pool: ReplicaPool):
+        self._pool = pool
+
+    def collect(self):
+        up = GaugeMetricFamily(
+            "enclave_llm_replica_up", "1 while the LLM replica takes requests", labels=["replica"]
+        )
+        outstanding = GaugeMetricFamily(
+            "enclave_llm_replica_outstanding", "LLM requests in flight", labels=["replica"]
+        )
+        requests = CounterMetricFamily(
+            "enclave_llm_replica_requests", "LLM requests finished, any outcome", labels=["replica"]
+        )
+        failures = CounterMetricFamily(
+            "enclave_llm_replica_failures",
+            "Times the LLM replica was taken out of rotation",
+            labels=["replica"],
+        )
+        for replica in self._pool.snapshot():
+            label = [replica["url"]]
+            up.add_metric(label, 1 if replica["up"] else 0)
+            outstanding.add_metric(label, replica["outstanding"])
+            requests.add_metric(label, replica["requests"])
+            failures.add_metric(label, replica["failures"])
+        yield from (up, outstanding, requests, failures)
+
+
 class GatewayMetrics:
-    def __init__(self, sessions: sessionmaker):
+    def __init__(self, sessions: sessionmaker, llm_replicas: ReplicaPool | None = None):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "enclave_http_requests_total",
@@ -66,6 +98,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_JobsCollector(sessions))
+        if llm_replicas is not None:
+            self.registry.register(_ReplicasCollector(llm_replicas))
 
     def render(self) -> Response:
         return Response(

@@ -10,7 +10,7 @@ Names (all prefixed ``enclave_llm_``):
 - from the backend's ``stats()`` when it reports them: ``kv_blocks_used``, ``kv_blocks_free``,
   ``prefix_cache_hit_rate``, and every other number as ``backend_<name>`` (the engine's
   ``backend_weight_bytes``, ``backend_kv_blocks_total``, ...)
-- ``engine_info{device,kernels,dtype}`` = 1, from the backend's ``describe()`` when it has one
+- ``engine_info{device,kernels,dtype,kv_dtype,tensor_parallel}`` = 1, from the backend's ``describe()`` when it has one
 """
 
 from __future__ import annotations
@@ -92,11 +92,15 @@ class _LiveCollector(Collector):
         except Exception:  # as above: a scrape never fails on a backend
             info = {}
         labels: dict[str, str] = {
-            k: str(info[k]) for k in ("device", "kernels", "dtype") if k in info
+            k: str(info[k])
+            for k in ("device", "kernels", "dtype", "kv_dtype", "tensor_parallel")
+            if k in info
         }
         if labels:
             yield InfoMetricFamily(
-                PREFIX + "engine", "Where the engine runs: device, kernel backend, dtype.", labels
+                PREFIX + "engine",
+                "Where the engine runs: device, kernel backend, dtype, KV cache dtype, tensor-parallel size.",
+                labels,
             )
 
 

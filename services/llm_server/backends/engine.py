@@ -88,6 +88,8 @@ class EngineBackend:
             "kernels": settings.llm_kernels,
             "gpu_memory_utilization": settings.llm_gpu_memory_utilization,
             "cuda_graphs": settings.llm_cuda_graphs,
+            "tensor_parallel_size": settings.llm_tensor_parallel,
+            "kv_dtype": settings.llm_kv_dtype,
         }
         return cls(model_path, settings.llm_model, config, settings.llm_cpu_threads)
 
@@ -107,7 +109,9 @@ class EngineBackend:
         torch.set_num_threads(1)
         try:
             options = dict(self._engine_config)
-            options["num_threads"] = self._cpu_threads or default_threads()
+            # every rank of a CPU split runs its own forward: share the cores among them
+            ranks = int(options.get("tensor_parallel_size", 1))
+            options["num_threads"] = self._cpu_threads or max(1, default_threads() // ranks)
             device = resolve_device(options.get("device", "auto"))
             options["dtype"] = resolve_dtype(options.get("dtype", "fp32"), device)
             config = engine_config(**options)
@@ -125,7 +129,7 @@ class EngineBackend:
         log.info("engine ready: %s", " ".join(f"{k}={v}" for k, v in self.describe().items()))
 
     def describe(self) -> dict[str, Any]:
-        """Device, kernel backend, dtype, weight bytes and KV blocks of the running engine."""
+        """Device, kernel backend, dtype, KV dtype, weight bytes, KV blocks, tensor-parallel size of the running engine."""
         if self._engine is None:
             return {}
         return dict(self._engine.engine.describe())

@@ -32,9 +32,10 @@ ADMIN_PASSWORD = "e2e-admin-pass"
 def question_for(doc: str) -> dict:
     """A single-turn, answerable corpus question about ``doc``: the Level 5 bonus one (page 3).
 
-    Chosen with the tiny model in mind: both chunks retrieved for it (search_k=2) lie on
-    page 3, so the cited page does not hinge on which source SmolLM2-135M leans on, and
-    its greedy answer shares enough words with the source to be cited. (For benefits.pdf
+    Chosen with the tiny model in mind: the top chunk retrieved for it (search_k=2) lies on
+    page 3 (with 1,400-character chunks the second is on page 2; the test asserts the gold
+    page is among the sources, not which one is cited), and its greedy answer shares
+    enough words with the source to be cited. (For benefits.pdf
     the EAP question's top chunks straddle pages 2-3, and the FERS one gets a terse
     "5 years." with no [n] marker and nothing to cite.)
     """

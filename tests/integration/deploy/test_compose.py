@@ -3,7 +3,8 @@
 There is no Docker engine on these machines, so the file is checked with Debian's
 docker-compose (`config` resolves and validates it) and its resolved form is read back:
 the topology, the hardening of every container, the LLM backend profiles (exactly one
-answers as ``llm``), secrets as files, and every ENCLAVE_* variable a real setting.
+answers as ``llm``, or two replicas on two GPUs that the gateway names one by one), secrets
+as files, and every ENCLAVE_* variable a real setting.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from tests.support import missing
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-ENCLAVE_SERVICES = {"migrate", "gateway", "worker", "llm_server", "llm_server_cpu", "chroma"}
+LLM_REPLICAS = ("llm_replica_0", "llm_replica_1")
+ENCLAVE_SERVICES = {
+    "migrate",
+    "gateway",
+    "worker",
+    "llm_server",
+    "llm_server_cpu",
+    "chroma",
+    *LLM_REPLICAS,
+}
 ONE_SHOT = {"volume-init", "migrate"}
 LLM_PROFILES = ("gpu", "cpu", "vllm")
 APP_UID = "10001"
@@ -96,6 +106,7 @@ def test_compose_has_every_component(resolved):
         "worker",
         "llm_server",
         "llm_server_cpu",
+        *LLM_REPLICAS,
         "vllm",
         "redis",
         "postgres",
@@ -113,6 +124,40 @@ def test_each_llm_profile_runs_exactly_one_llm_backend(resolved, profile):
     assert active(resolved, "vllm").keys().isdisjoint({"llm_server", "llm_server_cpu"})
     gateway = resolved["services"]["gateway"]
     assert gateway["environment"]["ENCLAVE_LLM_BASE_URL"] == "http://llm:8001/v1"
+
+
+def test_replicas_profile_runs_two_servers_on_two_gpus_and_the_gateway_asks_both(
+    docker_compose, empty_env_file
+):
+    """COMPOSE_PROFILES=replicas with the ENCLAVE_LLM_BASE_URLS line .env.example documents:
+    one llm_server per GPU, each under its own name, and the gateway's list names both."""
+    documented = re.search(
+        r"^#\s*ENCLAVE_LLM_BASE_URLS=(\S+)$", (ROOT / ".env.example").read_text(), flags=re.M
+    )
+    assert documented, ".env.example must show the ENCLAVE_LLM_BASE_URLS of the replicas profile"
+    env = {"COMPOSE_PROFILES": "replicas", "ENCLAVE_LLM_BASE_URLS": documented[1]}
+    result = compose_config(docker_compose, env, empty_env_file)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    running = active(resolved, "replicas")
+    servers = {n for n, svc in running.items() if "services.llm_server" in svc.get("command", [])}
+    assert servers == set(LLM_REPLICAS)
+    assert not any("llm" in aliases(svc) for svc in running.values()), "no single `llm` here"
+    gpus, urls = [], []
+    for name in LLM_REPLICAS:
+        svc = running[name]
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"] and "count" not in device, name
+        gpus.append(device["device_ids"])
+        env_of = svc["environment"]
+        assert env_of["ENCLAVE_LLM_DEVICE"] == "cuda", name
+        assert env_of["ENCLAVE_LLM_MODEL"] == running["gateway"]["environment"]["ENCLAVE_LLM_MODEL"]
+        (alias,) = aliases(svc)
+        urls.append(f"http://{alias}:{env_of['ENCLAVE_LLM_PORT']}/v1")
+    assert gpus == [["0"], ["1"]]
+    gateway_env = running["gateway"]["environment"]
+    settings = Settings(_env_file=None, llm_base_urls=gateway_env["ENCLAVE_LLM_BASE_URLS"])
+    assert settings.llm_replica_urls == urls
 
 
 def test_no_profile_free_service_depends_on_a_profiled_one(resolved):

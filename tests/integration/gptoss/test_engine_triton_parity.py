@@ -60,7 +60,9 @@ def test_engine_with_triton_kernels_matches_transformers(tiny, layout, tmp_path)
         kernels="triton",
         dtype=torch.float32,
         block_size=4,
-        num_kv_blocks=8,  # the three sequences need 10 (4 prompt blocks shared): a preemption
+        # each block holds one slot (sliding + full layer): a sequence takes blocks in both
+        # groups, so the three sequences cannot all fit at once: a preemption
+        num_kv_blocks=10,
         max_num_batched_tokens=7,  # chunked prefill
         enable_prefix_caching=True,
     )
@@ -106,7 +108,7 @@ def test_server_with_triton_kernels_matches_transformers(one_thread, tmp_path):
         llm_kernels="triton",
         llm_dtype="fp32",
         llm_block_size=4,
-        llm_kv_blocks=6,  # two sequences of the prompt + 6 tokens need 8 (3 shared): preemption
+        llm_kv_blocks=10,  # two sequences of the prompt + 6 tokens, in two KV groups: preemption
         llm_max_batched_tokens=7,
         llm_max_model_len=64,
         llm_cpu_threads=1,
@@ -129,7 +131,7 @@ def test_server_with_triton_kernels_matches_transformers(one_thread, tmp_path):
         assert [c["text"] for c in choices] == [expected, expected]
         [model] = httpx.get(f"{live.url}/v1/models").json()["data"]
         assert model["kernels"] == "triton" and model["device"].startswith(DEVICE)
-        assert model["dtype"] == "float32" and model["kv_blocks"] == 6
+        assert model["dtype"] == "float32" and model["kv_blocks"] == 10
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host synchronisation is a CUDA notion")

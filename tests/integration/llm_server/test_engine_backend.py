@@ -196,11 +196,13 @@ def test_engine_reports_device_kernels_dtype_weights_and_kv_blocks(engine_server
     [model] = [m for m in httpx.get(f"{engine_server.url}/v1/models").json()["data"]]
     assert model["device"] == "cpu" and model["kernels"] == "torch"
     assert model["dtype"] in ("bfloat16", "float32")
+    assert model["kv_dtype"] == model["dtype"]  # ENCLAVE_LLM_KV_DTYPE=auto: the model's dtype
     assert model["weight_bytes"] > 10_000_000  # SmolLM2-135M: ~135M parameters, 4-bit or wider
     assert model["kv_blocks"] > 0 and model["kv_cache_bytes"] <= 64 * 2**20
     text = httpx.get(f"{engine_server.url}/metrics").text
     info = [line for line in text.splitlines() if line.startswith("enclave_llm_engine_info{")]
     assert info and 'device="cpu"' in info[0] and 'kernels="torch"' in info[0]
+    assert f'kv_dtype="{model["kv_dtype"]}"' in info[0]
     assert (
         metric_value(engine_server.url, "enclave_llm_backend_weight_bytes") == model["weight_bytes"]
     )

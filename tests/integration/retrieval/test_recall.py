@@ -10,11 +10,12 @@ from retriever.followup import rewrite_query
 
 pytestmark = pytest.mark.slow
 
-# The naive baseline (1,000-char chunks, BM25 + MiniLM, RRF) measured by bench/retrieval.py
-# in the same run as ours (bench/results/retrieval_shared.json): 0.956 at 5, 0.689 at 1;
-# ours 0.978 and 0.767, so the gate leaves a margin of two questions at 5.
+# Measured by bench/retrieval.py (bench/results/retrieval.json, both corpora in one run):
+# ours 0.978 at 5 and 0.822 at 1; the naive baseline (1,000-char chunks, BM25 + MiniLM,
+# RRF) 0.956 and 0.689. The floors leave two questions at 5 and three at 1 for other CPUs'
+# numerics; the one at 1 stays well above the baseline.
 BASELINE_RECALL_AT_5 = 0.95
-BASELINE_RECALL_AT_1 = 0.68
+BASELINE_RECALL_AT_1 = 0.78
 
 
 def test_whole_corpus_is_indexed(corpus_index):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from llm.engine.config import EngineConfig
 from llm.engine.llm_engine import LLMEngine
@@ -26,16 +25,9 @@ TINY = LlamaConfig(
 @pytest.fixture(scope="session")
 def tiny_model() -> LlamaForCausalLM:
     """Random weights, but sharp enough logits that greedy choices are not near-ties."""
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(TINY)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.5)
-        for layer in model.layers:
-            layer.input_norm.weight.fill_(1.0)
-            layer.post_attention_norm.weight.fill_(1.0)
-        model.norm.weight.fill_(1.0)
-    return model.eval()
+    from tests.unit.engine.tp_helpers import random_llama
+
+    return random_llama(TINY).eval()
 
 
 @pytest.fixture

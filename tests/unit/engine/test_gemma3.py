@@ -201,7 +201,9 @@ def test_load_model_dispatches_gemma3_files(tiny, tmp_path, monkeypatch):
     path = tmp_path / "tiny.gguf"
     _write_gguf(tiny[0], path)
     calls = []
-    monkeypatch.setattr(gguf_gemma3, "load_gemma3_gguf", lambda p, dtype: calls.append(p) or "ok")
+    monkeypatch.setattr(
+        gguf_gemma3, "load_gemma3_gguf", lambda p, dtype, with_tokenizer: calls.append(p) or "ok"
+    )
     assert load_model(path, torch.float32) == "ok"
     assert calls == [path]
 
