@@ -1,4 +1,4 @@
-"""Pick the loader for a model path: a ``.gguf`` file, or a gpt-oss safetensors directory."""
+"""Pick the loader for a model path: a ``.gguf`` file (llama or Gemma 3), or a gpt-oss directory."""
 
 from __future__ import annotations
 
@@ -33,8 +33,15 @@ def load_model(
     if not path.exists():
         raise LoaderError(f"model path {str(path)!r} does not exist")
     if path.is_file() and path.suffix == ".gguf":
-        from llm.loader.gguf import load_gguf
+        from llm.loader.gguf import gguf_architecture, load_gguf
 
+        if gguf_architecture(path) == "gemma3":
+            from llm.loader.gguf_gemma3 import load_gemma3_gguf
+
+            if parallel is not None and parallel.world_size > 1:
+                raise LoaderError("tensor parallelism is not supported for Gemma 3 models")
+            # no native 4-bit: its files hold no Q4_0/Q4_1 tensors
+            return load_gemma3_gguf(path, dtype, with_tokenizer=with_tokenizer)
         return load_gguf(
             path, dtype, with_tokenizer=with_tokenizer, native_4bit=native_4bit, parallel=parallel
         )

@@ -87,7 +87,10 @@ def read_config(reader) -> LlamaConfig:
     """Model hyper-parameters from the ``<arch>.*`` metadata keys."""
     arch = _field(reader, "general.architecture")
     if arch != "llama":
-        raise LoaderError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
+        raise LoaderError(
+            f"GGUF architecture {arch!r} is not supported (load_gguf reads 'llama'; "
+            "llm.loader.load_model also reads 'gemma3')"
+        )
     key = lambda name: f"{arch}.{name}"  # noqa: E731
     hidden = int(_field(reader, key("embedding_length")))
     heads = int(_field(reader, key("attention.head_count")))
@@ -180,6 +183,21 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
+def open_gguf(path: Path):
+    """A ``GGUFReader`` over ``path`` (memory-mapped), or a ``LoaderError`` that says why not."""
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # gguf raises ValueError/struct errors on junk
+        raise LoaderError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
+
+
+def gguf_architecture(path: Path) -> str | None:
+    """The file's ``general.architecture`` (``llama``, ``gemma3``, ...)."""
+    return _field(open_gguf(path), "general.architecture")
+
+
 def load_gguf(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
@@ -196,13 +214,8 @@ def load_gguf(
     whole, then cut before the dtype cast, and the full tensors are dropped); it turns
     ``native_4bit`` off (those blocks are of the whole weight).
     """
-    from gguf import GGUFReader
-
     path = Path(path)
-    try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # gguf raises ValueError/struct errors on junk
-        raise LoaderError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
+    reader = open_gguf(path)
     config = read_config(reader)
     model = LlamaForCausalLM(config)
     model.load_weights(read_weights(reader, config))
@@ -213,6 +226,11 @@ def load_gguf(
     model.eval()
     if native_4bit and int4_available():
         model.attach_4bit(read_q4_weights(reader, config))
+    return text_side(reader, path, model, with_tokenizer)
+
+
+def text_side(reader, path: Path, model, with_tokenizer: bool) -> LoadedModel:
+    """``model`` with the file's tokenizer, chat template, EOS id and BOS/EOS strings."""
     eos = _field(reader, "tokenizer.ggml.eos_token_id")
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
     eos_ids = [int(eos)] if eos is not None else []
