@@ -45,12 +45,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: the repository importable, bench/ not
-    # (bench/kernels.py would shadow the ``kernels`` package transformers imports)
+    # (a bench module named like an installed package would shadow it)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
-from bench.kernels import NO_CUDA_MESSAGE, RESULTS_DIR, measured_bandwidth_gbs
+from bench.triton_kernels import NO_CUDA_MESSAGE, RESULTS_DIR, measured_bandwidth_gbs
 from llm.models.gpt_oss_config import PUBLISHED_ROPE_SCALING
 
 REPO = Path(__file__).resolve().parents[1]

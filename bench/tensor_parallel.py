@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-# the repository, not bench/ (whose kernels.py would shadow the ``kernels`` package)
+# the repository importable, and bench/ off the path (a bench module named like an installed
+# package would shadow it)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

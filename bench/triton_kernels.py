@@ -1,6 +1,6 @@
 """Benchmark of the Triton kernels on gpt-oss-20b-shaped work, against torch peers in the same run.
 
-Run: ``python bench/kernels.py`` (or ``python -m bench.kernels``). Needs PyTorch, Triton
+Run: ``python bench/triton_kernels.py`` (or ``python -m bench.triton_kernels``). Needs PyTorch, Triton
 and this repository only; all weights are random and generated on the GPU.
 
 On CUDA, per figure, the Triton kernel against a torch peer on the same inputs:
