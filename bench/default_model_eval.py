@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 from llm.client import LLMClient  # noqa: E402
-from retriever.eval_answers import answer_all, in_process_turn, score, table  # noqa: E402
+from retriever.eval_answers import answer_all, score, table  # noqa: E402
 from retriever.evaluation import load_questions  # noqa: E402
+from services.cli_eval import settings_turn  # noqa: E402
 from services.components import create_searcher  # noqa: E402
 from services.settings import Settings  # noqa: E402
 
@@ -84,8 +85,6 @@ def batched_answers(
 
 
 def main() -> None:
-    from ingest.stores.acl import AccessScope
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("questions")
     parser.add_argument("--docs", required=True)
@@ -100,15 +99,7 @@ def main() -> None:
     servers = dict(item.split("=", 1) for item in args.server)
 
     def turn(generate):
-        return in_process_turn(
-            searcher,
-            generate,
-            searcher.embedder.embed_documents,
-            scope=AccessScope(None),
-            search_k=settings.search_k,
-            context_tokens=settings.context_tokens,
-            answer_tokens=settings.answer_tokens,
-        )
+        return settings_turn(settings, searcher, generate)
 
     # pass 1: every prompt as the first turn sees it (follow-ups get an empty shown answer)
     composed: dict[str, list[dict]] = {}

@@ -126,8 +126,7 @@ def _progress_printer() -> Callable[[int, int], None]:
 
 def _in_process_turn(settings: Settings, docs: Path, answerer: str) -> Any:
     """Ingest ``docs`` into ``settings.data_dir`` and build the turn function."""
-    from ingest.stores.acl import AccessScope
-    from retriever.eval_answers import in_process_turn, oracle_answer
+    from retriever.eval_answers import oracle_answer
     from services.components import create_pipeline, create_searcher
 
     pipeline = create_pipeline(settings)
@@ -139,6 +138,14 @@ def _in_process_turn(settings: Settings, docs: Path, answerer: str) -> Any:
         print(file=sys.stderr)
     searcher = create_searcher(settings)
     generate = oracle_answer if answerer == "oracle" else _llm_generate(settings)
+    return settings_turn(settings, searcher, generate)
+
+
+def settings_turn(settings: Settings, searcher: Any, generate: Any) -> Any:
+    """The gateway's chat turn with ``settings``' budgets, over every document (no ACL)."""
+    from ingest.stores.acl import AccessScope
+    from retriever.eval_answers import in_process_turn
+
     return in_process_turn(
         searcher,
         generate,
