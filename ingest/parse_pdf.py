@@ -5,7 +5,8 @@
   copy ``WINDOW_PAGES`` pages at a time into a small in-memory PDF (pdfium) and parse
   that, so only one window's layout is alive; page numbers stay those of the whole file.
 - Tables: the fast strategy flattens a table into loose cells, which loses which value
-  belongs to which column. pdfplumber finds ruled tables; each data row becomes one line
+  belongs to which column. Ruled tables are found from pdfium's vector paths
+  (ingest.pdf_tables, no second text parse); each data row becomes one line
   "Header: value; Header: value", and the loose cells inside the table's box are dropped.
 - Scans: a page with no text layer is rendered (pdfium) and read by RapidOCR, whose ONNX
   models ship inside the rapidocr-onnxruntime wheel, so nothing is downloaded.
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ingest.pdf_tables import MIN_TABLE_PATHS, FoundTable, count_paths, find_tables
 from ingest.raw_elements import body
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 WINDOW_PAGES = 16
 OCR_SCALE = 2.0  # render at 144 dpi: small print is read reliably, a page stays ~2 MB
 _MIN_OCR_CONFIDENCE = 0.5
-_MIN_TABLE_PATHS = 4  # a ruled table of one cell already draws four lines
 
 
 def preload() -> None:
@@ -36,7 +37,7 @@ def preload() -> None:
     (ingest/sandbox.py); a library imported after the cap (OpenCV through unstructured's
     PDF module, onnxruntime through the OCR) can crash the child, so they load first.
     """
-    import pdfplumber  # noqa: F401
+    import pdfplumber.table  # noqa: F401
     import pypdfium2  # noqa: F401
     from unstructured.partition.pdf import partition_pdf  # noqa: F401
 
@@ -126,17 +127,20 @@ def table_rows(rows: list[list[str | None]]) -> list[str]:
 
 def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
     """Swap the loose cells of each ruled table for one element per row with its headers."""
-    import pdfplumber
+    import pypdfium2 as pdfium
 
     out: list[Any] = list(raw)
-    ruled = _pages_with_rules(data)
-    if not ruled:
-        return out
-    with pdfplumber.open(io.BytesIO(data), pages=[i + 1 for i in ruled]) as pdf:
-        for offset, page in zip(ruled, pdf.pages, strict=True):
+    pdf = pdfium.PdfDocument(data)
+    try:
+        for offset in range(len(pdf)):
+            page = pdf[offset]
+            try:
+                tables = _page_tables(page)
+            finally:
+                page.close()
             page_number = first_page + offset
-            for table in page.find_tables():
-                lines = table_rows(table.extract())
+            for table in tables:
+                lines = table_rows(table.rows)
                 if not lines:
                     continue
                 inside = [el for el in out if _on_page(el, page_number) and _within(el, table.bbox)]
@@ -145,31 +149,21 @@ def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
                     out.remove(el)
                 rows = [body(line, page_number, "Table") for line in lines]
                 out[position:position] = rows
-            page.close()
-    return out
-
-
-def _pages_with_rules(data: bytes, min_paths: int = _MIN_TABLE_PATHS) -> list[int]:
-    """Pages (0-based) drawing at least ``min_paths`` vector paths: only these can hold a
-    ruled table. pdfplumber re-reads a page's every object in Python, which doubled the
-    parse time; pdfium counts paths in C, so text-only pages skip that cost."""
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
-
-    pdf = pdfium.PdfDocument(data)
-    try:
-        found = []
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                paths = sum(1 for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]))
-            finally:
-                page.close()
-            if paths >= min_paths:
-                found.append(index)
-        return found
+        return out
     finally:
         pdf.close()
+
+
+def _page_tables(page: Any) -> list[FoundTable]:
+    """Ruled tables of one pdfium page; pages drawing fewer paths than a one-cell table
+    are skipped before any edge is read."""
+    if count_paths(page) < MIN_TABLE_PATHS:
+        return []
+    textpage = page.get_textpage()
+    try:
+        return find_tables(page, textpage)
+    finally:
+        textpage.close()
 
 
 def _on_page(el: Any, page_number: int) -> bool:
