@@ -59,22 +59,20 @@ def page_count(path: Path) -> int:
 
 def partition_pdf_windows(path: Path, window: int = WINDOW_PAGES) -> Iterator[list[Any]]:
     """Raw elements of the PDF, one list per window of pages, in reading order."""
+    total = page_count(path)
+    for start in range(0, total, window):
+        stop = min(total, start + window)
+        data = _window_bytes(path, start, stop) if total > window else path.read_bytes()
+        yield _parse_window(data, first_page=start + 1)
+
+
+def _window_bytes(path: Path, start: int, stop: int) -> bytes:
+    """Pages ``start``..``stop - 1`` as a PDF of their own. The source is opened afresh for
+    each window: pdfium keeps every object it has loaded until the document is closed, so
+    one document held open across windows grew by each window's images and fonts."""
     import pypdfium2 as pdfium
 
     source = pdfium.PdfDocument(str(path))
-    try:
-        total = len(source)
-        for start in range(0, total, window):
-            stop = min(total, start + window)
-            data = _window_bytes(source, start, stop) if total > window else path.read_bytes()
-            yield _parse_window(data, first_page=start + 1)
-    finally:
-        source.close()
-
-
-def _window_bytes(source: Any, start: int, stop: int) -> bytes:
-    import pypdfium2 as pdfium
-
     part = pdfium.PdfDocument.new()
     try:
         part.import_pages(source, list(range(start, stop)))
@@ -83,6 +81,7 @@ def _window_bytes(source: Any, start: int, stop: int) -> bytes:
         return buffer.getvalue()
     finally:
         part.close()
+        source.close()
 
 
 def _parse_window(data: bytes, first_page: int) -> list[Any]:
