@@ -1,9 +1,9 @@
 """PDF parsing a window of pages at a time: text, tables as rows with headers, OCR for scans.
 
-- Bounded memory: pdfminer (under unstructured's ``fast`` strategy) keeps the layout of
-  every page it has read until it returns, so a 500-page file held hundreds of MB. We
-  copy ``WINDOW_PAGES`` pages at a time into a small in-memory PDF (pdfium) and parse
-  that, so only one window's layout is alive; page numbers stay those of the whole file.
+- Bounded memory: we copy ``WINDOW_PAGES`` pages at a time into a small in-memory PDF
+  (pdfium, the source reopened per window) and parse that, collecting the window's
+  garbage (pdfminer layouts are reference cycles) before the next, so what is alive is
+  one window's pages plus the elements kept; page numbers stay those of the whole file.
 - Tables: the fast strategy flattens a table into loose cells, which loses which value
   belongs to which column. Ruled tables are found from pdfium's vector paths
   (ingest.pdf_tables, no second text parse); each data row becomes one line
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 from collections.abc import Iterator
@@ -58,12 +59,29 @@ def page_count(path: Path) -> int:
 
 
 def partition_pdf_windows(path: Path, window: int = WINDOW_PAGES) -> Iterator[list[Any]]:
-    """Raw elements of the PDF, one list per window of pages, in reading order."""
+    """Raw elements of the PDF, one list per window of pages, in reading order.
+
+    pdfminer's page layouts are reference cycles that hold the page's streams (images
+    included); Python frees them only in a full collection, which it runs once long-lived
+    objects have grown by a quarter: after importing the parsers that is ~100k objects, so
+    a file's garbage piled up to ~75 MB (generated 500 pages with one image each). We
+    collect after every window, and freeze the objects that were alive before the parse
+    (imports, caller's data) so that each collection skips them: ~15 ms instead of ~230 ms.
+    The freeze is undone when the generator ends; it changes no object, only whether the
+    collector scans it.
+    """
     total = page_count(path)
-    for start in range(0, total, window):
-        stop = min(total, start + window)
-        data = _window_bytes(path, start, stop) if total > window else path.read_bytes()
-        yield _parse_window(data, first_page=start + 1)
+    gc.freeze()
+    try:
+        for start in range(0, total, window):
+            stop = min(total, start + window)
+            data = _window_bytes(path, start, stop) if total > window else path.read_bytes()
+            elements = _parse_window(data, first_page=start + 1)
+            del data
+            gc.collect()
+            yield elements
+    finally:
+        gc.unfreeze()
 
 
 def _window_bytes(path: Path, start: int, stop: int) -> bytes:
