@@ -1,11 +1,12 @@
 """PDF parsing a window of pages at a time: text, tables as rows with headers, OCR for scans.
 
-- Bounded memory: pdfminer (under unstructured's ``fast`` strategy) keeps the layout of
-  every page it has read until it returns, so a 500-page file held hundreds of MB. We
-  copy ``WINDOW_PAGES`` pages at a time into a small in-memory PDF (pdfium) and parse
-  that, so only one window's layout is alive; page numbers stay those of the whole file.
+- Bounded memory: we copy ``WINDOW_PAGES`` pages at a time into a small in-memory PDF
+  (pdfium, the source reopened per window) and parse that, collecting the window's
+  garbage (pdfminer layouts are reference cycles) before the next, so what is alive is
+  one window's pages plus the elements kept; page numbers stay those of the whole file.
 - Tables: the fast strategy flattens a table into loose cells, which loses which value
-  belongs to which column. pdfplumber finds ruled tables; each data row becomes one line
+  belongs to which column. Ruled tables are found from pdfium's vector paths
+  (ingest.pdf_tables, no second text parse); each data row becomes one line
   "Header: value; Header: value", and the loose cells inside the table's box are dropped.
 - Scans: a page with no text layer is rendered (pdfium) and read by RapidOCR, whose ONNX
   models ship inside the rapidocr-onnxruntime wheel, so nothing is downloaded.
@@ -13,12 +14,14 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ingest.pdf_tables import MIN_TABLE_PATHS, FoundTable, count_paths, find_tables
 from ingest.raw_elements import body
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,6 @@ log = logging.getLogger(__name__)
 WINDOW_PAGES = 16
 OCR_SCALE = 2.0  # render at 144 dpi: small print is read reliably, a page stays ~2 MB
 _MIN_OCR_CONFIDENCE = 0.5
-_MIN_TABLE_PATHS = 4  # a ruled table of one cell already draws four lines
 
 
 def preload() -> None:
@@ -36,7 +38,7 @@ def preload() -> None:
     (ingest/sandbox.py); a library imported after the cap (OpenCV through unstructured's
     PDF module, onnxruntime through the OCR) can crash the child, so they load first.
     """
-    import pdfplumber  # noqa: F401
+    import pdfplumber.table  # noqa: F401
     import pypdfium2  # noqa: F401
     from unstructured.partition.pdf import partition_pdf  # noqa: F401
 
@@ -57,23 +59,40 @@ def page_count(path: Path) -> int:
 
 
 def partition_pdf_windows(path: Path, window: int = WINDOW_PAGES) -> Iterator[list[Any]]:
-    """Raw elements of the PDF, one list per window of pages, in reading order."""
+    """Raw elements of the PDF, one list per window of pages, in reading order.
+
+    pdfminer's page layouts are reference cycles that hold the page's streams (images
+    included); Python frees them only in a full collection, which it runs once long-lived
+    objects have grown by a quarter: after importing the parsers that is ~100k objects, so
+    a file's garbage piled up to ~75 MB (generated 500 pages with one image each). We
+    collect after every window and then freeze what survived (imports, the caller's data,
+    earlier windows' elements), so each collection scans one window's objects, not the
+    ~400k of the imports (~230 ms a full collection). The freeze is undone when the
+    generator ends; it changes no object, only whether the collector scans it, and
+    refcounting frees non-cyclic garbage of frozen objects as usual.
+    """
+    total = page_count(path)
+    gc.freeze()
+    try:
+        for start in range(0, total, window):
+            stop = min(total, start + window)
+            data = _window_bytes(path, start, stop) if total > window else path.read_bytes()
+            elements = _parse_window(data, first_page=start + 1)
+            del data
+            gc.collect()
+            gc.freeze()  # what survived is live: the next collection scans only the new
+            yield elements
+    finally:
+        gc.unfreeze()
+
+
+def _window_bytes(path: Path, start: int, stop: int) -> bytes:
+    """Pages ``start``..``stop - 1`` as a PDF of their own. The source is opened afresh for
+    each window: pdfium keeps every object it has loaded until the document is closed, so
+    one document held open across windows grew by each window's images and fonts."""
     import pypdfium2 as pdfium
 
     source = pdfium.PdfDocument(str(path))
-    try:
-        total = len(source)
-        for start in range(0, total, window):
-            stop = min(total, start + window)
-            data = _window_bytes(source, start, stop) if total > window else path.read_bytes()
-            yield _parse_window(data, first_page=start + 1)
-    finally:
-        source.close()
-
-
-def _window_bytes(source: Any, start: int, stop: int) -> bytes:
-    import pypdfium2 as pdfium
-
     part = pdfium.PdfDocument.new()
     try:
         part.import_pages(source, list(range(start, stop)))
@@ -82,6 +101,7 @@ def _window_bytes(source: Any, start: int, stop: int) -> bytes:
         return buffer.getvalue()
     finally:
         part.close()
+        source.close()
 
 
 def _parse_window(data: bytes, first_page: int) -> list[Any]:
@@ -126,17 +146,20 @@ def table_rows(rows: list[list[str | None]]) -> list[str]:
 
 def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
     """Swap the loose cells of each ruled table for one element per row with its headers."""
-    import pdfplumber
+    import pypdfium2 as pdfium
 
     out: list[Any] = list(raw)
-    ruled = _pages_with_rules(data)
-    if not ruled:
-        return out
-    with pdfplumber.open(io.BytesIO(data), pages=[i + 1 for i in ruled]) as pdf:
-        for offset, page in zip(ruled, pdf.pages, strict=True):
+    pdf = pdfium.PdfDocument(data)
+    try:
+        for offset in range(len(pdf)):
+            page = pdf[offset]
+            try:
+                tables = _page_tables(page)
+            finally:
+                page.close()
             page_number = first_page + offset
-            for table in page.find_tables():
-                lines = table_rows(table.extract())
+            for table in tables:
+                lines = table_rows(table.rows)
                 if not lines:
                     continue
                 inside = [el for el in out if _on_page(el, page_number) and _within(el, table.bbox)]
@@ -145,31 +168,21 @@ def _replace_tables(data: bytes, first_page: int, raw: list[Any]) -> list[Any]:
                     out.remove(el)
                 rows = [body(line, page_number, "Table") for line in lines]
                 out[position:position] = rows
-            page.close()
-    return out
-
-
-def _pages_with_rules(data: bytes, min_paths: int = _MIN_TABLE_PATHS) -> list[int]:
-    """Pages (0-based) drawing at least ``min_paths`` vector paths: only these can hold a
-    ruled table. pdfplumber re-reads a page's every object in Python, which doubled the
-    parse time; pdfium counts paths in C, so text-only pages skip that cost."""
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
-
-    pdf = pdfium.PdfDocument(data)
-    try:
-        found = []
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                paths = sum(1 for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]))
-            finally:
-                page.close()
-            if paths >= min_paths:
-                found.append(index)
-        return found
+        return out
     finally:
         pdf.close()
+
+
+def _page_tables(page: Any) -> list[FoundTable]:
+    """Ruled tables of one pdfium page; pages drawing fewer paths than a one-cell table
+    are skipped before any edge is read."""
+    if count_paths(page) < MIN_TABLE_PATHS:
+        return []
+    textpage = page.get_textpage()
+    try:
+        return find_tables(page, textpage)
+    finally:
+        textpage.close()
 
 
 def _on_page(el: Any, page_number: int) -> bool:
