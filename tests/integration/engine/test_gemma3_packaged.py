@@ -35,10 +35,7 @@ def gemma_path():
     except PackagedModelMissing as exc:
         # An opt-in model (the pretrained base, not our default): `make install` leaves it out;
         # tests/unit/engine/test_gemma3.py checks the same code on a tiny Gemma 3 in every run.
-        pytest.skip(
-            f"opt-in Gemma 3 270M package absent ({exc}); "
-            "`.venv/bin/pip install '.[gemma3]'` installs it"
-        )
+        pytest.skip(f"Gemma 3 270M: {exc}")
 
 
 def test_packaged_gemma3_matches_transformers(gemma_path):
