@@ -78,6 +78,18 @@ class Child:
         self.log.flush()
         return Path(self.log.name).read_text()[-4000:]
 
+    def wait_answers(self, url: str, timeout: float, what: str, interval: float = 0.2) -> None:
+        """Poll ``url`` until it answers 200; fails at once with the log if the child died."""
+
+        def answers() -> bool:
+            assert self.process.poll() is None, self.output()
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, timeout=timeout, interval=interval, what=what)
+
 
 def start_worker(settings: Settings, log_path: Path) -> Child:
     return Child.start(
@@ -155,17 +167,8 @@ def store_counts(settings: Settings, document_id: str) -> dict[str, int]:
 def start_gateway(settings: Settings, log_path: Path) -> Child:
     """``python -m services.gateway`` on ``settings.port``; returns once /healthz answers."""
     child = Child.start(["-m", "services.gateway"], settings_env(settings), log_path)
-
-    def healthy() -> bool:
-        assert child.process.poll() is None, child.output()
-        try:
-            return (
-                httpx.get(f"http://127.0.0.1:{settings.port}/healthz", timeout=2).status_code == 200
-            )
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, timeout=120, interval=0.3, what="the gateway to answer /healthz")
+    url = f"http://127.0.0.1:{settings.port}/healthz"
+    child.wait_answers(url, timeout=120, interval=0.3, what="the gateway to answer /healthz")
     return child
 
 
@@ -174,15 +177,7 @@ def start_fake_llm(port: int, log_path: Path, token_delay_s: float = 0.0) -> Chi
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     argv = ["-m", "tests.integration.services.fake_llm", "--port", str(port)]
     child = Child.start([*argv, "--token-delay", str(token_delay_s)], env, log_path)
-
-    def up() -> bool:
-        assert child.process.poll() is None, child.output()
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, timeout=60, interval=0.2, what="the fake LLM server")
+    child.wait_answers(f"http://127.0.0.1:{port}/v1/models", timeout=60, what="the fake LLM server")
     return child
 
 
@@ -195,14 +190,6 @@ def start_chroma(path: Path, port: int, log_path: Path) -> Child:
         [str(cli), *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     child = Child(process, log)
-
-    def up() -> bool:
-        assert process.poll() is None, child.output()
-        try:
-            url = f"http://127.0.0.1:{port}/api/v2/heartbeat"
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, timeout=90, interval=0.3, what="the Chroma server")
+    url = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+    child.wait_answers(url, timeout=90, interval=0.3, what="the Chroma server")
     return child

@@ -53,19 +53,10 @@ class LLMServer:
         self.child = Child.start(argv, env, self.tmp / f"llm-{self.port}.log")
 
     def wait_ready(self) -> None:
-        import httpx
-
-        child = self.child
-        assert child is not None
-
-        def ready() -> bool:
-            assert child.process.poll() is None, child.output()
-            try:
-                return httpx.get(f"{self.url}/models", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, timeout=180, interval=0.2, what=f"llm_server on port {self.port}")
+        assert self.child is not None
+        self.child.wait_answers(
+            f"{self.url}/models", timeout=180, what=f"llm_server on port {self.port}"
+        )
 
     def kill(self) -> None:
         assert self.child is not None
