@@ -12,12 +12,17 @@ export ANONYMIZED_TELEMETRY := False
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench bench-engine bench-engine-quick lint tools office clean frontend bundle
+.PHONY: kernels install run test test-fast bench bench-engine bench-engine-quick lint tools office clean frontend bundle
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/fetch_assets.py scripts/torch_build.py scripts/requirements-nodeps.txt
 	VENV=$(VENV) bash scripts/install.sh
 
-install: $(STAMP)
+install: $(STAMP) kernels
+
+# The fused CPU kernels for this source and torch (a no-op once built; an edit of the C++
+# source or a torch upgrade builds anew). Never fatal: the engine falls back to torch.
+kernels: $(STAMP)
+	@$(PY) -m llm.kernels.cpu_ext --build || true
 
 # The web app is rebuilt only when a source is newer than the build (no Node: the committed dist).
 FRONTEND_SOURCES := $(shell find frontend/src -type f 2>/dev/null) frontend/index.html \
@@ -27,7 +32,7 @@ frontend/dist/index.html: $(FRONTEND_SOURCES)
 
 frontend: frontend/dist/index.html
 
-run: $(STAMP) frontend
+run: $(STAMP) kernels frontend
 	$(VENV)/bin/enclave up
 
 # docker-compose (Debian's package) validates compose.yaml in the tests; install it when
@@ -56,22 +61,22 @@ office:
 	@command -v soffice >/dev/null 2>&1 || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libreoffice-writer-nogui >/dev/null)
 
-test: $(STAMP) tools
+test: $(STAMP) kernels tools
 	$(PY) -m pytest -ra --durations=15 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra -m "not slow" tests
 
-bench: $(STAMP)
+bench: $(STAMP) kernels
 	$(PY) bench/ingest.py
 	$(PY) bench/engine.py
 
 # CPU engine vs llama.cpp's llama-server (built once from source, cached in
 # ~/.cache/enclave-bench by bench/build_llama_server.sh) and HF bf16/fp32: ~30 min on 2 cores.
-bench-engine: $(STAMP)
+bench-engine: $(STAMP) kernels
 	$(PY) bench/engine.py
 
-bench-engine-quick: $(STAMP)
+bench-engine-quick: $(STAMP) kernels
 	$(PY) bench/engine.py --quick
 
 # Offline bundle for a site with no internet (docs/deploy.md): images, wheels, checksums.

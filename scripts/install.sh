@@ -73,4 +73,7 @@ if os.environ.get("CPU_ONLY", "1") == "1":
     assert "+cu" not in torch.__version__ and not torch.version.cuda, f"CUDA torch crept in: {torch.__version__}"
 print(f"enclave: venv ready (torch {torch.__version__})")
 PY
+# 6. The engine's fused CPU kernels (one g++ call, ~30 s); without a compiler the engine
+#    keeps its pure-torch paths, so a failure here is reported, not fatal.
+"$PY" -m llm.kernels.cpu_ext --build || echo "enclave: continuing without the fused CPU kernels"
 touch "$VENV/.installed"

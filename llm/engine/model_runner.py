@@ -14,6 +14,7 @@ the device, so a tensor left on the wrong device fails loudly in the kernel that
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 from itertools import chain
@@ -35,6 +36,8 @@ from llm.kernels.kv_quant import (
     slot_bytes_per_head,
 )
 from llm.models.base import AttentionMetadata, CausalLM, KVCacheSpec
+
+log = logging.getLogger(__name__)
 
 
 def kv_block_bytes(model: CausalLM, block_size: int, kv_dtype: str = "auto") -> int:
@@ -151,6 +154,8 @@ class ModelRunner:
         prepare = getattr(model, "prepare_for_inference", None)
         if prepare is not None and self.device.type == "cpu":  # pack CPU weights once loaded
             prepare()
+            for layer, limit in getattr(model, "quantised_row_limits", {}).items():
+                log.info("quantised matmul %s: up to %d rows (measured)", layer, limit["max_rows"])
         self.block_size = config.block_size
         self.kernel_policy = KernelPolicy(backend=config.kernels, device=self.device)
         self.weight_bytes = weight_bytes(model)

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import torch
 
+from llm.kernels import cpu_ext
 from llm.kernels.attention_ref import first_visible_block, paged_attention_ref
 from llm.kernels.step_cache import StepCache
+
+# head_dim values the C++ decode kernel is instantiated for (others take the torch path)
+FUSED_HEAD_DIMS = (16, 32, 64, 96, 128, 256)
 
 _plan = StepCache()  # per step: the decode rows, gather index and padding mask every layer shares
 
@@ -117,6 +121,20 @@ def paged_attention_cpu(
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    fused = cpu_ext.for_tensor(query) if k_scale is None else None
+    if fused is not None and k_cache.dtype == query.dtype and query.shape[-1] in FUSED_HEAD_DIMS:
+        return _attention_fused(
+            fused,
+            query.contiguous(),
+            k_cache,
+            v_cache,
+            block_tables,
+            query_start_loc,
+            seq_lens,
+            scale,
+            sliding_window,
+            sinks,
+        )
     q_lens, decode, all_decode, mask = _step_plan(
         block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
     )
@@ -143,6 +161,74 @@ def paged_attention_cpu(
             scales,
         )
     return out
+
+
+def _attention_fused(
+    fused,
+    query,
+    k_cache,
+    v_cache,
+    block_tables,
+    query_start_loc,
+    seq_lens,
+    scale,
+    sliding_window,
+    sinks,
+):
+    """Decodes through the C++ kernel (blocks read in place), prefill chunks as below.
+
+    The kernel takes one query row per sequence; in a mixed step the decoding sequences'
+    rows, tables and lengths are picked out once per step (``_fused_plan``) and shared by
+    every layer.
+    """
+    q_lens, decode, all_decode, tables, lens = _fused_plan(block_tables, query_start_loc, seq_lens)
+    window = -1 if sliding_window is None else sliding_window
+    if all_decode:
+        return fused.decode_attention(query, k_cache, v_cache, tables, lens, scale, window, sinks)
+    out = torch.empty_like(query)
+    if len(decode):
+        rows = query_start_loc[:-1][decode].long()
+        out[rows] = fused.decode_attention(
+            query[rows], k_cache, v_cache, tables, lens, scale, window, sinks
+        )
+    starts = query_start_loc.tolist()
+    for i in (q_lens > 1).nonzero().flatten().tolist():
+        span = slice(starts[i], starts[i + 1])
+        out[span] = _prefill_attention(
+            query[span],
+            k_cache,
+            v_cache,
+            block_tables[i],
+            int(seq_lens[i]),
+            scale,
+            sliding_window,
+            sinks,
+            (None, None),
+        )
+    return out
+
+
+def _fused_plan(block_tables, query_start_loc, seq_lens):
+    """(q_lens, decode rows, all_decode, their int32 tables, their int32 lengths), once per step."""
+
+    def compute():
+        q_lens = query_start_loc[1:] - query_start_loc[:-1]
+        decode = (q_lens == 1).nonzero().flatten()
+        all_decode = len(decode) == len(q_lens)
+        tables = block_tables if all_decode else block_tables[decode]
+        lens = seq_lens if all_decode else seq_lens[decode]
+        return (
+            q_lens,
+            decode,
+            all_decode,
+            tables.to(torch.int32).contiguous(),
+            lens.to(torch.int32).contiguous(),
+        )
+
+    return _fused.get((block_tables, query_start_loc, seq_lens), compute)
+
+
+_fused = StepCache()  # the fused path's per-step plan (separate keys from ``_plan``'s)
 
 
 PREFILL_QUERY_CHUNK = 64

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from llm.kernels.q4_linear import Q4Blocks, int4_available, q4_from_gguf
+from llm.kernels.q8_linear import Q8Blocks, q8_available, q8_from_gguf
 from llm.loader.loaded import LoadedModel, LoaderError
 from llm.models.llama import LlamaConfig, LlamaForCausalLM
 from llm.parallel.context import ParallelContext
@@ -176,6 +177,18 @@ def read_q4_weights(reader, config: LlamaConfig) -> dict[str, Q4Blocks]:
     return blocks
 
 
+def read_q8_head(reader, config: LlamaConfig) -> Q8Blocks | None:
+    """The LM head as Q8_0 blocks when the file stores it so (``output.weight``, or the
+    token embedding when they are tied); None otherwise."""
+    wanted = "token_embd.weight" if config.tie_word_embeddings else "output.weight"
+    for tensor in reader.tensors:
+        if tensor.name == wanted and tensor.tensor_type.name == "Q8_0":
+            dims = [int(d) for d in reversed(tensor.shape.tolist())]
+            raw = torch.from_numpy(np.array(tensor.data, copy=True)).reshape(-1)
+            return q8_from_gguf(raw, (dims[0], dims[1]))
+    return None
+
+
 def load_tokenizer(path: Path):
     """HF fast tokenizer built from the file's ``tokenizer.ggml.*`` metadata (no download)."""
     from transformers import AutoTokenizer
@@ -226,6 +239,10 @@ def load_gguf(
     model.eval()
     if native_4bit and int4_available():
         model.attach_4bit(read_q4_weights(reader, config))
+    if native_4bit and q8_available():
+        head = read_q8_head(reader, config)
+        if head is not None:
+            model.attach_q8_head(head)
     return text_side(reader, path, model, with_tokenizer)
 
 

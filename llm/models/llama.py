@@ -9,14 +9,21 @@ cache through ``llm.kernels``; the numerics mirror transformers' ``LlamaForCausa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm.kernels import paged_attention, write_kv_cache
+from llm.kernels import cpu_ext, paged_attention
+from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
 from llm.kernels.q4_linear import INT4_MAX_ROWS, PackedInt4, Q4Blocks, int4_linear, pack_int4
+from llm.kernels.q8_linear import MAX_ROWS as Q8_MAX_ROWS
+from llm.kernels.q8_linear import Q8Blocks, q8_available, q8_linear
+from llm.kernels.rope import apply_rotary, rotate_and_cache
 from llm.models.base import AttentionMetadata, CausalLM, KVCacheSpec
+
+__all__ = ["apply_rotary"]  # gemma3 and others take it from here
 
 
 @dataclass
@@ -41,7 +48,9 @@ class RMSNorm(nn.Module):
 
     HF: ``weight * (x.float() * rsqrt(mean(x.float()**2) + eps)).to(dtype)``. ``torch.rms_norm``
     is the same arithmetic in one kernel (bit-identical in fp32, checked by the tests) instead
-    of seven small ops, which matters per token on CPU.
+    of seven small ops, which matters per token on CPU. bf16 on the CPU goes through the
+    fused kernel (``llm.kernels.cpu_ext``), which also folds in the residual add
+    (``add_forward``); fp32 stays on ``torch.rms_norm``, bit-identical to HF.
     """
 
     def __init__(self, size: int, eps: float) -> None:
@@ -49,12 +58,32 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
+    def _fused(self, x: torch.Tensor):
+        """The C++ kernels when they handle this call (CPU, bf16 input and weight)."""
+        if x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16:
+            return None
+        return cpu_ext.for_tensor(x) if x.dim() == 2 and x.is_contiguous() else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return torch.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        fused = self._fused(x)
+        if fused is not None:
+            return fused.rms_norm(x, None, self.weight, self.eps)[0]
         return self.weight * torch.rms_norm(x.float(), self.weight.shape, None, self.eps).to(
             x.dtype
         )
+
+    def add_forward(
+        self, delta: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(residual + delta), residual + delta); the fused kernel adds in place."""
+        fused = self._fused(delta)
+        if fused is not None and residual.is_contiguous() and residual.dtype == delta.dtype:
+            normed, summed = fused.rms_norm(delta, residual, self.weight, self.eps)
+            return normed, summed
+        summed = residual + delta
+        return self(summed), summed
 
 
 class RotaryEmbedding(nn.Module):
@@ -88,11 +117,6 @@ class RotaryEmbedding(nn.Module):
         ]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE on [num_tokens, heads, head_dim] (``sin_signed`` from ``RotaryEmbedding``)."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin_signed
-
-
 def _can_pack(weight: torch.Tensor) -> bool:
     return (
         weight.device.type == "cpu"
@@ -112,12 +136,17 @@ class Linear(nn.Linear):
     HF-identical tests pin).
 
     A layer loaded from 4-bit GGUF blocks can also hold them packed for the int4 kernel
-    (``set_int4``); batches of at most ``INT4_MAX_ROWS`` rows (decode) then use it, as it
-    reads a quarter of the bytes, while larger ones (prefill) keep the faster bf16 GEMM.
+    (``set_int4``), and one loaded from Q8_0 blocks (the LM head of small GGUF models) its
+    8-bit codes (``set_q8``); batches of at most ``quantised_max_rows`` rows (decode) then
+    use them, as they read a quarter or half of the bytes, while larger ones (prefill) keep
+    the faster bf16 GEMM. ``LlamaForCausalLM.prepare_for_inference`` sets that row count by
+    timing both paths on this CPU; until then it is ``INT4_MAX_ROWS`` (int4) or 1 (8-bit).
     """
 
     packed: torch.Tensor | None = None
     int4: PackedInt4 | None = None
+    q8: Q8Blocks | None = None
+    quantised_max_rows: int = INT4_MAX_ROWS
 
     def pack(self) -> bool:
         """Snapshot the weight in oneDNN layout; False (and no packing) where unsupported."""
@@ -136,18 +165,64 @@ class Linear(nn.Linear):
             )
         self.int4 = pack_int4(blocks, self.weight.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def set_q8(self, blocks: Q8Blocks) -> None:
+        """Keep Q8_0 blocks of this layer's weight for the 8-bit kernel (needs the CPU kernels)."""
+        if blocks.shape != self.weight.shape:
+            raise ValueError(
+                f"8-bit weight has shape {tuple(blocks.shape)}, expected {tuple(self.weight.shape)}"
+            )
+        self.q8 = blocks
+        self.quantised_max_rows = 1
+
+    def _quantised(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The int4 or 8-bit product when this call should take it, else None."""
         if (
-            self.int4 is not None
-            and x.shape[0] <= INT4_MAX_ROWS
-            and x.dtype == self.int4.scales_and_zeros.dtype
-            and self.bias is None
-            and not torch.is_grad_enabled()
+            x.shape[0] > self.quantised_max_rows
+            or self.bias is not None
+            or torch.is_grad_enabled()
+            or x.dim() != 2
         ):
+            return None
+        if self.int4 is not None and x.dtype == self.int4.scales_and_zeros.dtype:
             return int4_linear(x, self.int4)
+        if self.q8 is not None and x.shape[0] <= Q8_MAX_ROWS and q8_available():
+            return q8_linear(x, self.q8)
+        return None
+
+    def quantised_kind(self) -> str | None:
+        """ "int4" or "q8" when this layer can take a quantised path here, else None."""
+        if self.int4 is not None:
+            # packed for the weight's dtype at load; a model cast since keeps it unused
+            return "int4" if self.int4.scales_and_zeros.dtype == self.weight.dtype else None
+        return "q8" if self.q8 is not None and q8_available() else None
+
+    def quantised_product(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantised path's product, whatever the row count (to time it against dense)."""
+        if self.int4 is not None:
+            return int4_linear(x, self.int4)
+        assert self.q8 is not None
+        return q8_linear(x, self.q8)
+
+    def dense_product(self, x: torch.Tensor) -> torch.Tensor:
+        """The bf16 (prepacked) or fp32 product, whatever the row count."""
+        return self._dense(x)
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int4 is not None or self.q8 is not None:
+            out = self._quantised(x)
+            if out is not None:
+                return out
+        return self._dense(x)
+
+
+def _through_all(layers: list[Linear], product, x: torch.Tensor) -> list[torch.Tensor]:
+    """``product`` of ``x`` with every layer in turn, as a decode step reads them."""
+    return [product(layer, x) for layer in layers]
 
 
 class LlamaAttention(nn.Module):
@@ -175,15 +250,17 @@ class LlamaAttention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         num_tokens = x.shape[0]
-        qkv = self.qkv_proj(x)
-        # rotate q and k heads together in one pass (elementwise, same numerics as separately)
-        qk = qkv[:, : self.q_size + self.kv_size].view(
-            num_tokens, self.num_heads + self.num_kv_heads, self.head_dim
-        )
-        q, k = apply_rotary(qk, cos, sin).split([self.num_heads, self.num_kv_heads], dim=1)
-        v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
-        write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+        q = rotate_and_cache(
+            self.qkv_proj(x),
+            cos,
+            sin,
+            self.num_heads,
+            self.num_kv_heads,
+            k_cache,
+            v_cache,
+            meta.slot_mapping,
+        )
         out = paged_attention(
             q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens, self.scale
         )
@@ -199,7 +276,11 @@ class LlamaMLP(nn.Module):
         self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        fused = cpu_ext.for_tensor(gate_up) if gate_up.dtype == torch.bfloat16 else None
+        if fused is not None and gate_up.is_contiguous():
+            return self.down_proj(fused.silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -214,8 +295,9 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config)
 
     def forward(self, x, cos, sin, kv_cache, meta):
-        x = x + self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta)
-        return x + self.mlp(self.post_attention_norm(x))
+        attended = self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta)
+        normed, x = self.post_attention_norm.add_forward(attended, x)
+        return x + self.mlp(normed)
 
 
 # fused projection -> the HF-style names of its parts, stacked in this order
@@ -243,12 +325,44 @@ class LlamaForCausalLM(CausalLM):
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.quantised_row_limits: dict[str, dict] = {}
 
     def prepare_for_inference(self) -> None:
-        """Pack the projections' bf16 weights for oneDNN (see ``Linear``); call after loading."""
-        for module in self.modules():
+        """Pack the projections' bf16 weights for oneDNN (see ``Linear``), then time where
+        the quantised paths stop paying on this CPU; call after loading.
+
+        Layers of one kind and shape are timed together, each run going through all of
+        them as a decode step does: the weights then come from memory, not from a cache
+        that one layer timed alone would sit in (alone, a 3 MB bf16 weight in L2/L3 beats
+        int4; in a step it does not). ``quantised_row_limits`` keeps the results, which the
+        start log reports.
+        """
+        groups: dict[tuple, list[tuple[str, Linear]]] = {}
+        for name, module in self.named_modules():
             if isinstance(module, Linear):
                 module.pack()
+                kind = module.quantised_kind()
+                if kind is not None:
+                    groups.setdefault((kind, tuple(module.weight.shape)), []).append((name, module))
+        for (kind, shape), members in groups.items():
+            layers = [module for _, module in members]
+            limit, timings = crossover_rows(
+                partial(_through_all, layers, Linear.quantised_product),
+                partial(_through_all, layers, Linear.dense_product),
+                layers[0].in_features,
+                layers[0].weight.dtype,
+                tuple(n for n in ROW_COUNTS if kind == "int4" or n <= Q8_MAX_ROWS),
+            )
+            for layer in layers:
+                layer.quantised_max_rows = limit
+            self.quantised_row_limits[f"{kind} {shape[0]}x{shape[1]} x{len(layers)}"] = {
+                "max_rows": limit,
+                "us_quantised_vs_dense": timings,
+            }
+
+    def attach_q8_head(self, blocks: Q8Blocks) -> None:
+        """Give the LM head the file's Q8_0 blocks (8-bit kernel for decode-sized batches)."""
+        self.lm_head.set_q8(blocks)
 
     def kv_cache_spec(self) -> KVCacheSpec:
         c = self.config

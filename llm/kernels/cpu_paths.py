@@ -1,0 +1,58 @@
+"""Pick, by timing on this CPU, up to how many rows the quantised matmuls beat bf16.
+
+A decode step multiplies a few rows by every weight, and reading the weight dominates:
+the int4 kernel (``q4_linear``) and the 8-bit one (``q8_linear``) read a quarter and a
+half of bf16's bytes. As rows grow, the matmul becomes compute-bound and oneDNN's
+prepacked bf16 GEMM (AVX-512 BF16, AMX where present) wins. Where the crossover lies
+depends on the CPU: on an AVX-512 BF16 EPYC int4 won up to 4 rows, on a CPU without
+native bf16 it can win far longer, with AMX less. So instead of a constant, the model
+times both paths on its own layers at load (a few milliseconds, once per process) and
+each ``Linear`` takes the quantised path up to the measured row count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+ROW_COUNTS = (1, 2, 4, 8, 16)
+
+
+def _best_seconds(
+    run: Callable[[torch.Tensor], object], x: torch.Tensor, repeats: int = 5
+) -> float:
+    run(x)  # warm: first-call allocations and packing
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(x)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def crossover_rows(
+    quantised: Callable[[torch.Tensor], object],
+    dense: Callable[[torch.Tensor], object],
+    in_features: int,
+    dtype: torch.dtype,
+    row_counts: tuple[int, ...] = ROW_COUNTS,
+) -> tuple[int, dict[int, tuple[float, float]]]:
+    """(largest row count up to which ``quantised`` is faster, timings in µs per count).
+
+    Counts are tried in increasing order and the search stops at the first count where
+    the dense path wins (0 if it wins even at one row).
+    """
+    limit = 0
+    timings: dict[int, tuple[float, float]] = {}
+    with torch.inference_mode():
+        for rows in row_counts:
+            x = torch.randn(rows, in_features).to(dtype)
+            q = _best_seconds(quantised, x) * 1e6
+            d = _best_seconds(dense, x) * 1e6
+            timings[rows] = (round(q, 1), round(d, 1))
+            if q >= d:
+                break
+            limit = rows
+    return limit, timings

@@ -1,0 +1,626 @@
+// Fused CPU kernels for the engine's decode step (llm/kernels/cpu_ext.py builds and loads them).
+//
+// Why: at batch 1 a 135M-parameter model spends most of a decode step outside its matmuls,
+// in ~35 small aten ops per layer, each a Python call plus a dispatch plus a temporary.
+// Each function here replaces several of those ops with one pass over the data:
+//   - decode_attention: one query per sequence against its paged K/V, read in place
+//     (no gather of the blocks into a padded copy), fp32 scores and accumulation;
+//   - rms_norm: optional residual add, then RMSNorm, with the rounding of HF's bf16 path;
+//   - rope_write_kv: rotate-half RoPE of q and k from the fused qkv projection, and the
+//     write of k and v into the paged cache;
+//   - silu_mul: SiLU(gate) * up of the fused gate|up projection.
+// Elementwise results are rounded exactly where the pure-torch path rounds (bf16 after each
+// op), and the file is compiled with -ffp-contract=off so no multiply-add is fused behind
+// our back: rope_write_kv and the residual add match the torch path bit for bit.
+// Reductions (attention, the norm's mean square) sum in another order than torch: they
+// agree to fp32 rounding, not bitwise.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using bf16_t = uint16_t;
+
+inline float load(float v) { return v; }
+inline float load(bf16_t v) {
+  uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round-to-nearest-even, as c10::BFloat16 does (NaN stays a quiet NaN).
+inline bf16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<bf16_t>(u >> 16);
+}
+
+inline void store(float* p, float v) { *p = v; }
+inline void store(bf16_t* p, float v) { *p = to_bf16(v); }
+// The value a tensor of this type holds after storing v (identity for fp32).
+inline float round_as(float, float v) { return v; }
+inline float round_as(bf16_t, float v) { return load(to_bf16(v)); }
+
+constexpr int kLanes = 16;
+
+template <typename T>
+const T* data_of(const at::Tensor& t) {
+  return reinterpret_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* mutable_data_of(at::Tensor& t) {
+  return reinterpret_cast<T*>(t.data_ptr());
+}
+
+// ---------------------------------------------------------------- vectors
+
+// Sixteen fp32 lanes as a GCC vector: the compiler maps it onto the ISA it builds for
+// (one zmm with AVX-512, two ymm with AVX2), so one source serves every x86-64 target.
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef uint16_t vh __attribute__((vector_size(32)));
+
+inline vf splat(float v) { return vf{} + v; }
+inline vf load16(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vf load16(const bf16_t* p) {
+  vh h;
+  std::memcpy(&h, p, sizeof h);
+  vu wide = __builtin_convertvector(h, vu) << 16;
+  vf v;
+  std::memcpy(&v, &wide, sizeof v);
+  return v;
+}
+inline float lane_sum(vf v) {
+  float sum = 0.f;
+  for (int i = 0; i < 16; ++i) sum += v[i];
+  return sum;
+}
+inline float lane_max(vf v) {
+  float top = v[0];
+  for (int i = 1; i < 16; ++i) top = std::max(top, v[i]);
+  return top;
+}
+
+// exp on 16 lanes: Cephes' expf (range reduction by ln 2, degree-6 polynomial), within
+// 2 ulp of expf for x in [-87, 88]; smaller arguments give ~1e-38 instead of 0, which a
+// softmax over at least one finite score never notices.
+inline vf vexp(vf x) {
+  x = x < splat(-87.3f) ? splat(-87.3f) : x;
+  x = x > splat(88.7f) ? splat(88.7f) : x;
+  const vf fx = x * 1.44269504088896341f + 0.5f;
+  vf n = __builtin_convertvector(__builtin_convertvector(fx, vi), vf);
+  n = n > fx ? n - 1.f : n;  // floor
+  x = x - n * 0.693359375f;
+  x = x - n * -2.12194440e-4f;
+  const vf z = x * x;
+  vf y = splat(1.9875691500e-4f);
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * z + x + 1.f;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+// Sixteen vectors of partial sums in, one vector out whose lane i is the sum of p[i]'s
+// lanes: four levels of "halve each group, pair neighbours", 30 shuffles and 15 adds for
+// 16 horizontal sums (instead of 16 separate reductions).
+inline vf fold16(vf a, vf b) {
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+         __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+}
+inline vf fold8(vf a, vf b) {
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+         __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+}
+inline vf fold4(vf a, vf b) {
+  return __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+         __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+}
+inline vf fold2(vf a, vf b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+inline vf transpose_sum(const vf* p) {
+  vf l1[8], l2[4], l3[2];
+  for (int i = 0; i < 8; ++i) l1[i] = fold16(p[2 * i], p[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) l2[i] = fold8(l1[2 * i], l1[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) l3[i] = fold4(l2[2 * i], l2[2 * i + 1]);
+  return fold2(l3[0], l3[1]);
+}
+
+// ---------------------------------------------------------------- decode attention
+
+// One (sequence, KV head) task: the G query heads sharing that KV head against positions
+// [first, len). Scores for 16 positions at a time: each position's K row is converted to
+// fp32 once, each query's q.k kept as 16 lanes of partial sums, and one transpose_sum
+// turns 16 of them into 16 scores. Then an exact softmax (max, vectorised exp, sum; the
+// sink joins the denominator) and the weighted sum of V rows, all in fp32. CH = head_dim
+// / 16 is a template parameter so a row's chunks live in registers.
+template <typename T, int CH>
+void attend_one(const float* q, int64_t group, const T* k_base, const T* v_base,
+                const int32_t* table, int64_t block_size, int64_t kb, int64_t ko, int64_t vb,
+                int64_t vo, int64_t first, int64_t len, const float* sinks, float scale,
+                std::vector<float>& scores, std::vector<vf>& work, float* out) {
+  const int64_t span = len - first;
+  const int64_t padded = (span + 15) / 16 * 16;
+  scores.assign(group * padded, 0.f);
+  // work: the scaled queries (group * CH), then 16 partial sums per query (group * 16)
+  work.assign(group * CH + group * 16 + group * CH, vf{});
+  vf* qv = work.data();
+  vf* partial = qv + group * CH;
+  vf* acc = partial + group * 16;
+  for (int64_t i = 0; i < group * CH; ++i) qv[i] = load16(q + i * 16) * scale;
+  for (int64_t t0 = first; t0 < len; t0 += 16) {
+    const int64_t n = std::min<int64_t>(16, len - t0);
+    for (int64_t i = 0; i < 16; ++i) {
+      if (i >= n) {
+        for (int64_t g = 0; g < group; ++g) partial[g * 16 + i] = vf{};
+        continue;
+      }
+      const int64_t t = t0 + i;
+      const T* k = k_base + table[t / block_size] * kb + (t % block_size) * ko;
+      vf row[CH];
+      for (int c = 0; c < CH; ++c) row[c] = load16(k + c * 16);
+      for (int64_t g = 0; g < group; ++g) {
+        const vf* qg = qv + g * CH;
+        vf sum = qg[0] * row[0];
+        for (int c = 1; c < CH; ++c) sum += qg[c] * row[c];
+        partial[g * 16 + i] = sum;
+      }
+    }
+    for (int64_t g = 0; g < group; ++g) {
+      const vf tile = transpose_sum(partial + g * 16);
+      std::memcpy(&scores[g * padded + (t0 - first)], &tile, sizeof tile);
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    float* s = &scores[g * padded];
+    const bool has_sink = sinks != nullptr;
+    float top = has_sink ? sinks[g] : -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < span; ++i) top = std::max(top, s[i]);
+    float total = has_sink ? std::exp(sinks[g] - top) : 0.f;
+    for (int64_t i = 0; i < padded; i += 16) {
+      vf e = vexp(load16(s + i) - top);
+      for (int64_t j = std::max<int64_t>(0, span - i); j < 16; ++j) e[j] = 0.f;  // padding
+      std::memcpy(s + i, &e, sizeof e);
+      total += lane_sum(e);
+    }
+    const float inv = 1.f / total;
+    for (int64_t i = 0; i < span; ++i) s[i] *= inv;
+  }
+  for (int64_t t = first; t < len; ++t) {
+    const T* v = v_base + table[t / block_size] * vb + (t % block_size) * vo;
+    vf row[CH];
+    for (int c = 0; c < CH; ++c) row[c] = load16(v + c * 16);
+    for (int64_t g = 0; g < group; ++g) {
+      const vf p = splat(scores[g * padded + t - first]);
+      for (int c = 0; c < CH; ++c) acc[g * CH + c] += p * row[c];
+    }
+  }
+  std::memcpy(out, acc, group * CH * sizeof(vf));
+}
+
+template <typename T>
+using AttendFn = void (*)(const float*, int64_t, const T*, const T*, const int32_t*, int64_t,
+                          int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                          float, std::vector<float>&, std::vector<vf>&, float*);
+
+template <typename T>
+AttendFn<T> attend_for(int64_t head_dim) {
+  switch (head_dim) {
+    case 16: return attend_one<T, 1>;
+    case 32: return attend_one<T, 2>;
+    case 64: return attend_one<T, 4>;
+    case 96: return attend_one<T, 6>;
+    case 128: return attend_one<T, 8>;
+    case 256: return attend_one<T, 16>;
+    default: TORCH_CHECK(false, "decode_attention supports head_dim 16, 32, 64, 96, 128 and 256, got ", head_dim);
+  }
+}
+
+template <typename T>
+void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
+                           const at::Tensor& v_cache, const at::Tensor& block_tables,
+                           const at::Tensor& seq_lens, double scale, int64_t sliding_window,
+                           const c10::optional<at::Tensor>& sinks, at::Tensor& out) {
+  const int64_t num_seqs = query.size(0), num_heads = query.size(1), head_dim = query.size(2);
+  const int64_t block_size = k_cache.size(1), num_kv_heads = k_cache.size(2);
+  const int64_t group = num_heads / num_kv_heads;
+  const int64_t max_blocks = block_tables.size(1);
+  // cache strides of the logical [num_blocks, block_size, num_kv_heads, head_dim] view
+  const int64_t kb = k_cache.stride(0), ko = k_cache.stride(1), kh = k_cache.stride(2);
+  const int64_t vb = v_cache.stride(0), vo = v_cache.stride(1), vh = v_cache.stride(2);
+  const T* q_all = data_of<T>(query);
+  const T* k_all = data_of<T>(k_cache);
+  const T* v_all = data_of<T>(v_cache);
+  const int32_t* tables = block_tables.data_ptr<int32_t>();
+  const int32_t* lens = seq_lens.data_ptr<int32_t>();
+  std::vector<float> sink_logits;
+  if (sinks) {
+    at::Tensor s = sinks->to(at::kFloat).contiguous();
+    sink_logits.assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+  }
+  T* out_all = mutable_data_of<T>(out);
+  const float fscale = static_cast<float>(scale);
+  const AttendFn<T> attend = attend_for<T>(head_dim);
+
+  at::parallel_for(0, num_seqs * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> q(group * head_dim), o(group * head_dim), scores;
+    std::vector<vf> work;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t seq = task / num_kv_heads, h = task % num_kv_heads;
+      const int64_t len = lens[seq];
+      TORCH_CHECK(len > 0, "decode_attention: sequence ", seq, " has no tokens");
+      const int64_t first = sliding_window > 0 ? std::max<int64_t>(0, len - sliding_window) : 0;
+      const int64_t row = (seq * num_heads + h * group) * head_dim;
+      for (int64_t i = 0; i < group * head_dim; ++i) q[i] = load(q_all[row + i]);
+      attend(q.data(), group, k_all + h * kh, v_all + h * vh, tables + seq * max_blocks,
+             block_size, kb, ko, vb, vo, first, len,
+             sink_logits.empty() ? nullptr : &sink_logits[h * group], fscale, scores, work,
+             o.data());
+      for (int64_t i = 0; i < group * head_dim; ++i) store(&out_all[row + i], o[i]);
+    }
+  });
+}
+
+void check_cache(const at::Tensor& cache, const at::Tensor& query, const char* name) {
+  TORCH_CHECK(cache.dim() == 4, name, " must be [num_blocks, block_size, num_kv_heads, head_dim]");
+  TORCH_CHECK(cache.stride(3) == 1, name, "'s last dimension must be contiguous");
+  TORCH_CHECK(cache.scalar_type() == query.scalar_type(), name, " dtype ", cache.scalar_type(),
+              " differs from the query's ", query.scalar_type());
+  TORCH_CHECK(cache.size(3) == query.size(2), name, " head_dim differs from the query's");
+}
+
+at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& k_cache,
+                            const at::Tensor& v_cache, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, double scale, int64_t sliding_window,
+                            const c10::optional<at::Tensor>& sinks) {
+  TORCH_CHECK(query.dim() == 3 && query.is_contiguous(), "query must be contiguous [seqs, heads, dim]");
+  check_cache(k_cache, query, "k_cache");
+  check_cache(v_cache, query, "v_cache");
+  TORCH_CHECK(query.size(1) % k_cache.size(2) == 0, "num_heads must be a multiple of num_kv_heads");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.is_contiguous() &&
+                  block_tables.size(0) == query.size(0),
+              "block_tables must be contiguous int32 [seqs, max_blocks]");
+  TORCH_CHECK(seq_lens.scalar_type() == at::kInt && seq_lens.is_contiguous() &&
+                  seq_lens.numel() == query.size(0),
+              "seq_lens must be contiguous int32 [seqs]");
+  if (sinks) TORCH_CHECK(sinks->numel() == query.size(1), "sinks must hold one logit per head");
+  at::Tensor out = at::empty_like(query);
+  if (query.scalar_type() == at::kFloat)
+    decode_attention_impl<float>(query, k_cache, v_cache, block_tables, seq_lens, scale,
+                                 sliding_window, sinks, out);
+  else if (query.scalar_type() == at::kBFloat16)
+    decode_attention_impl<bf16_t>(query, k_cache, v_cache, block_tables, seq_lens, scale,
+                                  sliding_window, sinks, out);
+  else
+    TORCH_CHECK(false, "decode_attention supports float32 and bfloat16, got ", query.scalar_type());
+  return out;
+}
+
+// ---------------------------------------------------------------- RMSNorm
+
+// out = weight * rmsnorm(x) with HF's rounding: the norm in fp32, rounded to x's dtype, then
+// multiplied by the weight and rounded again (for fp32 both roundings are the identity).
+// With `residual`: residual += x first (rounded to its dtype, as torch's add), and the norm
+// is taken of the sum; returns (out, residual).
+template <typename T>
+void rms_norm_impl(const at::Tensor& x, at::Tensor* residual, const at::Tensor& weight,
+                   double eps, at::Tensor& out) {
+  const int64_t rows = x.size(0), n = x.size(1);
+  const T* xs = data_of<T>(x);
+  T* res = residual ? mutable_data_of<T>(*residual) : nullptr;
+  const T* w = data_of<T>(weight);
+  T* o = mutable_data_of<T>(out);
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(n);
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < n; ++i) {
+        float v = load(xs[r * n + i]);
+        if (res) {
+          v = round_as(T{}, load(res[r * n + i]) + v);
+          store(&res[r * n + i], v);
+        }
+        row[i] = v;
+      }
+      float acc[kLanes] = {0};
+      int64_t i = 0;
+      for (; i + kLanes <= n; i += kLanes)
+        for (int j = 0; j < kLanes; ++j) acc[j] += row[i + j] * row[i + j];
+      float sum = 0.f;
+      for (int j = 0; j < kLanes; ++j) sum += acc[j];
+      for (; i < n; ++i) sum += row[i] * row[i];
+      const float inv = 1.f / std::sqrt(sum / static_cast<float>(n) + static_cast<float>(eps));
+      for (int64_t k = 0; k < n; ++k)
+        store(&o[r * n + k], load(w[k]) * round_as(T{}, row[k] * inv));
+    }
+  });
+}
+
+std::vector<at::Tensor> rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
+                                 const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be contiguous [rows, hidden]");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous() &&
+                  weight.numel() == x.size(1),
+              "weight must be contiguous [hidden] in x's dtype");
+  at::Tensor out = at::empty_like(x);
+  at::Tensor res;
+  if (residual) {
+    res = *residual;
+    TORCH_CHECK(res.sizes() == x.sizes() && res.is_contiguous() &&
+                    res.scalar_type() == x.scalar_type(),
+                "residual must be contiguous and match x");
+  }
+  at::Tensor* res_ptr = residual ? &res : nullptr;
+  if (x.scalar_type() == at::kFloat)
+    rms_norm_impl<float>(x, res_ptr, weight, eps, out);
+  else if (x.scalar_type() == at::kBFloat16)
+    rms_norm_impl<bf16_t>(x, res_ptr, weight, eps, out);
+  else
+    TORCH_CHECK(false, "rms_norm supports float32 and bfloat16, got ", x.scalar_type());
+  if (residual) return {out, res};
+  return {out};
+}
+
+// ---------------------------------------------------------------- RoPE + KV write
+
+// qkv [tokens, (heads + 2 kv_heads) * dim] from the fused projection; cos and sin_signed
+// [tokens, dim] in qkv's dtype (each token's rows of the RoPE tables). Returns q [tokens,
+// heads, dim] rotated; k (rotated) and v go to the cache at slot_mapping (negative: skip).
+// Rotate-half RoPE as the torch path computes it: x*cos + roll(x, dim/2)*sin_signed, each
+// product and the sum rounded to x's dtype.
+template <typename T>
+void rope_write_kv_impl(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin_signed,
+                        int64_t num_heads, int64_t num_kv_heads, at::Tensor& k_cache,
+                        at::Tensor& v_cache, const at::Tensor& slot_mapping, at::Tensor& q_out) {
+  const int64_t tokens = qkv.size(0), dim = q_out.size(2), half = dim / 2;
+  const int64_t width = qkv.size(1);
+  const int64_t block_size = k_cache.size(1), capacity = k_cache.size(0) * block_size;
+  const int64_t kb = k_cache.stride(0), ko = k_cache.stride(1), kh = k_cache.stride(2);
+  const int64_t vb = v_cache.stride(0), vo = v_cache.stride(1), vh = v_cache.stride(2);
+  const T* src = data_of<T>(qkv);
+  const int64_t* slots = slot_mapping.data_ptr<int64_t>();
+  const T* cos_rows = data_of<T>(cos);
+  const T* sin_rows = data_of<T>(sin_signed);
+  T* q = mutable_data_of<T>(q_out);
+  T* kc = mutable_data_of<T>(k_cache);
+  T* vc = mutable_data_of<T>(v_cache);
+  at::parallel_for(0, tokens, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* c = cos_rows + t * dim;
+      const T* s = sin_rows + t * dim;
+      const int64_t slot = slots[t];
+      TORCH_CHECK(slot < capacity, "slot ", slot, " is outside the cache (", capacity, " slots)");
+      const int64_t block = slot >= 0 ? slot / block_size : 0, offset = slot >= 0 ? slot % block_size : 0;
+      for (int64_t h = 0; h < num_heads + num_kv_heads; ++h) {
+        if (h >= num_heads && slot < 0) break;
+        const T* x = src + t * width + h * dim;
+        T* dst = h < num_heads ? q + (t * num_heads + h) * dim
+                               : kc + block * kb + offset * ko + (h - num_heads) * kh;
+        for (int64_t d = 0; d < dim; ++d) {
+          const float rolled = load(x[d < half ? d + half : d - half]);
+          const float a = round_as(T{}, load(x[d]) * load(c[d]));
+          const float b = round_as(T{}, rolled * load(s[d]));
+          store(&dst[d], a + b);
+        }
+      }
+      if (slot < 0) continue;
+      for (int64_t h = 0; h < num_kv_heads; ++h) {
+        const T* x = src + t * width + (num_heads + num_kv_heads + h) * dim;
+        std::memcpy(vc + block * vb + offset * vo + h * vh, x, dim * sizeof(T));
+      }
+    }
+  });
+}
+
+at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin_signed,
+                         int64_t num_heads, int64_t num_kv_heads, at::Tensor k_cache,
+                         at::Tensor v_cache, const at::Tensor& slot_mapping) {
+  TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous(), "qkv must be contiguous [tokens, width]");
+  const int64_t dim = k_cache.size(3), tokens = qkv.size(0);
+  TORCH_CHECK(qkv.size(1) == (num_heads + 2 * num_kv_heads) * dim,
+              "qkv width must be (heads + 2 kv_heads) * head_dim");
+  TORCH_CHECK(dim % 2 == 0, "head_dim must be even");
+  TORCH_CHECK(k_cache.size(2) == num_kv_heads && v_cache.size(2) == num_kv_heads,
+              "the caches must hold num_kv_heads heads");
+  TORCH_CHECK(k_cache.stride(3) == 1 && v_cache.stride(3) == 1,
+              "the caches' last dimension must be contiguous");
+  TORCH_CHECK(k_cache.scalar_type() == qkv.scalar_type() && v_cache.scalar_type() == qkv.scalar_type(),
+              "the caches must have qkv's dtype");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.is_contiguous() &&
+                  slot_mapping.numel() == tokens,
+              "slot_mapping must be contiguous int64 [tokens]");
+  for (const at::Tensor* table : {&cos, &sin_signed})
+    TORCH_CHECK(table->scalar_type() == qkv.scalar_type() && table->is_contiguous() &&
+                    table->numel() == tokens * dim,
+                "cos and sin must be contiguous [tokens, head_dim] in qkv's dtype");
+  at::Tensor q = at::empty({tokens, num_heads, dim}, qkv.options());
+  if (qkv.scalar_type() == at::kFloat)
+    rope_write_kv_impl<float>(qkv, cos, sin_signed, num_heads, num_kv_heads, k_cache, v_cache,
+                              slot_mapping, q);
+  else if (qkv.scalar_type() == at::kBFloat16)
+    rope_write_kv_impl<bf16_t>(qkv, cos, sin_signed, num_heads, num_kv_heads, k_cache, v_cache,
+                               slot_mapping, q);
+  else
+    TORCH_CHECK(false, "rope_write_kv supports float32 and bfloat16, got ", qkv.scalar_type());
+  return q;
+}
+
+// ---------------------------------------------------------------- SiLU(gate) * up
+
+// SiLU in fp32 (vexp: within 2 ulp of expf), rounded to the dtype, times up, rounded:
+// the torch path's two roundings for bf16.
+template <typename T>
+void silu_mul_impl(const at::Tensor& gate_up, at::Tensor& out) {
+  const int64_t rows = gate_up.size(0), n = out.size(1);
+  const T* src = data_of<T>(gate_up);
+  T* o = mutable_data_of<T>(out);
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    float act[16];
+    for (int64_t r = begin; r < end; ++r) {
+      const T* gate = src + r * 2 * n;
+      const T* up = gate + n;
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) {
+        const vf g = load16(gate + i);
+        const vf a = g / (1.f + vexp(-g));
+        std::memcpy(act, &a, sizeof a);
+        for (int j = 0; j < 16; ++j)
+          store(&o[r * n + i + j], round_as(T{}, act[j]) * load(up[i + j]));
+      }
+      for (; i < n; ++i) {
+        const float g = load(gate[i]);
+        store(&o[r * n + i], round_as(T{}, g / (1.f + std::exp(-g))) * load(up[i]));
+      }
+    }
+  });
+}
+
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.is_contiguous() && gate_up.size(1) % 2 == 0,
+              "gate_up must be contiguous [rows, 2 * intermediate]");
+  at::Tensor out = at::empty({gate_up.size(0), gate_up.size(1) / 2}, gate_up.options());
+  if (gate_up.scalar_type() == at::kFloat)
+    silu_mul_impl<float>(gate_up, out);
+  else if (gate_up.scalar_type() == at::kBFloat16)
+    silu_mul_impl<bf16_t>(gate_up, out);
+  else
+    TORCH_CHECK(false, "silu_mul supports float32 and bfloat16, got ", gate_up.scalar_type());
+  return out;
+}
+
+// ---------------------------------------------------------------- 8-bit weights
+
+// x [M, K] @ W.T for W stored as GGUF's Q8_0 keeps it: int8 codes [N, K] and one fp32 scale
+// per 32 columns [N, K / 32]. For the LM head of a small model at decode, where reading the
+// weight dominates: half the bytes of bf16, and no bf16 rounding of the weight (the file's
+// values exactly). fp32 accumulation; the result in x's dtype.
+typedef int8_t vb16 __attribute__((vector_size(16)));
+
+// GCC 12 scalarises __builtin_convertvector from int8 lanes, so the sign extension uses
+// the ISA's own instruction where the build has one.
+inline vf load16(const int8_t* p) {
+#if defined(__AVX512F__)
+  const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  vf out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
+#elif defined(__AVX2__)
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+  const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
+  vf out;
+  std::memcpy(&out, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&out) + 32, &hi, 32);
+  return out;
+#else
+  vb16 b;
+  std::memcpy(&b, p, sizeof b);
+  return __builtin_convertvector(__builtin_convertvector(b, vi), vf);
+#endif
+}
+
+constexpr int64_t kMaxQ8Rows = 8;
+
+template <typename T>
+void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
+                    at::Tensor& out) {
+  const int64_t rows = x.size(0), k = x.size(1), n = codes.size(0), blocks = k / 32;
+  std::vector<float> xs(rows * k);
+  const T* x_src = data_of<T>(x);
+  for (int64_t i = 0; i < rows * k; ++i) xs[i] = load(x_src[i]);
+  const int8_t* w = codes.data_ptr<int8_t>();
+  const float* d = scales.data_ptr<float>();
+  T* o = mutable_data_of<T>(out);
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      vf acc[kMaxQ8Rows];
+      for (int64_t m = 0; m < rows; ++m) acc[m] = vf{};
+      const int8_t* row = w + j * k;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const vf w0 = load16(row + b * 32), w1 = load16(row + b * 32 + 16);
+        const float scale = d[j * blocks + b];
+        for (int64_t m = 0; m < rows; ++m) {
+          const float* xm = &xs[m * k + b * 32];
+          acc[m] += (w0 * load16(xm) + w1 * load16(xm + 16)) * scale;
+        }
+      }
+      for (int64_t m = 0; m < rows; ++m) store(&o[m * n + j], lane_sum(acc[m]));
+    }
+  });
+}
+
+at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be contiguous [rows, in_features]");
+  TORCH_CHECK(x.size(0) <= kMaxQ8Rows, "q8_linear takes at most ", kMaxQ8Rows, " rows, got ", x.size(0));
+  TORCH_CHECK(codes.scalar_type() == at::kChar && codes.is_contiguous() && codes.dim() == 2 &&
+                  codes.size(1) == x.size(1) && x.size(1) % 32 == 0,
+              "codes must be contiguous int8 [out_features, in_features], in_features % 32 == 0");
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() &&
+                  scales.numel() == codes.numel() / 32,
+              "scales must be contiguous float32 [out_features, in_features / 32]");
+  at::Tensor out = at::empty({x.size(0), codes.size(0)}, x.options());
+  if (x.scalar_type() == at::kFloat)
+    q8_linear_impl<float>(x, codes, scales, out);
+  else if (x.scalar_type() == at::kBFloat16)
+    q8_linear_impl<bf16_t>(x, codes, scales, out);
+  else
+    TORCH_CHECK(false, "q8_linear supports float32 and bfloat16, got ", x.scalar_type());
+  return out;
+}
+
+// The ISA this file was compiled for, so the loader can refuse a build this CPU cannot run.
+std::vector<std::string> compiled_isa() {
+  std::vector<std::string> isa;
+#ifdef __AVX2__
+  isa.push_back("avx2");
+#endif
+#ifdef __FMA__
+  isa.push_back("fma");
+#endif
+#ifdef __AVX512F__
+  isa.push_back("avx512f");
+#endif
+#ifdef __AVX512BW__
+  isa.push_back("avx512bw");
+#endif
+#ifdef __AVX512BF16__
+  isa.push_back("avx512_bf16");
+#endif
+#ifdef __AMX_TILE__
+  isa.push_back("amx_tile");
+#endif
+  return isa;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("decode_attention", &decode_attention, "paged decode attention, one query per sequence");
+  m.def("rms_norm", &rms_norm, "RMSNorm with an optional residual add");
+  m.def("rope_write_kv", &rope_write_kv, "RoPE of q and k and the write of k and v to the cache");
+  m.def("silu_mul", &silu_mul, "SiLU(gate) * up");
+  m.def("q8_linear", &q8_linear, "x @ W.T for 8-bit weights with a scale per 32 columns");
+  m.def("compiled_isa", &compiled_isa, "the ISA extensions this build was compiled for");
+}

@@ -1,0 +1,307 @@
+"""The fused C++ CPU kernels (``llm.kernels.cpu_ext``) against the torch paths they replace.
+
+``make install`` builds them; the suite checks they are loaded here (a missing build step
+would otherwise hide behind the pure-torch fallback) and that each kernel computes what
+the torch path computes: bitwise where the kernel promises it (RoPE and the cache write,
+the residual add), within fp32 rounding for reductions, within one bf16 step for bf16
+outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm.engine.model_runner import kv_cache_storage
+from llm.kernels import cpu_ext
+from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
+from llm.kernels.cpu_paths import crossover_rows
+from llm.kernels.q8_linear import Q8Blocks, q8_from_gguf, q8_linear
+from llm.kernels.rope import apply_rotary
+
+BF16_STEP = 2**-7  # relative spacing of bf16 values (8 significant bits)
+
+
+@pytest.fixture(scope="module")
+def ext():
+    if os.environ.get("ENCLAVE_CPU_EXT") == "0":
+        pytest.skip("ENCLAVE_CPU_EXT=0 turns the fused kernels off in this run")
+    status = cpu_ext.status()
+    assert status.loaded, f"the fused CPU kernels are not loaded: {status.reason}"
+    return status.module
+
+
+def _paged(seq_lens, num_kv_heads, head_dim, dtype, block_size=16, seed=0):
+    """A head-major cache like the runner's, random contents, tables in shuffled blocks."""
+    gen = torch.Generator().manual_seed(seed)
+    num_blocks = sum(-(-n // block_size) for n in seq_lens) + 3
+    shape = (num_blocks, block_size, num_kv_heads, head_dim)
+    k_cache, v_cache = kv_cache_storage(shape, dtype), kv_cache_storage(shape, dtype)
+    k_cache.copy_(torch.randn(shape, generator=gen))
+    v_cache.copy_(torch.randn(shape, generator=gen))
+    order = torch.randperm(num_blocks, generator=gen).tolist()
+    width = max(-(-n // block_size) for n in seq_lens) + 1
+    tables = torch.full((len(seq_lens), width), -1, dtype=torch.int32)
+    for i, n in enumerate(seq_lens):
+        count = -(-n // block_size)
+        tables[i, :count] = torch.tensor([order.pop() for _ in range(count)], dtype=torch.int32)
+    return k_cache, v_cache, tables, torch.tensor(seq_lens, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "num_heads, num_kv_heads, head_dim", [(9, 3, 64), (8, 1, 128), (4, 4, 32), (64, 8, 64)]
+)
+@pytest.mark.parametrize("window, with_sinks", [(None, False), (37, True), (None, True)])
+def test_decode_attention_matches_the_reference(
+    ext, dtype, num_heads, num_kv_heads, head_dim, window, with_sinks
+):
+    seq_lens = [1, 15, 16, 17, 140]
+    k_cache, v_cache, tables, lens = _paged(seq_lens, num_kv_heads, head_dim, dtype)
+    query = torch.randn(len(seq_lens), num_heads, head_dim).to(dtype)
+    sinks = torch.randn(num_heads) if with_sinks else None
+    starts = torch.arange(len(seq_lens) + 1, dtype=torch.int32)
+    # the reference in fp32 on the same (possibly bf16-rounded) inputs
+    expected = paged_attention_ref(
+        query.float(), k_cache.float(), v_cache.float(), tables, starts, lens, 0.125, window, sinks
+    )
+    got = ext.decode_attention(query, k_cache, v_cache, tables, lens, 0.125, window or -1, sinks)
+    assert got.dtype == dtype
+    tolerance = 2e-6 if dtype == torch.float32 else BF16_STEP
+    assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_decode_attention_refuses_what_it_cannot_do(ext):
+    k_cache, v_cache, tables, lens = _paged([5], 2, 64, torch.float32)
+    query = torch.randn(1, 4, 64)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ext.decode_attention(query.bfloat16(), k_cache, v_cache, tables, lens, 1.0, -1, None)
+    with pytest.raises(RuntimeError, match="multiple of num_kv_heads"):
+        ext.decode_attention(torch.randn(1, 3, 64), k_cache, v_cache, tables, lens, 1.0, -1, None)
+    with pytest.raises(RuntimeError, match="head_dim"):
+        small = _paged([5], 2, 8, torch.float32)
+        ext.decode_attention(torch.randn(1, 4, 8), *small, 1.0, -1, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_and_cache_write_equal_the_torch_path_bit_for_bit(ext, dtype):
+    tokens, heads, kv_heads, dim = 7, 9, 3, 64
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim).to(dtype)
+    angles = torch.randn(tokens, dim)
+    cos, sin = angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
+    slots = torch.tensor([3, 17, -1, 0, 40, 41, 63])  # -1: padding, not stored
+    shape = (4, 16, kv_heads, dim)
+    k_fused, v_fused = kv_cache_storage(shape, dtype), kv_cache_storage(shape, dtype)
+    k_torch, v_torch = kv_cache_storage(shape, dtype), kv_cache_storage(shape, dtype)
+
+    q = ext.rope_write_kv(qkv, cos, sin, heads, kv_heads, k_fused, v_fused, slots)
+
+    rotated = apply_rotary(qkv[:, : (heads + kv_heads) * dim].view(tokens, -1, dim), cos, sin)
+    q_torch, k_torch_new = rotated.split([heads, kv_heads], dim=1)
+    v_new = qkv[:, (heads + kv_heads) * dim :].view(tokens, kv_heads, dim)
+    write_kv_cache_ref(k_torch_new, v_new, k_torch, v_torch, slots)
+    assert torch.equal(q, q_torch)
+    assert torch.equal(k_fused, k_torch) and torch.equal(v_fused, v_torch)
+
+
+def test_rope_write_refuses_a_slot_outside_the_cache(ext):
+    qkv = torch.randn(1, 3 * 16)
+    cache = kv_cache_storage((2, 4, 1, 16), torch.float32)
+    ones = torch.ones(1, 1, 16)
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        ext.rope_write_kv(qkv, ones, ones, 1, 1, cache, cache.clone(), torch.tensor([8]))
+
+
+def test_rms_norm_with_residual_add_matches_hf_rounding(ext):
+    hidden, eps = 576, 1e-5
+    x = torch.randn(5, hidden).bfloat16()
+    delta = torch.randn(5, hidden).bfloat16()
+    weight = torch.randn(hidden).bfloat16()
+    summed = x + delta  # torch's bf16 add: the value the kernel must leave in place
+    expected = weight * torch.rms_norm(summed.float(), (hidden,), None, eps).bfloat16()
+    residual = x.clone()
+    normed, residual_out = ext.rms_norm(delta, residual, weight, eps)
+    assert torch.equal(residual, summed) and residual_out.data_ptr() == residual.data_ptr()
+    # the mean square sums in another order: at most one bf16 step apart, rarely
+    diff = (normed.float() - expected.float()).abs()
+    assert torch.all(diff <= expected.float().abs() * BF16_STEP + 1e-6)
+    assert (diff > 0).float().mean() < 0.01
+
+
+def test_silu_mul_matches_torch(ext):
+    gate_up = (torch.randn(3, 2 * 1536) * 4).bfloat16()
+    gate, up = gate_up.chunk(2, dim=-1)
+    expected = (F.silu(gate) * up).float()
+    got = ext.silu_mul(gate_up).float()
+    assert torch.all((got - expected).abs() <= expected.abs() * BF16_STEP + 1e-6)
+
+
+def _q8(rows: int, cols: int, seed: int = 0) -> Q8Blocks:
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-127, 128, (rows, cols), generator=gen, dtype=torch.int8)
+    return Q8Blocks(codes, torch.rand(rows, cols // 32, generator=gen) * 0.01)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 8])
+def test_q8_linear_matches_the_dequantised_weight(ext, rows):
+    blocks = _q8(1000, 576)
+    x = torch.randn(rows, 576)
+    expected = x @ blocks.dequantize().t()
+    assert torch.allclose(q8_linear(x, blocks), expected, atol=1e-4, rtol=1e-4)
+    got = q8_linear(x.bfloat16(), blocks)
+    assert got.dtype == torch.bfloat16
+    reference = x.bfloat16().float() @ blocks.dequantize().t()
+    assert torch.allclose(got.float(), reference, atol=1e-2, rtol=2 * BF16_STEP)
+
+
+def test_q8_linear_refuses_too_many_rows(ext):
+    with pytest.raises(RuntimeError, match="at most 8 rows"):
+        q8_linear(torch.randn(9, 64), _q8(16, 64))
+
+
+def test_q8_blocks_read_from_gguf_bytes():
+    """A Q8_0 block is an fp16 scale then 32 int8 codes; w = d * q."""
+    scale = torch.tensor([0.5, 0.25], dtype=torch.float16)
+    codes = torch.arange(-32, 32, dtype=torch.int8)
+    raw = torch.cat(
+        [
+            torch.cat(
+                [scale[i : i + 1].view(torch.uint8), codes[32 * i : 32 * i + 32].view(torch.uint8)]
+            )
+            for i in range(2)
+        ]
+    )
+    blocks = q8_from_gguf(raw, (1, 64))
+    expected = torch.cat([codes[:32].float() * 0.5, codes[32:].float() * 0.25])[None]
+    assert torch.equal(blocks.dequantize(), expected)
+    with pytest.raises(ValueError, match="whole 32-element blocks"):
+        q8_from_gguf(raw, (2, 20))
+
+
+def test_a_missing_build_falls_back_and_says_how_to_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENCLAVE_CPU_EXT_DIR", str(tmp_path))
+    cpu_ext.status.cache_clear()
+    try:
+        status = cpu_ext.status()
+        assert not status.loaded and "python -m llm.kernels.cpu_ext --build" in status.reason
+    finally:
+        monkeypatch.delenv("ENCLAVE_CPU_EXT_DIR")
+        cpu_ext.status.cache_clear()
+
+
+def test_a_failed_compile_raises_with_the_compiler_output(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENCLAVE_CPU_EXT_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    with pytest.raises(cpu_ext.CpuExtBuildError, match="failed"):
+        cpu_ext.build()
+    assert not any(tmp_path.rglob("*.so")), "no half-built library may be left to load"
+
+
+def test_a_library_built_for_an_isa_this_cpu_lacks_is_not_loaded(ext, monkeypatch):
+    isa = tuple(ext.compiled_isa())
+    if not isa:
+        pytest.skip("this build targets no ISA extension, nothing to lack")
+    monkeypatch.setattr(cpu_ext, "cpu_flags", lambda: {"sse2"})
+    cpu_ext.status.cache_clear()
+    try:
+        status = cpu_ext.status()
+        assert not status.loaded and isa[0] in status.reason
+    finally:
+        monkeypatch.undo()
+        cpu_ext.status.cache_clear()
+    assert cpu_ext.status().loaded
+
+
+def test_switched_off_turns_every_fused_path_off(ext):
+    x = torch.randn(2, 64).bfloat16()
+    with torch.inference_mode():
+        assert cpu_ext.for_tensor(x) is ext
+        with cpu_ext.switched_off():
+            assert cpu_ext.for_tensor(x) is None
+        assert cpu_ext.for_tensor(x) is ext
+    assert cpu_ext.for_tensor(x) is None  # autograd on: the kernels have no backward
+
+
+def test_crossover_is_the_last_row_count_where_the_quantised_path_wins():
+    def quantised(x):
+        time.sleep(0.002 * x.shape[0])  # 2, 4, 8 ms for 1, 2, 4 rows
+
+    def dense(x):
+        time.sleep(0.005)
+
+    limit, timings = crossover_rows(quantised, dense, 8, torch.float32, (1, 2, 4, 8))
+    assert limit == 2 and set(timings) == {1, 2, 4}  # stops at the first loss
+    limit, _ = crossover_rows(dense, quantised, 8, torch.float32, (1, 2))
+    assert limit == 0
+
+
+def _engine_tokens(model, prompts, steps: int):
+    from llm.engine.config import EngineConfig
+    from llm.engine.llm_engine import LLMEngine
+    from llm.engine.sampling_params import SamplingParams
+
+    engine = LLMEngine(model, EngineConfig(num_kv_blocks=64, max_model_len=256), eos_token_ids=[])
+    params = SamplingParams(max_tokens=steps, temperature=0.0, ignore_eos=True, logprobs=True)
+    return engine.generate(prompts, params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_model_decodes_the_same_with_and_without_the_kernels(ext, dtype):
+    """Through the engine (prefill, then batched decodes): fp32 greedy tokens identical, bf16
+    log-probabilities of the same tokens within bf16 noise."""
+    from llm.models.llama import LlamaConfig
+    from tests.unit.engine.tp_helpers import random_llama
+
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=256,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=64,
+        max_position_embeddings=512,
+    )
+    model = random_llama(config).eval().to(dtype)
+    prompts = [[5, 9, 77, 3, 200, 41], [7] * 21, [300, 2]]
+    fused = _engine_tokens(model, prompts, 12)
+    with cpu_ext.switched_off():
+        plain = _engine_tokens(model, prompts, 12)
+    for a, b in zip(fused, plain, strict=True):
+        if dtype == torch.float32:
+            assert a.token_ids == b.token_ids
+        else:
+            assert a.token_ids[0] == b.token_ids[0]
+            assert abs(a.logprobs[0] - b.logprobs[0]) < 0.05
+
+
+def test_the_packaged_gguf_keeps_its_q8_head_and_times_its_quantised_paths(ext):
+    """SmolLM2's tied embedding is Q8_0: the LM head keeps the file's codes (exactly the
+    values the dense weight was dequantised from), and loading times each quantised
+    layer kind against bf16 on this CPU (the limits themselves depend on the CPU)."""
+    from llm.loader.gguf import load_gguf, open_gguf, read_config, read_q8_head
+    from llm.loader.packaged import smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    reader = open_gguf(path)
+    head = read_q8_head(reader, read_config(reader))
+    assert head is not None
+    loaded = load_gguf(path, torch.bfloat16, with_tokenizer=False, native_4bit=True)
+    model = loaded.model
+    assert model.lm_head.q8 is not None
+    assert torch.equal(head.dequantize().bfloat16(), model.embed_tokens.weight.detach())
+    model.prepare_for_inference()
+    limits = model.quantised_row_limits
+    assert any(k.startswith("q8 49152x576") for k in limits)
+    assert any(k.startswith("int4 ") for k in limits)
+    assert all(0 <= v["max_rows"] <= 16 for v in limits.values())
+    x = torch.randn(1, 576).bfloat16()
+    with torch.inference_mode():
+        head_rows = model.lm_head(x).float()
+        dense = model.lm_head.dense_product(x).float()
+    # whichever path the measurement chose, the logits agree to bf16 rounding
+    assert torch.allclose(head_rows, dense, atol=0.05, rtol=0.02)
