@@ -121,7 +121,7 @@ def paged_attention_cpu(
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    fused = cpu_ext.for_tensor(query) if k_scale is None else None
+    fused = cpu_ext.for_tensor(query, "decode_attention") if k_scale is None else None
     if fused is not None and k_cache.dtype == query.dtype and query.shape[-1] in FUSED_HEAD_DIMS:
         return _attention_fused(
             fused,

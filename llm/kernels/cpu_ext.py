@@ -7,9 +7,10 @@ caller keeps its pure-torch path, used when the extension is absent.
 
 Lifecycle:
 - **Build** once per machine and torch version, at install (``make install`` runs
-  ``python -m llm.kernels.cpu_ext --build``): one ``g++`` call against torch's headers,
-  for ``-march=$ENCLAVE_CPU_EXT_ARCH`` (default ``native``: the build machine is the machine
-  that runs it; an image built for other hosts sets e.g. ``x86-64-v3``). The library goes
+  ``python -m llm.kernels.cpu_ext --build``): one ``g++`` call against torch's headers
+  per ``-march`` target of ``$ENCLAVE_CPU_EXT_ARCH`` (default ``native``: the build
+  machine is the machine that runs it; an image built for other hosts lists several,
+  e.g. ``x86-64-v4,x86-64-v3``, and each host loads the first it can run). The library goes
   to a directory named by a hash of the source, flags and torch version, so an edit or a
   torch upgrade builds a new one and never loads a stale one.
 - **Load** at first use, never build: a server must not stall a minute compiling. Loading
@@ -49,17 +50,24 @@ class CpuExtBuildError(RuntimeError):
     """The C++ kernels could not be compiled (no compiler, a compile error)."""
 
 
-def _arch() -> str:
-    return os.environ.get("ENCLAVE_CPU_EXT_ARCH", "native")
+def arches() -> list[str]:
+    """The ``-march`` targets to build and, in this order, to try loading.
+
+    ``ENCLAVE_CPU_EXT_ARCH`` is one target or a comma-separated list: an image built for
+    unknown hosts carries e.g. ``x86-64-v4,x86-64-v3`` and each host loads the first its
+    CPU can run.
+    """
+    value = os.environ.get("ENCLAVE_CPU_EXT_ARCH", "native")
+    return [arch.strip() for arch in value.split(",") if arch.strip()] or ["native"]
 
 
-def _flags() -> list[str]:
+def _flags(arch: str) -> list[str]:
     # -ffp-contract=off: no multiply-add fusion, so elementwise results round exactly as
     # torch's separate ops do (the kernels promise bitwise equality there).
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return [
         "-O3",
-        f"-march={_arch()}",
+        f"-march={arch}",
         "-ffp-contract=off",
         "-fopenmp",
         "-std=c++17",
@@ -71,11 +79,11 @@ def _flags() -> list[str]:
     ]
 
 
-def library_path() -> Path:
-    """Where the library for this source, these flags and this torch lives (built or not)."""
+def library_path(arch: str = "native") -> Path:
+    """Where the library for this source, target, flags and torch lives (built or not)."""
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
-    digest.update(" ".join(_flags()).encode())
+    digest.update(" ".join(_flags(arch)).encode())
     digest.update(torch.__version__.encode())
     root = (
         os.environ.get("ENCLAVE_CPU_EXT_DIR") or Path(sys.prefix) / "share" / "enclave" / "cpu_ext"
@@ -83,9 +91,16 @@ def library_path() -> Path:
     return Path(root) / digest.hexdigest()[:16] / f"{NAME}.so"
 
 
-def build(verbose: bool = False) -> Path:
-    """Compile the library if it is not there yet; its path. Raises ``CpuExtBuildError``."""
-    target = library_path()
+def build(verbose: bool = False) -> list[Path]:
+    """Compile the library for every target of ``arches()`` not built yet; their paths.
+
+    Raises ``CpuExtBuildError`` on the first failure.
+    """
+    return [_build_one(arch, verbose) for arch in arches()]
+
+
+def _build_one(arch: str, verbose: bool) -> Path:
+    target = library_path(arch)
     if target.exists():
         return target
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
@@ -101,7 +116,7 @@ def build(verbose: bool = False) -> Path:
     )  # renamed when whole: a crash leaves no half library
     command = [
         compiler,
-        *_flags(),
+        *_flags(arch),
         *(f"-I{path}" for path in includes),
         str(SOURCE),
         "-o",
@@ -143,6 +158,7 @@ class ExtStatus:
     module: ModuleType | None
     reason: str
     compiled_isa: tuple[str, ...] = ()
+    fast_kernels: frozenset[str] = frozenset()  # those that beat torch in this build
 
     @property
     def loaded(self) -> bool:
@@ -166,31 +182,41 @@ def _import(path: Path) -> ModuleType:
 
 @cache
 def status() -> ExtStatus:
-    """Load the built library once per process (never builds; see the module docstring)."""
+    """Load a built library once per process (never builds; see the module docstring):
+    the first target of ``arches()`` that is built and that this CPU can run."""
     if os.environ.get("ENCLAVE_CPU_EXT", "1") == "0":
         return ExtStatus(None, "turned off by ENCLAVE_CPU_EXT=0")
-    path = library_path()
+    reasons = []
+    for arch in arches():
+        found = _load(arch)
+        if found.loaded:
+            return found
+        reasons.append(f"{arch}: {found.reason}")
+    reason = "; ".join(reasons)
+    log.warning("fused CPU kernels unavailable, using the pure-torch path: %s", reason)
+    return ExtStatus(None, reason)
+
+
+def _load(arch: str) -> ExtStatus:
+    path = library_path(arch)
     if not path.exists():
-        reason = (
+        return ExtStatus(
+            None,
             f"not built for this source and torch ({path.parent.name}); "
-            "run `python -m llm.kernels.cpu_ext --build` (make install does)"
+            "run `python -m llm.kernels.cpu_ext --build` (make install does)",
         )
-        log.warning("fused CPU kernels unavailable, using the pure-torch path: %s", reason)
-        return ExtStatus(None, reason)
+    # the library reports the ISA it was compiled for; importing it only registers its
+    # functions, so asking is safe before the check (calling them would not be)
     try:
         module = _import(path)
     except ImportError as error:
-        reason = f"{path} does not load: {error}"
-        log.warning("fused CPU kernels unavailable, using the pure-torch path: %s", reason)
-        return ExtStatus(None, reason)
+        return ExtStatus(None, f"{path} does not load: {error}")
     isa = tuple(module.compiled_isa())
     have = cpu_flags()
     missing = [flag for flag in isa if have and flag not in have]
     if missing:
-        reason = f"built for {', '.join(missing)}, which this CPU lacks"
-        log.warning("fused CPU kernels unavailable, using the pure-torch path: %s", reason)
-        return ExtStatus(None, reason, isa)
-    return ExtStatus(module, "loaded", isa)
+        return ExtStatus(None, f"built for {', '.join(missing)}, which this CPU lacks", isa)
+    return ExtStatus(module, f"loaded ({arch})", isa, frozenset(module.fast_kernels()))
 
 
 def kernels() -> ModuleType | None:
@@ -212,11 +238,12 @@ def switched_off() -> Iterator[None]:
         _switched_off = before
 
 
-def for_tensor(x: torch.Tensor) -> ModuleType | None:
-    """The kernels when ``x`` is an inference-time CPU tensor they handle, else None.
+def for_tensor(x: torch.Tensor, kernel: str) -> ModuleType | None:
+    """The kernels when ``kernel`` should handle ``x`` here, else None (use torch).
 
-    Autograd must be off (the kernels write in place and have no backward); the dtype must
-    be float32 or bfloat16.
+    ``x`` must be an inference-time CPU tensor (autograd off: the kernels write in place
+    and have no backward) of float32 or bfloat16, and ``kernel`` one that beats torch in
+    this build (``fast_kernels``: an AVX2 build keeps only the elementwise ones).
     """
     if (
         _switched_off
@@ -225,7 +252,8 @@ def for_tensor(x: torch.Tensor) -> ModuleType | None:
         or torch.is_grad_enabled()
     ):
         return None
-    return kernels()
+    current = status()
+    return current.module if kernel in current.fast_kernels else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.build:
         try:
-            path = build(verbose=args.verbose)
+            paths = build(verbose=args.verbose)
         except CpuExtBuildError as error:
             print(
                 f"enclave: fused CPU kernels not built, the engine uses its pure-torch path: {error}"
             )
             return 1
-        print(f"enclave: fused CPU kernels at {path}")
+        for path in paths:
+            print(f"enclave: fused CPU kernels at {path}")
     print(f"enclave: fused CPU kernels: {status().describe()}")
     return 0
 

@@ -50,8 +50,8 @@ def q8_from_gguf(raw: torch.Tensor, shape: tuple[int, int]) -> Q8Blocks:
 
 
 def q8_available() -> bool:
-    """Whether the fused CPU kernels (which hold the 8-bit matmul) are loaded."""
-    return cpu_ext.kernels() is not None
+    """Whether the fused CPU kernels are loaded with a fast 8-bit matmul (AVX-512 builds)."""
+    return "q8_linear" in cpu_ext.status().fast_kernels
 
 
 def q8_linear(x: torch.Tensor, blocks: Q8Blocks) -> torch.Tensor:

@@ -44,7 +44,7 @@ def rotate_and_cache(
     """
     num_tokens = qkv.shape[0]
     head_dim = cos.shape[-1]
-    fused = cpu_ext.for_tensor(qkv)
+    fused = cpu_ext.for_tensor(qkv, "rope_write_kv")
     if (
         fused is not None
         and isinstance(k_cache, torch.Tensor)

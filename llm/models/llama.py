@@ -62,7 +62,7 @@ class RMSNorm(nn.Module):
         """The C++ kernels when they handle this call (CPU, bf16 input and weight)."""
         if x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16:
             return None
-        return cpu_ext.for_tensor(x) if x.dim() == 2 and x.is_contiguous() else None
+        return cpu_ext.for_tensor(x, "rms_norm") if x.dim() == 2 and x.is_contiguous() else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
@@ -277,7 +277,7 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
-        fused = cpu_ext.for_tensor(gate_up) if gate_up.dtype == torch.bfloat16 else None
+        fused = cpu_ext.for_tensor(gate_up, "silu_mul") if gate_up.dtype == torch.bfloat16 else None
         if fused is not None and gate_up.is_contiguous():
             return self.down_proj(fused.silu_mul(gate_up))
         gate, up = gate_up.chunk(2, dim=-1)

@@ -219,11 +219,21 @@ def test_a_library_built_for_an_isa_this_cpu_lacks_is_not_loaded(ext, monkeypatc
 def test_switched_off_turns_every_fused_path_off(ext):
     x = torch.randn(2, 64).bfloat16()
     with torch.inference_mode():
-        assert cpu_ext.for_tensor(x) is ext
+        assert cpu_ext.for_tensor(x, "rms_norm") is ext
+        assert cpu_ext.for_tensor(x, "no_such_kernel") is None
         with cpu_ext.switched_off():
-            assert cpu_ext.for_tensor(x) is None
-        assert cpu_ext.for_tensor(x) is ext
-    assert cpu_ext.for_tensor(x) is None  # autograd on: the kernels have no backward
+            assert cpu_ext.for_tensor(x, "rms_norm") is None
+        assert cpu_ext.for_tensor(x, "rms_norm") is ext
+    assert cpu_ext.for_tensor(x, "rms_norm") is None  # autograd on: no backward
+
+
+def test_the_build_names_the_kernels_worth_calling(ext):
+    """An AVX-512 build offers all; an AVX2 build only the elementwise ones (its attention
+    and 8-bit matmul lower to scalar code, slower than torch)."""
+    fast = set(ext.fast_kernels())
+    assert {"rms_norm", "rope_write_kv"} <= fast
+    for kernel in ("decode_attention", "q8_linear", "silu_mul"):
+        assert (kernel in fast) == ("avx512f" in ext.compiled_isa())
 
 
 def test_crossover_is_the_last_row_count_where_the_quantised_path_wins():
@@ -279,6 +289,13 @@ def test_a_model_decodes_the_same_with_and_without_the_kernels(ext, dtype):
             assert abs(a.logprobs[0] - b.logprobs[0]) < 0.05
 
 
+def model_embedding(path) -> torch.Tensor:
+    from llm.loader.gguf import load_gguf
+
+    model = load_gguf(path, torch.bfloat16, with_tokenizer=False).model
+    return model.embed_tokens.weight.detach()
+
+
 def test_the_packaged_gguf_keeps_its_q8_head_and_times_its_quantised_paths(ext):
     """SmolLM2's tied embedding is Q8_0: the LM head keeps the file's codes (exactly the
     values the dense weight was dequantised from), and loading times each quantised
@@ -290,13 +307,14 @@ def test_the_packaged_gguf_keeps_its_q8_head_and_times_its_quantised_paths(ext):
     reader = open_gguf(path)
     head = read_q8_head(reader, read_config(reader))
     assert head is not None
+    assert torch.equal(head.dequantize().bfloat16(), model_embedding(path))
     loaded = load_gguf(path, torch.bfloat16, with_tokenizer=False, native_4bit=True)
     model = loaded.model
-    assert model.lm_head.q8 is not None
-    assert torch.equal(head.dequantize().bfloat16(), model.embed_tokens.weight.detach())
+    with_q8 = "q8_linear" in ext.fast_kernels()  # AVX-512 builds
+    assert (model.lm_head.q8 is not None) == with_q8
     model.prepare_for_inference()
     limits = model.quantised_row_limits
-    assert any(k.startswith("q8 49152x576") for k in limits)
+    assert any(k.startswith("q8 49152x576") for k in limits) == with_q8
     assert any(k.startswith("int4 ") for k in limits)
     assert all(0 <= v["max_rows"] <= 16 for v in limits.values())
     x = torch.randn(1, 576).bfloat16()
