@@ -27,6 +27,7 @@ from llm.engine.sampler import Sampler
 from llm.engine.sampling_params import SamplingParams
 from llm.engine.scheduler import Scheduler
 from llm.engine.sequence import Sequence, SequenceStatus
+from llm.kernels import cpu_ext
 from llm.models.base import CausalLM
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class LLMEngine:
         kernels = policy.backend
         if kernels == "auto":
             kernels = "triton" if device.type == "cuda" else "torch"
-        return {
+        info: dict[str, Any] = {
             "device": str(device),
             "kernels": kernels,
             "dtype": str(self.runner.dtype).removeprefix("torch."),
@@ -137,6 +138,12 @@ class LLMEngine:
             and self.runner.decode_graphs.replay,
             "tensor_parallel": self.config.tensor_parallel_size,
         }
+        if device.type == "cpu":  # the fused C++ kernels in use, or why not
+            ext = cpu_ext.status()
+            info["cpu_kernels"] = (
+                f"{ext.reason}: {','.join(sorted(ext.fast_kernels))}" if ext.loaded else ext.reason
+            )
+        return info
 
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> LLMEngine:

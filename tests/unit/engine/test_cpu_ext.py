@@ -323,3 +323,15 @@ def test_the_packaged_gguf_keeps_its_q8_head_and_times_its_quantised_paths(ext):
         dense = model.lm_head.dense_product(x).float()
     # whichever path the measurement chose, the logits agree to bf16 rounding
     assert torch.allclose(head_rows, dense, atol=0.05, rtol=0.02)
+
+
+def test_the_engine_reports_the_kernels_it_uses(ext, make_engine):
+    reported = make_engine().describe()["cpu_kernels"]
+    assert reported.startswith("loaded") and "rms_norm" in reported
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ENCLAVE_CPU_EXT", "0")
+        cpu_ext.status.cache_clear()
+        try:
+            assert make_engine().describe()["cpu_kernels"] == "turned off by ENCLAVE_CPU_EXT=0"
+        finally:
+            cpu_ext.status.cache_clear()
