@@ -16,6 +16,8 @@ dequantises the gathered rows for SDPA.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from llm.kernels import cpu_ext
@@ -122,75 +124,51 @@ def paged_attention_cpu(
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     fused = cpu_ext.for_tensor(query, "decode_attention") if k_scale is None else None
+    attend_decodes: Callable[[torch.Tensor], torch.Tensor]
     if fused is not None and k_cache.dtype == query.dtype and query.shape[-1] in FUSED_HEAD_DIMS:
-        return _attention_fused(
-            fused,
-            query.contiguous(),
-            k_cache,
-            v_cache,
-            block_tables,
-            query_start_loc,
-            seq_lens,
-            scale,
-            sliding_window,
-            sinks,
+        # the C++ kernel reads each sequence's blocks in place; its per-step plan holds the
+        # decoding sequences' tables and lengths as contiguous int32
+        q_lens, decode, all_decode, tables, lens = _fused_plan(
+            block_tables, query_start_loc, seq_lens
         )
-    q_lens, decode, all_decode, mask = _step_plan(
-        block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
+        window = -1 if sliding_window is None else sliding_window
+        scales: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+        def attend_decodes(rows: torch.Tensor) -> torch.Tensor:
+            return fused.decode_attention(
+                rows.contiguous(), k_cache, v_cache, tables, lens, scale, window, sinks
+            )
+
+    else:
+        q_lens, decode, all_decode, mask = _step_plan(
+            block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
+        )
+        scales = (k_scale, v_scale)
+
+        def attend_decodes(rows: torch.Tensor) -> torch.Tensor:
+            return _decode_attention(rows, k_cache, v_cache, mask, scale, sinks, scales)
+
+    return _by_kind(
+        attend_decodes,
+        query,
+        (k_cache, v_cache, block_tables, query_start_loc, seq_lens),
+        (q_lens, decode, all_decode),
+        (scale, sliding_window, sinks, scales),
     )
-    scales = (k_scale, v_scale)
+
+
+def _by_kind(attend_decodes, query, cache_and_step, plan, options):
+    """The step's decode rows through ``attend_decodes`` (all at once), each prefill chunk
+    through ``_prefill_attention``, written back in the step's row order."""
+    k_cache, v_cache, block_tables, query_start_loc, seq_lens = cache_and_step
+    q_lens, decode, all_decode = plan
+    scale, sliding_window, sinks, scales = options
     if all_decode:
-        return _decode_attention(query, k_cache, v_cache, mask, scale, sinks, scales)
+        return attend_decodes(query)
     out = torch.empty_like(query)
     if len(decode):
         rows = query_start_loc[:-1][decode].long()
-        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks, scales)
-    prefill = (q_lens > 1).nonzero().flatten().tolist()
-    starts = query_start_loc.tolist()
-    for i in prefill:
-        span = slice(starts[i], starts[i + 1])
-        out[span] = _prefill_attention(
-            query[span],
-            k_cache,
-            v_cache,
-            block_tables[i],
-            int(seq_lens[i]),
-            scale,
-            sliding_window,
-            sinks,
-            scales,
-        )
-    return out
-
-
-def _attention_fused(
-    fused,
-    query,
-    k_cache,
-    v_cache,
-    block_tables,
-    query_start_loc,
-    seq_lens,
-    scale,
-    sliding_window,
-    sinks,
-):
-    """Decodes through the C++ kernel (blocks read in place), prefill chunks as below.
-
-    The kernel takes one query row per sequence; in a mixed step the decoding sequences'
-    rows, tables and lengths are picked out once per step (``_fused_plan``) and shared by
-    every layer.
-    """
-    q_lens, decode, all_decode, tables, lens = _fused_plan(block_tables, query_start_loc, seq_lens)
-    window = -1 if sliding_window is None else sliding_window
-    if all_decode:
-        return fused.decode_attention(query, k_cache, v_cache, tables, lens, scale, window, sinks)
-    out = torch.empty_like(query)
-    if len(decode):
-        rows = query_start_loc[:-1][decode].long()
-        out[rows] = fused.decode_attention(
-            query[rows], k_cache, v_cache, tables, lens, scale, window, sinks
-        )
+        out[rows] = attend_decodes(query[rows])
     starts = query_start_loc.tolist()
     for i in (q_lens > 1).nonzero().flatten().tolist():
         span = slice(starts[i], starts[i + 1])
@@ -203,7 +181,7 @@ def _attention_fused(
             scale,
             sliding_window,
             sinks,
-            (None, None),
+            scales,
         )
     return out
 

@@ -199,6 +199,30 @@ struct RowCursor {
   }
 };
 
+// Scores of positions [first, len) for every query of a group, 16 positions at a time:
+// ``dots(k, out)`` writes, for the K row k, each query g's 16 lanes of partial sums to
+// out[g * 16]; one transpose_sum per query turns a tile of them into 16 scores (times
+// ``scale``). ``partial`` holds group * 16 vectors.
+template <typename T, typename Dots>
+void score_tiles(RowCursor<T> keys, int64_t first, int64_t len, int64_t group, float scale,
+                 vf* partial, float* scores, int64_t padded, Dots dots) {
+  for (int64_t t0 = first; t0 < len; t0 += 16) {
+    const int64_t n = std::min<int64_t>(16, len - t0);
+    for (int64_t i = 0; i < 16; ++i) {
+      if (i >= n) {
+        for (int64_t g = 0; g < group; ++g) partial[g * 16 + i] = vf{};
+        continue;
+      }
+      dots(keys.row(), partial + i);
+      keys.next();
+    }
+    for (int64_t g = 0; g < group; ++g) {
+      const vf tile = transpose_sum(partial + g * 16) * scale;
+      std::memcpy(&scores[g * padded + (t0 - first)], &tile, sizeof tile);
+    }
+  }
+}
+
 // One (sequence, KV head) task: the G query heads sharing that KV head against positions
 // [first, len). Scores for 16 positions at a time: each position's K row is converted to
 // fp32 once, each query's q.k kept as 16 lanes of partial sums, and one transpose_sum
@@ -219,30 +243,17 @@ void attend_one(const float* q, int64_t group, const T* k_base, const T* v_base,
   vf* partial = qv + group * CH;
   vf* acc = partial + group * 16;
   for (int64_t i = 0; i < group * CH; ++i) qv[i] = load16(q + i * 16) * scale;
-  RowCursor<T> keys(k_base, table, block_size, kb, ko, first);
-  for (int64_t t0 = first; t0 < len; t0 += 16) {
-    const int64_t n = std::min<int64_t>(16, len - t0);
-    for (int64_t i = 0; i < 16; ++i) {
-      if (i >= n) {
-        for (int64_t g = 0; g < group; ++g) partial[g * 16 + i] = vf{};
-        continue;
-      }
-      const T* k = keys.row();
-      keys.next();
-      vf row[CH];
-      for (int c = 0; c < CH; ++c) row[c] = load16(k + c * 16);
-      for (int64_t g = 0; g < group; ++g) {
-        const vf* qg = qv + g * CH;
-        vf sum = qg[0] * row[0];
-        for (int c = 1; c < CH; ++c) sum += qg[c] * row[c];
-        partial[g * 16 + i] = sum;
-      }
-    }
-    for (int64_t g = 0; g < group; ++g) {
-      const vf tile = transpose_sum(partial + g * 16);
-      std::memcpy(&scores[g * padded + (t0 - first)], &tile, sizeof tile);
-    }
-  }
+  score_tiles(RowCursor<T>(k_base, table, block_size, kb, ko, first), first, len, group, 1.f,
+              partial, scores.data(), padded, [&](const T* k, vf* out) {
+                vf row[CH];
+                for (int c = 0; c < CH; ++c) row[c] = load16(k + c * 16);
+                for (int64_t g = 0; g < group; ++g) {
+                  const vf* qg = qv + g * CH;
+                  vf sum = qg[0] * row[0];
+                  for (int c = 1; c < CH; ++c) sum += qg[c] * row[c];
+                  out[g * 16] = sum;
+                }
+              });
   for (int64_t g = 0; g < group; ++g)
     softmax_row(&scores[g * padded], span, padded, sinks ? &sinks[g] : nullptr);
   RowCursor<T> values(v_base, table, block_size, vb, vo, first);
@@ -289,30 +300,16 @@ void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, cons
   vf* acc = partial + group * 16;
   for (int64_t i = 0; i < group * C2; ++i)
     qb[i] = _mm512_cvtne2ps_pbh(as_m512(load16(q + i * 32 + 16)), as_m512(load16(q + i * 32)));
-  const vf scaled = splat(scale);
-  RowCursor<bf16_t> keys(k_base, table, block_size, kb, ko, first);
-  for (int64_t t0 = first; t0 < len; t0 += 16) {
-    const int64_t n = std::min<int64_t>(16, len - t0);
-    for (int64_t i = 0; i < 16; ++i) {
-      if (i >= n) {
-        for (int64_t g = 0; g < group; ++g) partial[g * 16 + i] = vf{};
-        continue;
-      }
-      const bf16_t* k = keys.row();
-      keys.next();
-      __m512bh row[C2];
-      for (int c = 0; c < C2; ++c) row[c] = (__m512bh)_mm512_loadu_si512(k + c * 32);
-      for (int64_t g = 0; g < group; ++g) {
-        __m512 sum = _mm512_setzero_ps();
-        for (int c = 0; c < C2; ++c) sum = _mm512_dpbf16_ps(sum, qb[g * C2 + c], row[c]);
-        partial[g * 16 + i] = as_vf(sum);
-      }
-    }
-    for (int64_t g = 0; g < group; ++g) {
-      const vf tile = transpose_sum(partial + g * 16) * scaled;
-      std::memcpy(&scores[g * padded + (t0 - first)], &tile, sizeof tile);
-    }
-  }
+  score_tiles(RowCursor<bf16_t>(k_base, table, block_size, kb, ko, first), first, len, group,
+              scale, partial, scores.data(), padded, [&](const bf16_t* k, vf* out) {
+                __m512bh row[C2];
+                for (int c = 0; c < C2; ++c) row[c] = (__m512bh)_mm512_loadu_si512(k + c * 32);
+                for (int64_t g = 0; g < group; ++g) {
+                  __m512 sum = _mm512_setzero_ps();
+                  for (int c = 0; c < C2; ++c) sum = _mm512_dpbf16_ps(sum, qb[g * C2 + c], row[c]);
+                  out[g * 16] = as_vf(sum);
+                }
+              });
   // probabilities as bf16, two positions per 32 bits: (p_t, p_t+1) is one load below;
   // the padding past the last position is zero
   std::vector<bf16_t> probs(group * padded);
