@@ -183,10 +183,12 @@ class Linear(nn.Linear):
             or x.dim() != 2
         ):
             return None
-        if self.int4 is not None and x.dtype == self.int4.scales_and_zeros.dtype:
-            return int4_linear(x, self.int4)
+        if self.int4 is not None:
+            return (
+                self.quantised_product(x) if x.dtype == self.int4.scales_and_zeros.dtype else None
+            )
         if self.q8 is not None and x.shape[0] <= Q8_MAX_ROWS and q8_available():
-            return q8_linear(x, self.q8)
+            return self.quantised_product(x)
         return None
 
     def quantised_kind(self) -> str | None:
@@ -205,9 +207,6 @@ class Linear(nn.Linear):
 
     def dense_product(self, x: torch.Tensor) -> torch.Tensor:
         """The bf16 (prepacked) or fp32 product, whatever the row count."""
-        return self._dense(x)
-
-    def _dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
@@ -217,7 +216,11 @@ class Linear(nn.Linear):
             out = self._quantised(x)
             if out is not None:
                 return out
-        return self._dense(x)
+        return self.dense_product(x)
+
+
+# measured quantised-path row limits (``prepare_for_inference``), per process
+_CROSSOVERS: dict[tuple, tuple[int, dict[int, tuple[float, float]]]] = {}
 
 
 def _through_all(layers: list[Linear], product, x: torch.Tensor) -> list[torch.Tensor]:
@@ -337,22 +340,26 @@ class LlamaForCausalLM(CausalLM):
         int4; in a step it does not). ``quantised_row_limits`` keeps the results, which the
         start log reports.
         """
-        groups: dict[tuple, list[tuple[str, Linear]]] = {}
-        for name, module in self.named_modules():
+        groups: dict[tuple, list[Linear]] = {}
+        for module in self.modules():
             if isinstance(module, Linear):
                 module.pack()
                 kind = module.quantised_kind()
                 if kind is not None:
-                    groups.setdefault((kind, tuple(module.weight.shape)), []).append((name, module))
-        for (kind, shape), members in groups.items():
-            layers = [module for _, module in members]
-            limit, timings = crossover_rows(
-                partial(_through_all, layers, Linear.quantised_product),
-                partial(_through_all, layers, Linear.dense_product),
-                layers[0].in_features,
-                layers[0].weight.dtype,
-                tuple(n for n in ROW_COUNTS if kind == "int4" or n <= Q8_MAX_ROWS),
-            )
+                    groups.setdefault((kind, tuple(module.weight.shape)), []).append(module)
+        for (kind, shape), layers in groups.items():
+            # once per process for a kind, shape, layer count, dtype and thread count: a
+            # second model of the same shapes (tests, a reload) reuses the measurement
+            key = (kind, shape, len(layers), layers[0].weight.dtype, torch.get_num_threads())
+            if key not in _CROSSOVERS:
+                _CROSSOVERS[key] = crossover_rows(
+                    partial(_through_all, layers, Linear.quantised_product),
+                    partial(_through_all, layers, Linear.dense_product),
+                    layers[0].in_features,
+                    layers[0].weight.dtype,
+                    tuple(n for n in ROW_COUNTS if kind == "int4" or n <= Q8_MAX_ROWS),
+                )
+            limit, timings = _CROSSOVERS[key]
             for layer in layers:
                 layer.quantised_max_rows = limit
             self.quantised_row_limits[f"{kind} {shape[0]}x{shape[1]} x{len(layers)}"] = {
