@@ -34,22 +34,21 @@ def _step_plan(block_tables, query_start_loc, seq_lens, block_size, sliding_wind
     """(q_lens, decode rows, all_decode, decode mask) for this step's metadata, derived once."""
 
     def compute():
-        q_lens = query_start_loc[1:] - query_start_loc[:-1]
-        decode = (q_lens == 1).nonzero().flatten()
-        all_decode = len(decode) == len(q_lens)
-        mask = (
-            _decode_mask(
-                block_tables if all_decode else block_tables[decode],
-                seq_lens if all_decode else seq_lens[decode],
-                block_size,
-                sliding_window,
-            )
-            if len(decode)
-            else None
-        )
+        q_lens, decode, all_decode, tables, lens = _decodes(block_tables, query_start_loc, seq_lens)
+        mask = _decode_mask(tables, lens, block_size, sliding_window) if len(decode) else None
         return q_lens, decode, all_decode, mask
 
     return _plan.get((block_tables, query_start_loc, seq_lens, block_size, sliding_window), compute)
+
+
+def _decodes(block_tables, query_start_loc, seq_lens):
+    """(q_lens, decode rows, all_decode, the decoding sequences' tables and lengths)."""
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    decode = (q_lens == 1).nonzero().flatten()
+    all_decode = len(decode) == len(q_lens)
+    if all_decode:
+        return q_lens, decode, True, block_tables, seq_lens
+    return q_lens, decode, False, block_tables[decode], seq_lens[decode]
 
 
 def _decode_mask(block_tables, seq_lens, block_size, sliding_window):
@@ -190,11 +189,7 @@ def _fused_plan(block_tables, query_start_loc, seq_lens):
     """(q_lens, decode rows, all_decode, their int32 tables, their int32 lengths), once per step."""
 
     def compute():
-        q_lens = query_start_loc[1:] - query_start_loc[:-1]
-        decode = (q_lens == 1).nonzero().flatten()
-        all_decode = len(decode) == len(q_lens)
-        tables = block_tables if all_decode else block_tables[decode]
-        lens = seq_lens if all_decode else seq_lens[decode]
+        q_lens, decode, all_decode, tables, lens = _decodes(block_tables, query_start_loc, seq_lens)
         return (
             q_lens,
             decode,
