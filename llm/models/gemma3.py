@@ -127,6 +127,8 @@ class Gemma3DecoderLayer(nn.Module):
 class Gemma3ForCausalLM(LlamaForCausalLM):
     """The Gemma 3 decoder; weights load under the same fused names as ``LlamaForCausalLM``."""
 
+    whole_step_decode = False  # its layers' norms and attention differ from DecodeStack's
+
     config: Gemma3Config
 
     def __init__(self, config: Gemma3Config) -> None:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm.kernels import cpu_ext, paged_attention
+from llm.kernels.backend import choose_backend
+from llm.kernels.cpu_attention import FUSED_HEAD_DIMS
 from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
 from llm.kernels.q4_linear import INT4_MAX_ROWS, PackedInt4, Q4Blocks, int4_linear, pack_int4
 from llm.kernels.q8_linear import MAX_ROWS as Q8_MAX_ROWS
@@ -312,7 +314,16 @@ _RENAMED = {"o_proj.weight": "self_attn.o_proj.weight", "down_proj.weight": "mlp
 
 
 class LlamaForCausalLM(CausalLM):
-    """The whole decoder plus the (usually tied) LM head; logits only for sampled rows."""
+    """The whole decoder plus the (usually tied) LM head; logits only for sampled rows.
+
+    Decode steps of few sequences can run every layer in one C++ call (``decode_stack``,
+    built by ``prepare_for_inference`` where it applies); subclasses whose layers differ
+    (Gemma 3) set ``whole_step_decode`` False.
+    """
+
+    whole_step_decode = True
+    decode_stack = None  # the fused kernels' DecodeStack, when built
+    decode_stack_rows = 0  # steps of at most this many decodes take it
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -366,6 +377,49 @@ class LlamaForCausalLM(CausalLM):
                 "max_rows": limit,
                 "us_quantised_vs_dense": timings,
             }
+        self.build_decode_stack()
+
+    def build_decode_stack(self) -> None:
+        """Hand the layers' weights to the C++ ``DecodeStack`` (``cpu_kernels.cpp``) where
+        it computes what the per-layer path would: a bf16 model whose every projection is
+        4-bit (``native_4bit``), with the fused kernels loaded. Decode steps of up to the
+        smallest measured int4 row limit then run all layers in one call, without the GIL.
+        """
+        self.decode_stack, self.decode_stack_rows = None, 0
+        with torch.no_grad():
+            kernels = cpu_ext.for_tensor(self.embed_tokens.weight, "decode_stack")
+        c = self.config
+        if (
+            kernels is None
+            or not self.whole_step_decode
+            or self.embed_tokens.weight.dtype != torch.bfloat16
+            or c.head_dim not in FUSED_HEAD_DIMS
+        ):
+            return
+        weights: list[torch.Tensor] = []
+        projections: list[Linear] = []
+        for layer in self.layers:
+            if type(layer) is not LlamaDecoderLayer:
+                return
+            attn, mlp = layer.self_attn, layer.mlp
+            weights.append(layer.input_norm.weight.detach())
+            for linear in (attn.qkv_proj, attn.o_proj):
+                if linear.quantised_kind() != "int4":
+                    return
+                assert linear.int4 is not None
+                weights += [linear.int4.weight, linear.int4.scales_and_zeros]
+                projections.append(linear)
+            weights.append(layer.post_attention_norm.weight.detach())
+            for linear in (mlp.gate_up_proj, mlp.down_proj):
+                if linear.quantised_kind() != "int4":
+                    return
+                assert linear.int4 is not None
+                weights += [linear.int4.weight, linear.int4.scales_and_zeros]
+                projections.append(linear)
+        self.decode_stack = kernels.DecodeStack(
+            weights, c.num_heads, c.num_kv_heads, c.rms_norm_eps, c.head_dim**-0.5
+        )
+        self.decode_stack_rows = min(linear.quantised_max_rows for linear in projections)
 
     def attach_q8_head(self, blocks: Q8Blocks) -> None:
         """Give the LM head the file's Q8_0 blocks (8-bit kernel for decode-sized batches)."""
@@ -389,10 +443,40 @@ class LlamaForCausalLM(CausalLM):
     ) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(positions, x.dtype)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, cos, sin, kv_cache, meta)
+        if self._takes_decode_stack(x, kv_caches, meta):
+            assert self.decode_stack is not None
+            x = self.decode_stack.run(
+                x,
+                [k for k, _ in kv_caches],
+                [v for _, v in kv_caches],
+                cos,
+                sin,
+                meta.slot_mapping,
+                meta.block_tables.to(torch.int32).contiguous(),
+                meta.seq_lens.to(torch.int32).contiguous(),
+            )
+        else:
+            for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+                x = layer(x, cos, sin, kv_cache, meta)
         x = self.norm(x[meta.logits_indices])
         return self.lm_head(x).float()
+
+    def _takes_decode_stack(self, x: torch.Tensor, kv_caches, meta: AttentionMetadata) -> bool:
+        """Whether this step is one the ``decode_stack`` computes as the layers would:
+        decodes only (as many sequences as tokens), few enough for the int4 path, plain
+        caches in the model's dtype, our CPU kernels in force, no autograd."""
+        rows = x.shape[0]
+        if self.decode_stack is None or not 0 < rows <= self.decode_stack_rows:
+            return False
+        k_cache = kv_caches[0][0]
+        return (
+            meta.seq_lens.shape[0] == rows
+            and not meta.groups
+            and type(k_cache) is torch.Tensor
+            and k_cache.dtype == x.dtype
+            and cpu_ext.for_tensor(x, "decode_stack") is not None  # not switched off, no autograd
+            and choose_backend("write_kv_cache", x, k_cache, meta.slot_mapping) == "cpu"
+        )
 
     def _fuse(self, weights: dict, cat) -> dict:
         """Per layer: q|k|v and gate|up stacked by ``cat`` into the fused projections' names.
