@@ -1,6 +1,10 @@
-"""Paged attention for CPU tensors with the decodes of a batch done in one vectorised pass.
+"""Paged attention for CPU tensors: the fused C++ kernel, or decodes in one vectorised pass.
 
-The torch reference loops over sequences (a dozen small ops each, per layer), which makes
+With the fused CPU kernels (``llm.kernels.cpu_ext``, bf16 or fp32 caches) every query row of
+the step, decode or prefill, is one task of the C++ kernel: the row against its sequence's
+keys up to its own position, read in place from the paged cache.
+
+Otherwise (no kernels, quantised caches) it is torch. The reference loops over sequences (a dozen small ops each, per layer), which makes
 Python overhead dominate CPU decode with many sequences. Here every single-token query
 (a decode) is handled together: the blocks of all decoding sequences are gathered into a
 padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA by
@@ -15,8 +19,6 @@ dequantises the gathered rows for SDPA.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
@@ -123,36 +125,29 @@ def paged_attention_cpu(
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     fused = cpu_ext.for_tensor(query, "decode_attention") if k_scale is None else None
-    attend_decodes: Callable[[torch.Tensor], torch.Tensor]
     if fused is not None and k_cache.dtype == query.dtype and query.shape[-1] in FUSED_HEAD_DIMS:
-        # the C++ kernel reads each sequence's blocks in place; its per-step plan holds the
-        # decoding sequences' tables and lengths as contiguous int32
-        q_lens, decode, all_decode, tables, lens = _fused_plan(
-            block_tables, query_start_loc, seq_lens
-        )
+        # the C++ kernel reads each sequence's blocks in place, one task per query row and
+        # KV head: decodes and prefill rows alike, each row against the keys up to its own
+        # position (so a prompt's causal half, no more; measured against the SDPA path in
+        # docs/llm_engine_cpu.md)
+        tables, lens = _fused_rows(block_tables, query_start_loc, seq_lens)
         window = -1 if sliding_window is None else sliding_window
-        scales: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-
-        def attend_decodes(rows: torch.Tensor) -> torch.Tensor:
-            return fused.decode_attention(
-                rows.contiguous(), k_cache, v_cache, tables, lens, scale, window, sinks
-            )
-
-    else:
-        q_lens, decode, all_decode, mask = _step_plan(
-            block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
+        return fused.decode_attention(
+            query.contiguous(), k_cache, v_cache, tables, lens, scale, window, sinks
         )
-        scales = (k_scale, v_scale)
+    q_lens, decode, all_decode, mask = _step_plan(
+        block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
+    )
 
-        def attend_decodes(rows: torch.Tensor) -> torch.Tensor:
-            return _decode_attention(rows, k_cache, v_cache, mask, scale, sinks, scales)
+    def attend_decodes(rows: torch.Tensor) -> torch.Tensor:
+        return _decode_attention(rows, k_cache, v_cache, mask, scale, sinks, (k_scale, v_scale))
 
     return _by_kind(
         attend_decodes,
         query,
         (k_cache, v_cache, block_tables, query_start_loc, seq_lens),
         (q_lens, decode, all_decode),
-        (scale, sliding_window, sinks, scales),
+        (scale, sliding_window, sinks, (k_scale, v_scale)),
     )
 
 
@@ -185,23 +180,26 @@ def _by_kind(attend_decodes, query, cache_and_step, plan, options):
     return out
 
 
-def _fused_plan(block_tables, query_start_loc, seq_lens):
-    """(q_lens, decode rows, all_decode, their int32 tables, their int32 lengths), once per step."""
+def _fused_rows(block_tables, query_start_loc, seq_lens):
+    """(int32 tables, int32 lengths) per query row, once per step: row r of sequence s at
+    position p gets s's block table and length p + 1, so every row (a decode or a prefill
+    row) is one query against its visible keys."""
 
     def compute():
-        q_lens, decode, all_decode, tables, lens = _decodes(block_tables, query_start_loc, seq_lens)
-        return (
-            q_lens,
-            decode,
-            all_decode,
-            tables.to(torch.int32).contiguous(),
-            lens.to(torch.int32).contiguous(),
-        )
+        q_lens = query_start_loc[1:] - query_start_loc[:-1]
+        rows = int(query_start_loc[-1])
+        if rows == len(q_lens):  # decodes only: one row per sequence
+            return block_tables.to(torch.int32).contiguous(), seq_lens.to(torch.int32).contiguous()
+        seq_of_row = torch.repeat_interleave(torch.arange(len(q_lens)), q_lens.long())
+        offset_in_chunk = torch.arange(rows) - query_start_loc[:-1].long()[seq_of_row]
+        first_position = (seq_lens - q_lens).long()[seq_of_row]
+        lens = (first_position + offset_in_chunk + 1).to(torch.int32)
+        return block_tables[seq_of_row].to(torch.int32).contiguous(), lens
 
     return _fused.get((block_tables, query_start_loc, seq_lens), compute)
 
 
-_fused = StepCache()  # the fused path's per-step plan (separate keys from ``_plan``'s)
+_fused = StepCache()  # the fused path's per-row tables and lengths (separate from ``_plan``)
 
 
 PREFILL_QUERY_CHUNK = 64
