@@ -24,22 +24,15 @@ ROW_COUNTS = (1, 2, 4, 8, 16)
 # 10 MB group of 4-bit weights, the 28 MB 8-bit LM head) otherwise stays in L3 between
 # runs and times faster than it ever runs in a step.
 EVICT_BYTES = 96 << 20
-_evictor: list[torch.Tensor] = []
-
-
-def _evict_caches() -> None:
-    if not _evictor:
-        _evictor.append(torch.ones(EVICT_BYTES // 4))
-    _evictor[0].sum()
 
 
 def _best_seconds(
-    run: Callable[[torch.Tensor], object], x: torch.Tensor, repeats: int = 5
+    run: Callable[[torch.Tensor], object], x: torch.Tensor, evict: torch.Tensor, repeats: int = 5
 ) -> float:
     run(x)  # warm: first-call allocations and packing
     best = float("inf")
     for _ in range(repeats):
-        _evict_caches()
+        evict.sum()
         started = time.perf_counter()
         run(x)
         best = min(best, time.perf_counter() - started)
@@ -60,11 +53,12 @@ def crossover_rows(
     """
     limit = 0
     timings: dict[int, tuple[float, float]] = {}
+    evict = torch.ones(EVICT_BYTES // 4)  # freed on return: not kept in the server's memory
     with torch.inference_mode():
         for rows in row_counts:
             x = torch.randn(rows, in_features).to(dtype)
-            q = _best_seconds(quantised, x) * 1e6
-            d = _best_seconds(dense, x) * 1e6
+            q = _best_seconds(quantised, x, evict) * 1e6
+            d = _best_seconds(dense, x, evict) * 1e6
             timings[rows] = (round(q, 1), round(d, 1))
             if q >= d:
                 break

@@ -412,11 +412,16 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
   const float fscale = static_cast<float>(scale);
   const AttendFn<T> attend = attend_for<T>(head_dim);
 
+  // at::parallel_for hands each thread one contiguous range of tasks. A prompt's rows
+  // attend to 1, 2, ... n keys, so in row order the last thread would get most of the
+  // work; zigzag order (rows 0, n-1, 1, n-2, ...) gives every range as many short rows
+  // as long ones.
   at::parallel_for(0, num_seqs * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> q(group * head_dim), o(group * head_dim), scores;
     std::vector<vf> work;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t seq = task / num_kv_heads, h = task % num_kv_heads;
+      const int64_t i = task / num_kv_heads, h = task % num_kv_heads;
+      const int64_t seq = i % 2 == 0 ? i / 2 : num_seqs - 1 - i / 2;
       const int64_t len = lens[seq];
       TORCH_CHECK(len > 0, "decode_attention: sequence ", seq, " has no tokens");
       const int64_t first = sliding_window > 0 ? std::max<int64_t>(0, len - sliding_window) : 0;
