@@ -143,8 +143,8 @@ class LLMEngine:
             info["cpu_kernels"] = (
                 f"{ext.reason}: {','.join(sorted(ext.fast_kernels))}" if ext.loaded else ext.reason
             )
-            # decode steps of up to this many sequences run every layer in one C++ call
-            info["whole_step_decode_max_seqs"] = getattr(self.model, "decode_stack_rows", 0)
+            # whether a step runs every layer in one C++ call (LlamaForCausalLM.layer_stack)
+            info["cpu_layer_stack"] = getattr(self.model, "layer_stack", None) is not None
         return info
 
     @classmethod

@@ -130,7 +130,7 @@ def paged_attention_cpu(
         # KV head: decodes and prefill rows alike, each row against the keys up to its own
         # position (so a prompt's causal half, no more; measured against the SDPA path in
         # docs/llm_engine_cpu.md)
-        tables, lens = _fused_rows(block_tables, query_start_loc, seq_lens)
+        tables, lens = row_tables_and_lens(block_tables, query_start_loc, seq_lens)
         window = -1 if sliding_window is None else sliding_window
         return fused.decode_attention(
             query.contiguous(), k_cache, v_cache, tables, lens, scale, window, sinks
@@ -180,7 +180,7 @@ def _by_kind(attend_decodes, query, cache_and_step, plan, options):
     return out
 
 
-def _fused_rows(block_tables, query_start_loc, seq_lens):
+def row_tables_and_lens(block_tables, query_start_loc, seq_lens):
     """(int32 tables, int32 lengths) per query row, once per step: row r of sequence s at
     position p gets s's block table and length p + 1, so every row (a decode or a prefill
     row) is one query against its visible keys."""

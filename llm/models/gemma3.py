@@ -127,7 +127,7 @@ class Gemma3DecoderLayer(nn.Module):
 class Gemma3ForCausalLM(LlamaForCausalLM):
     """The Gemma 3 decoder; weights load under the same fused names as ``LlamaForCausalLM``."""
 
-    whole_step_decode = False  # its layers' norms and attention differ from DecodeStack's
+    whole_step_stack = False  # its layers' norms and attention differ from LayerStack's
 
     config: Gemma3Config
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from llm.kernels import cpu_ext, paged_attention
 from llm.kernels.backend import choose_backend
-from llm.kernels.cpu_attention import FUSED_HEAD_DIMS
+from llm.kernels.cpu_attention import FUSED_HEAD_DIMS, row_tables_and_lens
 from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
 from llm.kernels.q4_linear import INT4_MAX_ROWS, PackedInt4, Q4Blocks, int4_linear, pack_int4
 from llm.kernels.q8_linear import MAX_ROWS as Q8_MAX_ROWS
@@ -316,14 +316,13 @@ _RENAMED = {"o_proj.weight": "self_attn.o_proj.weight", "down_proj.weight": "mlp
 class LlamaForCausalLM(CausalLM):
     """The whole decoder plus the (usually tied) LM head; logits only for sampled rows.
 
-    Decode steps of few sequences can run every layer in one C++ call (``decode_stack``,
-    built by ``prepare_for_inference`` where it applies); subclasses whose layers differ
-    (Gemma 3) set ``whole_step_decode`` False.
+    On the CPU in bf16 a step can run every layer in one C++ call (``layer_stack``, built by
+    ``prepare_for_inference`` where it applies); subclasses whose layers differ (Gemma 3)
+    set ``whole_step_stack`` False.
     """
 
-    whole_step_decode = True
-    decode_stack = None  # the fused kernels' DecodeStack, when built
-    decode_stack_rows = 0  # steps of at most this many decodes take it
+    whole_step_stack = True
+    layer_stack = None  # the fused kernels' LayerStack, when built
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -377,49 +376,52 @@ class LlamaForCausalLM(CausalLM):
                 "max_rows": limit,
                 "us_quantised_vs_dense": timings,
             }
-        self.build_decode_stack()
+        self.build_layer_stack()
 
-    def build_decode_stack(self) -> None:
-        """Hand the layers' weights to the C++ ``DecodeStack`` (``cpu_kernels.cpp``) where
-        it computes what the per-layer path would: a bf16 model whose every projection is
-        4-bit (``native_4bit``), with the fused kernels loaded. Decode steps of up to the
-        smallest measured int4 row limit then run all layers in one call, without the GIL.
+    def build_layer_stack(self) -> None:
+        """Hand the layers' weights to the C++ ``LayerStack`` (``cpu_kernels.cpp``) where it
+        computes what the per-layer path would: a bf16 llama whose projections are packed
+        for oneDNN, with the fused kernels loaded. Each projection's 4-bit blocks, when it
+        has them, go along with its measured int4 row limit. Every step then runs all
+        layers in one call, without the GIL (``forward``).
         """
-        self.decode_stack, self.decode_stack_rows = None, 0
+        self.layer_stack = None
         with torch.no_grad():
-            kernels = cpu_ext.for_tensor(self.embed_tokens.weight, "decode_stack")
+            kernels = cpu_ext.for_tensor(self.embed_tokens.weight, "layer_stack")
         c = self.config
         if (
             kernels is None
-            or not self.whole_step_decode
+            or not self.whole_step_stack
             or self.embed_tokens.weight.dtype != torch.bfloat16
             or c.head_dim not in FUSED_HEAD_DIMS
         ):
             return
+        none = torch.empty(0)
         weights: list[torch.Tensor] = []
-        projections: list[Linear] = []
+        int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
         for layer in self.layers:
             if type(layer) is not LlamaDecoderLayer:
                 return
             attn, mlp = layer.self_attn, layer.mlp
+            projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+            if any(p.packed is None or p.bias is not None for p in projections):
+                return
             weights.append(layer.input_norm.weight.detach())
-            for linear in (attn.qkv_proj, attn.o_proj):
-                if linear.quantised_kind() != "int4":
-                    return
-                assert linear.int4 is not None
-                weights += [linear.int4.weight, linear.int4.scales_and_zeros]
-                projections.append(linear)
-            weights.append(layer.post_attention_norm.weight.detach())
-            for linear in (mlp.gate_up_proj, mlp.down_proj):
-                if linear.quantised_kind() != "int4":
-                    return
-                assert linear.int4 is not None
-                weights += [linear.int4.weight, linear.int4.scales_and_zeros]
-                projections.append(linear)
-        self.decode_stack = kernels.DecodeStack(
-            weights, c.num_heads, c.num_kv_heads, c.rms_norm_eps, c.head_dim**-0.5
+            for kind, projection in enumerate(projections):
+                if kind == 2:
+                    weights.append(layer.post_attention_norm.weight.detach())
+                int4 = projection.int4 if projection.quantised_kind() == "int4" else None
+                if int4 is None:
+                    weights += [none, none]
+                    int4_rows[kind] = 0
+                else:
+                    weights += [int4.weight, int4.scales_and_zeros]
+                    int4_rows[kind] = min(int4_rows[kind], projection.quantised_max_rows)
+                assert projection.packed is not None
+                weights.append(projection.packed)
+        self.layer_stack = kernels.LayerStack(
+            weights, int4_rows, c.num_heads, c.num_kv_heads, c.rms_norm_eps, c.head_dim**-0.5
         )
-        self.decode_stack_rows = min(linear.quantised_max_rows for linear in projections)
 
     def attach_q8_head(self, blocks: Q8Blocks) -> None:
         """Give the LM head the file's Q8_0 blocks (8-bit kernel for decode-sized batches)."""
@@ -443,17 +445,20 @@ class LlamaForCausalLM(CausalLM):
     ) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(positions, x.dtype)
-        if self._takes_decode_stack(x, kv_caches, meta):
-            assert self.decode_stack is not None
-            x = self.decode_stack.run(
+        if self._takes_layer_stack(x, kv_caches, meta):
+            assert self.layer_stack is not None
+            tables, lens = row_tables_and_lens(
+                meta.block_tables, meta.query_start_loc, meta.seq_lens
+            )
+            x = self.layer_stack.run(
                 x,
                 [k for k, _ in kv_caches],
                 [v for _, v in kv_caches],
                 cos,
                 sin,
                 meta.slot_mapping,
-                meta.block_tables.to(torch.int32).contiguous(),
-                meta.seq_lens.to(torch.int32).contiguous(),
+                tables,
+                lens,
             )
         else:
             for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
@@ -461,20 +466,16 @@ class LlamaForCausalLM(CausalLM):
         x = self.norm(x[meta.logits_indices])
         return self.lm_head(x).float()
 
-    def _takes_decode_stack(self, x: torch.Tensor, kv_caches, meta: AttentionMetadata) -> bool:
-        """Whether this step is one the ``decode_stack`` computes as the layers would:
-        decodes only (as many sequences as tokens), few enough for the int4 path, plain
-        caches in the model's dtype, our CPU kernels in force, no autograd."""
-        rows = x.shape[0]
-        if self.decode_stack is None or not 0 < rows <= self.decode_stack_rows:
+    def _takes_layer_stack(self, x: torch.Tensor, kv_caches, meta: AttentionMetadata) -> bool:
+        """Whether the ``layer_stack`` computes this step as the layers would: plain caches
+        in the model's dtype, one KV group, our CPU kernels in force, no autograd."""
+        if self.layer_stack is None or x.shape[0] == 0 or meta.groups:
             return False
         k_cache = kv_caches[0][0]
         return (
-            meta.seq_lens.shape[0] == rows
-            and not meta.groups
-            and type(k_cache) is torch.Tensor
+            type(k_cache) is torch.Tensor
             and k_cache.dtype == x.dtype
-            and cpu_ext.for_tensor(x, "decode_stack") is not None  # not switched off, no autograd
+            and cpu_ext.for_tensor(x, "layer_stack") is not None  # not switched off, no autograd
             and choose_backend("write_kv_cache", x, k_cache, meta.slot_mapping) == "cpu"
         )
 

@@ -759,68 +759,87 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   return out;
 }
 
-// ---------------------------------------------------------------- a whole decode step
+// ---------------------------------------------------------------- a whole step
 
-// Every decoder layer of a llama-family model for a step of decodes only (one token per
-// sequence), in one call that runs without the GIL. At one sequence a 135M model's layer
-// is ~15 small ops; from Python each costs a call, argument parsing and a dispatch, about
-// half of the step (30 layers with negligible dimensions still took 5.5 ms). Here the same
-// ops run back to back in C++: our kernels called directly, the 4-bit projections through
-// aten's int4 kernel (as Linear does for decode-sized batches), so the results equal the
-// per-layer Python path's. Released GIL: the server's HTTP loop streams the previous token
-// while this step computes.
+// Every decoder layer of a llama-family model for one engine step, in one call that runs
+// without the GIL. At one sequence a 135M model's layer is ~15 small ops; from Python each
+// costs a call, argument parsing and a dispatch, about half of the step (30 layers with
+// negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
+// kernels called directly; each projection through aten's int4 kernel when the step has at
+// most that projection's measured int4 row limit (as Linear chooses), else through the
+// oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path). So the
+// results equal the per-layer Python path's, bit for bit. Attention takes per-row tables
+// and lengths (llm/kernels/cpu_attention.py's _fused_rows): decodes and prefill rows alike.
+// With the GIL released, the server's HTTP loop streams tokens while a step computes.
 //
-// Per layer, weights are held in this order (LlamaForCausalLM.decode_stack builds it):
-// input norm, qkv int4 weight, qkv scales+zeros, o weight, o scales+zeros, post-attention
-// norm, gate|up weight, gate|up scales+zeros, down weight, down scales+zeros.
-constexpr int kTensorsPerLayer = 10;
+// Per layer, weights are held in this order (LlamaForCausalLM.build_layer_stack):
+// input norm; for qkv and o: int4 weight, int4 scales+zeros, packed bf16 weight; post-
+// attention norm; the same three for gate|up and for down.
+constexpr int kTensorsPerLayer = 14;
 constexpr int64_t kInt4Group = 32;
 
-class DecodeStack {
+at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                            c10::string_view, c10::List<c10::optional<at::Scalar>>,
+                            c10::optional<c10::string_view>)>();
+  return op.call(x, packed, c10::nullopt, "none", c10::List<c10::optional<at::Scalar>>(), "");
+}
+
+class LayerStack {
  public:
-  DecodeStack(std::vector<at::Tensor> weights, int64_t num_heads, int64_t num_kv_heads,
-              double eps, double scale)
-      : weights_(std::move(weights)), num_heads_(num_heads), num_kv_heads_(num_kv_heads),
-        eps_(eps), scale_(scale) {
+  // int4_rows: per projection kind (qkv, o, gate|up, down), the most rows the int4 kernel
+  // takes (Linear.quantised_max_rows)
+  LayerStack(std::vector<at::Tensor> weights, std::vector<int64_t> int4_rows, int64_t num_heads,
+             int64_t num_kv_heads, double eps, double scale)
+      : weights_(std::move(weights)), int4_rows_(std::move(int4_rows)), num_heads_(num_heads),
+        num_kv_heads_(num_kv_heads), eps_(eps), scale_(scale) {
     TORCH_CHECK(!weights_.empty() && weights_.size() % kTensorsPerLayer == 0,
-                "DecodeStack takes ", kTensorsPerLayer, " tensors per layer, got ", weights_.size());
+                "LayerStack takes ", kTensorsPerLayer, " tensors per layer, got ", weights_.size());
+    TORCH_CHECK(int4_rows_.size() == 4, "LayerStack takes 4 int4 row limits (qkv, o, gate_up, down)");
   }
 
   int64_t num_layers() const { return static_cast<int64_t>(weights_.size()) / kTensorsPerLayer; }
 
-  // x [seqs, hidden] (the embeddings; updated in place as the residual stream) -> the
-  // residual stream after the last layer, before the final norm.
+  // x [tokens, hidden] (the embeddings; updated in place as the residual stream) -> the
+  // residual stream after the last layer, before the final norm. row_tables/row_lens: each
+  // token's sequence's block table and its length up to and including that token.
   at::Tensor run(at::Tensor x, const std::vector<at::Tensor>& k_caches,
                  const std::vector<at::Tensor>& v_caches, const at::Tensor& cos,
                  const at::Tensor& sin_signed, const at::Tensor& slot_mapping,
-                 const at::Tensor& block_tables, const at::Tensor& seq_lens) const {
+                 const at::Tensor& row_tables, const at::Tensor& row_lens) const {
     const int64_t layers = num_layers();
     TORCH_CHECK(static_cast<int64_t>(k_caches.size()) == layers &&
                     static_cast<int64_t>(v_caches.size()) == layers,
                 "one K and one V cache per layer");
-    TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be contiguous [seqs, hidden]");
-    const int64_t seqs = x.size(0);
+    TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be contiguous [tokens, hidden]");
+    const int64_t rows = x.size(0);
+    bool int4[4];
+    for (int i = 0; i < 4; ++i) int4[i] = rows <= int4_rows_[i];
     at::Tensor delta;  // the last MLP output, added to x by the next norm
     for (int64_t l = 0; l < layers; ++l) {
       const at::Tensor* w = &weights_[l * kTensorsPerLayer];
+      const auto project = [&](const at::Tensor& in, int kind, const at::Tensor* p) {
+        return int4[kind] ? at::_weight_int4pack_mm_for_cpu(in, p[0], kInt4Group, p[1])
+                          : packed_linear(in, p[2]);
+      };
       at::Tensor normed = delta.defined() ? rms_norm(delta, x, w[0], eps_)[0]
                                           : rms_norm(x, c10::nullopt, w[0], eps_)[0];
-      at::Tensor qkv = at::_weight_int4pack_mm_for_cpu(normed, w[1], kInt4Group, w[2]);
-      at::Tensor q = rope_write_kv(qkv, cos, sin_signed, num_heads_, num_kv_heads_, k_caches[l],
-                                   v_caches[l], slot_mapping);
-      at::Tensor attended = decode_attention(q, k_caches[l], v_caches[l], block_tables, seq_lens,
+      at::Tensor q = rope_write_kv(project(normed, 0, w + 1), cos, sin_signed, num_heads_,
+                                   num_kv_heads_, k_caches[l], v_caches[l], slot_mapping);
+      at::Tensor attended = decode_attention(q, k_caches[l], v_caches[l], row_tables, row_lens,
                                              scale_, -1, c10::nullopt);
-      at::Tensor o = at::_weight_int4pack_mm_for_cpu(attended.view({seqs, -1}), w[3], kInt4Group,
-                                                     w[4]);
-      normed = rms_norm(o, x, w[5], eps_)[0];
-      at::Tensor gate_up = at::_weight_int4pack_mm_for_cpu(normed, w[6], kInt4Group, w[7]);
-      delta = at::_weight_int4pack_mm_for_cpu(silu_mul(gate_up), w[8], kInt4Group, w[9]);
+      normed = rms_norm(project(attended.view({rows, -1}), 1, w + 4), x, w[7], eps_)[0];
+      delta = project(silu_mul(project(normed, 2, w + 8)), 3, w + 11);
     }
     return x.add_(delta);
   }
 
  private:
   std::vector<at::Tensor> weights_;
+  std::vector<int64_t> int4_rows_;
   int64_t num_heads_, num_kv_heads_;
   double eps_, scale_;
 };
@@ -832,7 +851,7 @@ class DecodeStack {
 std::vector<std::string> fast_kernels() {
 #if defined(__AVX512F__)
   return {"decode_attention", "rms_norm",   "rope_write_kv",
-          "silu_mul",         "q8_linear",  "decode_stack"};
+          "silu_mul",         "q8_linear",  "layer_stack"};
 #else
   return {"rms_norm", "rope_write_kv"};  // silu_mul's 16-lane exp: 4.7x torch's time on AVX2
 #endif
@@ -870,12 +889,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rope_write_kv", &rope_write_kv, "RoPE of q and k and the write of k and v to the cache");
   m.def("silu_mul", &silu_mul, "SiLU(gate) * up");
   m.def("q8_linear", &q8_linear, "x @ W.T for 8-bit weights with a scale per 32 columns");
-  py::class_<DecodeStack>(m, "DecodeStack")
-      .def(py::init<std::vector<at::Tensor>, int64_t, int64_t, double, double>(),
-           "per-layer weights (10 each), num_heads, num_kv_heads, rms eps, attention scale")
-      .def("num_layers", &DecodeStack::num_layers)
-      .def("run", &DecodeStack::run, py::call_guard<py::gil_scoped_release>(),
-           "all decoder layers for a step of decodes; returns the residual stream");
+  py::class_<LayerStack>(m, "LayerStack")
+      .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, int64_t, int64_t, double, double>(),
+           "per-layer weights (14 each), int4 row limits (qkv, o, gate_up, down), num_heads, "
+           "num_kv_heads, rms eps, attention scale")
+      .def("num_layers", &LayerStack::num_layers)
+      .def("run", &LayerStack::run, py::call_guard<py::gil_scoped_release>(),
+           "all decoder layers for one step; returns the residual stream");
   m.def("fast_kernels", &fast_kernels, "the kernels worth calling in this build");
   m.def("compiled_isa", &compiled_isa, "the ISA extensions this build was compiled for");
 }

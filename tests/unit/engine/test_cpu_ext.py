@@ -388,7 +388,7 @@ def _int4_llama(seed: int = 0):
 
 
 class _CountingStack:
-    """Wraps a DecodeStack to count the steps it ran."""
+    """Wraps a LayerStack to count the steps it ran."""
 
     def __init__(self, stack) -> None:
         self.stack, self.calls = stack, 0
@@ -398,55 +398,48 @@ class _CountingStack:
         return self.stack.run(*args)
 
 
-def _with_stack_rows(model, rows: int) -> _CountingStack:
-    """Let decodes of up to ``rows`` sequences take the stack (the measured int4 limits of a
-    tiny model depend on the CPU), and count its steps."""
-    for module in model.modules():
-        if getattr(module, "int4", None) is not None:
-            module.quantised_max_rows = rows
-    model.build_decode_stack()
-    assert model.decode_stack is not None and model.decode_stack_rows == rows
-    counting = _CountingStack(model.decode_stack)
-    model.decode_stack = counting
+def _counting_stack(model, int4_rows: int | None = None) -> _CountingStack:
+    """Rebuild the model's stack, with every int4 row limit set to ``int4_rows`` when given
+    (the measured limits of a tiny model depend on the CPU), and count its steps."""
+    if int4_rows is not None:
+        for module in model.modules():
+            if getattr(module, "int4", None) is not None:
+                module.quantised_max_rows = int4_rows
+    model.build_layer_stack()
+    assert model.layer_stack is not None
+    counting = _CountingStack(model.layer_stack)
+    model.layer_stack = counting
     return counting
 
 
-def test_the_whole_step_decode_equals_the_per_layer_path_bit_for_bit(ext):
-    """The C++ DecodeStack runs the same kernels in the same order as the layers do, so
-    greedy tokens and their log-probabilities are identical, step after step."""
-    model = _int4_llama()
-    engine = _engine(model)  # prepares the model again: set the limits after it
-    prompts = [[5, 9, 77, 3, 200, 41, 8, 8, 1], [7] * 21, [300, 2]]
-    counting = _with_stack_rows(model, 4)
-    stacked = _generate(engine, prompts, 10)
-    assert counting.calls >= 9  # every step after the prefill
-    model.decode_stack = None
-    layered = _generate(engine, prompts, 10)
+PROMPTS = [[5, 9, 77, 3, 200, 41, 8, 8, 1], [7] * 21, [300, 2]]
+
+
+def _same_as_per_layer(model, counting) -> None:
+    engine = _engine(model)  # prepares the model again: the stack is rebuilt after it
+    counting = _counting_stack(model, 4 if counting else None)
+    stacked = _generate(engine, PROMPTS, 10)
+    assert counting.calls >= 10  # the prefill step and every decode step
+    model.layer_stack = None
+    layered = _generate(engine, PROMPTS, 10)
     for a, b in zip(stacked, layered, strict=True):
         assert a.token_ids == b.token_ids
         assert a.logprobs == b.logprobs
 
 
-def test_the_whole_step_decode_is_skipped_where_it_does_not_apply(ext):
-    model = _int4_llama()
-    engine = _engine(model)
-    prompts = [[5, 9, 77, 3], [7] * 21, [300, 2]]
-    counting = _with_stack_rows(model, 2)
-    _generate(engine, prompts, 4)  # three decodes a step: above the int4 limit
-    assert counting.calls == 0
-    with cpu_ext.switched_off():
-        _generate(engine, prompts[:1], 4)
-    assert counting.calls == 0
-    _generate(engine, prompts[:1], 4)
-    assert counting.calls == 3  # the decodes after the prefill step
+def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(ext):
+    """The C++ LayerStack runs the same kernels in the same order as the layers do, so
+    greedy tokens and their log-probabilities are identical, step after step: the prefill
+    (33 rows, past the int4 limit: packed bf16 GEMMs) and the decodes (3 rows: int4)."""
+    _same_as_per_layer(_int4_llama(), counting=True)
 
 
-def test_no_decode_stack_without_4bit_weights_or_for_fp32(ext):
+def test_a_dense_bf16_model_runs_the_stack_on_packed_weights_alone(ext):
     from llm.models.llama import LlamaConfig
     from tests.unit.engine.tp_helpers import random_llama
 
     config = LlamaConfig(
-        vocab_size=256,
+        vocab_size=512,
         hidden_size=64,
         intermediate_size=128,
         num_layers=2,
@@ -454,18 +447,42 @@ def test_no_decode_stack_without_4bit_weights_or_for_fp32(ext):
         num_kv_heads=1,
         head_dim=32,
     )
-    dense = random_llama(config).to(torch.bfloat16)
-    dense.prepare_for_inference()
-    assert dense.decode_stack is None
+    _same_as_per_layer(random_llama(config).to(torch.bfloat16), counting=False)
+
+
+def test_the_stack_is_skipped_where_it_does_not_apply(ext):
+    model = _int4_llama()
+    engine = _engine(model)
+    counting = _counting_stack(model)
+    with cpu_ext.switched_off():
+        _generate(engine, PROMPTS[:1], 4)
+    assert counting.calls == 0
+    _generate(engine, PROMPTS[:1], 4)
+    assert counting.calls == 4  # the prefill step and three decodes
     fp32 = _int4_llama().float()
-    fp32.build_decode_stack()
-    assert fp32.decode_stack is None
+    fp32.build_layer_stack()
+    assert fp32.layer_stack is None  # fp32 keeps the per-layer path (HF-identical numerics)
 
 
-def test_decode_stack_refuses_malformed_weights_and_caches(ext):
-    with pytest.raises(RuntimeError, match="10 tensors per layer"):
-        ext.DecodeStack([torch.ones(4)] * 7, 4, 2, 1e-5, 0.1)
-    stack = _int4_llama().decode_stack
+def test_the_stack_is_skipped_for_a_quantised_kv_cache(ext):
+    from llm.engine.config import EngineConfig
+    from llm.engine.llm_engine import LLMEngine
+
+    model = _int4_llama()
+    engine = LLMEngine(
+        model, EngineConfig(num_kv_blocks=64, max_model_len=256, kv_dtype="int8"), eos_token_ids=[]
+    )
+    counting = _counting_stack(model)
+    _generate(engine, PROMPTS[:1], 3)
+    assert counting.calls == 0
+
+
+def test_the_stack_refuses_malformed_weights_and_caches(ext):
+    with pytest.raises(RuntimeError, match="14 tensors per layer"):
+        ext.LayerStack([torch.ones(4)] * 7, [0, 0, 0, 0], 4, 2, 1e-5, 0.1)
+    with pytest.raises(RuntimeError, match="4 int4 row limits"):
+        ext.LayerStack([torch.ones(4)] * 14, [0], 4, 2, 1e-5, 0.1)
+    stack = _int4_llama().layer_stack
     assert stack is not None and stack.num_layers() == 3
     x = torch.zeros(1, 128, dtype=torch.bfloat16)
     cache = torch.zeros(4, 16, 2, 32, dtype=torch.bfloat16)
