@@ -156,11 +156,8 @@ class ModelRunner:
             prepare()
             for layer, limit in getattr(model, "quantised_row_limits", {}).items():
                 log.info("quantised matmul %s: up to %d rows (measured)", layer, limit["max_rows"])
-            stack_rows = getattr(model, "decode_stack_rows", 0)
-            if stack_rows:
-                log.info(
-                    "decode steps of up to %d sequences: all layers in one C++ call", stack_rows
-                )
+            if getattr(model, "layer_stack", None) is not None:
+                log.info("each step runs all layers in one C++ call (LayerStack)")
         self.block_size = config.block_size
         self.kernel_policy = KernelPolicy(backend=config.kernels, device=self.device)
         self.weight_bytes = weight_bytes(model)
