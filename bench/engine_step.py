@@ -50,11 +50,14 @@ def _started_engine(loaded, prompts, dtype, steps: int) -> LLMEngine:
     return engine
 
 
-def decode_steps(loaded, prompts, dtype, rounds: int, steps: int) -> dict:
+def decode_steps(load, prompts, dtype, rounds: int, steps: int) -> dict:
+    """``load()`` gives each engine its own model: an engine prepares its model for the
+    kernels in force when it starts (the fused one builds its LayerStack), so two engines
+    must not share one."""
     engines = {}
     for name, context in VARIANTS.items():
         with context():
-            engines[name] = _started_engine(loaded, prompts, dtype, rounds * steps)
+            engines[name] = _started_engine(load(), prompts, dtype, rounds * steps)
     wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for r in range(rounds):
@@ -105,7 +108,11 @@ def main() -> None:
     from llm.loader.packaged import smollm2_gguf_path
 
     dtype = resolve_dtype(args.dtype)
-    loaded = load_gguf(smollm2_gguf_path(), dtype, native_4bit=True)  # the server's CPU default
+
+    def load():
+        return load_gguf(smollm2_gguf_path(), dtype, native_4bit=True)  # the server's CPU default
+
+    loaded = load()
     report: dict = {
         "command": "python -m bench.engine_step " + " ".join(sys.argv[1:]),
         "model": smollm2_gguf_path().name,
@@ -118,7 +125,7 @@ def main() -> None:
     }
     for n in args.batch_sizes:
         prompts = rag_prompts(loaded.tokenizer, n)
-        report["by_batch"][str(n)] = decode_steps(loaded, prompts, dtype, args.rounds, args.steps)
+        report["by_batch"][str(n)] = decode_steps(load, prompts, dtype, args.rounds, args.steps)
         print(n, json.dumps(report["by_batch"][str(n)]), flush=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
