@@ -267,15 +267,13 @@ def _engine_tokens(model, prompts, steps: int):
     return _generate(_engine(model), prompts, steps)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_model_decodes_the_same_with_and_without_the_kernels(ext, dtype):
-    """Through the engine (prefill, then batched decodes): fp32 greedy tokens identical; in
-    bf16 the same first tokens, whose log-probabilities stray from the fp32 arithmetic of
-    the same weights no more than the torch path's bf16 arithmetic does (plus a margin)."""
+def _random_llama(seed: int = 0, **shape):
+    """A random tiny llama (``tp_helpers.random_llama``): vocab 512, hidden 128, MLP 256,
+    4 heads over 2 KV heads of 64 dims, 2 layers, unless ``shape`` says otherwise."""
     from llm.models.llama import LlamaConfig
     from tests.unit.engine.tp_helpers import random_llama
 
-    config = LlamaConfig(
+    base = dict(
         vocab_size=512,
         hidden_size=128,
         intermediate_size=256,
@@ -283,9 +281,16 @@ def test_a_model_decodes_the_same_with_and_without_the_kernels(ext, dtype):
         num_heads=4,
         num_kv_heads=2,
         head_dim=64,
-        max_position_embeddings=512,
     )
-    model = random_llama(config).eval().to(dtype)
+    return random_llama(LlamaConfig(**{**base, **shape}), seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_model_decodes_the_same_with_and_without_the_kernels(ext, dtype):
+    """Through the engine (prefill, then batched decodes): fp32 greedy tokens identical; in
+    bf16 the same first tokens, whose log-probabilities stray from the fp32 arithmetic of
+    the same weights no more than the torch path's bf16 arithmetic does (plus a margin)."""
+    model = _random_llama(max_position_embeddings=512).eval().to(dtype)
     prompts = [[5, 9, 77, 3, 200, 41], [7] * 21, [300, 2]]
     fused = _engine_tokens(model, prompts, 12)
     with cpu_ext.switched_off():
@@ -358,19 +363,9 @@ def _int4_llama(seed: int = 0):
     """A tiny bf16 llama whose projections all carry 4-bit blocks (as ``native_4bit`` loads),
     with its dense weights set to the blocks' values, prepared for inference."""
     from llm.kernels.q4_linear import Q4Blocks
-    from llm.models.llama import Linear, LlamaConfig
-    from tests.unit.engine.tp_helpers import random_llama
+    from llm.models.llama import Linear
 
-    config = LlamaConfig(
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_layers=3,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=32,
-    )
-    model = random_llama(config, seed).to(torch.bfloat16)
+    model = _random_llama(seed, num_layers=3, head_dim=32).to(torch.bfloat16)
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, Linear) and module is not model.lm_head:
@@ -435,19 +430,10 @@ def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(ext):
 
 
 def test_a_dense_bf16_model_runs_the_stack_on_packed_weights_alone(ext):
-    from llm.models.llama import LlamaConfig
-    from tests.unit.engine.tp_helpers import random_llama
-
-    config = LlamaConfig(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
+    model = _random_llama(
+        hidden_size=64, intermediate_size=128, num_heads=2, num_kv_heads=1, head_dim=32
     )
-    _same_as_per_layer(random_llama(config).to(torch.bfloat16), counting=False)
+    _same_as_per_layer(model.to(torch.bfloat16), counting=False)
 
 
 def test_the_stack_is_skipped_where_it_does_not_apply(ext):
