@@ -10,6 +10,8 @@ rotate-half RoPE (HF layout) sees the original weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +129,27 @@ _LAYER_NAMES = {
 }
 
 
-def read_weights(reader, config: LlamaConfig) -> dict[str, torch.Tensor]:
-    """All tensors dequantised to fp32 under HF-style per-layer names (q/k un-permuted)."""
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create modules' parameters in ``dtype`` (torch's process-wide default, restored)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def read_weights(
+    reader, config: LlamaConfig, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """All tensors dequantised to fp32, then cast to ``dtype`` one by one, under HF-style
+    per-layer names (q/k un-permuted). Casting each as it is read keeps only one fp32
+    tensor alive at a time: the whole fp32 set of even a 135M model is 540 MB."""
     weights: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        value = dequantize(tensor.data, tensor.tensor_type.name, shape)
+        value = dequantize(tensor.data, tensor.tensor_type.name, shape).to(dtype)
         name = tensor.name
         if name == "token_embd.weight":
             weights["embed_tokens.weight"] = value
@@ -230,8 +247,9 @@ def load_gguf(
     path = Path(path)
     reader = open_gguf(path)
     config = read_config(reader)
-    model = LlamaForCausalLM(config)
-    model.load_weights(read_weights(reader, config))
+    with default_dtype(dtype):  # no fp32 copy of the model on the way to bf16
+        model = LlamaForCausalLM(config)
+    model.load_weights(read_weights(reader, config, dtype))
     if parallel is not None and parallel.world_size > 1:
         shard_llama(model, parallel)
         native_4bit = False

@@ -52,3 +52,20 @@ def test_load_model_errors_are_clear(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(LoaderError, match="'bert'"):
         load_model(tmp_path)
+
+
+def test_a_bf16_load_equals_the_fp32_load_rounded_and_leaves_the_default_dtype(tmp_path):
+    """Loading in bf16 builds the model in bf16 and casts each tensor as it is read (no
+    fp32 copy of the whole model): the result is the fp32 load rounded, and torch's default
+    dtype is float32 again afterwards."""
+    from llm.loader.gguf import load_gguf
+    from tests.unit.engine.tiny_gguf import write_tiny_llama_gguf
+
+    path = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    fp32 = load_gguf(path, torch.float32, with_tokenizer=False).model
+    bf16 = load_gguf(path, torch.bfloat16, with_tokenizer=False).model
+    assert torch.get_default_dtype() == torch.float32
+    fp32_params = dict(fp32.named_parameters())
+    for name, param in bf16.named_parameters():
+        assert param.dtype == torch.bfloat16
+        assert torch.equal(param, fp32_params[name].bfloat16()), name
