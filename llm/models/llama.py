@@ -473,7 +473,8 @@ class LlamaForCausalLM(CausalLM):
             return False
         k_cache = kv_caches[0][0]
         return (
-            type(k_cache) is torch.Tensor
+            x.dtype == torch.bfloat16  # the stack holds bf16 weights (a model cast since: no)
+            and type(k_cache) is torch.Tensor
             and k_cache.dtype == x.dtype
             and cpu_ext.for_tensor(x, "layer_stack") is not None  # not switched off, no autograd
             and choose_backend("write_kv_cache", x, k_cache, meta.slot_mapping) == "cpu"
