@@ -230,6 +230,11 @@ def _through_all(layers: list[Linear], product, x: torch.Tensor) -> list[torch.T
     return [product(layer, x) for layer in layers]
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether a forward hook is set on ``module`` or inside it."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
 class LlamaAttention(nn.Module):
     """GQA self-attention; Q, K and V come from one fused projection (one matmul per layer)."""
 
@@ -400,8 +405,8 @@ class LlamaForCausalLM(CausalLM):
         weights: list[torch.Tensor] = []
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
         for layer in self.layers:
-            if type(layer) is not LlamaDecoderLayer:
-                return
+            if type(layer) is not LlamaDecoderLayer or _hooked(layer):
+                return  # a hook (tensor parallelism's all-reduce) must run: keep the layers
             attn, mlp = layer.self_attn, layer.mlp
             projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
             if any(p.packed is None or p.bias is not None for p in projections):

@@ -450,6 +450,15 @@ def test_the_stack_is_skipped_where_it_does_not_apply(ext):
     assert fp32.layer_stack is None  # fp32 keeps the per-layer path (HF-identical numerics)
 
 
+def test_no_stack_for_layers_with_forward_hooks(ext):
+    """Tensor parallelism sums row-parallel outputs over ranks in a forward hook, which the
+    C++ stack would skip: a hooked model keeps its per-layer path."""
+    model = _int4_llama()
+    model.layers[1].mlp.down_proj.register_forward_hook(lambda _m, _a, out: out)
+    model.build_layer_stack()
+    assert model.layer_stack is None
+
+
 def test_the_stack_is_skipped_for_a_quantised_kv_cache(ext):
     from llm.engine.config import EngineConfig
     from llm.engine.llm_engine import LLMEngine
