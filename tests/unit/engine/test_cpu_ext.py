@@ -429,6 +429,38 @@ def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(ext):
     _same_as_per_layer(_int4_llama(), counting=True)
 
 
+def _staggered(engine) -> dict[str, list[tuple[int, float]]]:
+    """Tokens and logprobs of requests that arrive while others decode, so steps mix
+    decodes with a prefill chunk (rows of several lengths in one attention call)."""
+    from llm.engine.sampling_params import SamplingParams
+
+    params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=True)
+    got: dict[str, list[tuple[int, float]]] = {}
+    for i, prompt in enumerate(PROMPTS):
+        engine.add_request(f"r{i}", prompt, params)
+        for _ in range(2):
+            for out in engine.step():
+                got.setdefault(out.request_id, []).extend(
+                    zip(out.new_token_ids, out.logprobs or [], strict=True)
+                )
+    while engine.requests:
+        for out in engine.step():
+            got.setdefault(out.request_id, []).extend(
+                zip(out.new_token_ids, out.logprobs or [], strict=True)
+            )
+    return got
+
+
+def test_the_stack_equals_the_per_layer_path_when_steps_mix_decodes_and_prefill(ext):
+    model = _int4_llama()
+    engine = _engine(model)
+    counting = _counting_stack(model, 2)
+    stacked = _staggered(engine)
+    assert counting.calls > 0
+    model.layer_stack = None
+    assert _staggered(engine) == stacked
+
+
 def test_a_dense_bf16_model_runs_the_stack_on_packed_weights_alone(ext):
     model = _random_llama(
         hidden_size=64, intermediate_size=128, num_heads=2, num_kv_heads=1, head_dim=32
