@@ -359,6 +359,16 @@ def test_the_engine_reports_the_kernels_it_uses(ext, make_engine):
             cpu_ext.status.cache_clear()
 
 
+@pytest.fixture
+def stack_ext(ext):
+    """The kernels, where this build offers the LayerStack (AVX-512 builds: it needs their
+    attention; an AVX2 build keeps the per-layer path, which
+    ``test_the_stack_is_built_exactly_where_the_build_offers_it`` checks)."""
+    if "layer_stack" not in ext.fast_kernels():
+        pytest.skip(f"this build ({cpu_ext.status().reason}) does not offer the LayerStack")
+    return ext
+
+
 def _int4_llama(seed: int = 0):
     """A tiny bf16 llama whose projections all carry 4-bit blocks (as ``native_4bit`` loads),
     with its dense weights set to the blocks' values, prepared for inference."""
@@ -422,7 +432,7 @@ def _same_as_per_layer(model, counting) -> None:
         assert a.logprobs == b.logprobs
 
 
-def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(ext):
+def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(stack_ext):
     """The C++ LayerStack runs the same kernels in the same order as the layers do, so
     greedy tokens and their log-probabilities are identical, step after step: the prefill
     (33 rows, past the int4 limit: packed bf16 GEMMs) and the decodes (3 rows: int4)."""
@@ -451,7 +461,7 @@ def _staggered(engine) -> dict[str, list[tuple[int, float]]]:
     return got
 
 
-def test_the_stack_equals_the_per_layer_path_when_steps_mix_decodes_and_prefill(ext):
+def test_the_stack_equals_the_per_layer_path_when_steps_mix_decodes_and_prefill(stack_ext):
     model = _int4_llama()
     engine = _engine(model)
     counting = _counting_stack(model, 2)
@@ -461,14 +471,14 @@ def test_the_stack_equals_the_per_layer_path_when_steps_mix_decodes_and_prefill(
     assert _staggered(engine) == stacked
 
 
-def test_a_dense_bf16_model_runs_the_stack_on_packed_weights_alone(ext):
+def test_a_dense_bf16_model_runs_the_stack_on_packed_weights_alone(stack_ext):
     model = _random_llama(
         hidden_size=64, intermediate_size=128, num_heads=2, num_kv_heads=1, head_dim=32
     )
     _same_as_per_layer(model.to(torch.bfloat16), counting=False)
 
 
-def test_the_stack_is_skipped_where_it_does_not_apply(ext):
+def test_the_stack_is_skipped_where_it_does_not_apply(stack_ext):
     model = _int4_llama()
     engine = _engine(model)
     counting = _counting_stack(model)
@@ -482,7 +492,7 @@ def test_the_stack_is_skipped_where_it_does_not_apply(ext):
     assert fp32.layer_stack is None  # fp32 keeps the per-layer path (HF-identical numerics)
 
 
-def test_no_stack_for_layers_with_forward_hooks(ext):
+def test_no_stack_for_layers_with_forward_hooks(stack_ext):
     """Tensor parallelism sums row-parallel outputs over ranks in a forward hook, which the
     C++ stack would skip: a hooked model keeps its per-layer path."""
     model = _int4_llama()
@@ -491,7 +501,7 @@ def test_no_stack_for_layers_with_forward_hooks(ext):
     assert model.layer_stack is None
 
 
-def test_the_stack_is_skipped_for_a_quantised_kv_cache(ext):
+def test_the_stack_is_skipped_for_a_quantised_kv_cache(stack_ext):
     from llm.engine.config import EngineConfig
     from llm.engine.llm_engine import LLMEngine
 
@@ -504,11 +514,19 @@ def test_the_stack_is_skipped_for_a_quantised_kv_cache(ext):
     assert counting.calls == 0
 
 
-def test_the_stack_refuses_malformed_weights_and_caches(ext):
+def test_the_stack_is_built_exactly_where_the_build_offers_it(ext):
+    offered = "layer_stack" in ext.fast_kernels()
+    assert (_int4_llama().layer_stack is not None) == offered
+
+
+def test_the_stack_refuses_malformed_weights(ext):
     with pytest.raises(RuntimeError, match="14 tensors per layer"):
         ext.LayerStack([torch.ones(4)] * 7, [0, 0, 0, 0], 4, 2, 1e-5, 0.1)
     with pytest.raises(RuntimeError, match="4 int4 row limits"):
         ext.LayerStack([torch.ones(4)] * 14, [0], 4, 2, 1e-5, 0.1)
+
+
+def test_the_stack_refuses_a_cache_list_of_the_wrong_length(stack_ext):
     stack = _int4_llama().layer_stack
     assert stack is not None and stack.num_layers() == 3
     x = torch.zeros(1, 128, dtype=torch.bfloat16)
