@@ -4,13 +4,14 @@ With the fused CPU kernels (``llm.kernels.cpu_ext``, bf16 or fp32 caches) every 
 the step, decode or prefill, is one task of the C++ kernel: the row against its sequence's
 keys up to its own position, read in place from the paged cache.
 
-Otherwise (no kernels, quantised caches) it is torch. The reference loops over sequences (a dozen small ops each, per layer), which makes
-Python overhead dominate CPU decode with many sequences. Here every single-token query
-(a decode) is handled together: the blocks of all decoding sequences are gathered into a
-padded [num_seqs, max_len] key/value view and attended with batched einsums, GQA by
-grouping query heads per KV head. Prefill chunks (several queries) are rare per step and
-compute-bound: each goes through one ``scaled_dot_product_attention`` call. Same signature
-and semantics as ``llm.kernels.attention_ref.paged_attention_ref``.
+Otherwise (no kernels, quantised caches) it is torch. The reference loops over sequences
+(a dozen small ops each, per layer), which makes Python overhead dominate CPU decode with
+many sequences. Here every single-token query (a decode) is handled together: the blocks
+of all decoding sequences are gathered into a padded [num_seqs, max_len] key/value view
+and attended with batched einsums, GQA by grouping query heads per KV head. Prefill
+chunks (several queries) are rare per step and compute-bound: each goes through one
+``scaled_dot_product_attention`` call. Same signature and semantics as
+``llm.kernels.attention_ref.paged_attention_ref``.
 
 Quantised caches (``k_scale``/``v_scale`` given, ``llm.kernels.kv_quant``): decode gathers
 the int8/fp8 rows and their scales (half the bytes of bf16), converts the rows to the
@@ -36,21 +37,22 @@ def _step_plan(block_tables, query_start_loc, seq_lens, block_size, sliding_wind
     """(q_lens, decode rows, all_decode, decode mask) for this step's metadata, derived once."""
 
     def compute():
-        q_lens, decode, all_decode, tables, lens = _decodes(block_tables, query_start_loc, seq_lens)
-        mask = _decode_mask(tables, lens, block_size, sliding_window) if len(decode) else None
+        q_lens = query_start_loc[1:] - query_start_loc[:-1]
+        decode = (q_lens == 1).nonzero().flatten()
+        all_decode = len(decode) == len(q_lens)
+        mask = (
+            _decode_mask(
+                block_tables if all_decode else block_tables[decode],
+                seq_lens if all_decode else seq_lens[decode],
+                block_size,
+                sliding_window,
+            )
+            if len(decode)
+            else None
+        )
         return q_lens, decode, all_decode, mask
 
     return _plan.get((block_tables, query_start_loc, seq_lens, block_size, sliding_window), compute)
-
-
-def _decodes(block_tables, query_start_loc, seq_lens):
-    """(q_lens, decode rows, all_decode, the decoding sequences' tables and lengths)."""
-    q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    decode = (q_lens == 1).nonzero().flatten()
-    all_decode = len(decode) == len(q_lens)
-    if all_decode:
-        return q_lens, decode, True, block_tables, seq_lens
-    return q_lens, decode, False, block_tables[decode], seq_lens[decode]
 
 
 def _decode_mask(block_tables, seq_lens, block_size, sliding_window):
@@ -138,31 +140,13 @@ def paged_attention_cpu(
     q_lens, decode, all_decode, mask = _step_plan(
         block_tables, query_start_loc, seq_lens, k_cache.shape[1], sliding_window
     )
-
-    def attend_decodes(rows: torch.Tensor) -> torch.Tensor:
-        return _decode_attention(rows, k_cache, v_cache, mask, scale, sinks, (k_scale, v_scale))
-
-    return _by_kind(
-        attend_decodes,
-        query,
-        (k_cache, v_cache, block_tables, query_start_loc, seq_lens),
-        (q_lens, decode, all_decode),
-        (scale, sliding_window, sinks, (k_scale, v_scale)),
-    )
-
-
-def _by_kind(attend_decodes, query, cache_and_step, plan, options):
-    """The step's decode rows through ``attend_decodes`` (all at once), each prefill chunk
-    through ``_prefill_attention``, written back in the step's row order."""
-    k_cache, v_cache, block_tables, query_start_loc, seq_lens = cache_and_step
-    q_lens, decode, all_decode = plan
-    scale, sliding_window, sinks, scales = options
+    scales = (k_scale, v_scale)
     if all_decode:
-        return attend_decodes(query)
+        return _decode_attention(query, k_cache, v_cache, mask, scale, sinks, scales)
     out = torch.empty_like(query)
     if len(decode):
         rows = query_start_loc[:-1][decode].long()
-        out[rows] = attend_decodes(query[rows])
+        out[rows] = _decode_attention(query[rows], k_cache, v_cache, mask, scale, sinks, scales)
     starts = query_start_loc.tolist()
     for i in (q_lens > 1).nonzero().flatten().tolist():
         span = slice(starts[i], starts[i + 1])

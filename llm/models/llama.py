@@ -402,8 +402,18 @@ class LlamaForCausalLM(CausalLM):
         ):
             return
         none = torch.empty(0)
-        weights: list[torch.Tensor] = []
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
+
+        def projection(kind: int, linear: Linear) -> list[torch.Tensor]:
+            """int4 weight, int4 scales+zeros (empty without 4-bit blocks), packed bf16."""
+            int4 = linear.int4 if linear.quantised_kind() == "int4" else None
+            limit = 0 if int4 is None else linear.quantised_max_rows
+            int4_rows[kind] = min(int4_rows[kind], limit)
+            assert linear.packed is not None
+            int4_parts = [none, none] if int4 is None else [int4.weight, int4.scales_and_zeros]
+            return [*int4_parts, linear.packed]
+
+        weights: list[torch.Tensor] = []  # cpu_kernels.cpp's LayerStack order
         for layer in self.layers:
             if type(layer) is not LlamaDecoderLayer or _hooked(layer):
                 return  # a hook (tensor parallelism's all-reduce) must run: keep the layers
@@ -411,19 +421,9 @@ class LlamaForCausalLM(CausalLM):
             projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
             if any(p.packed is None or p.bias is not None for p in projections):
                 return
-            weights.append(layer.input_norm.weight.detach())
-            for kind, projection in enumerate(projections):
-                if kind == 2:
-                    weights.append(layer.post_attention_norm.weight.detach())
-                int4 = projection.int4 if projection.quantised_kind() == "int4" else None
-                if int4 is None:
-                    weights += [none, none]
-                    int4_rows[kind] = 0
-                else:
-                    weights += [int4.weight, int4.scales_and_zeros]
-                    int4_rows[kind] = min(int4_rows[kind], projection.quantised_max_rows)
-                assert projection.packed is not None
-                weights.append(projection.packed)
+            qkv, o, gate_up, down = (projection(k, p) for k, p in enumerate(projections))
+            weights += [layer.input_norm.weight.detach(), *qkv, *o]
+            weights += [layer.post_attention_norm.weight.detach(), *gate_up, *down]
         self.layer_stack = kernels.LayerStack(
             weights, int4_rows, c.num_heads, c.num_kv_heads, c.rms_norm_eps, c.head_dim**-0.5
         )
@@ -512,7 +512,8 @@ class LlamaForCausalLM(CausalLM):
             module.set_int4(value)
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        """Copy HF-named fp32 tensors in, fusing q/k/v and gate/up; every parameter must be set."""
+        """Copy HF-named tensors in (cast to the parameters' dtype), fusing q/k/v and gate/up;
+        every parameter must be set."""
         params = dict(self.named_parameters())
         loaded: set[str] = set()
         weights = self._fuse(weights, torch.cat)

@@ -769,7 +769,8 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // most that projection's measured int4 row limit (as Linear chooses), else through the
 // oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path). So the
 // results equal the per-layer Python path's, bit for bit. Attention takes per-row tables
-// and lengths (llm/kernels/cpu_attention.py's _fused_rows): decodes and prefill rows alike.
+// and lengths (llm/kernels/cpu_attention.py's row_tables_and_lens): decodes and prefill
+// rows alike.
 // With the GIL released, the server's HTTP loop streams tokens while a step computes.
 //
 // Per layer, weights are held in this order (LlamaForCausalLM.build_layer_stack):
