@@ -249,11 +249,12 @@ def test_crossover_is_the_last_row_count_where_the_quantised_path_wins():
     assert limit == 0
 
 
-def _engine(model):
+def _engine(model, **config):
     from llm.engine.config import EngineConfig
     from llm.engine.llm_engine import LLMEngine
 
-    return LLMEngine(model, EngineConfig(num_kv_blocks=64, max_model_len=256), eos_token_ids=[])
+    config = {"num_kv_blocks": 64, "max_model_len": 256, **config}
+    return LLMEngine(model, EngineConfig(**config), eos_token_ids=[])
 
 
 def _generate(engine, prompts, steps: int):
@@ -446,18 +447,19 @@ def _staggered(engine) -> dict[str, list[tuple[int, float]]]:
 
     params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=True)
     got: dict[str, list[tuple[int, float]]] = {}
-    for i, prompt in enumerate(PROMPTS):
-        engine.add_request(f"r{i}", prompt, params)
-        for _ in range(2):
-            for out in engine.step():
-                got.setdefault(out.request_id, []).extend(
-                    zip(out.new_token_ids, out.logprobs or [], strict=True)
-                )
-    while engine.requests:
+
+    def step() -> None:
         for out in engine.step():
             got.setdefault(out.request_id, []).extend(
                 zip(out.new_token_ids, out.logprobs or [], strict=True)
             )
+
+    for i, prompt in enumerate(PROMPTS):
+        engine.add_request(f"r{i}", prompt, params)
+        step()
+        step()
+    while engine.requests:
+        step()
     return got
 
 
@@ -502,13 +504,8 @@ def test_no_stack_for_layers_with_forward_hooks(stack_ext):
 
 
 def test_the_stack_is_skipped_for_a_quantised_kv_cache(stack_ext):
-    from llm.engine.config import EngineConfig
-    from llm.engine.llm_engine import LLMEngine
-
     model = _int4_llama()
-    engine = LLMEngine(
-        model, EngineConfig(num_kv_blocks=64, max_model_len=256, kv_dtype="int8"), eos_token_ids=[]
-    )
+    engine = _engine(model, kv_dtype="int8")
     counting = _counting_stack(model)
     _generate(engine, PROMPTS[:1], 3)
     assert counting.calls == 0
