@@ -49,7 +49,8 @@ for name, ctx in (("fused", contextlib.nullcontext), ("torch", cpu_ext.switched_
             ].token_ids
             n = min(24, len(reference))
             followed += ours[:n] == reference[:n]
-            same_tokens += sum(a == b for a, b in zip(ours[:n], reference[:n], strict=True))
+            # a run that stopped early (EOS) counts its missing positions as different
+            same_tokens += sum(a == b for a, b in zip(ours[:n], reference[:n], strict=False))
             total += n
         out[name] = {
             "prompts_following_hf_fp32_for_24_tokens": f"{followed}/20",
