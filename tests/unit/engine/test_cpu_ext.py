@@ -75,6 +75,39 @@ def test_decode_attention_matches_the_reference(
     assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance)
 
 
+@pytest.mark.parametrize(
+    "num_heads, num_kv_heads, head_dim", [(9, 3, 64), (8, 1, 128), (4, 4, 32), (4, 2, 96)]
+)
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_prefill_rows_match_the_reference(ext, num_heads, num_kv_heads, head_dim, with_sinks):
+    """A step's query rows as the engine passes them: each row its sequence's table and its
+    own length. Consecutive rows of a prompt go through the tiled path (16-row tiles on
+    AVX-512 BF16), so the step mixes a 37-row prompt (tiles of 16, 16 and 5), a prompt
+    continuing a 23-token cached prefix, a one-row prompt, and decodes. Two neighbouring
+    rows of different sequences have consecutive lengths (18 then 19) but different
+    blocks: they must not share a tile."""
+    seq_lens = [37, 41, 18, 19, 140]
+    new_rows = [37, 18, 1, 1, 1]  # the second continues a cached prefix of 23 tokens
+    k_cache, v_cache, tables, lens = _paged(seq_lens, num_kv_heads, head_dim, torch.bfloat16)
+    row_tables, row_lens = [], []
+    for seq, (length, rows) in enumerate(zip(seq_lens, new_rows, strict=True)):
+        for r in range(rows):
+            row_tables.append(tables[seq])
+            row_lens.append(length - rows + 1 + r)
+    assert row_lens[36:38] == [37, 24] and row_lens[54:57] == [41, 18, 19]
+    tables_per_row = torch.stack(row_tables).contiguous()
+    lens_per_row = torch.tensor(row_lens, dtype=torch.int32)
+    query = torch.randn(len(row_lens), num_heads, head_dim).bfloat16()
+    sinks = torch.randn(num_heads) if with_sinks else None
+    starts = torch.arange(len(row_lens) + 1, dtype=torch.int32)
+    expected = paged_attention_ref(
+        query.float(), k_cache.float(), v_cache.float(), tables_per_row, starts, lens_per_row,
+        0.125, None, sinks,
+    )
+    got = ext.decode_attention(query, k_cache, v_cache, tables_per_row, lens_per_row, 0.125, -1, sinks)
+    assert torch.allclose(got.float(), expected, atol=BF16_STEP, rtol=BF16_STEP)
+
+
 def test_decode_attention_refuses_what_it_cannot_do(ext):
     k_cache, v_cache, tables, lens = _paged([5], 2, 64, torch.float32)
     query = torch.randn(1, 4, 64)
@@ -88,8 +121,9 @@ def test_decode_attention_refuses_what_it_cannot_do(ext):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rope_and_cache_write_equal_the_torch_path_bit_for_bit(ext, dtype):
-    tokens, heads, kv_heads, dim = 7, 9, 3, 64
+@pytest.mark.parametrize("dim", [64, 16])  # 16 lanes at a time, and one by one
+def test_rope_and_cache_write_equal_the_torch_path_bit_for_bit(ext, dtype, dim):
+    tokens, heads, kv_heads = 7, 9, 3
     qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim).to(dtype)
     angles = torch.randn(tokens, dim)
     cos, sin = angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
@@ -116,8 +150,9 @@ def test_rope_write_refuses_a_slot_outside_the_cache(ext):
         ext.rope_write_kv(qkv, ones, ones, 1, 1, cache, cache.clone(), torch.tensor([8]))
 
 
-def test_rms_norm_with_residual_add_matches_hf_rounding(ext):
-    hidden, eps = 576, 1e-5
+@pytest.mark.parametrize("hidden", [576, 100])  # 16 lanes at a time, then a tail of 4
+def test_rms_norm_with_residual_add_matches_hf_rounding(ext, hidden):
+    eps = 1e-5
     x = torch.randn(5, hidden).bfloat16()
     delta = torch.randn(5, hidden).bfloat16()
     weight = torch.randn(hidden).bfloat16()
