@@ -3,8 +3,9 @@
 // Why: at batch 1 a 135M-parameter model spends most of a decode step outside its matmuls,
 // in ~35 small aten ops per layer, each a Python call plus a dispatch plus a temporary.
 // Each function here replaces several of those ops with one pass over the data:
-//   - decode_attention: one query per sequence against its paged K/V, read in place
-//     (no gather of the blocks into a padded copy), fp32 scores and accumulation;
+//   - decode_attention: each query row against its sequence's paged K/V up to its own
+//     position, read in place (no gather of the blocks into a padded copy), fp32 scores
+//     and accumulation; a prompt's consecutive rows in tiles that share the K/V reads;
 //   - rms_norm: optional residual add, then RMSNorm, with the rounding of HF's bf16 path;
 //   - rope_write_kv: rotate-half RoPE of q and k from the fused qkv projection, and the
 //     write of k and v into the paged cache;
@@ -439,8 +440,8 @@ void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, cons
 // K and V: the tile's K rows are transposed once into 16-key columns (lane = key, one
 // vector per bf16 pair of dimensions), so each query's 16 scores are vdpbf16ps with its
 // broadcast pairs, with no horizontal sums; its V rows are interleaved into pairs once, as
-// attend_one_dpbf16 does per query group. Softmax (softmax_row), the bf16 rounding of the
-// probabilities and the order of the p . V sums are attend_one_dpbf16's; scores sum the
+// attend_one_dpbf16 does per query group. The softmax (softmax_to_bf16), the bf16 rounding
+// of the probabilities and the order of the p . V sums are attend_one_dpbf16's; scores sum the
 // same products in another order (fp32 rounding apart). Rows past a query's own length
 // have probability 0, so one pass over the tile's keys serves every row.
 constexpr int64_t kTileRows = 16;
