@@ -101,10 +101,19 @@ def test_prefill_rows_match_the_reference(ext, num_heads, num_kv_heads, head_dim
     sinks = torch.randn(num_heads) if with_sinks else None
     starts = torch.arange(len(row_lens) + 1, dtype=torch.int32)
     expected = paged_attention_ref(
-        query.float(), k_cache.float(), v_cache.float(), tables_per_row, starts, lens_per_row,
-        0.125, None, sinks,
+        query.float(),
+        k_cache.float(),
+        v_cache.float(),
+        tables_per_row,
+        starts,
+        lens_per_row,
+        0.125,
+        None,
+        sinks,
     )
-    got = ext.decode_attention(query, k_cache, v_cache, tables_per_row, lens_per_row, 0.125, -1, sinks)
+    got = ext.decode_attention(
+        query, k_cache, v_cache, tables_per_row, lens_per_row, 0.125, -1, sinks
+    )
     assert torch.allclose(got.float(), expected, atol=BF16_STEP, rtol=BF16_STEP)
 
 
