@@ -9,7 +9,7 @@ cache through ``llm.kernels``; the numerics mirror transformers' ``LlamaForCausa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -119,13 +119,23 @@ class RotaryEmbedding(nn.Module):
         ]
 
 
+@cache
+def _onednn_packs_bf16() -> bool:
+    """Whether oneDNN packs bf16 weights on this CPU: its bf16 path needs AVX-512 (BW, VL,
+    DQ) or AVX-NE-CONVERT, and elsewhere (an AVX2-only EPYC, say) the reorder raises."""
+    if not (
+        torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    ):
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), None)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _can_pack(weight: torch.Tensor) -> bool:
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )
+    return weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and _onednn_packs_bf16()
 
 
 class Linear(nn.Linear):
@@ -321,13 +331,14 @@ _RENAMED = {"o_proj.weight": "self_attn.o_proj.weight", "down_proj.weight": "mlp
 class LlamaForCausalLM(CausalLM):
     """The whole decoder plus the (usually tied) LM head; logits only for sampled rows.
 
-    On the CPU in bf16 a step can run every layer in one C++ call (``layer_stack``, built by
-    ``prepare_for_inference`` where it applies); subclasses whose layers differ (Gemma 3)
-    set ``whole_step_stack`` False.
+    On the CPU (bf16 or fp32) a step can run every layer in one C++ call (``layer_stack``,
+    built by ``prepare_for_inference`` where it applies); subclasses whose layers differ
+    (Gemma 3) set ``whole_step_stack`` False.
     """
 
     whole_step_stack = True
     layer_stack = None  # the fused kernels' LayerStack, when built
+    layer_stack_dtype: torch.dtype | None = None  # the dtype of the weights it holds
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -385,10 +396,10 @@ class LlamaForCausalLM(CausalLM):
 
     def build_layer_stack(self) -> None:
         """Hand the layers' weights to the C++ ``LayerStack`` (``cpu_kernels.cpp``) where it
-        computes what the per-layer path would: a bf16 llama whose projections are packed
-        for oneDNN, with the fused kernels loaded. Each projection's 4-bit blocks, when it
-        has them, go along with its measured int4 row limit. Every step then runs all
-        layers in one call, without the GIL (``forward``).
+        computes what the per-layer path would: a llama in fp32 or bf16 (its projections
+        packed for oneDNN where ``pack`` could), with the fused kernels loaded. Each
+        projection's 4-bit blocks, when it has them, go along with its measured int4 row
+        limit. Every step then runs all layers in one call, without the GIL (``forward``).
         """
         self.layer_stack = None
         with torch.no_grad():
@@ -397,21 +408,23 @@ class LlamaForCausalLM(CausalLM):
         if (
             kernels is None
             or not self.whole_step_stack
-            or self.embed_tokens.weight.dtype != torch.bfloat16
+            or self.embed_tokens.weight.dtype not in (torch.bfloat16, torch.float32)
             or c.head_dim not in FUSED_HEAD_DIMS
         ):
             return
         none = torch.empty(0)
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
+        packed = _can_pack(self.embed_tokens.weight)  # where Linear.pack packs
 
         def projection(kind: int, linear: Linear) -> list[torch.Tensor]:
-            """int4 weight, int4 scales+zeros (empty without 4-bit blocks), packed bf16."""
+            """int4 weight, int4 scales+zeros (empty without 4-bit blocks), and the dense
+            weight as ``Linear.dense_product`` uses it (packed for oneDNN, or plain)."""
             int4 = linear.int4 if linear.quantised_kind() == "int4" else None
             limit = 0 if int4 is None else linear.quantised_max_rows
             int4_rows[kind] = min(int4_rows[kind], limit)
-            assert linear.packed is not None
             int4_parts = [none, none] if int4 is None else [int4.weight, int4.scales_and_zeros]
-            return [*int4_parts, linear.packed]
+            dense = linear.packed if packed else linear.weight.detach()
+            return [*int4_parts, dense]
 
         weights: list[torch.Tensor] = []  # cpu_kernels.cpp's LayerStack order
         for layer in self.layers:
@@ -419,13 +432,20 @@ class LlamaForCausalLM(CausalLM):
                 return  # a hook (tensor parallelism's all-reduce) must run: keep the layers
             attn, mlp = layer.self_attn, layer.mlp
             projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-            if any(p.packed is None or p.bias is not None for p in projections):
-                return
+            if any(p.bias is not None or (p.packed is not None) != packed for p in projections):
+                return  # Linear would add the bias, or mixes packed and plain products
             qkv, o, gate_up, down = (projection(k, p) for k, p in enumerate(projections))
             weights += [layer.input_norm.weight.detach(), *qkv, *o]
             weights += [layer.post_attention_norm.weight.detach(), *gate_up, *down]
+        self.layer_stack_dtype = self.embed_tokens.weight.dtype
         self.layer_stack = kernels.LayerStack(
-            weights, int4_rows, c.num_heads, c.num_kv_heads, c.rms_norm_eps, c.head_dim**-0.5
+            weights,
+            int4_rows,
+            packed,
+            c.num_heads,
+            c.num_kv_heads,
+            c.rms_norm_eps,
+            c.head_dim**-0.5,
         )
 
     def attach_q8_head(self, blocks: Q8Blocks) -> None:
@@ -478,7 +498,7 @@ class LlamaForCausalLM(CausalLM):
             return False
         k_cache = kv_caches[0][0]
         return (
-            x.dtype == torch.bfloat16  # the stack holds bf16 weights (a model cast since: no)
+            x.dtype == self.layer_stack_dtype  # the stack's weights (a model cast since: no)
             and type(k_cache) is torch.Tensor
             and k_cache.dtype == x.dtype
             and cpu_ext.for_tensor(x, "layer_stack") is not None  # not switched off, no autograd

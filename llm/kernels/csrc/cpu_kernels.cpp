@@ -99,15 +99,42 @@ inline float lane_max(vf v) {
   return top;
 }
 
+// Lane-wise a > b ? a : b, a < b ? a : b, and floor (for |x| < 2^31). GCC lowers a
+// 16-lane ?: select to a scalar compare and blend per lane when it builds for AVX2, where
+// no register holds 16 floats (measured: vexp became 108 scalar instructions, slower than
+// torch), so there they run on the two 8-lane halves with the ISA's own instructions
+// (vmaxps/vminps compute exactly these selects, NaN included).
+#if defined(__AVX2__) && !defined(__AVX512F__)
+template <typename Op>
+inline vf by_halves(vf a, vf b, Op op) {
+  __m256 x[2], y[2];
+  std::memcpy(x, &a, sizeof x);
+  std::memcpy(y, &b, sizeof y);
+  x[0] = op(x[0], y[0]);
+  x[1] = op(x[1], y[1]);
+  vf out;
+  std::memcpy(&out, x, sizeof out);
+  return out;
+}
+inline vf vmax(vf a, vf b) { return by_halves(a, b, [](__m256 x, __m256 y) { return _mm256_max_ps(x, y); }); }
+inline vf vmin(vf a, vf b) { return by_halves(a, b, [](__m256 x, __m256 y) { return _mm256_min_ps(x, y); }); }
+inline vf vfloor(vf a) { return by_halves(a, a, [](__m256 x, __m256) { return _mm256_floor_ps(x); }); }
+#else
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+inline vf vfloor(vf a) {
+  const vf n = __builtin_convertvector(__builtin_convertvector(a, vi), vf);
+  return n > a ? n - 1.f : n;
+}
+#endif
+
 // exp on 16 lanes: Cephes' expf (range reduction by ln 2, degree-6 polynomial), within
 // 2 ulp of expf for x in [-87, 88]; smaller arguments give ~1e-38 instead of 0, which a
 // softmax over at least one finite score never notices.
 inline vf vexp(vf x) {
-  x = x < splat(-87.3f) ? splat(-87.3f) : x;
-  x = x > splat(88.7f) ? splat(88.7f) : x;
+  x = vmin(splat(88.7f), vmax(splat(-87.3f), x));
   const vf fx = x * 1.44269504088896341f + 0.5f;
-  vf n = __builtin_convertvector(__builtin_convertvector(fx, vi), vf);
-  n = n > fx ? n - 1.f : n;  // floor
+  const vf n = vfloor(fx);
   x = x - n * 0.693359375f;
   x = x - n * -2.12194440e-4f;
   const vf z = x * x;
@@ -143,6 +170,29 @@ inline vf fold2(vf a, vf b) {
   return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
          __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// AVX2: GCC spills the 16-lane shuffles above to memory and rebuilds them a float at a
+// time (~130 scalar moves per transpose_sum), so the sums take the 8-lane route: each
+// vector's two halves added, then eight vectors at a time reduced by horizontal adds.
+inline __m256 transpose_sum8(const __m256* s) {
+  const __m256 ab = _mm256_hadd_ps(s[0], s[1]), cd = _mm256_hadd_ps(s[2], s[3]);
+  const __m256 ef = _mm256_hadd_ps(s[4], s[5]), gh = _mm256_hadd_ps(s[6], s[7]);
+  const __m256 abcd = _mm256_hadd_ps(ab, cd), efgh = _mm256_hadd_ps(ef, gh);
+  return _mm256_add_ps(_mm256_permute2f128_ps(abcd, efgh, 0x20),
+                       _mm256_permute2f128_ps(abcd, efgh, 0x31));
+}
+inline vf transpose_sum(const vf* p) {
+  __m256 halves[2], s[16];
+  for (int i = 0; i < 16; ++i) {
+    std::memcpy(halves, &p[i], sizeof halves);
+    s[i] = _mm256_add_ps(halves[0], halves[1]);
+  }
+  const __m256 sums[2] = {transpose_sum8(s), transpose_sum8(s + 8)};
+  vf out;
+  std::memcpy(&out, sums, sizeof out);
+  return out;
+}
+#else
 inline vf transpose_sum(const vf* p) {
   vf l1[8], l2[4], l3[2];
   for (int i = 0; i < 8; ++i) l1[i] = fold16(p[2 * i], p[2 * i + 1]);
@@ -150,6 +200,7 @@ inline vf transpose_sum(const vf* p) {
   for (int i = 0; i < 2; ++i) l3[i] = fold4(l2[2 * i], l2[2 * i + 1]);
   return fold2(l3[0], l3[1]);
 }
+#endif
 
 // 16 lanes rounded to bf16 (round-to-nearest-even, as to_bf16; no NaN inputs here) and
 // back to fp32, so that vector code rounds where the torch path rounds.
@@ -212,7 +263,7 @@ inline void softmax_row(float* s, int64_t span, int64_t padded, const float* sin
   int64_t i = 0;
   for (; i + 16 <= span; i += 16) {
     const vf v = load16(s + i);
-    top_lanes = v > top_lanes ? v : top_lanes;
+    top_lanes = vmax(v, top_lanes);
   }
   float top = lane_max(top_lanes);
   for (; i < span; ++i) top = std::max(top, s[i]);
@@ -1088,14 +1139,16 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
 // kernels called directly; each projection through aten's int4 kernel when the step has at
 // most that projection's measured int4 row limit (as Linear chooses), else through the
-// oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path). So the
-// results equal the per-layer Python path's, bit for bit. Attention takes per-row tables
+// oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path) or, where
+// Linear holds no packed copy (fp32; bf16 on a CPU oneDNN cannot pack for), F.linear's op. So the results equal the per-layer
+// Python path's, bit for bit. Attention takes per-row tables
 // and lengths (llm/kernels/cpu_attention.py's row_tables_and_lens): decodes and prefill
 // rows alike.
 // With the GIL released, the server's HTTP loop streams tokens while a step computes.
 //
 // Per layer, weights are held in this order (LlamaForCausalLM.build_layer_stack):
-// input norm; for qkv and o: int4 weight, int4 scales+zeros, packed bf16 weight; post-
+// input norm; for qkv and o: int4 weight, int4 scales+zeros, dense weight (packed or
+// plain); post-
 // attention norm; the same three for gate|up and for down.
 constexpr int kTensorsPerLayer = 14;
 constexpr int64_t kInt4Group = 32;
@@ -1110,14 +1163,36 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed) {
   return op.call(x, packed, c10::nullopt, "none", c10::List<c10::optional<at::Scalar>>(), "");
 }
 
+
+// RMSNorm of x after x += delta (none when undefined), as RMSNorm.forward and add_forward
+// compute it: our kernel in bf16 (the add folded in); in fp32 the add, then torch's
+// rms_norm, bit-identical to HF's.
+at::Tensor add_norm(const at::Tensor& delta, at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (x.scalar_type() == at::kFloat) {
+    if (delta.defined()) x.add_(delta);
+    return at::rms_norm(x, {x.size(1)}, weight, eps);
+  }
+  return delta.defined() ? rms_norm(delta, x, weight, eps)[0]
+                         : rms_norm(x, c10::nullopt, weight, eps)[0];
+}
+
+// SiLU(gate) * up as LlamaMLP computes it: our kernel in bf16; torch's silu and multiply
+// in fp32, whose results the HF-identical fp32 tests pin.
+at::Tensor gated(const at::Tensor& gate_up) {
+  if (gate_up.scalar_type() != at::kFloat) return silu_mul(gate_up);
+  const std::vector<at::Tensor> halves = gate_up.chunk(2, -1);
+  return at::silu(halves[0]) * halves[1];
+}
+
 class LayerStack {
  public:
   // int4_rows: per projection kind (qkv, o, gate|up, down), the most rows the int4 kernel
-  // takes (Linear.quantised_max_rows)
-  LayerStack(std::vector<at::Tensor> weights, std::vector<int64_t> int4_rows, int64_t num_heads,
-             int64_t num_kv_heads, double eps, double scale)
-      : weights_(std::move(weights)), int4_rows_(std::move(int4_rows)), num_heads_(num_heads),
-        num_kv_heads_(num_kv_heads), eps_(eps), scale_(scale) {
+  // takes (Linear.quantised_max_rows). packed: whether the dense weights are packed for
+  // oneDNN (bf16 where oneDNN packs it) or plain (fp32; bf16 where oneDNN cannot).
+  LayerStack(std::vector<at::Tensor> weights, std::vector<int64_t> int4_rows, bool packed,
+             int64_t num_heads, int64_t num_kv_heads, double eps, double scale)
+      : weights_(std::move(weights)), int4_rows_(std::move(int4_rows)), packed_(packed),
+        num_heads_(num_heads), num_kv_heads_(num_kv_heads), eps_(eps), scale_(scale) {
     TORCH_CHECK(!weights_.empty() && weights_.size() % kTensorsPerLayer == 0,
                 "LayerStack takes ", kTensorsPerLayer, " tensors per layer, got ", weights_.size());
     TORCH_CHECK(int4_rows_.size() == 4, "LayerStack takes 4 int4 row limits (qkv, o, gate_up, down)");
@@ -1145,16 +1220,15 @@ class LayerStack {
       const at::Tensor* w = &weights_[l * kTensorsPerLayer];
       const auto project = [&](const at::Tensor& in, int kind, const at::Tensor* p) {
         return int4[kind] ? at::_weight_int4pack_mm_for_cpu(in, p[0], kInt4Group, p[1])
-                          : packed_linear(in, p[2]);
+                          : packed_ ? packed_linear(in, p[2]) : at::linear(in, p[2]);
       };
-      at::Tensor normed = delta.defined() ? rms_norm(delta, x, w[0], eps_)[0]
-                                          : rms_norm(x, c10::nullopt, w[0], eps_)[0];
+      at::Tensor normed = add_norm(delta, x, w[0], eps_);
       at::Tensor q = rope_write_kv(project(normed, 0, w + 1), cos, sin_signed, num_heads_,
                                    num_kv_heads_, k_caches[l], v_caches[l], slot_mapping);
       at::Tensor attended = decode_attention(q, k_caches[l], v_caches[l], row_tables, row_lens,
                                              scale_, -1, c10::nullopt);
-      normed = rms_norm(project(attended.view({rows, -1}), 1, w + 4), x, w[7], eps_)[0];
-      delta = project(silu_mul(project(normed, 2, w + 8)), 3, w + 11);
+      normed = add_norm(project(attended.view({rows, -1}), 1, w + 4), x, w[7], eps_);
+      delta = project(gated(project(normed, 2, w + 8)), 3, w + 11);
     }
     return x.add_(delta);
   }
@@ -1162,20 +1236,23 @@ class LayerStack {
  private:
   std::vector<at::Tensor> weights_;
   std::vector<int64_t> int4_rows_;
+  bool packed_;
   int64_t num_heads_, num_kv_heads_;
   double eps_, scale_;
 };
 
-// The kernels that beat the torch path in this build. Decode attention, the 8-bit matmul
-// and SiLU lean on 16-lane shuffles and conversions that only AVX-512 has as instructions;
-// compiled for AVX2, GCC lowers them to scalar code, slower than torch (measured: 3.3 ms
-// vs 1.0 ms for 16 sequences' attention). There the callers keep their torch paths.
+// The kernels that beat the torch path in this build. Compiled for AVX2, the 16-lane code
+// once lost to torch (3.3 vs 1.0 ms for 16 sequences' attention; SiLU 4.7x torch's time)
+// because GCC turned its selects and shuffles into scalar code; vmax/vmin/vfloor and the
+// AVX2 transpose_sum keep it in ymm registers. Only the 8-bit matmul stays AVX-512 only.
 std::vector<std::string> fast_kernels() {
 #if defined(__AVX512F__)
   return {"decode_attention", "rms_norm",   "rope_write_kv",
           "silu_mul",         "q8_linear",  "layer_stack"};
+#elif defined(__AVX2__)
+  return {"decode_attention", "rms_norm", "rope_write_kv", "silu_mul", "layer_stack"};
 #else
-  return {"rms_norm", "rope_write_kv"};  // silu_mul's 16-lane exp: 4.7x torch's time on AVX2
+  return {"rms_norm", "rope_write_kv"};
 #endif
 }
 
@@ -1212,9 +1289,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul, "SiLU(gate) * up");
   m.def("q8_linear", &q8_linear, "x @ W.T for 8-bit weights with a scale per 32 columns");
   py::class_<LayerStack>(m, "LayerStack")
-      .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, int64_t, int64_t, double, double>(),
-           "per-layer weights (14 each), int4 row limits (qkv, o, gate_up, down), num_heads, "
-           "num_kv_heads, rms eps, attention scale")
+      .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, bool, int64_t, int64_t, double,
+                    double>(),
+           "per-layer weights (14 each), int4 row limits (qkv, o, gate_up, down), whether the "
+           "dense weights are oneDNN-packed, num_heads, num_kv_heads, rms eps, attention scale")
       .def("num_layers", &LayerStack::num_layers)
       .def("run", &LayerStack::run, py::call_guard<py::gil_scoped_release>(),
            "all decoder layers for one step; returns the residual stream");

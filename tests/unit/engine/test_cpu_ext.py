@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -272,12 +273,14 @@ def test_switched_off_turns_every_fused_path_off(ext):
 
 
 def test_the_build_names_the_kernels_worth_calling(ext):
-    """An AVX-512 build offers all; an AVX2 build only the elementwise ones (its attention
-    and 8-bit matmul lower to scalar code, slower than torch)."""
+    """An AVX-512 build offers all; an AVX2 build all but the 8-bit matmul (its int8
+    widening lowers to slow code there); a build for neither only the elementwise ones."""
     fast = set(ext.fast_kernels())
+    isa = set(ext.compiled_isa())
     assert {"rms_norm", "rope_write_kv"} <= fast
-    for kernel in ("decode_attention", "q8_linear", "silu_mul"):
-        assert (kernel in fast) == ("avx512f" in ext.compiled_isa())
+    assert ("q8_linear" in fast) == ("avx512f" in isa)
+    for kernel in ("decode_attention", "silu_mul", "layer_stack"):
+        assert (kernel in fast) == bool({"avx512f", "avx2"} & isa)
 
 
 def test_crossover_is_the_last_row_count_where_the_quantised_path_wins():
@@ -406,21 +409,22 @@ def test_the_engine_reports_the_kernels_it_uses(ext, make_engine):
 
 @pytest.fixture
 def stack_ext(ext):
-    """The kernels, where this build offers the LayerStack (AVX-512 builds: it needs their
-    attention; an AVX2 build keeps the per-layer path, which
+    """The kernels, where this build offers the LayerStack (AVX2 and AVX-512 builds: it
+    needs their attention; elsewhere the per-layer path stays, which
     ``test_the_stack_is_built_exactly_where_the_build_offers_it`` checks)."""
     if "layer_stack" not in ext.fast_kernels():
         pytest.skip(f"this build ({cpu_ext.status().reason}) does not offer the LayerStack")
     return ext
 
 
-def _int4_llama(seed: int = 0):
-    """A tiny bf16 llama whose projections all carry 4-bit blocks (as ``native_4bit`` loads),
-    with its dense weights set to the blocks' values, prepared for inference."""
+def _int4_llama(seed: int = 0, dtype: torch.dtype = torch.bfloat16):
+    """A tiny llama (bf16 by default) whose projections all carry 4-bit blocks (as
+    ``native_4bit`` loads), with its dense weights set to the blocks' values, prepared for
+    inference."""
     from llm.kernels.q4_linear import Q4Blocks
     from llm.models.llama import Linear
 
-    model = _random_llama(seed, num_layers=3, head_dim=32).to(torch.bfloat16)
+    model = _random_llama(seed, num_layers=3, head_dim=32).to(dtype)
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, Linear) and module is not model.lm_head:
@@ -477,11 +481,13 @@ def _same_as_per_layer(model, counting) -> None:
         assert a.logprobs == b.logprobs
 
 
-def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(stack_ext):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(stack_ext, dtype):
     """The C++ LayerStack runs the same kernels in the same order as the layers do, so
     greedy tokens and their log-probabilities are identical, step after step: the prefill
-    (33 rows, past the int4 limit: packed bf16 GEMMs) and the decodes (3 rows: int4)."""
-    _same_as_per_layer(_int4_llama(), counting=True)
+    (33 rows, past the int4 limit: packed bf16 GEMMs, or F.linear's op in fp32) and the
+    decodes (3 rows: int4)."""
+    _same_as_per_layer(_int4_llama(dtype=dtype), counting=True)
 
 
 def _staggered(engine) -> dict[str, list[tuple[int, float]]]:
@@ -533,9 +539,10 @@ def test_the_stack_is_skipped_where_it_does_not_apply(stack_ext):
     assert counting.calls == 0
     _generate(engine, PROMPTS[:1], 4)
     assert counting.calls == 4  # the prefill step and three decodes
-    fp32 = _int4_llama().float()
-    fp32.build_layer_stack()
-    assert fp32.layer_stack is None  # fp32 keeps the per-layer path (HF-identical numerics)
+    cast = _int4_llama().float()  # cast after its stack was built: bf16 weights in the stack
+    assert cast.layer_stack_dtype == torch.bfloat16
+    fp32_step = torch.zeros(1, 128), [(torch.zeros(1),) * 2], SimpleNamespace(groups=())
+    assert not cast._takes_layer_stack(*fp32_step)
 
 
 def test_no_stack_for_layers_with_forward_hooks(stack_ext):
@@ -562,9 +569,9 @@ def test_the_stack_is_built_exactly_where_the_build_offers_it(ext):
 
 def test_the_stack_refuses_malformed_weights(ext):
     with pytest.raises(RuntimeError, match="14 tensors per layer"):
-        ext.LayerStack([torch.ones(4)] * 7, [0, 0, 0, 0], 4, 2, 1e-5, 0.1)
+        ext.LayerStack([torch.ones(4)] * 7, [0, 0, 0, 0], True, 4, 2, 1e-5, 0.1)
     with pytest.raises(RuntimeError, match="4 int4 row limits"):
-        ext.LayerStack([torch.ones(4)] * 14, [0], 4, 2, 1e-5, 0.1)
+        ext.LayerStack([torch.ones(4)] * 14, [0], True, 4, 2, 1e-5, 0.1)
 
 
 def test_the_stack_refuses_a_cache_list_of_the_wrong_length(stack_ext):
