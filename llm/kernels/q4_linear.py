@@ -1,4 +1,5 @@
-"""4-bit weights kept as the GGUF file stores them, multiplied with torch's int4 CPU kernel.
+"""4-bit weights kept as the GGUF file stores them, multiplied with torch's int4 CPU kernel
+or, for fp32 activations, with our own (``llm.kernels.cpu_ext``'s ``q4_linear``).
 
 GGUF's Q4_0 and Q4_1 store each row in blocks of 32 four-bit codes with an fp16 scale
 ``d`` (and, for Q4_1, an fp16 minimum ``m``): ``w = d * (q - 8)`` or ``w = d * q + m``.
@@ -10,6 +11,10 @@ Why it matters: decoding one sequence is memory-bound (every weight is read once
 token), so 4-bit weights make a single request's decode much faster. For many rows at
 once (prefill, big decode batches) the dequantising kernel loses to oneDNN's bf16 GEMM,
 so ``Linear`` in the models uses this path only up to ``INT4_MAX_ROWS`` rows.
+
+With fp32 activations (CPUs without native bf16) torch's kernel loses to the dense fp32
+matmul even at one row (3.4-5.6x slower on an AVX2 Zen 3), so there the weight is packed
+for our AVX2 kernel instead, which widens each block's codes once for up to four rows.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from llm.kernels import cpu_ext
 
 GROUP = 32  # elements per GGUF block, and the int4 kernel's group size
 
@@ -93,16 +100,41 @@ def int4_available() -> bool:
 
 @dataclass
 class PackedInt4:
-    """A ``Q4Blocks`` weight in the int4 kernel's layout, for activations of ``dtype``."""
+    """A ``Q4Blocks`` weight in an int4 kernel's layout, for activations of one dtype.
+
+    ``kernel`` "aten": ``_weight_int4pack_mm_for_cpu``'s packed codes, and scales and zeros
+    [cols // 32, rows, 2] in the activation dtype. "enclave" (fp32 only): GGUF's nibble
+    order [rows, cols // 2] and [2, rows, cols // 32] fp32 holding d, then m (w = d q + m).
+    """
 
     weight: torch.Tensor  # uint8, the kernel's packed layout
-    scales_and_zeros: torch.Tensor  # [cols // 32, rows, 2] in the activation dtype
+    scales_and_zeros: torch.Tensor
     out_features: int
+    kernel: str = "aten"
+
+
+def _own_kernels():
+    """Our kernels where they offer the fp32 4-bit matmul (AVX2 and AVX-512 builds), else None."""
+    with torch.no_grad():
+        return cpu_ext.for_tensor(torch.empty(0), "q4_linear")
+
+
+def _pack_own(blocks: Q4Blocks) -> PackedInt4:
+    """GGUF's layout again: per 32-column block, byte i holds codes i and i + 16."""
+    rows, cols = blocks.shape
+    halves = blocks.codes.view(rows, cols // GROUP, 2, GROUP // 2)
+    codes = (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(rows, cols // 2)
+    mins = blocks.zero - 8.0 * blocks.scale  # w = d (q - 8) + zero = d q + m
+    scales_mins = torch.stack([blocks.scale, mins]).float().contiguous()
+    return PackedInt4(codes.contiguous(), scales_mins, rows, "enclave")
 
 
 def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
-    """Lay 4-bit blocks out for ``_weight_int4pack_mm_for_cpu`` (once, at load)."""
+    """Lay 4-bit blocks out for the kernel that will multiply them (once, at load): ours
+    for fp32 activations where the CPU kernels offer it, else ``_weight_int4pack_mm_for_cpu``."""
     rows, cols = blocks.shape
+    if dtype == torch.float32 and _own_kernels() is not None:
+        return _pack_own(blocks)
     if rows % 8 or cols % (2 * GROUP):
         raise ValueError(
             f"int4 packing needs rows % 8 == 0 and cols % {2 * GROUP} == 0, got {rows}x{cols}"
@@ -118,6 +150,9 @@ def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
 
 def int4_linear(x: torch.Tensor, packed: PackedInt4) -> torch.Tensor:
     """``x @ W.T`` for a 2-d ``x`` in the dtype the weight was packed for."""
+    if packed.kernel == "enclave":
+        kernels = cpu_ext.status().module
+        return kernels.q4_linear(x.contiguous(), packed.weight, packed.scales_and_zeros)
     return torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, packed.weight, GROUP, packed.scales_and_zeros
     )

@@ -415,11 +415,15 @@ class LlamaForCausalLM(CausalLM):
         none = torch.empty(0)
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
         packed = _can_pack(self.embed_tokens.weight)  # where Linear.pack packs
+        # the stack's int4 kernel, by activation dtype: ours for fp32, aten's for bf16
+        stack_int4_kernel = "enclave" if self.embed_tokens.weight.dtype == torch.float32 else "aten"
 
         def projection(kind: int, linear: Linear) -> list[torch.Tensor]:
             """int4 weight, int4 scales+zeros (empty without 4-bit blocks), and the dense
             weight as ``Linear.dense_product`` uses it (packed for oneDNN, or plain)."""
             int4 = linear.int4 if linear.quantised_kind() == "int4" else None
+            if int4 is not None and int4.kernel != stack_int4_kernel:
+                int4 = None  # packed for the other kernel (ours off at load): dense only
             limit = 0 if int4 is None else linear.quantised_max_rows
             int4_rows[kind] = min(int4_rows[kind], limit)
             int4_parts = [none, none] if int4 is None else [int4.weight, int4.scales_and_zeros]

@@ -1051,6 +1051,161 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   return out;
 }
 
+// ---------------------------------------------------------------- blocks of 32 codes
+
+// Quantised weights in blocks of 32 columns, each with an fp32 scale d: the dot products
+// sum_b d[j, b] * (x[r, block b] . q[j, block b]) of up to kRowsPerPass fp32 rows of x
+// against output columns [begin, end). A block's codes are widened to fp32 once and serve
+// every row of the pass; out[r * n + j] gets the result.
+constexpr int64_t kRowsPerPass = 4;
+
+// 32 codes: 4-bit (GGUF's order: byte i holds element i low, element i + 16 high; 0..15)
+// or 8-bit (signed bytes, in order).
+struct Q4Codes {
+  static constexpr int64_t kBlockBytes = 16;
+  static int code(const uint8_t* block, int i) { return i < 16 ? block[i] & 15 : block[i - 16] >> 4; }
+};
+struct Q8Codes {
+  static constexpr int64_t kBlockBytes = 32;
+  static int code(const uint8_t* block, int i) { return static_cast<int8_t>(block[i]); }
+};
+
+#if defined(__AVX2__) && defined(__FMA__)
+inline float hsum8(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+inline __m256 widen_u8(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
+inline __m256 widen_i8(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)); }
+
+// A block's 32 codes as four 8-lane fp32 vectors, in element order.
+inline void widen(Q4Codes, const uint8_t* block, __m256* q) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
+  const __m128i lo = _mm_and_si128(bytes, low4);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
+  q[0] = widen_u8(lo);
+  q[1] = widen_u8(_mm_srli_si128(lo, 8));
+  q[2] = widen_u8(hi);
+  q[3] = widen_u8(_mm_srli_si128(hi, 8));
+}
+inline void widen(Q8Codes, const uint8_t* block, __m256* q) {
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16));
+  q[0] = widen_i8(a);
+  q[1] = widen_i8(_mm_srli_si128(a, 8));
+  q[2] = widen_i8(b);
+  q[3] = widen_i8(_mm_srli_si128(b, 8));
+}
+
+template <typename Codes, int R>
+void scaled_block_dots(const float* x, int64_t k, const uint8_t* codes, const float* scales,
+                       int64_t n, int64_t begin, int64_t end, float* out) {
+  const int64_t blocks = k / 32;
+  for (int64_t j = begin; j < end; ++j) {
+    const uint8_t* row = codes + j * blocks * Codes::kBlockBytes;
+    const float* d = scales + j * blocks;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m256 q[4];
+      widen(Codes{}, row + b * Codes::kBlockBytes, q);
+      const __m256 scale = _mm256_set1_ps(d[b]);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + r * k + b * 32;
+        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), q[0]);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), q[1], t);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), q[2], t);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q[3], t);
+        acc[r] = _mm256_fmadd_ps(scale, t, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) out[r * n + j] = hsum8(acc[r]);
+  }
+}
+#else
+template <typename Codes, int R>
+void scaled_block_dots(const float* x, int64_t k, const uint8_t* codes, const float* scales,
+                       int64_t n, int64_t begin, int64_t end, float* out) {
+  const int64_t blocks = k / 32;
+  for (int64_t j = begin; j < end; ++j)
+    for (int r = 0; r < R; ++r) {
+      float total = 0.f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* block = codes + (j * blocks + b) * Codes::kBlockBytes;
+        float dot = 0.f;
+        for (int i = 0; i < 32; ++i) dot += x[r * k + b * 32 + i] * Codes::code(block, i);
+        total += scales[j * blocks + b] * dot;
+      }
+      out[r * n + j] = total;
+    }
+}
+#endif
+
+// scaled_block_dots for any number of rows, kRowsPerPass at a time.
+template <typename Codes>
+void scaled_dots(const float* x, int64_t rows, int64_t k, const uint8_t* codes,
+                 const float* scales, int64_t n, int64_t begin, int64_t end, float* out) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerPass) {
+    const float* xr = x + r0 * k;
+    float* o = out + r0 * n;
+    switch (std::min<int64_t>(kRowsPerPass, rows - r0)) {
+      case 1: scaled_block_dots<Codes, 1>(xr, k, codes, scales, n, begin, end, o); break;
+      case 2: scaled_block_dots<Codes, 2>(xr, k, codes, scales, n, begin, end, o); break;
+      case 3: scaled_block_dots<Codes, 3>(xr, k, codes, scales, n, begin, end, o); break;
+      default: scaled_block_dots<Codes, 4>(xr, k, codes, scales, n, begin, end, o); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- 4-bit weights, fp32 rows
+
+// x [M, K] fp32 @ W.T for W kept in GGUF's 4-bit blocks: codes [N, K / 2] (Q4Codes' order)
+// and scales_mins [2, N, K / 32] fp32 (d, then m) with w = d * q + m. Why our own: aten's
+// int4 kernel with fp32 activations ran 3.4-5.6x slower than the dense fp32 matmul on an
+// AVX2 Zen 3, so a CPU without native bf16 decoded from 32-bit weights, reading 8x the
+// bytes. sum_k x_k (d q_k + m) is computed as d (sum_k x_k q_k) + m (sum_k x_k), so the
+// minimum costs one product per block. fp32 throughout: the dense path's weights, summed
+// in another order.
+at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_mins) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kFloat,
+              "x must be contiguous float32 [rows, in_features]");
+  const int64_t rows = x.size(0), k = x.size(1);
+  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 2 &&
+                  codes.size(1) * 2 == k,
+              "codes must be contiguous uint8 [out_features, in_features / 2]");
+  const int64_t n = codes.size(0), blocks = k / 32;
+  TORCH_CHECK(scales_mins.scalar_type() == at::kFloat && scales_mins.is_contiguous() &&
+                  scales_mins.dim() == 3 && scales_mins.size(0) == 2 && scales_mins.size(1) == n &&
+                  scales_mins.size(2) == blocks,
+              "scales_mins must be contiguous float32 [2, out_features, in_features / 32]");
+  at::Tensor out = at::empty({rows, n}, x.options());
+  const float* xs = x.data_ptr<float>();
+  std::vector<float> block_sums(rows * blocks);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < blocks; ++b) {
+      float sum = 0.f;
+      for (int i = 0; i < 32; ++i) sum += xs[r * k + b * 32 + i];
+      block_sums[r * blocks + b] = sum;
+    }
+  const uint8_t* c = codes.data_ptr<uint8_t>();
+  const float* d = scales_mins.data_ptr<float>();
+  const float* m = d + n * blocks;
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    scaled_dots<Q4Codes>(xs, rows, k, c, d, n, begin, end, o);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = begin; j < end; ++j) {
+        float total = o[r * n + j];
+        for (int64_t b = 0; b < blocks; ++b) total += m[j * blocks + b] * block_sums[r * blocks + b];
+        o[r * n + j] = total;
+      }
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------- 8-bit weights
 
 // x [M, K] @ W.T for W stored as GGUF's Q8_0 keeps it: int8 codes [N, K] and one fp32 scale
@@ -1094,6 +1249,20 @@ void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tens
   const int8_t* w = codes.data_ptr<int8_t>();
   const float* d = scales.data_ptr<float>();
   T* o = mutable_data_of<T>(out);
+#if !defined(__AVX512F__)
+  // Without 16-lane registers the code below spends its time in lane_sum's scalar adds
+  // (15 ms for a 49152 x 576 head at one row on a Zen 3, 1.7x the dense fp32 matmul):
+  // the 8-lane block dots instead, into fp32, then rounded to T.
+  std::vector<float> dots(std::is_same_v<T, float> ? 0 : rows * n);
+  float* into = std::is_same_v<T, float> ? reinterpret_cast<float*>(o) : dots.data();
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    scaled_dots<Q8Codes>(xs.data(), rows, k, reinterpret_cast<const uint8_t*>(w), d, n, begin,
+                         end, into);
+  });
+  if constexpr (!std::is_same_v<T, float>)
+    for (int64_t i = 0; i < rows * n; ++i) store(&o[i], dots[i]);
+  return;
+#endif
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       vf acc[kMaxQ8Rows];
@@ -1137,8 +1306,9 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // without the GIL. At one sequence a 135M model's layer is ~15 small ops; from Python each
 // costs a call, argument parsing and a dispatch, about half of the step (30 layers with
 // negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
-// kernels called directly; each projection through aten's int4 kernel when the step has at
-// most that projection's measured int4 row limit (as Linear chooses), else through the
+// kernels called directly; each projection through an int4 kernel (ours for fp32 rows,
+// aten's for bf16) when the step has at most that projection's measured int4 row limit
+// (as Linear chooses), else through the
 // oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path) or, where
 // Linear holds no packed copy (fp32; bf16 on a CPU oneDNN cannot pack for), F.linear's op. So the results equal the per-layer
 // Python path's, bit for bit. Attention takes per-row tables
@@ -1219,8 +1389,11 @@ class LayerStack {
     for (int64_t l = 0; l < layers; ++l) {
       const at::Tensor* w = &weights_[l * kTensorsPerLayer];
       const auto project = [&](const at::Tensor& in, int kind, const at::Tensor* p) {
-        return int4[kind] ? at::_weight_int4pack_mm_for_cpu(in, p[0], kInt4Group, p[1])
-                          : packed_ ? packed_linear(in, p[2]) : at::linear(in, p[2]);
+        if (int4[kind])
+          return in.scalar_type() == at::kFloat
+                     ? q4_linear(in, p[0], p[1])
+                     : at::_weight_int4pack_mm_for_cpu(in, p[0], kInt4Group, p[1]);
+        return packed_ ? packed_linear(in, p[2]) : at::linear(in, p[2]);
       };
       at::Tensor normed = add_norm(delta, x, w[0], eps_);
       at::Tensor q = rope_write_kv(project(normed, 0, w + 1), cos, sin_signed, num_heads_,
@@ -1241,16 +1414,15 @@ class LayerStack {
   double eps_, scale_;
 };
 
-// The kernels that beat the torch path in this build. Compiled for AVX2, the 16-lane code
-// once lost to torch (3.3 vs 1.0 ms for 16 sequences' attention; SiLU 4.7x torch's time)
-// because GCC turned its selects and shuffles into scalar code; vmax/vmin/vfloor and the
-// AVX2 transpose_sum keep it in ymm registers. Only the 8-bit matmul stays AVX-512 only.
+// The kernels that beat the torch path in this build: all of them with AVX2 (AVX-512
+// builds have it too). Compiled for AVX2, the 16-lane code once lost to torch (3.3 vs 1.0
+// ms for 16 sequences' attention; SiLU 4.7x torch's time; the 8-bit matmul 1.7x the dense
+// one) because GCC turned its selects, shuffles and lane sums into scalar code; vmax/vmin/
+// vfloor, the AVX2 transpose_sum and the 8-lane block dots keep it in ymm registers.
 std::vector<std::string> fast_kernels() {
-#if defined(__AVX512F__)
-  return {"decode_attention", "rms_norm",   "rope_write_kv",
-          "silu_mul",         "q8_linear",  "layer_stack"};
-#elif defined(__AVX2__)
-  return {"decode_attention", "rms_norm", "rope_write_kv", "silu_mul", "layer_stack"};
+#if defined(__AVX2__)
+  return {"decode_attention", "rms_norm",  "rope_write_kv", "silu_mul",
+          "q8_linear",        "q4_linear", "layer_stack"};
 #else
   return {"rms_norm", "rope_write_kv"};
 #endif
@@ -1288,6 +1460,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rope_write_kv", &rope_write_kv, "RoPE of q and k and the write of k and v to the cache");
   m.def("silu_mul", &silu_mul, "SiLU(gate) * up");
   m.def("q8_linear", &q8_linear, "x @ W.T for 8-bit weights with a scale per 32 columns");
+  m.def("q4_linear", &q4_linear, "fp32 x @ W.T for GGUF 4-bit blocks (w = d * q + m)");
   py::class_<LayerStack>(m, "LayerStack")
       .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, bool, int64_t, int64_t, double,
                     double>(),

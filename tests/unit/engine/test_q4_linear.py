@@ -102,3 +102,41 @@ def test_linear_uses_int4_for_small_batches_and_dense_weights_for_large():
         torch.testing.assert_close(layer(large), F.linear(large, layer.weight), rtol=0, atol=0)
     with pytest.raises(ValueError, match="expected"):
         layer.set_int4(q4_from_gguf(raw, "Q4_1", (32, 64)))
+
+
+def _own_q4_kernels():
+    from llm.kernels import cpu_ext
+
+    with torch.no_grad():
+        kernels = cpu_ext.for_tensor(torch.empty(0), "q4_linear")
+    if kernels is None:
+        pytest.skip(f"this build does not offer our 4-bit kernel: {cpu_ext.status().reason}")
+    return kernels
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
+def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
+    """fp32 activations go through our kernel (aten's is several times slower there), for
+    any row count (passes of up to four rows) and any whole number of blocks per row."""
+    _own_q4_kernels()
+    raw, reference = gguf_blocks(type_name, rows=40, cols=96, seed=rows)
+    packed = pack_int4(q4_from_gguf(raw, type_name, (40, 96)), torch.float32)
+    assert packed.kernel == "enclave" and packed.weight.shape == (40, 48)
+    x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows))
+    with torch.inference_mode():
+        got = int4_linear(x, packed)
+    torch.testing.assert_close(got, x @ reference.T, rtol=1e-5, atol=1e-4)
+
+
+def test_our_fp32_kernel_refuses_malformed_input():
+    kernels = _own_q4_kernels()
+    codes, scales_mins = torch.zeros(8, 32, dtype=torch.uint8), torch.zeros(2, 8, 2)
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        kernels.q4_linear(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scales_mins)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        kernels.q4_linear(torch.zeros(1, 48), codes, scales_mins)
+    with pytest.raises(RuntimeError, match=r"uint8 \[out_features, in_features / 2\]"):
+        kernels.q4_linear(torch.zeros(1, 96), codes, scales_mins)
+    with pytest.raises(RuntimeError, match=r"\[2, out_features, in_features / 32\]"):
+        kernels.q4_linear(torch.zeros(1, 64), codes, torch.zeros(2, 8, 3))
