@@ -17,7 +17,7 @@ import torch
 from llm.kernels import cpu_ext
 
 GROUP = 32  # elements per Q8_0 block
-MAX_ROWS = 8  # the kernel's limit
+MAX_ROWS = 16  # the kernel's limit
 
 
 @dataclass

@@ -114,7 +114,7 @@ def _own_q4_kernels():
     return kernels
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9, 17])
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
 def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
     """fp32 activations go through our kernel (aten's is several times slower there), for
