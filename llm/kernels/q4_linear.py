@@ -152,6 +152,8 @@ def int4_linear(x: torch.Tensor, packed: PackedInt4) -> torch.Tensor:
     """``x @ W.T`` for a 2-d ``x`` in the dtype the weight was packed for."""
     if packed.kernel == "enclave":
         kernels = cpu_ext.status().module
+        if kernels is None:  # packed for our kernel, which has since been turned off
+            raise RuntimeError("this weight is packed for the fused CPU kernels, not loaded now")
         return kernels.q4_linear(x.contiguous(), packed.weight, packed.scales_and_zeros)
     return torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, packed.weight, GROUP, packed.scales_and_zeros

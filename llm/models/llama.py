@@ -427,7 +427,7 @@ class LlamaForCausalLM(CausalLM):
             limit = 0 if int4 is None else linear.quantised_max_rows
             int4_rows[kind] = min(int4_rows[kind], limit)
             int4_parts = [none, none] if int4 is None else [int4.weight, int4.scales_and_zeros]
-            dense = linear.packed if packed else linear.weight.detach()
+            dense = linear.packed if linear.packed is not None else linear.weight.detach()
             return [*int4_parts, dense]
 
         weights: list[torch.Tensor] = []  # cpu_kernels.cpp's LayerStack order
