@@ -14,7 +14,8 @@ so ``Linear`` in the models uses this path only up to ``INT4_MAX_ROWS`` rows.
 
 With fp32 activations (CPUs without native bf16) torch's kernel loses to the dense fp32
 matmul even at one row (3.4-5.6x slower on an AVX2 Zen 3), so there the weight is packed
-for our AVX2 kernel instead, which widens each block's codes once for up to four rows.
+for our kernel instead, which rounds the rows to 16 bits per block and widens each block's
+codes once for up to eight rows (integer multiply-adds; ``block_dots_ref``).
 """
 
 from __future__ import annotations
