@@ -137,6 +137,52 @@ inline float hsum8(__m256 v) {
 }
 #endif
 
+// vexp's Cephes polynomial with fused multiply-adds, for the 8-lane (AVX2 + FMA) and
+// 16-lane (AVX-512) kernels: one body, each width supplying its floor and its 2^n scaling
+// (AVX-512 has scalef; AVX2 builds the exponent bits). A few fp32 ulp from vexp.
+#if defined(__FMA__)
+inline __m256 splat_ps(__m256, float v) { return _mm256_set1_ps(v); }
+inline __m256 min_ps(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+inline __m256 max_ps(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+inline __m256 fmadd_ps(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+inline __m256 fnmadd_ps(__m256 a, __m256 b, __m256 c) { return _mm256_fnmadd_ps(a, b, c); }
+inline __m256 mul_ps(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+inline __m256 add_ps(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+inline __m256 floor_ps(__m256 a) { return _mm256_floor_ps(a); }
+inline __m256 times_pow2(__m256 y, __m256 n) {
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+#endif
+#if defined(__AVX512F__)
+inline __m512 splat_ps(__m512, float v) { return _mm512_set1_ps(v); }
+inline __m512 min_ps(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+inline __m512 max_ps(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+inline __m512 fmadd_ps(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+inline __m512 fnmadd_ps(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
+inline __m512 mul_ps(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+inline __m512 add_ps(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+inline __m512 floor_ps(__m512 a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+inline __m512 times_pow2(__m512 y, __m512 n) { return _mm512_scalef_ps(y, n); }
+#endif
+template <typename V>
+inline V cephes_exp(V x) {
+  const auto c = [](float v) { return splat_ps(V{}, v); };
+  x = min_ps(max_ps(x, c(-87.3f)), c(88.7f));
+  const V n = floor_ps(fmadd_ps(x, c(1.44269504088896341f), c(0.5f)));
+  x = fnmadd_ps(n, c(0.693359375f), x);
+  x = fnmadd_ps(n, c(-2.12194440e-4f), x);
+  const V z = mul_ps(x, x);
+  V y = c(1.9875691500e-4f);
+  y = fmadd_ps(y, x, c(1.3981999507e-3f));
+  y = fmadd_ps(y, x, c(8.3334519073e-3f));
+  y = fmadd_ps(y, x, c(4.1665795894e-2f));
+  y = fmadd_ps(y, x, c(1.6666665459e-1f));
+  y = fmadd_ps(y, x, c(5.0000001201e-1f));
+  y = fmadd_ps(y, z, add_ps(x, c(1.f)));
+  return times_pow2(y, n);
+}
+
 // exp on 16 lanes: Cephes' expf (range reduction by ln 2, degree-6 polynomial), within
 // 2 ulp of expf for x in [-87, 88]; smaller arguments give ~1e-38 instead of 0, which a
 // softmax over at least one finite score never notices.
@@ -233,8 +279,7 @@ inline void store16(bf16_t* p, vf v) {
 }
 
 #if defined(__AVX512BF16__)
-// bf16 <-> fp32 on 16 lanes, and vexp's polynomial with fused multiply-adds and scalef
-// (a few fp32 ulp from vexp), for the AVX-512 BF16 kernels below.
+// bf16 <-> fp32 on 16 lanes, for the AVX-512 BF16 kernels below (their exp: cephes_exp).
 inline __m512 bf16_lanes(const bf16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -242,23 +287,6 @@ inline __m512 bf16_lanes(const bf16_t* p) {
 inline __m512 rounded_to_bf16(__m512 v) {
   const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-inline __m512 exp_fma(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
-  const __m512 n = _mm512_roundscale_ps(
-      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
-  const __m512 z = _mm512_mul_ps(x, x);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, z, _mm512_add_ps(x, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(y, n);
 }
 
 #endif
@@ -389,7 +417,7 @@ inline vf as_vf(__m512 v) { return reinterpret_cast<vf&>(v); }
 
 // softmax_row's exact softmax (max, exp, sum; the sink joins the denominator) for one
 // query's scores [0, len), written for AVX-512: the tail masked instead of zeroed lane by
-// lane, exp with fused multiply-adds (exp_fma), and the probabilities stored as bf16
+// lane, exp with fused multiply-adds (cephes_exp), and the probabilities stored as bf16
 // (round-to-nearest-even), as vdpbf16ps takes them. The scores are overwritten; probs
 // gets (len + 15) / 16 * 16 entries, those past len 0.
 inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_t* probs) {
@@ -405,7 +433,7 @@ inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_
   __m512 sums = _mm512_setzero_ps();
   for (int64_t c = 0; c < chunks; ++c) {
     const __m512 e = _mm512_maskz_mov_ps(
-        mask(c), exp_fma(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask(c), scores + c * 16), vtop)));
+        mask(c), cephes_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask(c), scores + c * 16), vtop)));
     _mm512_storeu_ps(scores + c * 16, e);
     sums = _mm512_add_ps(sums, e);
   }
@@ -689,24 +717,6 @@ TileFn tile_for(int64_t head_dim) {
 constexpr int64_t kAvx2MaxGroup = 16;
 constexpr int64_t kValueChunk = 64;
 
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
-  const __m256 n = _mm256_floor_ps(
-      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-  const __m256 z = _mm256_mul_ps(x, x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, z, _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-  const __m256i pow2n = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
-}
 
 // In place: scores [span) -> exp(score - max); returns the softmax denominator (sink too).
 inline float exp_scores8(float* s, int64_t span, const float* sink) {
@@ -721,7 +731,7 @@ inline float exp_scores8(float* s, int64_t span, const float* sink) {
   const __m256 top_v = _mm256_set1_ps(top);
   __m256 sum8 = _mm256_setzero_ps();
   for (int64_t i = 0; i < whole; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), top_v));
+    const __m256 e = cephes_exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), top_v));
     _mm256_storeu_ps(s + i, e);
     sum8 = _mm256_add_ps(sum8, e);
   }
@@ -1150,12 +1160,12 @@ inline void silu_mul16(const T* gate, const T* up, T* out) {
 #if defined(__AVX512BF16__)
 // The same for bf16 with AVX-512 intrinsics: 0.32 -> 0.17 ms for 400 rows of 1536 on 2
 // Zen 4 cores (the generic code's exp without fused multiply-adds cost ~60 cycles per 16
-// lanes). exp_fma, an exact division, and the bf16 roundings where the torch path rounds
+// lanes). cephes_exp, an exact division, and the bf16 roundings where the torch path rounds
 // (the SiLU, then the product; round-to-nearest-even): on 3M random values it equalled
 // torch's result bit for bit.
 inline void silu_mul16(const bf16_t* gate, const bf16_t* up, bf16_t* out) {
   const __m512 g = bf16_lanes(gate);
-  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), exp_fma(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), cephes_exp(_mm512_sub_ps(_mm512_setzero_ps(), g)));
   const __m512 silu = rounded_to_bf16(_mm512_div_ps(g, d));
   const __m256bh product = _mm512_cvtneps_pbh(_mm512_mul_ps(silu, bf16_lanes(up)));
   std::memcpy(out, &product, sizeof product);
@@ -1469,18 +1479,16 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
 // kernels called directly; each projection through an int4 kernel (ours for fp32 rows,
 // aten's for bf16) when the step has at most that projection's measured int4 row limit
-// (as Linear chooses), else through the
-// oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path) or, where
-// Linear holds no packed copy (fp32; bf16 on a CPU oneDNN cannot pack for), F.linear's op. So the results equal the per-layer
-// Python path's, bit for bit. Attention takes per-row tables
-// and lengths (llm/kernels/cpu_attention.py's row_tables_and_lens): decodes and prefill
-// rows alike.
+// (as Linear chooses), else through the oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise,
+// as Linear's dense path) or, where Linear holds no packed copy (fp32; bf16 on a CPU oneDNN
+// cannot pack for), F.linear's op. So the results equal the per-layer Python path's, bit
+// for bit. Attention takes per-row tables and lengths (llm/kernels/cpu_attention.py's
+// row_tables_and_lens): decodes and prefill rows alike.
 // With the GIL released, the server's HTTP loop streams tokens while a step computes.
 //
 // Per layer, weights are held in this order (LlamaForCausalLM.build_layer_stack):
 // input norm; for qkv and o: int4 weight, int4 scales+zeros, dense weight (packed or
-// plain); post-
-// attention norm; the same three for gate|up and for down.
+// plain); post-attention norm; the same three for gate|up and for down.
 constexpr int kTensorsPerLayer = 14;
 constexpr int64_t kInt4Group = 32;
 
@@ -1493,7 +1501,6 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed) {
                             c10::optional<c10::string_view>)>();
   return op.call(x, packed, c10::nullopt, "none", c10::List<c10::optional<at::Scalar>>(), "");
 }
-
 
 // RMSNorm of x after x += delta (none when undefined), as RMSNorm.forward and add_forward
 // compute it: our kernel in bf16 (the add folded in); in fp32 the add, then torch's
