@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,16 @@ def peak_rss_mb(pid: int) -> float:
     return round(total, 1)
 
 
+def exit_reason(code: int) -> str:
+    """A process's exit status in words: a negative code is the signal that killed it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 @dataclass
 class Server:
     """A server child process in its own process group, its port and log."""
@@ -84,7 +95,9 @@ class Server:
     def wait_ready(self, timeout: float = 600.0) -> None:
         def ready() -> bool:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited ({exit_reason(self.process.returncode)}): {self.log_tail()}"
+                )
             try:
                 return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
             except httpx.TransportError:

@@ -4,8 +4,9 @@ A decode step multiplies a few rows by every weight, and reading the weight domi
 the int4 kernel (``q4_linear``) and the 8-bit one (``q8_linear``) read a quarter and a
 half of bf16's bytes. As rows grow, the matmul becomes compute-bound and oneDNN's
 prepacked bf16 GEMM (AVX-512 BF16, AMX where present) wins. Where the crossover lies
-depends on the CPU: on an AVX-512 BF16 EPYC int4 won up to 4 rows, on a CPU without
-native bf16 it can win far longer, with AMX less. So instead of a constant, the model
+depends on the CPU: on an AVX-512 BF16 EPYC aten's int4 kernel won up to 4 rows, on a CPU
+without native bf16 it can win far longer; on a Sapphire Rapids with AMX our AMX 4-bit
+kernel won up to 32 rows where aten's stopped at 4-8. So instead of a constant, the model
 times both paths on its own layers at load (a few milliseconds, once per process) and
 each ``Linear`` takes the quantised path up to the measured row count.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-ROW_COUNTS = (1, 2, 4, 8, 16)
+ROW_COUNTS = (1, 2, 4, 8, 16, 32)
 
 # Read before each timed run, so that the weights come from memory as in a decode step,
 # where the other layers' weights (tens of MB) have evicted them: one layer kind alone (a

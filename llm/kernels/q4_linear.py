@@ -16,6 +16,10 @@ With fp32 activations (CPUs without native bf16) torch's kernel loses to the den
 matmul even at one row (3.4-5.6x slower on an AVX2 Zen 3), so there the weight is packed
 for our kernel instead, which rounds the rows to 16 bits per block and widens each block's
 codes once for up to eight rows (integer multiply-adds; ``block_dots_ref``).
+
+On a CPU with AMX, bf16 activations go through our AMX kernel (``q4_linear_amx``): each
+block's codes become a bf16 tile that AMX multiplies with up to 16 rows, so the 4-bit
+weight keeps paying at decode batches where aten's kernel loses to the bf16 GEMM.
 """
 
 from __future__ import annotations
@@ -106,12 +110,20 @@ class PackedInt4:
     ``kernel`` "aten": ``_weight_int4pack_mm_for_cpu``'s packed codes, and scales and zeros
     [cols // 32, rows, 2] in the activation dtype. "enclave" (fp32 only): GGUF's nibble
     order [rows, cols // 2] and [2, rows, cols // 32] fp32 holding d, then m (w = d q + m).
+    "amx" (bf16 only): weight tiles [rows // 16, cols // 32, 256] and [rows // 16,
+    cols // 32, 2, 16] fp32 holding d and m - 128 d per column (``_pack_amx``).
     """
 
     weight: torch.Tensor  # uint8, the kernel's packed layout
     scales_and_zeros: torch.Tensor
     out_features: int
     kernel: str = "aten"
+
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        """The dtype of the rows this packing multiplies."""
+        own = {"enclave": torch.float32, "amx": torch.bfloat16}
+        return own.get(self.kernel, self.scales_and_zeros.dtype)
 
 
 def _own_kernels():
@@ -130,12 +142,43 @@ def _pack_own(blocks: Q4Blocks) -> PackedInt4:
     return PackedInt4(codes.contiguous(), scales_mins, rows, "enclave")
 
 
+def _amx_kernels():
+    """Our kernels where they offer the AMX 4-bit matmul for bf16 rows, else None."""
+    with torch.no_grad():
+        return cpu_ext.for_tensor(torch.empty(0), "q4_linear_amx")
+
+
+AMX_COLUMNS = 16  # output columns per AMX tile
+
+
+def _pack_amx(blocks: Q4Blocks) -> PackedInt4:
+    """Codes as AMX weight tiles, per 16 output columns and 32-column block: tile row p
+    holds the 16 columns' codes for k = 2p and 2p + 1, side by side; 32-byte chunk c holds
+    row 2c in its low nibbles and row 2c + 1 in its high ones (``codes_to_tile`` in
+    cpu_kernels.cpp). The kernel multiplies bf16 128 + q, so e = m - 128 d undoes the 128."""
+    rows, cols = blocks.shape
+    groups, per_row = rows // AMX_COLUMNS, cols // GROUP
+    # [group, column, block, k pair, k parity] -> [group, block, k pair, column, parity]
+    lanes = blocks.codes.view(groups, AMX_COLUMNS, per_row, GROUP // 2, 2).permute(0, 2, 3, 1, 4)
+    lanes = lanes.reshape(groups, per_row, GROUP // 2, 2 * AMX_COLUMNS)
+    weight = (lanes[:, :, 0::2] | (lanes[:, :, 1::2] << 4)).reshape(groups, per_row, 256)
+    mins = blocks.zero - 8.0 * blocks.scale  # w = d (q - 8) + zero = d q + m
+    d, e = (
+        v.float().view(groups, AMX_COLUMNS, per_row).transpose(1, 2)
+        for v in (blocks.scale, mins - 128.0 * blocks.scale)
+    )
+    return PackedInt4(weight.contiguous(), torch.stack([d, e], dim=2).contiguous(), rows, "amx")
+
+
 def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
     """Lay 4-bit blocks out for the kernel that will multiply them (once, at load): ours
-    for fp32 activations where the CPU kernels offer it, else ``_weight_int4pack_mm_for_cpu``."""
+    for fp32 activations where the CPU kernels offer it, ours on AMX for bf16 where the CPU
+    has it, else ``_weight_int4pack_mm_for_cpu``."""
     rows, cols = blocks.shape
     if dtype == torch.float32 and _own_kernels() is not None:
         return _pack_own(blocks)
+    if dtype == torch.bfloat16 and rows % AMX_COLUMNS == 0 and _amx_kernels() is not None:
+        return _pack_amx(blocks)
     if rows % 8 or cols % (2 * GROUP):
         raise ValueError(
             f"int4 packing needs rows % 8 == 0 and cols % {2 * GROUP} == 0, got {rows}x{cols}"
@@ -151,11 +194,12 @@ def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
 
 def int4_linear(x: torch.Tensor, packed: PackedInt4) -> torch.Tensor:
     """``x @ W.T`` for a 2-d ``x`` in the dtype the weight was packed for."""
-    if packed.kernel == "enclave":
+    if packed.kernel in ("enclave", "amx"):
         kernels = cpu_ext.status().module
         if kernels is None:  # packed for our kernel, which has since been turned off
             raise RuntimeError("this weight is packed for the fused CPU kernels, not loaded now")
-        return kernels.q4_linear(x.contiguous(), packed.weight, packed.scales_and_zeros)
+        product = kernels.q4_linear if packed.kernel == "enclave" else kernels.q4_linear_amx
+        return product(x.contiguous(), packed.weight, packed.scales_and_zeros)
     return torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, packed.weight, GROUP, packed.scales_and_zeros
     )

@@ -196,9 +196,7 @@ class Linear(nn.Linear):
         ):
             return None
         if self.int4 is not None:
-            return (
-                self.quantised_product(x) if x.dtype == self.int4.scales_and_zeros.dtype else None
-            )
+            return self.quantised_product(x) if x.dtype == self.int4.activation_dtype else None
         if self.q8 is not None and x.shape[0] <= Q8_MAX_ROWS and q8_available():
             return self.quantised_product(x)
         return None
@@ -207,7 +205,7 @@ class Linear(nn.Linear):
         """ "int4" or "q8" when this layer can take a quantised path here, else None."""
         if self.int4 is not None:
             # packed for the weight's dtype at load; a model cast since keeps it unused
-            return "int4" if self.int4.scales_and_zeros.dtype == self.weight.dtype else None
+            return "int4" if self.int4.activation_dtype == self.weight.dtype else None
         return "q8" if self.q8 is not None and q8_available() else None
 
     def quantised_product(self, x: torch.Tensor) -> torch.Tensor:
@@ -415,14 +413,17 @@ class LlamaForCausalLM(CausalLM):
         none = torch.empty(0)
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
         packed = _can_pack(self.embed_tokens.weight)  # where Linear.pack packs
-        # the stack's int4 kernel, by activation dtype: ours for fp32, aten's for bf16
-        stack_int4_kernel = "enclave" if self.embed_tokens.weight.dtype == torch.float32 else "aten"
+        # the stack's int4 kernels, by activation dtype: ours for fp32; for bf16 ours on AMX
+        # or aten's (the packing chose by what this CPU offers)
+        stack_int4_kernels = (
+            ("enclave",) if self.embed_tokens.weight.dtype == torch.float32 else ("amx", "aten")
+        )
 
         def projection(kind: int, linear: Linear) -> list[torch.Tensor]:
             """int4 weight, int4 scales+zeros (empty without 4-bit blocks), and the dense
             weight as ``Linear.dense_product`` uses it (packed for oneDNN, or plain)."""
             int4 = linear.int4 if linear.quantised_kind() == "int4" else None
-            if int4 is not None and int4.kernel != stack_int4_kernel:
+            if int4 is not None and int4.kernel not in stack_int4_kernels:
                 int4 = None  # packed for the other kernel (ours off at load): dense only
             limit = 0 if int4 is None else linear.quantised_max_rows
             int4_rows[kind] = min(int4_rows[kind], limit)

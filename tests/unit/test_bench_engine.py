@@ -7,7 +7,7 @@ figures it reports are computed the way its JSON says (a ratio > 1 means ours is
 from __future__ import annotations
 
 from bench.engine import cpu_info, headline
-from bench.serving import pct, spread
+from bench.serving import exit_reason, pct, spread
 
 
 def test_spread_reports_median_min_max_of_the_runs():
@@ -52,3 +52,10 @@ def test_cpu_info_names_the_model_cores_and_the_isa_that_picks_kernels():
     assert info["cores"] >= 1
     assert isinstance(info["model"], str) and info["model"]
     assert set(info["isa"]) <= set(info["flags"].split())
+
+
+def test_a_peer_that_crashes_is_recorded_with_the_signal_that_killed_it():
+    # llama-server with repacking segfaults on some CPUs (AMX); the note must say so, since
+    # its log ends mid-start with no error line.
+    assert exit_reason(-11) == "killed by SIGSEGV"
+    assert exit_reason(1) == "exit code 1"

@@ -19,6 +19,8 @@
 #include <ATen/Parallel.h>
 
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -1376,6 +1378,210 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   return out;
 }
 
+// ---------------------------------------------------------------- 4-bit weights, bf16 rows, AMX
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+// x [M, K] bf16 @ W.T for 4-bit weights on a CPU with AMX. A decode step of 16 sequences
+// multiplies 16 rows by every weight: oneDNN's bf16 GEMM (AMX too) reads 2 bytes a
+// weight, aten's int4 kernel reads a quarter of that but computes with AVX-512 and lost
+// to it beyond 4-8 rows on a 2-core Sapphire Rapids. Here the 4-bit codes become bf16
+// tiles and AMX multiplies them, so a weight costs half a byte of reading and a few
+// instructions of unpacking at any row count up to 16.
+//
+// A tile multiply-add (TDPBF16PS) takes 32 columns of k, exactly one GGUF block, so each
+// block's products come out of the tile unscaled and are scaled per output column:
+// sum_k x_k (d q_k + m) = d (x . (128 + q)) + (m - 128 d) (sum_k x_k). 128 + q is a bf16
+// whose bits are 0x4300 | q, so unpacking is an AND and an OR per 32 codes; the products
+// of bf16 x with these small integers are exact in fp32 and summed in fp32, so the
+// result is bf16 x times the file's weights to fp32 rounding (aten's int4 kernel's
+// numerics; the dense bf16 path rounds each weight to bf16 as well).
+//
+// Layout (q4_linear.py's _pack_amx, once at load), per group of 16 output columns and
+// block of 32 columns of k: 256 bytes of codes, chunk c (32 bytes) holding weight-tile rows
+// 2c (low nibbles) and 2c + 1 (high nibbles); a tile row is 16 columns x (k, k + 1) pairs,
+// as TDPBF16PS wants its second operand. scales [N / 16, K / 32, 2, 16] fp32: per column,
+// d and e = m - 128 d.
+constexpr int64_t kAmxColumns = 16;     // output columns per tile
+constexpr int64_t kAmxRows = 16;        // rows of x per tile
+constexpr int64_t kAmxBlockBytes = 256; // a block's codes for one group of columns
+
+// Linux grants a process AMX's tile state only on request (arch_prctl); without it the
+// first tile instruction raises SIGILL. oneDNN asks too, but this kernel may run first.
+bool amx_granted() {
+  static const bool granted = [] {
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtileData) == 0;
+  }();
+  return granted;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0 and 1 (even blocks), 5 and 6 (odd blocks): two column groups' products (rows x
+// 16 fp32); 2: rows of x (rows x 32 bf16); 3 and 4: the two groups' weights (16 k pairs x
+// 16 columns).
+void configure_tiles(int64_t rows) {
+  TileConfig config;
+  for (int t = 0; t < 7; ++t) {
+    config.rows[t] = static_cast<uint8_t>(t == 3 || t == 4 ? 16 : rows);
+    config.bytes_per_row[t] = 64;
+  }
+  _tile_loadconfig(&config);
+}
+
+// One block's 256 bytes of codes as a weight tile of bf16 128 + q (16 rows of 32 values).
+inline void codes_to_tile(const uint8_t* codes, bf16_t* tile) {
+  const __m512i low4 = _mm512_set1_epi16(0x000f), bias = _mm512_set1_epi16(0x4300);
+  for (int c = 0; c < 8; ++c) {
+    const __m512i z =
+        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * c)));
+    _mm512_store_si512(tile + 64 * c, _mm512_ternarylogic_epi32(z, low4, bias, 0xEA));  // z & low4 | bias
+    _mm512_store_si512(tile + 64 * c + 32, _mm512_or_si512(_mm512_srli_epi16(z, 4), bias));
+  }
+}
+
+// acc[r] += d * products[r] + e * sum_r for one block's products of `rows` rows.
+inline void scale_block(const float* products, const float* d_e, const float* sums,
+                        int64_t sum_stride, int64_t rows, float* acc) {
+  const __m512 d = _mm512_loadu_ps(d_e), e = _mm512_loadu_ps(d_e + kAmxColumns);
+  for (int64_t r = 0; r < rows; ++r) {
+    __m512 a = _mm512_load_ps(acc + r * kAmxColumns);
+    a = _mm512_fmadd_ps(_mm512_load_ps(products + r * kAmxColumns), d, a);
+    a = _mm512_fmadd_ps(e, _mm512_set1_ps(sums[r * sum_stride]), a);
+    _mm512_store_ps(acc + r * kAmxColumns, a);
+  }
+}
+
+// One block's products for kGroups column groups: the block's rows of x against the
+// weight tiles unpacked earlier, into product tiles 0 and 1 (even blocks) or 5 and 6 (odd
+// blocks). GCC's tile intrinsics name their tile in the instruction text, so the tile
+// numbers are literals.
+template <int kGroups, bool kOdd>
+inline void start_block(const bf16_t* x, int64_t k, const bf16_t (*weights)[kAmxRows * 32]) {
+  _tile_loadd(2, x, k * sizeof(bf16_t));
+  _tile_loadd(3, weights[0], 64);
+  if constexpr (kGroups == 2) _tile_loadd(4, weights[1], 64);
+  if constexpr (kOdd) {
+    _tile_zero(5);
+    _tile_dpbf16ps(5, 2, 3);
+    if constexpr (kGroups == 2) {
+      _tile_zero(6);
+      _tile_dpbf16ps(6, 2, 4);
+    }
+  } else {
+    _tile_zero(0);
+    _tile_dpbf16ps(0, 2, 3);
+    if constexpr (kGroups == 2) {
+      _tile_zero(1);
+      _tile_dpbf16ps(1, 2, 4);
+    }
+  }
+}
+
+template <int kGroups, bool kOdd>
+inline void store_products(float (*products)[kAmxRows * kAmxColumns]) {
+  if constexpr (kOdd) {
+    _tile_stored(5, products[0], 64);
+    if constexpr (kGroups == 2) _tile_stored(6, products[1], 64);
+  } else {
+    _tile_stored(0, products[0], 64);
+    if constexpr (kGroups == 2) _tile_stored(1, products[1], 64);
+  }
+}
+
+// Output columns [16 g, 16 (g + kGroups)) for up to 16 rows of x; the tiles are configured
+// for `rows`. Two groups share each tile of x. The work is software-pipelined: while AMX
+// multiplies block b, the vector units unpack block b + 1's codes and scale block b - 1's
+// products, and even and odd blocks use different product tiles, so neither the unpacked
+// weights nor the products are read right after they are stored (in order, the kernel
+// ran at ~60% of the speed).
+template <int kGroups>
+void amx_column_groups(const bf16_t* x, int64_t rows, int64_t k, const float* sums,
+                       const uint8_t* codes, const float* scales, int64_t g, bf16_t* out,
+                       int64_t n) {
+  const int64_t blocks = k / 32;
+  alignas(64) bf16_t weights[2][kGroups][kAmxRows * 32];
+  alignas(64) float products[2][kGroups][kAmxRows * kAmxColumns];
+  alignas(64) float acc[kGroups][kAmxRows * kAmxColumns] = {};
+  const auto unpack = [&](int64_t b, bf16_t (*into)[kAmxRows * 32]) {
+    for (int i = 0; i < kGroups; ++i)
+      codes_to_tile(codes + ((g + i) * blocks + b) * kAmxBlockBytes, into[i]);
+  };
+  const auto scale = [&](int64_t b, float (*from)[kAmxRows * kAmxColumns]) {
+    for (int i = 0; i < kGroups; ++i)
+      scale_block(from[i], scales + ((g + i) * blocks + b) * 2 * kAmxColumns, sums + b, blocks,
+                  rows, acc[i]);
+  };
+  unpack(0, weights[0]);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int now = b & 1;
+    if (now == 0)
+      start_block<kGroups, false>(x + b * 32, k, weights[0]);
+    else
+      start_block<kGroups, true>(x + b * 32, k, weights[1]);
+    if (b + 1 < blocks) unpack(b + 1, weights[now ^ 1]);
+    if (b > 0) scale(b - 1, products[now ^ 1]);
+    if (now == 0)
+      store_products<kGroups, false>(products[0]);
+    else
+      store_products<kGroups, true>(products[1]);
+  }
+  scale(blocks - 1, products[(blocks - 1) & 1]);
+  for (int i = 0; i < kGroups; ++i)
+    for (int64_t r = 0; r < rows; ++r)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n + (g + i) * kAmxColumns),
+                          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(
+                              _mm512_load_ps(acc[i] + r * kAmxColumns))));
+}
+
+at::Tensor q4_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kBFloat16,
+              "x must be contiguous bfloat16 [rows, in_features]");
+  const int64_t rows = x.size(0), k = x.size(1);
+  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
+  const int64_t blocks = k / 32;
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 3 &&
+                  codes.size(1) == blocks && codes.size(2) == kAmxBlockBytes,
+              "codes must be contiguous uint8 [out_features / 16, in_features / 32, 256]");
+  const int64_t groups = codes.size(0), n = groups * kAmxColumns;
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.dim() == 4 &&
+                  scales.size(0) == groups && scales.size(1) == blocks && scales.size(2) == 2 &&
+                  scales.size(3) == kAmxColumns,
+              "scales must be contiguous float32 [out_features / 16, in_features / 32, 2, 16]");
+  TORCH_CHECK(amx_granted(), "Linux refused this process AMX tile state (arch_prctl)");
+  at::Tensor out = at::empty({rows, n}, x.options());
+  const bf16_t* xp = data_of<bf16_t>(x);
+  std::vector<float> sums(rows * blocks);  // per row and block: sum_k x_k, paired with e
+  for (int64_t b = 0; b < rows * blocks; ++b) {
+    float total = 0.f;
+    for (int i = 0; i < 32; ++i) total += load(xp[b * 32 + i]);
+    sums[b] = total;
+  }
+  const uint8_t* c = codes.data_ptr<uint8_t>();
+  const float* s = scales.data_ptr<float>();
+  bf16_t* o = mutable_data_of<bf16_t>(out);
+  for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
+    const int64_t m = std::min(kAmxRows, rows - r0);
+    at::parallel_for(0, groups, 2, [&](int64_t begin, int64_t end) {
+      configure_tiles(m);
+      int64_t g = begin;
+      for (; g + 2 <= end; g += 2)
+        amx_column_groups<2>(xp + r0 * k, m, k, sums.data() + r0 * blocks, c, s, g, o + r0 * n, n);
+      if (g < end)
+        amx_column_groups<1>(xp + r0 * k, m, k, sums.data() + r0 * blocks, c, s, g, o + r0 * n, n);
+      _tile_release();
+    });
+  }
+  return out;
+}
+#endif
+
 // ---------------------------------------------------------------- 8-bit weights
 
 // x [M, K] @ W.T for W stored as GGUF's Q8_0 keeps it: int8 codes [N, K] and one fp32 scale
@@ -1477,8 +1683,9 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // without the GIL. At one sequence a 135M model's layer is ~15 small ops; from Python each
 // costs a call, argument parsing and a dispatch, about half of the step (30 layers with
 // negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
-// kernels called directly; each projection through an int4 kernel (ours for fp32 rows,
-// aten's for bf16) when the step has at most that projection's measured int4 row limit
+// kernels called directly; each projection through an int4 kernel (ours for fp32 rows;
+// for bf16, ours on AMX, else aten's) when the step has at most that projection's
+// measured int4 row limit
 // (as Linear chooses), else through the oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise,
 // as Linear's dense path) or, where Linear holds no packed copy (fp32; bf16 on a CPU oneDNN
 // cannot pack for), F.linear's op. So the results equal the per-layer Python path's, bit
@@ -1522,6 +1729,16 @@ at::Tensor gated(const at::Tensor& gate_up) {
   return at::silu(halves[0]) * halves[1];
 }
 
+// x @ W.T through the int4 kernel W was packed for (q4_linear.py's PackedInt4): ours for
+// fp32 rows; for bf16 rows, ours on AMX (codes [N / 16, K / 32, 256]) or aten's.
+at::Tensor int4_product(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+  if (x.scalar_type() == at::kFloat) return q4_linear(x, codes, scales);
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  if (codes.dim() == 3) return q4_linear_amx(x, codes, scales);
+#endif
+  return at::_weight_int4pack_mm_for_cpu(x, codes, kInt4Group, scales);
+}
+
 class LayerStack {
  public:
   // int4_rows: per projection kind (qkv, o, gate|up, down), the most rows the int4 kernel
@@ -1557,10 +1774,7 @@ class LayerStack {
     for (int64_t l = 0; l < layers; ++l) {
       const at::Tensor* w = &weights_[l * kTensorsPerLayer];
       const auto project = [&](const at::Tensor& in, int kind, const at::Tensor* p) {
-        if (int4[kind])
-          return in.scalar_type() == at::kFloat
-                     ? q4_linear(in, p[0], p[1])
-                     : at::_weight_int4pack_mm_for_cpu(in, p[0], kInt4Group, p[1]);
+        if (int4[kind]) return int4_product(in, p[0], p[1]);
         return packed_ ? packed_linear(in, p[2]) : at::linear(in, p[2]);
       };
       at::Tensor normed = add_norm(delta, x, w[0], eps_);
@@ -1589,8 +1803,12 @@ class LayerStack {
 // vfloor, the AVX2 transpose_sum and the 8-lane block dots keep it in ymm registers.
 std::vector<std::string> fast_kernels() {
 #if defined(__AVX2__)
-  return {"decode_attention", "rms_norm",  "rope_write_kv", "silu_mul",
-          "q8_linear",        "q4_linear", "layer_stack"};
+  std::vector<std::string> kernels = {"decode_attention", "rms_norm",  "rope_write_kv", "silu_mul",
+                                      "q8_linear",        "q4_linear", "layer_stack"};
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  if (amx_granted()) kernels.push_back("q4_linear_amx");
+#endif
+  return kernels;
 #else
   return {"rms_norm", "rope_write_kv"};
 #endif
@@ -1617,6 +1835,9 @@ std::vector<std::string> compiled_isa() {
 #ifdef __AMX_TILE__
   isa.push_back("amx_tile");
 #endif
+#ifdef __AMX_BF16__
+  isa.push_back("amx_bf16");
+#endif
   return isa;
 }
 
@@ -1629,6 +1850,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul, "SiLU(gate) * up");
   m.def("q8_linear", &q8_linear, "x @ W.T for 8-bit weights with a scale per 32 columns");
   m.def("q4_linear", &q4_linear, "fp32 x @ W.T for GGUF 4-bit blocks (w = d * q + m)");
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  m.def("q4_linear_amx", &q4_linear_amx, "bf16 x @ W.T for 4-bit blocks laid out for AMX tiles");
+#endif
   py::class_<LayerStack>(m, "LayerStack")
       .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, bool, int64_t, int64_t, double,
                     double>(),

@@ -147,3 +147,68 @@ def test_our_fp32_kernel_refuses_malformed_input():
         kernels.q4_linear(torch.zeros(1, 96), codes, scales_mins)
     with pytest.raises(RuntimeError, match=r"\[2, out_features, in_features / 32\]"):
         kernels.q4_linear(torch.zeros(1, 64), codes, torch.zeros(2, 8, 3))
+
+
+def _amx_q4_kernels():
+    from llm.kernels import cpu_ext
+
+    with torch.no_grad():
+        kernels = cpu_ext.for_tensor(torch.empty(0), "q4_linear_amx")
+    if kernels is None:
+        flags = cpu_ext.cpu_flags()
+        if {"amx_tile", "amx_bf16"} <= flags and cpu_ext.status().module is not None:
+            pytest.fail("this CPU has AMX-BF16 but the loaded kernels do not offer q4_linear_amx")
+        pytest.skip("the AMX 4-bit kernel needs AMX-BF16, which this CPU lacks")
+    return kernels
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 16, 17, 40])
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
+def test_amx_kernel_multiplies_bf16_rows_by_the_decoded_weight(type_name, rows):
+    """On AMX, bf16 rows go through our tile kernel for any row count (16 per tile) and
+    any column count that is whole groups of 16: here 3 groups (a pair and a single one)
+    and 3 blocks (an odd count, so both product tiles of the pipeline are used)."""
+    _amx_q4_kernels()
+    raw, reference = gguf_blocks(type_name, rows=48, cols=96, seed=rows)
+    packed = pack_int4(q4_from_gguf(raw, type_name, (48, 96)), torch.bfloat16)
+    assert packed.kernel == "amx" and packed.weight.shape == (3, 3, 256)
+    x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows)).bfloat16()
+    with torch.inference_mode():
+        got = int4_linear(x, packed)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 48)
+    # bf16 x times the file's weights, summed in fp32, rounded once to bf16: within one
+    # bf16 rounding (2^-8 relative) of the exact product, plus fp32 slack for the sums
+    exact = x.double() @ reference.double().T
+    slack = 1e-5 * (x.double().abs() @ reference.double().abs().T)
+    assert ((got.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
+
+
+def test_amx_kernel_and_the_layer_stack_take_it_for_bf16_models():
+    """Linear packs bf16 models' 4-bit weights for the AMX kernel and uses it up to its
+    measured row limit, and the packing is the same weight as aten's int4 layout."""
+    _amx_q4_kernels()
+    raw, reference = gguf_blocks("Q4_1", rows=32, cols=128)
+    layer = Linear(128, 32, bias=False).to(torch.bfloat16)
+    layer.set_int4(q4_from_gguf(raw, "Q4_1", (32, 128)))
+    assert layer.int4.kernel == "amx" and layer.quantised_kind() == "int4"
+    x = torch.randn(4, 128, generator=torch.Generator().manual_seed(3)).bfloat16()
+    with torch.inference_mode():
+        got = layer(x).float()
+    expected = x.float() @ reference.T
+    assert (got - expected).norm() / expected.norm() < 2**-8
+
+
+def test_amx_kernel_refuses_malformed_input():
+    kernels = _amx_q4_kernels()
+    codes, scales = torch.zeros(2, 2, 256, dtype=torch.uint8), torch.zeros(2, 2, 2, 16)
+    x = torch.zeros(1, 64, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="contiguous bfloat16"):
+        kernels.q4_linear_amx(x.float(), codes, scales)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        kernels.q4_linear_amx(torch.zeros(1, 48, dtype=torch.bfloat16), codes, scales)
+    with pytest.raises(RuntimeError, match=r"uint8 \[out_features / 16, in_features / 32, 256\]"):
+        kernels.q4_linear_amx(torch.zeros(1, 96, dtype=torch.bfloat16), codes, scales)
+    with pytest.raises(
+        RuntimeError, match=r"float32 \[out_features / 16, in_features / 32, 2, 16\]"
+    ):
+        kernels.q4_linear_amx(x, codes, torch.zeros(2, 2, 16, 2))
