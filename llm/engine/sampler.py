@@ -61,7 +61,9 @@ class Sampler:
             )  # a normal tensor: the runner's are inference-mode and read-only here
             for row, matcher in guided:
                 matcher.mask_(logits[row])
-        chosen = logits.argmax(dim=-1)
+        # max's indices: argmax's (the first of equal maxima), ~3x faster on the CPU
+        # (0.5 vs 0.17 ms for 16 rows of a 49k vocabulary, a step's 2% at 16 sequences)
+        chosen = logits.max(dim=-1).indices
         sampled_rows = [i for i, seq in enumerate(seqs) if not seq.params.greedy]
         if sampled_rows:
             rows = torch.tensor(sampled_rows, device=device)

@@ -50,6 +50,15 @@ def test_greedy_takes_argmax(device):
     assert tokens == logits.argmax(-1).tolist()
 
 
+def test_greedy_breaks_ties_at_the_first_maximum_as_argmax_does(device):
+    # HF's greedy search takes argmax, the first of equal maxima; bf16 logits tie often
+    logits = torch.zeros(3, 49152, device=device)
+    logits[0, [7, 300, 49000]] = 2.0
+    logits[1, [40000, 41000]] = 1.0
+    tokens, _, _ = Sampler()(logits, seqs(3, temperature=0.0))
+    assert tokens == [7, 40000, 0]
+
+
 def empirical(n: int, device: torch.device, **params) -> torch.Tensor:
     batch = seqs(n, **params)
     tokens, _, _ = Sampler()(LOGITS.to(device).expand(n, -1).clone(), batch)
