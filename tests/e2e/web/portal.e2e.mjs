@@ -161,7 +161,17 @@ try {
   await page.locator(".history li.current").getByRole("link", { name: "Level 5 bonus", exact: true }).waitFor();
   const exportHref = await page.locator(".history li.current").getByRole("link", { name: /^Export / }).getAttribute("href");
   const markdown = await (await page.request.get(`${BASE}${exportHref}`)).text();
-  check(markdown.startsWith("# Level 5 bonus") && markdown.includes(env.QUESTION) && markdown.includes("Sources:"), "the Markdown export holds the turn and its sources");
+  // The small default model's reply is a cited answer or, where its citations fail
+  // verification (which this CPU's rounding can decide), the not-found reply listing the
+  // nearest passages: the export must hold whichever the conversation stored.
+  const stored = await (await page.request.get(`${BASE}${exportHref.replace(/\/export$/, "")}`)).json();
+  const reply = stored.messages[stored.messages.length - 1];
+  const firstLine = reply.content.trim().split("\n")[0];
+  check(
+    markdown.startsWith("# Level 5 bonus") && markdown.includes(env.QUESTION) && markdown.includes(firstLine) &&
+      markdown.includes("Sources:") === reply.citations.length > 0,
+    `the Markdown export holds the turn and its sources (${reply.citations.length} stored)`,
+  );
 
   step("search mode; a document holding <script> and image tricks renders inert");
   await page.getByRole("link", { name: "Search" }).click();
@@ -189,7 +199,8 @@ try {
   await page.getByRole("link", { name: "Ask", exact: true }).click();
   await page.getByRole("button", { name: "Conversations" }).click();
   await page.locator(".history").getByRole("link", { name: "Level 5 bonus", exact: true }).first().click();
-  await page.locator(".turn .chip").first().waitFor();
+  await page.locator(".turn .markdown").first().waitFor();
+  if (reply.citations.length > 0) await page.locator(".turn .chip").first().waitFor();
   await shot(page, "10-phone-chat");
   await page.setViewportSize({ width: 1366, height: 860 });
 
