@@ -1393,8 +1393,8 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // sum_k x_k (d q_k + m) = d (x . (128 + q)) + (m - 128 d) (sum_k x_k). 128 + q is a bf16
 // whose bits are 0x4300 | q, so unpacking is an AND and an OR per 32 codes; the products
 // of bf16 x with these small integers are exact in fp32 and summed in fp32, so the
-// result is bf16 x times the file's weights to fp32 rounding (aten's int4 kernel's
-// numerics; the dense bf16 path rounds each weight to bf16 as well).
+// result is bf16 x times the file's weights to fp32 rounding (d and m stay fp32; aten's
+// int4 kernel rounds them to bf16, and the dense bf16 path rounds each weight).
 //
 // Layout (q4_linear.py's _pack_amx, once at load), per group of 16 output columns and
 // block of 32 columns of k: 256 bytes of codes, chunk c (32 bytes) holding weight-tile rows
