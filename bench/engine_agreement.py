@@ -5,9 +5,11 @@ chat prompts of ``tests/integration/engine`` (SmolLM2-135M, bf16 + 4-bit weights
 server's CPU defaults), 24 greedy tokens each, against transformers' fp32 greedy tokens as
 cached by that suite's ``hf_greedy`` fixture (run ``pytest tests/integration/engine``
 first). Reported: prompts whose 24 tokens all match (``test_native_4bit.py`` pins >= 10),
-and the share of matching positions.
+and the share of matching positions. ``--out`` names another file, so that one machine's
+figures do not overwrite another's (``engine_agreement_avx2.json``, ``_amx.json``).
 """
 
+import argparse
 import contextlib
 import glob
 import json
@@ -16,6 +18,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument(
+    "--out", type=Path, default=REPO / "bench" / "results" / "engine_agreement.json"
+)
+args = parser.parse_args()
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
@@ -31,7 +38,7 @@ cached = sorted(glob.glob(str(REPO / ".pytest_cache/v/enclave_engine/hf_greedy_*
 if not cached:
     raise SystemExit("no cached HF greedy reference: run pytest tests/integration/engine first")
 ref = json.loads(Path(cached[-1]).read_text())
-out: dict = {"command": "python -m bench.engine_agreement", "threads": 2}
+out: dict = {"command": " ".join(["python -m bench.engine_agreement", *sys.argv[1:]]), "threads": 2}
 for name, ctx in (("fused", contextlib.nullcontext), ("torch", cpu_ext.switched_off)):
     with ctx():
         loaded = load_gguf(smollm2_gguf_path(), torch.bfloat16, native_4bit=True)
@@ -57,4 +64,4 @@ for name, ctx in (("fused", contextlib.nullcontext), ("torch", cpu_ext.switched_
             "token_agreement": round(same_tokens / total, 3),
         }
         print(name, out[name], flush=True)
-(REPO / "bench" / "results" / "engine_agreement.json").write_text(json.dumps(out, indent=1) + "\n")
+args.out.write_text(json.dumps(out, indent=1) + "\n")
