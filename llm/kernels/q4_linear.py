@@ -126,10 +126,11 @@ class PackedInt4:
         return own.get(self.kernel, self.scales_and_zeros.dtype)
 
 
-def _own_kernels():
-    """Our kernels where they offer the fp32 4-bit matmul (AVX2 and AVX-512 builds), else None."""
+def _offered(kernel: str) -> bool:
+    """Whether our CPU kernels offer ``kernel`` here: "q4_linear" (fp32 rows; AVX2 and
+    AVX-512 builds) or "q4_linear_amx" (bf16 rows; builds for a CPU with AMX-BF16)."""
     with torch.no_grad():
-        return cpu_ext.for_tensor(torch.empty(0), "q4_linear")
+        return cpu_ext.for_tensor(torch.empty(0), kernel) is not None
 
 
 def _pack_own(blocks: Q4Blocks) -> PackedInt4:
@@ -140,12 +141,6 @@ def _pack_own(blocks: Q4Blocks) -> PackedInt4:
     mins = blocks.zero - 8.0 * blocks.scale  # w = d (q - 8) + zero = d q + m
     scales_mins = torch.stack([blocks.scale, mins]).float().contiguous()
     return PackedInt4(codes.contiguous(), scales_mins, rows, "enclave")
-
-
-def _amx_kernels():
-    """Our kernels where they offer the AMX 4-bit matmul for bf16 rows, else None."""
-    with torch.no_grad():
-        return cpu_ext.for_tensor(torch.empty(0), "q4_linear_amx")
 
 
 AMX_COLUMNS = 16  # output columns per AMX tile
@@ -175,9 +170,9 @@ def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
     for fp32 activations where the CPU kernels offer it, ours on AMX for bf16 where the CPU
     has it, else ``_weight_int4pack_mm_for_cpu``."""
     rows, cols = blocks.shape
-    if dtype == torch.float32 and _own_kernels() is not None:
+    if dtype == torch.float32 and _offered("q4_linear"):
         return _pack_own(blocks)
-    if dtype == torch.bfloat16 and rows % AMX_COLUMNS == 0 and _amx_kernels() is not None:
+    if dtype == torch.bfloat16 and rows % AMX_COLUMNS == 0 and _offered("q4_linear_amx"):
         return _pack_amx(blocks)
     if rows % 8 or cols % (2 * GROUP):
         raise ValueError(

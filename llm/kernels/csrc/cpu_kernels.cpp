@@ -719,7 +719,6 @@ TileFn tile_for(int64_t head_dim) {
 constexpr int64_t kAvx2MaxGroup = 16;
 constexpr int64_t kValueChunk = 64;
 
-
 // In place: scores [span) -> exp(score - max); returns the softmax denominator (sink too).
 inline float exp_scores8(float* s, int64_t span, const float* sink) {
   const int64_t whole = span / 8 * 8;
@@ -1685,11 +1684,10 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
 // kernels called directly; each projection through an int4 kernel (ours for fp32 rows;
 // for bf16, ours on AMX, else aten's) when the step has at most that projection's
-// measured int4 row limit
-// (as Linear chooses), else through the oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise,
-// as Linear's dense path) or, where Linear holds no packed copy (fp32; bf16 on a CPU oneDNN
-// cannot pack for), F.linear's op. So the results equal the per-layer Python path's, bit
-// for bit. Attention takes per-row tables and lengths (llm/kernels/cpu_attention.py's
+// measured int4 row limit (as Linear chooses), else through the oneDNN-packed bf16 GEMM
+// (mkldnn::_linear_pointwise, as Linear's dense path) or, where Linear holds no packed
+// copy (fp32; bf16 on a CPU oneDNN cannot pack for), F.linear's op. So the results equal
+// the per-layer Python path's, bit for bit. Attention takes per-row tables and lengths (llm/kernels/cpu_attention.py's
 // row_tables_and_lens): decodes and prefill rows alike.
 // With the GIL released, the server's HTTP loop streams tokens while a step computes.
 //
