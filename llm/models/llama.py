@@ -312,8 +312,14 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
-    def forward(self, x, cos, sin, kv_cache, meta):
+    def forward(self, x, cos, sin, kv_cache, meta, keep: torch.Tensor | None = None):
+        """``keep``: the only rows whose output is wanted (the last layer's sampled rows).
+        Every row's K and V are written; the norm and MLP after attention run on ``keep``."""
         attended = self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta)
+        if keep is not None:
+            attended, x = attended[keep], x[keep]
+            if not len(keep):
+                return x  # nothing sampled this step (a prompt's chunk before its last)
         normed, x = self.post_attention_norm.add_forward(attended, x)
         return x + self.mlp(normed)
 
@@ -475,6 +481,9 @@ class LlamaForCausalLM(CausalLM):
     ) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(positions, x.dtype)
+        # Only the sampled rows' hidden states are used after the last attention: a
+        # prefill's last layer runs its MLP on those rows alone.
+        keep = meta.logits_indices if len(meta.logits_indices) < x.shape[0] else None
         if self._takes_layer_stack(x, kv_caches, meta):
             assert self.layer_stack is not None
             tables, lens = row_tables_and_lens(
@@ -489,11 +498,13 @@ class LlamaForCausalLM(CausalLM):
                 meta.slot_mapping,
                 tables,
                 lens,
+                keep,
             )
         else:
-            for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-                x = layer(x, cos, sin, kv_cache, meta)
-        x = self.norm(x[meta.logits_indices])
+            last = len(self.layers) - 1
+            for i, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
+                x = layer(x, cos, sin, kv_cache, meta, keep if i == last else None)
+        x = self.norm(x if keep is not None else x[meta.logits_indices])
         return self.lm_head(x).float()
 
     def _takes_layer_stack(self, x: torch.Tensor, kv_caches, meta: AttentionMetadata) -> bool:

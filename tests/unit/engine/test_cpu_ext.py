@@ -526,6 +526,72 @@ def test_the_stack_equals_the_per_layer_path_when_steps_mix_decodes_and_prefill(
     assert _staggered(engine) == stacked
 
 
+def _prefill(model, ids: list[int], sampled: list[int]):
+    """One prompt prefilled in one step with logits for the rows ``sampled``: (logits, the
+    per-layer K/V caches it wrote)."""
+    from llm.models.base import AttentionMetadata
+
+    n, block, spec = len(ids), 16, model.kv_cache_spec()
+    blocks = -(-n // block)
+    caches = [
+        tuple(torch.zeros(blocks, block, spec.num_kv_heads, spec.head_dim) for _ in range(2))
+        for _ in range(spec.num_layers)
+    ]
+    meta = AttentionMetadata(
+        slot_mapping=torch.arange(n),
+        block_tables=torch.arange(blocks, dtype=torch.int32)[None],
+        query_start_loc=torch.tensor([0, n], dtype=torch.int32),
+        seq_lens=torch.tensor([n], dtype=torch.int32),
+        logits_indices=torch.tensor(sampled, dtype=torch.long),
+    )
+    with torch.inference_mode():
+        return model(torch.tensor(ids), torch.arange(n), caches, meta), caches
+
+
+class _RowsOut:
+    """Wraps a LayerStack to record how many rows each step returned."""
+
+    def __init__(self, stack) -> None:
+        self.stack, self.rows = stack, []
+
+    def run(self, *args):
+        out = self.stack.run(*args)
+        self.rows.append(out.shape[0])
+        return out
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["per_layer", "stack"])
+def test_a_prefill_runs_its_last_mlp_on_the_sampled_rows_alone(ext, stacked):
+    """After the last attention only the sampled rows' hidden states are used, so the last
+    layer's norm and MLP run on those rows alone (a 400-token prompt skips 399 rows of it);
+    every row's K and V are still written, and the sampled rows' logits are the whole
+    prompt's. A step that samples nothing (a prompt's chunk before its last) returns none."""
+    if stacked and "layer_stack" not in ext.fast_kernels():
+        pytest.skip(f"this build ({cpu_ext.status().reason}) does not offer the LayerStack")
+    model = _random_llama(num_layers=3)
+    model.prepare_for_inference()
+    mlp_rows: list[int] = []
+    if stacked:
+        assert model.layer_stack is not None
+        model.layer_stack = recorder = _RowsOut(model.layer_stack)
+    else:
+        model.layer_stack = None
+        model.layers[-1].mlp.register_forward_hook(
+            lambda _m, args, _out: mlp_rows.append(args[0].shape[0])
+        )
+    ids = torch.randint(3, 500, (40,), generator=torch.Generator().manual_seed(3)).tolist()
+    every, every_cache = _prefill(model, ids, list(range(40)))
+    some, some_cache = _prefill(model, ids, [39, 17])
+    none, none_cache = _prefill(model, ids, [])
+    rows = recorder.rows if stacked else mlp_rows
+    assert rows == [40, 2, 0] if stacked else rows == [40, 2]
+    torch.testing.assert_close(some, every[[39, 17]], rtol=1e-4, atol=1e-4)
+    assert none.shape == (0, every.shape[1])
+    for written in (some_cache, none_cache):
+        for (k, v), (k_all, v_all) in zip(written, every_cache, strict=True):
+            assert torch.equal(k, k_all) and torch.equal(v, v_all)
+
+
 def test_a_dense_bf16_model_runs_the_stack_on_packed_weights_alone(stack_ext):
     model = _random_llama(
         hidden_size=64, intermediate_size=128, num_heads=2, num_kv_heads=1, head_dim=32
@@ -593,4 +659,5 @@ def test_the_stack_refuses_a_cache_list_of_the_wrong_length(stack_ext):
             torch.zeros(1, dtype=torch.long),
             torch.zeros(1, 1, dtype=torch.int32),
             torch.ones(1, dtype=torch.int32),
+            None,
         )
