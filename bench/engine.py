@@ -245,10 +245,12 @@ def run_part(part: str, args, prompts) -> dict:
 def run_in_fresh_process(part: str, argv: list[str]) -> dict:
     """Each peer in its own process (and its server in another): no thread pool or allocator
     state one leaves behind slows the next, and peak RSS is per peer."""
-    # No OMP_PROC_BIND: binding pins a server's HTTP thread and its compute threads onto the
-    # same core (threads inherit the first thread's place). Measured on 2 cores, 2 threads,
-    # single-request decode: llama-server 21.8 ms/token bound vs 9.3 unbound, ours 17.7 vs
-    # 11.3; so every peer runs unbound, as a user would run it.
+    # No OMP_PROC_BIND from the caller's environment: each peer runs with its own default, as
+    # a user would run it. llama-server and HF transformers run unbound; our server binds its
+    # OpenMP threads unless told otherwise (services/llm_server/__main__.py). Measured on a
+    # 2-core Zen 4 (docs/llm_engine_cpu.md): binding made llama-server 2.3x slower per token
+    # (21.8 vs 9.3 ms) and left HF bf16 where it was (77 vs 80-81 tok/s at 16), while ours
+    # bound was faster (163.6 vs 139.4 tok/s at 16, TTFT 263 vs 354 ms).
     env = {k: v for k, v in os.environ.items() if k != "OMP_PROC_BIND"}
     done = subprocess.run(
         [sys.executable, "-m", "bench.engine", *argv, "--only", part],
@@ -333,7 +335,8 @@ def main() -> None:
             "threads": args.threads,
             "torch": torch.__version__,
             "note": "every peer measured in this one run, each in its own process "
-            "(no OMP_PROC_BIND: it slows both servers); figures are median/min/max over the repeats. "
+            "(OMP_PROC_BIND left to each peer's default: ours binds, the others do not); "
+            "figures are median/min/max over the repeats. "
             "Absolute figures depend on the machine's load; ratios less so.",
         },
         "cpu": cpu_info(),

@@ -22,6 +22,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -902,21 +904,24 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
     units.push_back({i, n});
     i += n;
   }
-  const int64_t num_units = static_cast<int64_t>(units.size());
-
-  // at::parallel_for hands each thread one contiguous range of tasks. A prompt's rows
-  // attend to 1, 2, ... n keys, so in row order the last thread would get most of the
-  // work; zigzag order (units 0, n-1, 1, n-2, ...) gives every range as many short rows
-  // as long ones.
-  at::parallel_for(0, num_units * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+  // Costliest units first (rows x keys), and each thread takes the next task when it is
+  // done with one: a static split of equal task counts left one thread waiting for the
+  // other (their speeds differ with what else each core runs, and a prefill tile costs
+  // many decode rows), and longest-first keeps the last tasks short.
+  std::stable_sort(units.begin(), units.end(), [&](const Unit& a, const Unit& b) {
+    return a.rows * lens[a.first] > b.rows * lens[b.first];
+  });
+  const int64_t num_tasks = static_cast<int64_t>(units.size()) * num_kv_heads;
+  std::atomic<int64_t> next_task{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), num_tasks), 1, [&](int64_t, int64_t) {
     std::vector<float> q(group * head_dim), o(group * head_dim), scores;
     std::vector<vf> work;
 #if defined(__AVX512BF16__)
     TileScratch scratch;
 #endif
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task / num_kv_heads, h = task % num_kv_heads;
-      const Unit unit = units[i % 2 == 0 ? i / 2 : num_units - 1 - i / 2];
+    for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < num_tasks;) {
+      const Unit unit = units[task / num_kv_heads];
+      const int64_t h = task % num_kv_heads;
       const int64_t seq = unit.first;
       const int64_t len = lens[seq];
       TORCH_CHECK(len > 0, "decode_attention: sequence ", seq, " has no tokens");
