@@ -19,12 +19,17 @@ codes once for up to eight rows (integer multiply-adds; ``block_dots_ref``).
 
 On a CPU with AMX, bf16 activations go through our AMX kernel (``q4_linear_amx``): each
 block's codes become a bf16 tile that AMX multiplies with up to 16 rows, so the 4-bit
-weight keeps paying at decode batches where aten's kernel loses to the bf16 GEMM.
+weight keeps paying at decode batches where aten's kernel loses to the bf16 GEMM. On a
+CPU with AVX-512 BF16 but no AMX (Zen 4) the same layout goes through ``q4_linear_dpbf16``,
+which multiplies the unpacked codes with ``vdpbf16ps`` instead of tiles.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -111,7 +116,8 @@ class PackedInt4:
     [cols // 32, rows, 2] in the activation dtype. "enclave" (fp32 only): GGUF's nibble
     order [rows, cols // 2] and [2, rows, cols // 32] fp32 holding d, then m (w = d q + m).
     "amx" (bf16 only): weight tiles [rows // 16, cols // 32, 256] and [rows // 16,
-    cols // 32, 2, 16] fp32 holding d and m - 128 d per column (``_pack_amx``).
+    cols // 32, 2, 16] fp32 holding d and m - 128 d per column (``_pack_amx``), multiplied
+    by ``q4_linear_amx`` where AMX is granted, else by ``q4_linear_dpbf16``.
     """
 
     weight: torch.Tensor  # uint8, the kernel's packed layout
@@ -128,7 +134,8 @@ class PackedInt4:
 
 def _offered(kernel: str) -> bool:
     """Whether our CPU kernels offer ``kernel`` here: "q4_linear" (fp32 rows; AVX2 and
-    AVX-512 builds) or "q4_linear_amx" (bf16 rows; builds for a CPU with AMX-BF16)."""
+    AVX-512 builds), "q4_linear_dpbf16" (bf16 rows; AVX-512 BF16 builds) or
+    "q4_linear_amx" (bf16 rows; builds for a CPU with AMX-BF16)."""
     with torch.no_grad():
         return cpu_ext.for_tensor(torch.empty(0), kernel) is not None
 
@@ -165,14 +172,32 @@ def _pack_amx(blocks: Q4Blocks) -> PackedInt4:
     return PackedInt4(weight.contiguous(), torch.stack([d, e], dim=2).contiguous(), rows, "amx")
 
 
+def _bf16_tile_kernel() -> str | None:
+    """Our kernel for bf16 rows on the tile layout: AMX's where offered, else AVX-512 BF16's."""
+    for kernel in ("q4_linear_amx", "q4_linear_dpbf16"):
+        if _offered(kernel):
+            return kernel
+    return None
+
+
+@functools.cache
+def _tile_product(kernels: ModuleType) -> Callable | None:
+    """The loaded kernels' product for the tile layout, looked up once, not per matmul."""
+    offered = kernels.fast_kernels()
+    for kernel in ("q4_linear_amx", "q4_linear_dpbf16"):
+        if kernel in offered:
+            return getattr(kernels, kernel)
+    return None
+
+
 def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
     """Lay 4-bit blocks out for the kernel that will multiply them (once, at load): ours
-    for fp32 activations where the CPU kernels offer it, ours on AMX for bf16 where the CPU
-    has it, else ``_weight_int4pack_mm_for_cpu``."""
+    for fp32 activations where the CPU kernels offer it, ours for bf16 (AMX, or AVX-512
+    BF16) where the CPU has it, else ``_weight_int4pack_mm_for_cpu``."""
     rows, cols = blocks.shape
     if dtype == torch.float32 and _offered("q4_linear"):
         return _pack_own(blocks)
-    if dtype == torch.bfloat16 and rows % AMX_COLUMNS == 0 and _offered("q4_linear_amx"):
+    if dtype == torch.bfloat16 and rows % AMX_COLUMNS == 0 and _bf16_tile_kernel():
         return _pack_amx(blocks)
     if rows % 8 or cols % (2 * GROUP):
         raise ValueError(
@@ -193,7 +218,9 @@ def int4_linear(x: torch.Tensor, packed: PackedInt4) -> torch.Tensor:
         kernels = cpu_ext.status().module
         if kernels is None:  # packed for our kernel, which has since been turned off
             raise RuntimeError("this weight is packed for the fused CPU kernels, not loaded now")
-        product = kernels.q4_linear if packed.kernel == "enclave" else kernels.q4_linear_amx
+        product = kernels.q4_linear if packed.kernel == "enclave" else _tile_product(kernels)
+        if product is None:
+            raise RuntimeError("this weight is packed for a bf16 kernel this build does not offer")
         return product(x.contiguous(), packed.weight, packed.scales_and_zeros)
     return torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, packed.weight, GROUP, packed.scales_and_zeros

@@ -378,9 +378,19 @@ class LlamaForCausalLM(CausalLM):
                 if kind is not None:
                     groups.setdefault((kind, tuple(module.weight.shape)), []).append(module)
         for (kind, shape), layers in groups.items():
-            # once per process for a kind, shape, layer count, dtype and thread count: a
-            # second model of the same shapes (tests, a reload) reuses the measurement
-            key = (kind, shape, len(layers), layers[0].weight.dtype, torch.get_num_threads())
+            # once per process for a kind (and its kernel), shape, layer count, dtype and
+            # thread count: a second model of the same shapes (tests, a reload) reuses the
+            # measurement, but not one packed for another kernel (ours switched off)
+            int4 = layers[0].int4
+            kernel = int4.kernel if kind == "int4" and int4 is not None else None
+            key = (
+                kind,
+                kernel,
+                shape,
+                len(layers),
+                layers[0].weight.dtype,
+                torch.get_num_threads(),
+            )
             if key not in _CROSSOVERS:
                 _CROSSOVERS[key] = crossover_rows(
                     partial(_through_all, layers, Linear.quantised_product),
@@ -419,8 +429,8 @@ class LlamaForCausalLM(CausalLM):
         none = torch.empty(0)
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
         packed = _can_pack(self.embed_tokens.weight)  # where Linear.pack packs
-        # the stack's int4 kernels, by activation dtype: ours for fp32; for bf16 ours on AMX
-        # or aten's (the packing chose by what this CPU offers)
+        # the stack's int4 kernels, by activation dtype: ours for fp32; for bf16 ours on the
+        # tile layout (AMX or AVX-512 BF16) or aten's (the packing chose by what this CPU offers)
         stack_int4_kernels = (
             ("enclave",) if self.embed_tokens.weight.dtype == torch.float32 else ("amx", "aten")
         )

@@ -1382,7 +1382,58 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   return out;
 }
 
-// ---------------------------------------------------------------- 4-bit weights, bf16 rows, AMX
+// ---------------------------------------------------------------- 4-bit weights, bf16 rows
+
+#if defined(__AVX512BF16__)
+// The layout of q4_linear.py's _pack_amx, shared by the AMX kernel and the AVX-512 BF16
+// one below it: per group of 16 output columns and block of 32 columns of k, 256 bytes of
+// codes, chunk c (32 bytes) holding rows 2c (low nibbles) and 2c + 1 (high nibbles) of the
+// block's weights as bf16 pairs: row p is 16 columns x (k = 2p, 2p + 1), lane = column,
+// which is what both TDPBF16PS (as its second tile) and VDPBF16PS (as a vector) take.
+// scales [N / 16, K / 32, 2, 16] fp32: per column, d and e = m - 128 d.
+constexpr int64_t kAmxColumns = 16;     // output columns per group (a tile's width)
+constexpr int64_t kAmxBlockBytes = 256; // a block's codes for one group of columns
+
+// One 32-byte chunk of codes as two vectors of bf16 128 + q (bits 0x4300 | q): rows 2c
+// and 2c + 1 of the block.
+inline void unpack_chunk(const uint8_t* chunk, __m512i& low_row, __m512i& high_row) {
+  const __m512i low4 = _mm512_set1_epi16(0x000f), bias = _mm512_set1_epi16(0x4300);
+  const __m512i z =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk)));
+  low_row = _mm512_ternarylogic_epi32(z, low4, bias, 0xEA);  // z & low4 | bias
+  high_row = _mm512_or_si512(_mm512_srli_epi16(z, 4), bias);
+}
+
+// The argument checks both kernels share.
+void check_tile_layout(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kBFloat16,
+              "x must be contiguous bfloat16 [rows, in_features]");
+  const int64_t k = x.size(1);
+  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
+  const int64_t blocks = k / 32;
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 3 &&
+                  codes.size(1) == blocks && codes.size(2) == kAmxBlockBytes,
+              "codes must be contiguous uint8 [out_features / 16, in_features / 32, 256]");
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.dim() == 4 &&
+                  scales.size(0) == codes.size(0) && scales.size(1) == blocks &&
+                  scales.size(2) == 2 && scales.size(3) == kAmxColumns,
+              "scales must be contiguous float32 [out_features / 16, in_features / 32, 2, 16]");
+}
+
+// Per row and 32-column block of x: sum_k x_k, which the e = m - 128 d term multiplies
+// (16 lanes of pair sums, then one lane sum: the scalar loop cost ~1 ms of a 16-row step).
+std::vector<float> block_sums(const bf16_t* x, int64_t rows, int64_t k) {
+  std::vector<float> sums(rows * (k / 32));
+  const __m512i shift = _mm512_set1_epi32(16);
+  for (size_t b = 0; b < sums.size(); ++b) {
+    const __m512i pairs = _mm512_loadu_si512(x + b * 32);  // bf16 pairs: low and high halves
+    const __m512 low = _mm512_castsi512_ps(_mm512_sllv_epi32(pairs, shift));
+    const __m512 high = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(-65536)));
+    sums[b] = _mm512_reduce_add_ps(_mm512_add_ps(low, high));
+  }
+  return sums;
+}
+#endif
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
 // x [M, K] bf16 @ W.T for 4-bit weights on a CPU with AMX. A decode step of 16 sequences
@@ -1400,14 +1451,8 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // result is bf16 x times the file's weights to fp32 rounding (d and m stay fp32; aten's
 // int4 kernel rounds them to bf16, and the dense bf16 path rounds each weight).
 //
-// Layout (q4_linear.py's _pack_amx, once at load), per group of 16 output columns and
-// block of 32 columns of k: 256 bytes of codes, chunk c (32 bytes) holding weight-tile rows
-// 2c (low nibbles) and 2c + 1 (high nibbles); a tile row is 16 columns x (k, k + 1) pairs,
-// as TDPBF16PS wants its second operand. scales [N / 16, K / 32, 2, 16] fp32: per column,
-// d and e = m - 128 d.
-constexpr int64_t kAmxColumns = 16;     // output columns per tile
-constexpr int64_t kAmxRows = 16;        // rows of x per tile
-constexpr int64_t kAmxBlockBytes = 256; // a block's codes for one group of columns
+// Layout: see unpack_chunk above (q4_linear.py's _pack_amx, once at load).
+constexpr int64_t kAmxRows = 16;  // rows of x per tile
 
 // Linux grants a process AMX's tile state only on request (arch_prctl); without it the
 // first tile instruction raises SIGILL. oneDNN asks too, but this kernel may run first.
@@ -1441,12 +1486,11 @@ void configure_tiles(int64_t rows) {
 
 // One block's 256 bytes of codes as a weight tile of bf16 128 + q (16 rows of 32 values).
 inline void codes_to_tile(const uint8_t* codes, bf16_t* tile) {
-  const __m512i low4 = _mm512_set1_epi16(0x000f), bias = _mm512_set1_epi16(0x4300);
   for (int c = 0; c < 8; ++c) {
-    const __m512i z =
-        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * c)));
-    _mm512_store_si512(tile + 64 * c, _mm512_ternarylogic_epi32(z, low4, bias, 0xEA));  // z & low4 | bias
-    _mm512_store_si512(tile + 64 * c + 32, _mm512_or_si512(_mm512_srli_epi16(z, 4), bias));
+    __m512i low_row, high_row;
+    unpack_chunk(codes + 32 * c, low_row, high_row);
+    _mm512_store_si512(tile + 64 * c, low_row);
+    _mm512_store_si512(tile + 64 * c + 32, high_row);
   }
 }
 
@@ -1545,28 +1589,13 @@ void amx_column_groups(const bf16_t* x, int64_t rows, int64_t k, const float* su
 }
 
 at::Tensor q4_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kBFloat16,
-              "x must be contiguous bfloat16 [rows, in_features]");
-  const int64_t rows = x.size(0), k = x.size(1);
-  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
-  const int64_t blocks = k / 32;
-  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 3 &&
-                  codes.size(1) == blocks && codes.size(2) == kAmxBlockBytes,
-              "codes must be contiguous uint8 [out_features / 16, in_features / 32, 256]");
+  check_tile_layout(x, codes, scales);
+  const int64_t rows = x.size(0), k = x.size(1), blocks = k / 32;
   const int64_t groups = codes.size(0), n = groups * kAmxColumns;
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.dim() == 4 &&
-                  scales.size(0) == groups && scales.size(1) == blocks && scales.size(2) == 2 &&
-                  scales.size(3) == kAmxColumns,
-              "scales must be contiguous float32 [out_features / 16, in_features / 32, 2, 16]");
   TORCH_CHECK(amx_granted(), "Linux refused this process AMX tile state (arch_prctl)");
   at::Tensor out = at::empty({rows, n}, x.options());
   const bf16_t* xp = data_of<bf16_t>(x);
-  std::vector<float> sums(rows * blocks);  // per row and block: sum_k x_k, paired with e
-  for (int64_t b = 0; b < rows * blocks; ++b) {
-    float total = 0.f;
-    for (int i = 0; i < 32; ++i) total += load(xp[b * 32 + i]);
-    sums[b] = total;
-  }
+  const std::vector<float> sums = block_sums(xp, rows, k);
   const uint8_t* c = codes.data_ptr<uint8_t>();
   const float* s = scales.data_ptr<float>();
   bf16_t* o = mutable_data_of<bf16_t>(out);
@@ -1582,6 +1611,94 @@ at::Tensor q4_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at:
       _tile_release();
     });
   }
+  return out;
+}
+#endif
+
+#if defined(__AVX512BF16__)
+// The AMX kernel's product on a CPU with AVX-512 BF16 but no AMX (Zen 4). A decode step of
+// 16 sequences there multiplied 16 rows by oneDNN's bf16 GEMM, reading 2 bytes a weight
+// (aten's int4 kernel lost to it beyond 4-8 rows). Here each chunk of codes becomes two
+// vectors of bf16 128 + q pairs (unpack_chunk), lane = output column, and VDPBF16PS adds a
+// row's broadcast (x_k, x_k+1) pair times them; a block's sums are scaled per column as in
+// the AMX kernel (d (x . (128 + q)) + e sum(x)), with the same numerics: bf16 x times the
+// file's weights to fp32 rounding. The unpacking is paid once per R rows; with fewer than
+// 6 rows a row's block is summed in S interleaved chains so that VDPBF16PS's latency hides.
+template <int R, int S>
+void dpbf16_rows(const bf16_t* x, int64_t k, const float* sums, const uint8_t* codes,
+                 const float* scales, bf16_t* out, int64_t n) {
+  const int64_t blocks = k / 32;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512 part[R][S];
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < S; ++i) part[r][i] = _mm512_setzero_ps();
+    for (int c = 0; c < 8; ++c) {
+      __m512i low_row, high_row;
+      unpack_chunk(codes + b * kAmxBlockBytes + 32 * c, low_row, high_row);
+      for (int r = 0; r < R; ++r) {
+        const int32_t* pairs = reinterpret_cast<const int32_t*>(x + r * k + b * 32);
+        __m512& even = part[r][(2 * c) % S];
+        even = _mm512_dpbf16_ps(even, (__m512bh)low_row, (__m512bh)_mm512_set1_epi32(pairs[2 * c]));
+        __m512& odd = part[r][(2 * c + 1) % S];
+        odd = _mm512_dpbf16_ps(odd, (__m512bh)high_row, (__m512bh)_mm512_set1_epi32(pairs[2 * c + 1]));
+      }
+    }
+    const __m512 d = _mm512_loadu_ps(scales + b * 2 * kAmxColumns);
+    const __m512 e = _mm512_loadu_ps(scales + b * 2 * kAmxColumns + kAmxColumns);
+    for (int r = 0; r < R; ++r) {
+      __m512 block = part[r][0];
+      for (int i = 1; i < S; ++i) block = _mm512_add_ps(block, part[r][i]);
+      acc[r] = _mm512_fmadd_ps(block, d, acc[r]);
+      acc[r] = _mm512_fmadd_ps(e, _mm512_set1_ps(sums[r * blocks + b]), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n),
+                        reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(acc[r])));
+}
+
+constexpr int64_t kDpbf16Rows = 8;  // rows per pass over a column group's codes
+
+using Dpbf16Fn = void (*)(const bf16_t*, int64_t, const float*, const uint8_t*, const float*,
+                          bf16_t*, int64_t);
+
+Dpbf16Fn dpbf16_for(int64_t rows) {
+  switch (rows) {
+    case 1: return dpbf16_rows<1, 8>;
+    case 2: return dpbf16_rows<2, 4>;
+    case 3: return dpbf16_rows<3, 2>;
+    case 4: return dpbf16_rows<4, 2>;
+    case 5: return dpbf16_rows<5, 2>;
+    case 6: return dpbf16_rows<6, 2>;
+    case 7: return dpbf16_rows<7, 2>;
+    default: return dpbf16_rows<8, 2>;
+  }
+}
+
+at::Tensor q4_linear_dpbf16(const at::Tensor& x, const at::Tensor& codes,
+                            const at::Tensor& scales) {
+  check_tile_layout(x, codes, scales);
+  const int64_t rows = x.size(0), k = x.size(1), blocks = k / 32;
+  const int64_t groups = codes.size(0), n = groups * kAmxColumns;
+  at::Tensor out = at::empty({rows, n}, x.options());
+  const bf16_t* xp = data_of<bf16_t>(x);
+  const std::vector<float> sums = block_sums(xp, rows, k);
+  const uint8_t* c = codes.data_ptr<uint8_t>();
+  const float* s = scales.data_ptr<float>();
+  bf16_t* o = mutable_data_of<bf16_t>(out);
+  // each thread takes whole column groups, and every row of them: a group's codes
+  // (K / 32 x 256 bytes) stay in L1 between its passes of kDpbf16Rows rows
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g)
+      for (int64_t r0 = 0; r0 < rows; r0 += kDpbf16Rows) {
+        const int64_t m = std::min(kDpbf16Rows, rows - r0);
+        dpbf16_for(m)(xp + r0 * k, k, sums.data() + r0 * blocks,
+                      c + g * blocks * kAmxBlockBytes, s + g * blocks * 2 * kAmxColumns,
+                      o + r0 * n + g * kAmxColumns, n);
+      }
+  });
   return out;
 }
 #endif
@@ -1736,9 +1853,14 @@ at::Tensor gated(const at::Tensor& gate_up) {
 // fp32 rows; for bf16 rows, ours on AMX (codes [N / 16, K / 32, 256]) or aten's.
 at::Tensor int4_product(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
   if (x.scalar_type() == at::kFloat) return q4_linear(x, codes, scales);
+  if (codes.dim() == 3) {  // the tile layout: AMX where Linux grants it, else AVX-512 BF16
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
-  if (codes.dim() == 3) return q4_linear_amx(x, codes, scales);
+    if (amx_granted()) return q4_linear_amx(x, codes, scales);
 #endif
+#if defined(__AVX512BF16__)
+    return q4_linear_dpbf16(x, codes, scales);
+#endif
+  }
   return at::_weight_int4pack_mm_for_cpu(x, codes, kInt4Group, scales);
 }
 
@@ -1824,6 +1946,9 @@ std::vector<std::string> fast_kernels() {
 #if defined(__AVX2__)
   std::vector<std::string> kernels = {"decode_attention", "rms_norm",  "rope_write_kv", "silu_mul",
                                       "q8_linear",        "q4_linear", "layer_stack"};
+#if defined(__AVX512BF16__)
+  kernels.push_back("q4_linear_dpbf16");
+#endif
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   if (amx_granted()) kernels.push_back("q4_linear_amx");
 #endif
@@ -1869,6 +1994,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul, "SiLU(gate) * up");
   m.def("q8_linear", &q8_linear, "x @ W.T for 8-bit weights with a scale per 32 columns");
   m.def("q4_linear", &q4_linear, "fp32 x @ W.T for GGUF 4-bit blocks (w = d * q + m)");
+#if defined(__AVX512BF16__)
+  m.def("q4_linear_dpbf16", &q4_linear_dpbf16,
+        "bf16 x @ W.T for 4-bit blocks in the AMX tile layout, with AVX-512 BF16");
+#endif
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   m.def("q4_linear_amx", &q4_linear_amx, "bf16 x @ W.T for 4-bit blocks laid out for AMX tiles");
 #endif

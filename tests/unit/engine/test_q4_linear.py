@@ -149,33 +149,44 @@ def test_our_fp32_kernel_refuses_malformed_input():
         kernels.q4_linear(torch.zeros(1, 64), codes, torch.zeros(2, 8, 3))
 
 
-def _amx_q4_kernels():
+# our bf16 kernels on the tile layout, and the ISA a build needs to offer each
+TILE_KERNELS = {"q4_linear_amx": "amx_bf16", "q4_linear_dpbf16": "avx512_bf16"}
+
+
+def _tile_kernel(name: str):
+    """Kernel ``name``; skipped where the build is not for its ISA, failed where it is and
+    the kernel is still not offered (for AMX: Linux refusing the tile state)."""
     from llm.kernels import cpu_ext
 
     with torch.no_grad():
-        kernels = cpu_ext.for_tensor(torch.empty(0), "q4_linear_amx")
+        kernels = cpu_ext.for_tensor(torch.empty(0), name)
     if kernels is None:
         if cpu_ext.status().module is None:
             pytest.skip(f"the fused CPU kernels are not loaded: {cpu_ext.status().reason}")
-        if "amx_bf16" in cpu_ext.status().compiled_isa:
-            pytest.fail("the kernels were built for AMX-BF16 but do not offer q4_linear_amx")
-        pytest.skip("the AMX 4-bit kernel is built only for CPUs with AMX-BF16; this build is not")
-    return kernels
+        isa = TILE_KERNELS[name]
+        if isa in cpu_ext.status().compiled_isa:
+            pytest.fail(f"the kernels were built for {isa} but do not offer {name}")
+        pytest.skip(f"{name} is built only for CPUs with {isa}; this build is not")
+    return getattr(kernels, name)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 7, 16, 17, 40])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 7, 8, 16, 17, 40])
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
-def test_amx_kernel_multiplies_bf16_rows_by_the_decoded_weight(type_name, rows):
-    """On AMX, bf16 rows go through our tile kernel for any row count (16 per tile) and
-    any column count that is whole groups of 16: here 3 groups (a pair and a single one)
-    and 3 blocks (an odd count, so both product tiles of the pipeline are used)."""
-    _amx_q4_kernels()
+@pytest.mark.parametrize("kernel", list(TILE_KERNELS))
+def test_tile_kernels_multiply_bf16_rows_by_the_decoded_weight(kernel, type_name, rows):
+    """bf16 rows go through our tile-layout kernels for any row count (16 per AMX tile, 8
+    per AVX-512 pass, split sums below 6 rows) and any column count that is whole groups
+    of 16: here 3 groups (AMX: a pair and a single one) and 3 blocks (an odd count, so both
+    product tiles of the AMX pipeline are used)."""
+    product = _tile_kernel(kernel)
     raw, reference = gguf_blocks(type_name, rows=48, cols=96, seed=rows)
     packed = pack_int4(q4_from_gguf(raw, type_name, (48, 96)), torch.bfloat16)
     assert packed.kernel == "amx" and packed.weight.shape == (3, 3, 256)
     x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows)).bfloat16()
     with torch.inference_mode():
-        got = int4_linear(x, packed)
+        got = product(x, packed.weight, packed.scales_and_zeros)
+        if kernel == _preferred_tile_kernel():  # the one int4_linear takes here
+            assert torch.equal(int4_linear(x, packed), got)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 48)
     # bf16 x times the file's weights, summed in fp32, rounded once to bf16: within one
     # bf16 rounding (2^-8 relative) of the exact product, plus fp32 slack for the sums
@@ -184,10 +195,19 @@ def test_amx_kernel_multiplies_bf16_rows_by_the_decoded_weight(type_name, rows):
     assert ((got.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
 
 
-def test_amx_kernel_and_the_layer_stack_take_it_for_bf16_models():
-    """Linear packs bf16 models' 4-bit weights for the AMX kernel and uses it up to its
-    measured row limit, and the packing is the same weight as aten's int4 layout."""
-    _amx_q4_kernels()
+def _preferred_tile_kernel() -> str:
+    """The tile kernel int4_linear and the LayerStack use here: AMX's where offered."""
+    from llm.kernels import cpu_ext
+
+    with torch.no_grad():
+        amx = cpu_ext.for_tensor(torch.empty(0), "q4_linear_amx") is not None
+    return "q4_linear_amx" if amx else "q4_linear_dpbf16"
+
+
+def test_tile_kernels_and_the_layer_stack_take_them_for_bf16_models():
+    """Linear packs bf16 models' 4-bit weights for our tile kernels and uses them up to
+    their measured row limit, and the packing is the same weight as aten's int4 layout."""
+    _tile_kernel(_preferred_tile_kernel())
     raw, reference = gguf_blocks("Q4_1", rows=32, cols=128)
     layer = Linear(128, 32, bias=False).to(torch.bfloat16)
     layer.set_int4(q4_from_gguf(raw, "Q4_1", (32, 128)))
@@ -199,17 +219,18 @@ def test_amx_kernel_and_the_layer_stack_take_it_for_bf16_models():
     assert (got - expected).norm() / expected.norm() < 2**-8
 
 
-def test_amx_kernel_refuses_malformed_input():
-    kernels = _amx_q4_kernels()
+@pytest.mark.parametrize("kernel", list(TILE_KERNELS))
+def test_tile_kernels_refuse_malformed_input(kernel):
+    product = _tile_kernel(kernel)
     codes, scales = torch.zeros(2, 2, 256, dtype=torch.uint8), torch.zeros(2, 2, 2, 16)
     x = torch.zeros(1, 64, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="contiguous bfloat16"):
-        kernels.q4_linear_amx(x.float(), codes, scales)
+        product(x.float(), codes, scales)
     with pytest.raises(RuntimeError, match="multiple of 32"):
-        kernels.q4_linear_amx(torch.zeros(1, 48, dtype=torch.bfloat16), codes, scales)
+        product(torch.zeros(1, 48, dtype=torch.bfloat16), codes, scales)
     with pytest.raises(RuntimeError, match=r"uint8 \[out_features / 16, in_features / 32, 256\]"):
-        kernels.q4_linear_amx(torch.zeros(1, 96, dtype=torch.bfloat16), codes, scales)
+        product(torch.zeros(1, 96, dtype=torch.bfloat16), codes, scales)
     with pytest.raises(
         RuntimeError, match=r"float32 \[out_features / 16, in_features / 32, 2, 16\]"
     ):
-        kernels.q4_linear_amx(x, codes, torch.zeros(2, 2, 16, 2))
+        product(x, codes, torch.zeros(2, 2, 16, 2))
