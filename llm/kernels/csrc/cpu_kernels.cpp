@@ -1433,6 +1433,28 @@ std::vector<float> block_sums(const bf16_t* x, int64_t rows, int64_t k) {
   }
   return sums;
 }
+
+// One call of either kernel: its arguments checked, its output allocated, x's block sums.
+struct TileCall {
+  int64_t rows, k, blocks, groups, n;
+  at::Tensor out;
+  const bf16_t* x;
+  std::vector<float> sums;
+  const uint8_t* codes;
+  const float* scales;
+  bf16_t* o;
+  TileCall(const at::Tensor& x_, const at::Tensor& codes_, const at::Tensor& scales_) {
+    check_tile_layout(x_, codes_, scales_);
+    rows = x_.size(0), k = x_.size(1), blocks = k / 32;
+    groups = codes_.size(0), n = groups * kAmxColumns;
+    out = at::empty({rows, n}, x_.options());
+    x = data_of<bf16_t>(x_);
+    sums = block_sums(x, rows, k);
+    codes = codes_.data_ptr<uint8_t>();
+    scales = scales_.data_ptr<float>();
+    o = mutable_data_of<bf16_t>(out);
+  }
+};
 #endif
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
@@ -1589,29 +1611,23 @@ void amx_column_groups(const bf16_t* x, int64_t rows, int64_t k, const float* su
 }
 
 at::Tensor q4_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
-  check_tile_layout(x, codes, scales);
-  const int64_t rows = x.size(0), k = x.size(1), blocks = k / 32;
-  const int64_t groups = codes.size(0), n = groups * kAmxColumns;
+  const TileCall t(x, codes, scales);
   TORCH_CHECK(amx_granted(), "Linux refused this process AMX tile state (arch_prctl)");
-  at::Tensor out = at::empty({rows, n}, x.options());
-  const bf16_t* xp = data_of<bf16_t>(x);
-  const std::vector<float> sums = block_sums(xp, rows, k);
-  const uint8_t* c = codes.data_ptr<uint8_t>();
-  const float* s = scales.data_ptr<float>();
-  bf16_t* o = mutable_data_of<bf16_t>(out);
-  for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
-    const int64_t m = std::min(kAmxRows, rows - r0);
-    at::parallel_for(0, groups, 2, [&](int64_t begin, int64_t end) {
+  for (int64_t r0 = 0; r0 < t.rows; r0 += kAmxRows) {
+    const int64_t m = std::min(kAmxRows, t.rows - r0);
+    const bf16_t* xr = t.x + r0 * t.k;
+    const float* sums = t.sums.data() + r0 * t.blocks;
+    bf16_t* out = t.o + r0 * t.n;
+    at::parallel_for(0, t.groups, 2, [&](int64_t begin, int64_t end) {
       configure_tiles(m);
       int64_t g = begin;
       for (; g + 2 <= end; g += 2)
-        amx_column_groups<2>(xp + r0 * k, m, k, sums.data() + r0 * blocks, c, s, g, o + r0 * n, n);
-      if (g < end)
-        amx_column_groups<1>(xp + r0 * k, m, k, sums.data() + r0 * blocks, c, s, g, o + r0 * n, n);
+        amx_column_groups<2>(xr, m, t.k, sums, t.codes, t.scales, g, out, t.n);
+      if (g < end) amx_column_groups<1>(xr, m, t.k, sums, t.codes, t.scales, g, out, t.n);
       _tile_release();
     });
   }
-  return out;
+  return t.out;
 }
 #endif
 
@@ -1679,27 +1695,20 @@ Dpbf16Fn dpbf16_for(int64_t rows) {
 
 at::Tensor q4_linear_dpbf16(const at::Tensor& x, const at::Tensor& codes,
                             const at::Tensor& scales) {
-  check_tile_layout(x, codes, scales);
-  const int64_t rows = x.size(0), k = x.size(1), blocks = k / 32;
-  const int64_t groups = codes.size(0), n = groups * kAmxColumns;
-  at::Tensor out = at::empty({rows, n}, x.options());
-  const bf16_t* xp = data_of<bf16_t>(x);
-  const std::vector<float> sums = block_sums(xp, rows, k);
-  const uint8_t* c = codes.data_ptr<uint8_t>();
-  const float* s = scales.data_ptr<float>();
-  bf16_t* o = mutable_data_of<bf16_t>(out);
+  const TileCall t(x, codes, scales);
   // each thread takes whole column groups, and every row of them: a group's codes
   // (K / 32 x 256 bytes) stay in L1 between its passes of kDpbf16Rows rows
-  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, t.groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g)
-      for (int64_t r0 = 0; r0 < rows; r0 += kDpbf16Rows) {
-        const int64_t m = std::min(kDpbf16Rows, rows - r0);
-        dpbf16_for(m)(xp + r0 * k, k, sums.data() + r0 * blocks,
-                      c + g * blocks * kAmxBlockBytes, s + g * blocks * 2 * kAmxColumns,
-                      o + r0 * n + g * kAmxColumns, n);
+      for (int64_t r0 = 0; r0 < t.rows; r0 += kDpbf16Rows) {
+        const int64_t m = std::min(kDpbf16Rows, t.rows - r0);
+        dpbf16_for(m)(t.x + r0 * t.k, t.k, t.sums.data() + r0 * t.blocks,
+                      t.codes + g * t.blocks * kAmxBlockBytes,
+                      t.scales + g * t.blocks * 2 * kAmxColumns, t.o + r0 * t.n + g * kAmxColumns,
+                      t.n);
       }
   });
-  return out;
+  return t.out;
 }
 #endif
 

@@ -24,6 +24,7 @@ from llm.kernels.block_dots_ref import round_rows_to_int16
 from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
 from llm.kernels.q8_linear import Q8Blocks, q8_from_gguf, q8_linear
 from llm.kernels.rope import apply_rotary
+from tests.unit.engine.prefill_helpers import prefill_once
 
 BF16_STEP = 2**-7  # relative spacing of bf16 values (8 significant bits)
 
@@ -526,28 +527,6 @@ def test_the_stack_equals_the_per_layer_path_when_steps_mix_decodes_and_prefill(
     assert _staggered(engine) == stacked
 
 
-def _prefill(model, ids: list[int], sampled: list[int]):
-    """One prompt prefilled in one step with logits for the rows ``sampled``: (logits, the
-    per-layer K/V caches it wrote)."""
-    from llm.models.base import AttentionMetadata
-
-    n, block, spec = len(ids), 16, model.kv_cache_spec()
-    blocks = -(-n // block)
-    caches = [
-        tuple(torch.zeros(blocks, block, spec.num_kv_heads, spec.head_dim) for _ in range(2))
-        for _ in range(spec.num_layers)
-    ]
-    meta = AttentionMetadata(
-        slot_mapping=torch.arange(n),
-        block_tables=torch.arange(blocks, dtype=torch.int32)[None],
-        query_start_loc=torch.tensor([0, n], dtype=torch.int32),
-        seq_lens=torch.tensor([n], dtype=torch.int32),
-        logits_indices=torch.tensor(sampled, dtype=torch.long),
-    )
-    with torch.inference_mode():
-        return model(torch.tensor(ids), torch.arange(n), caches, meta), caches
-
-
 class _RowsOut:
     """Wraps a LayerStack to record how many rows each step returned."""
 
@@ -580,9 +559,9 @@ def test_a_prefill_runs_its_last_mlp_on_the_sampled_rows_alone(ext, stacked):
             lambda _m, args, _out: mlp_rows.append(args[0].shape[0])
         )
     ids = torch.randint(3, 500, (40,), generator=torch.Generator().manual_seed(3)).tolist()
-    every, every_cache = _prefill(model, ids, list(range(40)))
-    some, some_cache = _prefill(model, ids, [39, 17])
-    none, none_cache = _prefill(model, ids, [])
+    every, every_cache = prefill_once(model, ids, list(range(40)))
+    some, some_cache = prefill_once(model, ids, [39, 17])
+    none, none_cache = prefill_once(model, ids, [])
     rows = recorder.rows if stacked else mlp_rows
     assert rows == [40, 2, 0] if stacked else rows == [40, 2]
     torch.testing.assert_close(some, every[[39, 17]], rtol=1e-4, atol=1e-4)

@@ -18,7 +18,7 @@ from llm.engine.llm_engine import LLMEngine
 from llm.engine.sampling_params import SamplingParams
 from llm.loader import LoaderError
 from llm.loader.gguf_gemma3 import GEMMA_CHAT_TEMPLATE, load_gemma3_gguf
-from llm.models.base import AttentionMetadata
+from tests.unit.engine.prefill_helpers import prefill_once
 
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
@@ -122,25 +122,7 @@ def tiny(tmp_path_factory):
 
 def _prompt_logits(model, ids: list[int]) -> torch.Tensor:
     """Logits of every prompt position, the prompt prefilled in one step (block size 4)."""
-    n, block = len(ids), 4
-    blocks = (n + block - 1) // block
-    spec = model.kv_cache_spec()
-    caches = [
-        (
-            torch.zeros(blocks, block, spec.num_kv_heads, spec.head_dim),
-            torch.zeros(blocks, block, spec.num_kv_heads, spec.head_dim),
-        )
-        for _ in range(spec.num_layers)
-    ]
-    meta = AttentionMetadata(
-        slot_mapping=torch.arange(n),
-        block_tables=torch.arange(blocks, dtype=torch.int32)[None],
-        query_start_loc=torch.tensor([0, n], dtype=torch.int32),
-        seq_lens=torch.tensor([n], dtype=torch.int32),
-        logits_indices=torch.arange(n),
-    )
-    with torch.inference_mode():
-        return model(torch.tensor(ids), torch.arange(n), caches, meta)
+    return prefill_once(model, ids, list(range(len(ids))), block_size=4)[0]
 
 
 def test_logits_match_transformers(tiny):
