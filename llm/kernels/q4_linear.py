@@ -172,22 +172,20 @@ def _pack_amx(blocks: Q4Blocks) -> PackedInt4:
     return PackedInt4(weight.contiguous(), torch.stack([d, e], dim=2).contiguous(), rows, "amx")
 
 
+# our kernels for bf16 rows on the tile layout, the preferred first
+TILE_KERNELS = ("q4_linear_amx", "q4_linear_dpbf16")
+
+
 def _bf16_tile_kernel() -> str | None:
     """Our kernel for bf16 rows on the tile layout: AMX's where offered, else AVX-512 BF16's."""
-    for kernel in ("q4_linear_amx", "q4_linear_dpbf16"):
-        if _offered(kernel):
-            return kernel
-    return None
+    return next((kernel for kernel in TILE_KERNELS if _offered(kernel)), None)
 
 
 @functools.cache
 def _tile_product(kernels: ModuleType) -> Callable | None:
     """The loaded kernels' product for the tile layout, looked up once, not per matmul."""
     offered = kernels.fast_kernels()
-    for kernel in ("q4_linear_amx", "q4_linear_dpbf16"):
-        if kernel in offered:
-            return getattr(kernels, kernel)
-    return None
+    return next((getattr(kernels, k) for k in TILE_KERNELS if k in offered), None)
 
 
 def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
