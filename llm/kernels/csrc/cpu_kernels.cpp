@@ -1814,12 +1814,13 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // costs a call, argument parsing and a dispatch, about half of the step (30 layers with
 // negligible dimensions still took 5.5 ms). Here the same ops run back to back in C++: our
 // kernels called directly; each projection through an int4 kernel (ours for fp32 rows;
-// for bf16, ours on AMX, else aten's) when the step has at most that projection's
-// measured int4 row limit (as Linear chooses), else through the oneDNN-packed bf16 GEMM
-// (mkldnn::_linear_pointwise, as Linear's dense path) or, where Linear holds no packed
-// copy (fp32; bf16 on a CPU oneDNN cannot pack for), F.linear's op. So the results equal
-// the per-layer Python path's, bit for bit. Attention takes per-row tables and lengths (llm/kernels/cpu_attention.py's
-// row_tables_and_lens): decodes and prefill rows alike.
+// for bf16, ours on the tile layout (AMX or AVX-512 BF16), else aten's) when the step has
+// at most that projection's measured int4 row limit (as Linear chooses), else through the
+// oneDNN-packed bf16 GEMM (mkldnn::_linear_pointwise, as Linear's dense path) or, where
+// Linear holds no packed copy (fp32; bf16 on a CPU oneDNN cannot pack for), F.linear's op.
+// So the results equal the per-layer Python path's, bit for bit. Attention takes per-row
+// tables and lengths (llm/kernels/cpu_attention.py's row_tables_and_lens): decodes and
+// prefill rows alike.
 // With the GIL released, the server's HTTP loop streams tokens while a step computes.
 //
 // Per layer, weights are held in this order (LlamaForCausalLM.build_layer_stack):
@@ -1859,7 +1860,8 @@ at::Tensor gated(const at::Tensor& gate_up) {
 }
 
 // x @ W.T through the int4 kernel W was packed for (q4_linear.py's PackedInt4): ours for
-// fp32 rows; for bf16 rows, ours on AMX (codes [N / 16, K / 32, 256]) or aten's.
+// fp32 rows; for bf16 rows, ours on the tile layout (codes [N / 16, K / 32, 256]: AMX's
+// where Linux grants it, else AVX-512 BF16's) or aten's.
 at::Tensor int4_product(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
   if (x.scalar_type() == at::kFloat) return q4_linear(x, codes, scales);
   if (codes.dim() == 3) {  // the tile layout: AMX where Linux grants it, else AVX-512 BF16
@@ -1893,10 +1895,10 @@ class LayerStack {
   // residual stream after the last layer, before the final norm. row_tables/row_lens: each
   // token's sequence's block table and its length up to and including that token.
   // keep_rows (int64, optional): the only rows whose output is wanted (those sampled from,
-  // possibly none). Every row's K and V are still written, but the last layer's post-attention norm and MLP
-  // run on the kept rows alone, which are all that is returned: a prompt of n tokens skips
-  // n - 1 rows of that MLP (about 2.5% of a 30-layer prefill's matmuls), as the per-layer
-  // path does (LlamaDecoderLayer.forward's keep).
+  // possibly none). Every row's K and V are still written, but the last layer's
+  // post-attention norm and MLP run on the kept rows alone, which are all that is
+  // returned: a prompt of n tokens skips n - 1 rows of that MLP (about 2.5% of a 30-layer
+  // prefill's matmuls), as the per-layer path does (LlamaDecoderLayer.forward's keep).
   at::Tensor run(at::Tensor x, const std::vector<at::Tensor>& k_caches,
                  const std::vector<at::Tensor>& v_caches, const at::Tensor& cos,
                  const at::Tensor& sin_signed, const at::Tensor& slot_mapping,

@@ -12,6 +12,7 @@ from llm.kernels.block_dots_ref import round_rows_to_int16
 from llm.kernels.q4_linear import (
     INT4_MAX_ROWS,
     Q4Blocks,
+    _bf16_tile_kernel,
     int4_available,
     int4_linear,
     pack_int4,
@@ -185,7 +186,7 @@ def test_tile_kernels_multiply_bf16_rows_by_the_decoded_weight(kernel, type_name
     x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows)).bfloat16()
     with torch.inference_mode():
         got = product(x, packed.weight, packed.scales_and_zeros)
-        if kernel == _preferred_tile_kernel():  # the one int4_linear takes here
+        if kernel == _bf16_tile_kernel():  # the one int4_linear takes here
             assert torch.equal(int4_linear(x, packed), got)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 48)
     # bf16 x times the file's weights, summed in fp32, rounded once to bf16: within one
@@ -195,19 +196,10 @@ def test_tile_kernels_multiply_bf16_rows_by_the_decoded_weight(kernel, type_name
     assert ((got.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
 
 
-def _preferred_tile_kernel() -> str:
-    """The tile kernel int4_linear and the LayerStack use here: AMX's where offered."""
-    from llm.kernels import cpu_ext
-
-    with torch.no_grad():
-        amx = cpu_ext.for_tensor(torch.empty(0), "q4_linear_amx") is not None
-    return "q4_linear_amx" if amx else "q4_linear_dpbf16"
-
-
 def test_tile_kernels_and_the_layer_stack_take_them_for_bf16_models():
     """Linear packs bf16 models' 4-bit weights for our tile kernels and uses them up to
     their measured row limit, and the packing is the same weight as aten's int4 layout."""
-    _tile_kernel(_preferred_tile_kernel())
+    _tile_kernel(_bf16_tile_kernel() or "q4_linear_dpbf16")
     raw, reference = gguf_blocks("Q4_1", rows=32, cols=128)
     layer = Linear(128, 32, bias=False).to(torch.bfloat16)
     layer.set_int4(q4_from_gguf(raw, "Q4_1", (32, 128)))
