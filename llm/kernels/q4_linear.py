@@ -113,8 +113,9 @@ class PackedInt4:
     """A ``Q4Blocks`` weight in an int4 kernel's layout, for activations of one dtype.
 
     ``kernel`` "aten": ``_weight_int4pack_mm_for_cpu``'s packed codes, and scales and zeros
-    [cols // 32, rows, 2] in the activation dtype. "enclave" (fp32 only): GGUF's nibble
-    order [rows, cols // 2] and [2, rows, cols // 32] fp32 holding d, then m (w = d q + m).
+    [cols // 32, rows, 2] in the activation dtype. "enclave" (fp32 only): codes [rows // 8,
+    cols // 32, 128] and [rows // 8, cols // 32, 2, 8] fp32 holding d and m per column
+    (w = d q + m; ``_pack_own``).
     "amx" (bf16 only): weight tiles [rows // 16, cols // 32, 256] and [rows // 16,
     cols // 32, 2, 16] fp32 holding d and m - 128 d per column (``_pack_amx``), multiplied
     by ``q4_linear_amx`` where AMX is granted, else by ``q4_linear_dpbf16``.
@@ -140,14 +141,27 @@ def _offered(kernel: str) -> bool:
         return cpu_ext.for_tensor(torch.empty(0), kernel) is not None
 
 
+OWN_COLUMNS = 8  # output columns per group of our fp32 kernel (a ymm of fp32 lanes)
+
+
 def _pack_own(blocks: Q4Blocks) -> PackedInt4:
-    """GGUF's layout again: per 32-column block, byte i holds codes i and i + 16."""
+    """Codes per 8 output columns and 32-column block as ``q4_linear`` widens them: 128
+    bytes, chunk c (16 bytes) holding k pair c in its low nibbles and k pair c + 8 in its
+    high ones, byte i = column i // 2 at k parity i % 2 (lanes = columns, so vpmaddwd
+    leaves each column's products in its own lane); scales [groups, blocks, 2, 8] fp32
+    holding d and m per column (w = d q + m)."""
     rows, cols = blocks.shape
-    halves = blocks.codes.view(rows, cols // GROUP, 2, GROUP // 2)
-    codes = (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(rows, cols // 2)
+    groups, per_row = rows // OWN_COLUMNS, cols // GROUP
+    # [group, column, block, k pair, parity] -> [group, block, k pair, column, parity]
+    lanes = blocks.codes.view(groups, OWN_COLUMNS, per_row, GROUP // 2, 2).permute(0, 2, 3, 1, 4)
+    lanes = lanes.reshape(groups, per_row, GROUP // 2, 2 * OWN_COLUMNS)
+    codes = lanes[:, :, : GROUP // 4] | (lanes[:, :, GROUP // 4 :] << 4)
     mins = blocks.zero - 8.0 * blocks.scale  # w = d (q - 8) + zero = d q + m
-    scales_mins = torch.stack([blocks.scale, mins]).float().contiguous()
-    return PackedInt4(codes.contiguous(), scales_mins, rows, "enclave")
+    d, m = (
+        v.float().view(groups, OWN_COLUMNS, per_row).transpose(1, 2) for v in (blocks.scale, mins)
+    )
+    scales = torch.stack([d, m], dim=2).contiguous()
+    return PackedInt4(codes.reshape(groups, per_row, 128).contiguous(), scales, rows, "enclave")
 
 
 AMX_COLUMNS = 16  # output columns per AMX tile
@@ -193,7 +207,7 @@ def pack_int4(blocks: Q4Blocks, dtype: torch.dtype) -> PackedInt4:
     for fp32 activations where the CPU kernels offer it, ours for bf16 (AMX, or AVX-512
     BF16) where the CPU has it, else ``_weight_int4pack_mm_for_cpu``."""
     rows, cols = blocks.shape
-    if dtype == torch.float32 and _offered("q4_linear"):
+    if dtype == torch.float32 and rows % OWN_COLUMNS == 0 and _offered("q4_linear"):
         return _pack_own(blocks)
     if dtype == torch.bfloat16 and rows % AMX_COLUMNS == 0 and _bf16_tile_kernel():
         return _pack_amx(blocks)

@@ -118,7 +118,7 @@ def _own_q4_kernels():
     return kernels
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9, 17])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9, 16, 17, 40, 71])
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
 def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
     """fp32 activations go through our kernel (aten's is several times slower there), for
@@ -126,7 +126,7 @@ def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
     _own_q4_kernels()
     raw, reference = gguf_blocks(type_name, rows=40, cols=96, seed=rows)
     packed = pack_int4(q4_from_gguf(raw, type_name, (40, 96)), torch.float32)
-    assert packed.kernel == "enclave" and packed.weight.shape == (40, 48)
+    assert packed.kernel == "enclave" and packed.weight.shape == (5, 3, 128)
     x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows))
     with torch.inference_mode():
         got = int4_linear(x, packed)
@@ -139,18 +139,18 @@ def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
 
 def test_our_fp32_kernel_refuses_malformed_input():
     kernels = _own_q4_kernels()
-    codes, scales_mins = torch.zeros(8, 32, dtype=torch.uint8), torch.zeros(2, 8, 2)
+    codes, scales = torch.zeros(1, 2, 128, dtype=torch.uint8), torch.zeros(1, 2, 2, 8)
+    assert kernels.q4_linear(torch.ones(1, 64), codes, scales).shape == (1, 8)
     with pytest.raises(RuntimeError, match="contiguous float32"):
-        kernels.q4_linear(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scales_mins)
+        kernels.q4_linear(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scales)
     with pytest.raises(RuntimeError, match="multiple of 32"):
-        kernels.q4_linear(torch.zeros(1, 48), codes, scales_mins)
-    with pytest.raises(RuntimeError, match=r"uint8 \[out_features, in_features / 2\]"):
-        kernels.q4_linear(torch.zeros(1, 96), codes, scales_mins)
-    with pytest.raises(RuntimeError, match=r"\[2, out_features, in_features / 32\]"):
-        kernels.q4_linear(torch.zeros(1, 64), codes, torch.zeros(2, 8, 3))
+        kernels.q4_linear(torch.zeros(1, 48), codes, scales)
+    with pytest.raises(RuntimeError, match=r"uint8 \[out_features / 8, in_features / 32, 128\]"):
+        kernels.q4_linear(torch.zeros(1, 96), codes, scales)
+    with pytest.raises(RuntimeError, match=r"\[out_features / 8, in_features / 32, 2, 8\]"):
+        kernels.q4_linear(torch.zeros(1, 64), codes, torch.zeros(1, 2, 8, 2))
 
 
-# our bf16 kernels on the tile layout, and the ISA a build needs to offer each
 TILE_KERNELS = {"q4_linear_amx": "amx_bf16", "q4_linear_dpbf16": "avx512_bf16"}
 
 
