@@ -1408,12 +1408,20 @@ RoundedRows rounded_rows(const float* x, int64_t rows, int64_t k, bool by_vector
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
+// A 16-byte chunk of the layout above widened to 16-bit lanes: k pair c (low nibbles) and
+// k pair c + 8 (high nibbles), lane = 2 x column + k parity.
+inline void widen_chunk(const uint8_t* chunk, __m256i& low, __m256i& high) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk));
+  low = _mm256_cvtepu8_epi16(_mm_and_si128(bytes, low4));
+  high = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+}
+
 // R rows (stride k) of rounded x times one group of 8 columns: out[r * n + 0..7].
 template <int R>
 void q4_group_rows(const int16_t* x, const float* scales_x, const float* sums_x, int64_t k,
                    const uint8_t* codes, const float* scales, float* out, int64_t n) {
   const int64_t blocks = k / 32;
-  const __m128i low4 = _mm_set1_epi8(0x0f);
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -1421,9 +1429,8 @@ void q4_group_rows(const int16_t* x, const float* scales_x, const float* sums_x,
     __m256i dot[R];
     for (int r = 0; r < R; ++r) dot[r] = _mm256_setzero_si256();
     for (int c = 0; c < 8; ++c) {
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk + 16 * c));
-      const __m256i low = _mm256_cvtepu8_epi16(_mm_and_si128(bytes, low4));
-      const __m256i high = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+      __m256i low, high;
+      widen_chunk(chunk + 16 * c, low, high);
       for (int r = 0; r < R; ++r) {
         const int32_t* pairs = reinterpret_cast<const int32_t*>(x + r * k + b * 32);
         // |sum| <= 32 products of 32767 x 15 per lane: far inside int32
@@ -1473,14 +1480,12 @@ constexpr int64_t kQ4WidenedBytes = 128 << 10;  // a thread's widened groups: wi
 
 // A group's codes widened to int32 pairs [blocks, 16 k pairs, 8 columns], for q4_tile.
 void widen_group(const uint8_t* codes, int64_t blocks, int32_t* pairs) {
-  const __m128i low4 = _mm_set1_epi8(0x0f);
   for (int64_t b = 0; b < blocks; ++b)
     for (int c = 0; c < 8; ++c) {
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b * kQ4GroupBytes + 16 * c));
-      int32_t* at = pairs + b * 128;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + 8 * c), _mm256_cvtepu8_epi16(_mm_and_si128(bytes, low4)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + 8 * (c + 8)),
-                          _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(bytes, 4), low4)));
+      __m256i low, high;
+      widen_chunk(codes + b * kQ4GroupBytes + 16 * c, low, high);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * 128 + 8 * c), low);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * 128 + 8 * (c + 8)), high);
     }
 }
 

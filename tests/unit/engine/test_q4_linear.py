@@ -151,6 +151,7 @@ def test_our_fp32_kernel_refuses_malformed_input():
         kernels.q4_linear(torch.zeros(1, 64), codes, torch.zeros(1, 2, 8, 2))
 
 
+# our bf16 kernels on the tile layout, and the ISA a build needs to offer each
 TILE_KERNELS = {"q4_linear_amx": "amx_bf16", "q4_linear_dpbf16": "avx512_bf16"}
 
 
