@@ -463,41 +463,19 @@ inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_
 // p_t+1) rounded to bf16, as the torch path rounds probabilities before its bf16 bmm.
 // Interleaving works within 128-bit lanes, so accumulator lane j of a chunk holds
 // dimension 8 (j / 4) + j % 4 (the "low" half) or that plus 4 (the "high" half).
-template <int CH>
-void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, const bf16_t* v_base,
-                       const int32_t* table, int64_t block_size, int64_t kb, int64_t ko,
-                       int64_t vb, int64_t vo, int64_t first, int64_t len, const float* sinks,
-                       float scale, std::vector<float>& scores, std::vector<vf>& work,
-                       float* out) {
-  constexpr int C2 = CH / 2;  // 32-element chunks of head_dim
-  const int64_t span = len - first;
-  const int64_t padded = (span + 15) / 16 * 16;
-  scores.assign(group * padded, 0.f);
-  // work: the queries as bf16 pairs (group * C2), 16 partial sums per query (group * 16),
-  // the p . V accumulators (group * C2 * 2)
-  work.assign(group * C2 + group * 16 + group * C2 * 2, vf{});
-  __m512bh* qb = reinterpret_cast<__m512bh*>(work.data());
-  vf* partial = work.data() + group * C2;
-  vf* acc = partial + group * 16;
-  for (int64_t i = 0; i < group * C2; ++i)
-    qb[i] = _mm512_cvtne2ps_pbh(as_m512(load16(q + i * 32 + 16)), as_m512(load16(q + i * 32)));
-  score_tiles(RowCursor<bf16_t>(k_base, table, block_size, kb, ko, first), first, len, group,
-              scale, partial, scores.data(), padded, [&](const bf16_t* k, vf* out) {
-                __m512bh row[C2];
-                for (int c = 0; c < C2; ++c) row[c] = (__m512bh)_mm512_loadu_si512(k + c * 32);
-                for (int64_t g = 0; g < group; ++g) {
-                  __m512 sum = _mm512_setzero_ps();
-                  for (int c = 0; c < C2; ++c) sum = _mm512_dpbf16_ps(sum, qb[g * C2 + c], row[c]);
-                  out[g * 16] = as_vf(sum);
-                }
-              });
-  // probabilities as bf16, two positions per 32 bits: (p_t, p_t+1) is one load below;
-  // the padding past the last position is zero
-  std::vector<bf16_t> probs(group * padded);
-  for (int64_t g = 0; g < group; ++g)
-    softmax_to_bf16(&scores[g * padded], span, sinks ? &sinks[g] : nullptr, &probs[g * padded]);
+// p . V for N consecutive queries of a group (probs: the first one's row, rows padded
+// apart; out: its fp32 output row, rows CH * 16 apart), positions [first, len) two at a
+// time. N * 2 * C2 accumulators stay in registers for the whole pass (they lived in
+// memory when the query count was a runtime value: a load and a store per multiply-add,
+// twice the step's attention time with the cache in L2).
+template <int C2, int N>
+void weigh_values_dpbf16(RowCursor<bf16_t> values, int64_t first, int64_t len,
+                         const bf16_t* probs, int64_t padded, float* out) {
+  constexpr int CH = 2 * C2;
+  __m512 acc[N][2 * C2];
+  for (int j = 0; j < N; ++j)
+    for (int c = 0; c < 2 * C2; ++c) acc[j][c] = _mm512_setzero_ps();
   const __m512i zero_row = _mm512_setzero_si512();
-  RowCursor<bf16_t> values(v_base, table, block_size, vb, vo, first);
   for (int64_t t = first; t < len; t += 2) {
     const bool pair = t + 1 < len;
     const bf16_t* v0 = values.row();
@@ -511,24 +489,85 @@ void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, cons
       lo[c] = (__m512bh)_mm512_unpacklo_epi16(a, b);
       hi[c] = (__m512bh)_mm512_unpackhi_epi16(a, b);
     }
-    for (int64_t g = 0; g < group; ++g) {
+    for (int j = 0; j < N; ++j) {
       int32_t packed;
-      std::memcpy(&packed, &probs[g * padded + t - first], sizeof packed);
+      std::memcpy(&packed, &probs[j * padded + t - first], sizeof packed);
       const __m512bh pp = (__m512bh)_mm512_set1_epi32(packed);
-      vf* a = acc + g * C2 * 2;
       for (int c = 0; c < C2; ++c) {
-        a[2 * c] = as_vf(_mm512_dpbf16_ps(as_m512(a[2 * c]), lo[c], pp));
-        a[2 * c + 1] = as_vf(_mm512_dpbf16_ps(as_m512(a[2 * c + 1]), hi[c], pp));
+        acc[j][2 * c] = _mm512_dpbf16_ps(acc[j][2 * c], lo[c], pp);
+        acc[j][2 * c + 1] = _mm512_dpbf16_ps(acc[j][2 * c + 1], hi[c], pp);
       }
     }
   }
+  // accumulator lanes back in dimension order: per 32 dimensions, 4-lane groups alternate
+  // between the low and high accumulators (the interleaving works within 128-bit lanes)
+  const __m512i first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second_half = _mm512_add_epi32(first_half, _mm512_set1_epi32(8));
+  for (int j = 0; j < N; ++j)
+    for (int c = 0; c < C2; ++c) {
+      const __m512 lo = acc[j][2 * c], hi = acc[j][2 * c + 1];
+      _mm512_storeu_ps(out + j * CH * 16 + c * 32, _mm512_permutex2var_ps(lo, first_half, hi));
+      _mm512_storeu_ps(out + j * CH * 16 + c * 32 + 16, _mm512_permutex2var_ps(lo, second_half, hi));
+    }
+}
+
+// Queries per p . V pass: as many as keep the accumulators and a pair's V chunks in the
+// 32 zmm registers.
+template <int C2>
+constexpr int kValueQueries = C2 == 1 ? 8 : (C2 == 2 ? 6 : (C2 <= 4 ? 3 : 1));
+
+template <int C2, int N = kValueQueries<C2>>
+void weigh_values_dpbf16(int64_t n, RowCursor<bf16_t> values, int64_t first, int64_t len,
+                         const bf16_t* probs, int64_t padded, float* out) {
+  if constexpr (N > 1) {
+    if (n < N) return weigh_values_dpbf16<C2, N - 1>(n, values, first, len, probs, padded, out);
+  }
+  weigh_values_dpbf16<C2, N>(values, first, len, probs, padded, out);
+}
+
+// The same task for a bf16 cache on a CPU with AVX-512 BF16 (Zen 4, Sapphire Rapids and
+// later): vdpbf16ps multiplies bf16 pairs and accumulates in fp32 in one instruction, so
+// K and V rows are used as stored, with no conversion. q . k: a K row's 32-element chunks
+// against the query's (exact: q is bf16 already). p . V: two positions at a time, their
+// V rows interleaved into (v_t[d], v_t+1[d]) pairs against the broadcast pair (p_t,
+// p_t+1) rounded to bf16, as the torch path rounds probabilities before its bf16 bmm
+// (weigh_values_dpbf16, up to kValueQueries queries per pass over V).
+template <int CH>
+void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, const bf16_t* v_base,
+                       const int32_t* table, int64_t block_size, int64_t kb, int64_t ko,
+                       int64_t vb, int64_t vo, int64_t first, int64_t len, const float* sinks,
+                       float scale, std::vector<float>& scores, std::vector<vf>& work,
+                       float* out) {
+  constexpr int C2 = CH / 2;  // 32-element chunks of head_dim
+  const int64_t span = len - first;
+  const int64_t padded = (span + 15) / 16 * 16;
+  scores.resize(group * padded);  // score_tiles writes all of it, padding included
+  // work: the queries as bf16 pairs (group * C2), 16 partial sums per query (group * 16)
+  work.resize(group * C2 + group * 16);
+  __m512bh* qb = reinterpret_cast<__m512bh*>(work.data());
+  vf* partial = work.data() + group * C2;
+  for (int64_t i = 0; i < group * C2; ++i)
+    qb[i] = _mm512_cvtne2ps_pbh(as_m512(load16(q + i * 32 + 16)), as_m512(load16(q + i * 32)));
+  score_tiles(RowCursor<bf16_t>(k_base, table, block_size, kb, ko, first), first, len, group,
+              scale, partial, scores.data(), padded, [&](const bf16_t* k, vf* out) {
+                __m512bh row[C2];
+                for (int c = 0; c < C2; ++c) row[c] = (__m512bh)_mm512_loadu_si512(k + c * 32);
+                for (int64_t g = 0; g < group; ++g) {
+                  __m512 sum = _mm512_setzero_ps();
+                  for (int c = 0; c < C2; ++c) sum = _mm512_dpbf16_ps(sum, qb[g * C2 + c], row[c]);
+                  out[g * 16] = as_vf(sum);
+                }
+              });
+  // probabilities as bf16, two positions per 32 bits: (p_t, p_t+1) is one load below;
+  // softmax_to_bf16 zeroes the padding past the last position
+  thread_local std::vector<bf16_t> probs;
+  probs.resize(group * padded);
   for (int64_t g = 0; g < group; ++g)
-    for (int c = 0; c < C2; ++c)
-      for (int half = 0; half < 2; ++half) {
-        const vf a = acc[g * C2 * 2 + 2 * c + half];
-        for (int j = 0; j < 16; ++j)
-          out[g * CH * 16 + c * 32 + 8 * (j / 4) + 4 * half + j % 4] = a[j];
-      }
+    softmax_to_bf16(&scores[g * padded], span, sinks ? &sinks[g] : nullptr, &probs[g * padded]);
+  const RowCursor<bf16_t> values(v_base, table, block_size, vb, vo, first);
+  for (int64_t g = 0; g < group; g += kValueQueries<C2>)
+    weigh_values_dpbf16<C2>(std::min<int64_t>(kValueQueries<C2>, group - g), values, first, len,
+                            &probs[g * padded], padded, out + g * CH * 16);
 }
 
 // ---- prefill tiles: consecutive rows of one prompt share their K/V reads
