@@ -679,7 +679,7 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
 
   // scores, kScoreQueries queries at a time against each chunk their rows reach
   s.scores.resize(padded_queries * padded);
-  s.probs.assign(padded_queries * padded, 0);
+  s.probs.resize(padded_queries * padded);  // each query's row is written or zeroed below
   const __m512 vscale = _mm512_set1_ps(scale);
   for (int64_t q0 = 0; q0 < padded_queries; q0 += kScoreQueries) {
     const int64_t reach = (len0 + row_of(q0 + kScoreQueries - 1) + 15) / 16;
@@ -697,10 +697,14 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
         _mm512_storeu_ps(&s.scores[(q0 + j) * padded + c * 16], _mm512_mul_ps(acc[j], vscale));
     }
     for (int j = 0; j < kScoreQueries; ++j) {
-      const int64_t qi = q0 + j;
-      softmax_to_bf16(&s.scores[qi * padded], len0 + row_of(qi),
+      const int64_t qi = q0 + j, len = len0 + row_of(qi);
+      softmax_to_bf16(&s.scores[qi * padded], len,
                    sinks ? &sinks[std::min(qi, queries - 1) % group] : nullptr,
                    &s.probs[qi * padded]);
+      // zero past its own keys up to the tile's last: p . V reads as far as its pass's
+      // longest row
+      bf16_t* row = s.probs.data() + qi * padded;
+      std::fill(row + (len + 15) / 16 * 16, row + padded, 0);
     }
   }
 
