@@ -6,7 +6,9 @@ the first task a process runs, not at import, so forking and start-up stay cheap
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
@@ -18,8 +20,32 @@ if TYPE_CHECKING:
     from services.worker.jobs import JobRunner
 
 
-# Back-off of an ingest waiting for an unreachable store (Chroma server, PostgreSQL).
+log = logging.getLogger(__name__)
+
+# Back-off of a job waiting for an unreachable store (Chroma server, PostgreSQL).
 STORE_RETRY_BASE_S, STORE_RETRY_MAX_S = 2.0, 60.0
+
+
+def retry_delay(retries: int) -> float:
+    """Seconds before the next try: doubling from STORE_RETRY_BASE_S, capped."""
+    return min(STORE_RETRY_MAX_S, STORE_RETRY_BASE_S * 2 ** min(retries, 6))
+
+
+def run_when_the_database_answers(task: Task, run: Callable[[str], str], job_id: str) -> str:
+    """Run a job; if its database cannot be reached, send the task again after a back-off.
+
+    Without this a job read that fails (PostgreSQL restarting under a busy worker) ended
+    the task: the broker dropped the acknowledged message and the row stayed ``queued``
+    with nothing left to run it (the sweeper only takes back ``running`` jobs).
+    """
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return run(job_id)
+    except OperationalError as exc:
+        reason = str(exc).splitlines()[0][:200]
+        log.warning("job %s waits for the database: %s", job_id, reason)
+        raise task.retry(countdown=retry_delay(task.request.retries), max_retries=None) from exc
 
 
 class LazyRunner:
@@ -45,16 +71,15 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(name=INGEST_TASK, acks_late=True, reject_on_worker_lost=True, bind=True)
     def ingest_document(self: Task, job_id: str) -> str:
-        outcome = runner.get().run_ingest(job_id)
+        outcome = run_when_the_database_answers(self, runner.get().run_ingest, job_id)
         if outcome == "retry":  # a store is unreachable: try again later, without limit
-            delay = min(STORE_RETRY_MAX_S, STORE_RETRY_BASE_S * 2 ** min(self.request.retries, 6))
-            raise self.retry(countdown=delay, max_retries=None)
+            raise self.retry(countdown=retry_delay(self.request.retries), max_retries=None)
         return outcome
 
-    @app.task(name=DELETE_TASK, acks_late=True, reject_on_worker_lost=True)
-    def delete_document(job_id: str) -> str:
-        return runner.get().run_delete(job_id)
+    @app.task(name=DELETE_TASK, acks_late=True, reject_on_worker_lost=True, bind=True)
+    def delete_document(self: Task, job_id: str) -> str:
+        return run_when_the_database_answers(self, runner.get().run_delete, job_id)
 
-    @app.task(name=ACL_TASK, acks_late=True, reject_on_worker_lost=True)
-    def change_document_groups(job_id: str) -> str:
-        return runner.get().run_acl(job_id)
+    @app.task(name=ACL_TASK, acks_late=True, reject_on_worker_lost=True, bind=True)
+    def change_document_groups(self: Task, job_id: str) -> str:
+        return run_when_the_database_answers(self, runner.get().run_acl, job_id)

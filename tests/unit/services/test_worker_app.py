@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from services.settings import Settings
 from services.worker.app import create_celery, is_embedded_broker
-from services.worker.task_names import DELETE_TASK, INGEST_TASK
+from services.worker.task_names import ACL_TASK, DELETE_TASK, INGEST_TASK
+from services.worker.tasks import LazyRunner, register_tasks, retry_delay
 
 
 def test_embedded_default_uses_sqlite_broker_and_backend(tmp_path):
@@ -95,3 +98,42 @@ def test_other_broker_errors_still_reach_the_caller():
     with pytest.raises(RuntimeError, match="refused"):
         CeleryJobQueue(app, "ing", "del").enqueue("delete", "job-2")
     assert app.sent == []
+
+
+class _DatabaseDownOnce:
+    """A JobRunner stand-in whose first call finds the database restarting."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def _run(self, job_id: str) -> str:
+        from sqlalchemy.exc import OperationalError
+
+        self.calls.append(job_id)
+        if len(self.calls) == 1:
+            raise OperationalError("SELECT", {}, Exception("the database system is starting up"))
+        return "done"
+
+    run_ingest = run_delete = run_acl = _run
+
+
+@pytest.mark.parametrize("task_name", [INGEST_TASK, DELETE_TASK, ACL_TASK])
+def test_a_job_that_finds_the_database_down_is_retried_not_dropped(
+    tmp_path, task_name, monkeypatch
+):
+    """PostgreSQL restarting under a busy worker: the job's first read fails. The task must
+    ask to run again (its row is still queued, and nothing else would run it), not fail
+    and let the broker drop the message."""
+    app = create_celery(Settings(data_dir=tmp_path))
+    register_tasks(app, Settings(data_dir=tmp_path))
+    runner = _DatabaseDownOnce()
+    # on the class: Celery shares a task name's body across apps made in one process
+    monkeypatch.setattr(LazyRunner, "get", lambda self: runner)
+    result = app.tasks[task_name].apply(args=["job-1"])  # eager: the retry runs in place
+    assert result.state == "SUCCESS" and result.get() == "done"
+    assert runner.calls == ["job-1", "job-1"]
+
+
+def test_the_retry_back_off_doubles_and_is_capped():
+    assert [retry_delay(n) for n in (0, 1, 2)] == [2.0, 4.0, 8.0]
+    assert retry_delay(50) == 60.0
