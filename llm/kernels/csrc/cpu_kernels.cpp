@@ -455,14 +455,16 @@ inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_
   }
 }
 
-// The same task for a bf16 cache on a CPU with AVX-512 BF16 (Zen 4, Sapphire Rapids and
-// later): vdpbf16ps multiplies bf16 pairs and accumulates in fp32 in one instruction, so
-// K and V rows are used as stored, with no conversion. q . k: a K row's 32-element chunks
-// against the query's (exact: q is bf16 already). p . V: two positions at a time, their
-// V rows interleaved into (v_t[d], v_t+1[d]) pairs against the broadcast pair (p_t,
-// p_t+1) rounded to bf16, as the torch path rounds probabilities before its bf16 bmm.
-// Interleaving works within 128-bit lanes, so accumulator lane j of a chunk holds
-// dimension 8 (j / 4) + j % 4 (the "low" half) or that plus 4 (the "high" half).
+// p . V accumulates over V rows interleaved into (v_t[d], v_t+1[d]) pairs. Interleaving
+// works within 128-bit lanes, so accumulator lane j of a 32-dimension chunk holds
+// dimension 8 (j / 4) + j % 4 (the "low" accumulator) or that plus 4 (the "high" one):
+// the two 16-lane halves of the chunk in dimension order.
+inline void in_dimension_order(__m512 lo, __m512 hi, __m512& first, __m512& second) {
+  const __m512i low_index = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  first = _mm512_permutex2var_ps(lo, low_index, hi);
+  second = _mm512_permutex2var_ps(lo, _mm512_add_epi32(low_index, _mm512_set1_epi32(8)), hi);
+}
+
 // p . V for N consecutive queries of a group (probs: the first one's row, rows padded
 // apart; out: its fp32 output row, rows CH * 16 apart), positions [first, len) two at a
 // time. N * 2 * C2 accumulators stay in registers for the whole pass (they lived in
@@ -499,15 +501,12 @@ void weigh_values_dpbf16(RowCursor<bf16_t> values, int64_t first, int64_t len,
       }
     }
   }
-  // accumulator lanes back in dimension order: per 32 dimensions, 4-lane groups alternate
-  // between the low and high accumulators (the interleaving works within 128-bit lanes)
-  const __m512i first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-  const __m512i second_half = _mm512_add_epi32(first_half, _mm512_set1_epi32(8));
   for (int j = 0; j < N; ++j)
     for (int c = 0; c < C2; ++c) {
-      const __m512 lo = acc[j][2 * c], hi = acc[j][2 * c + 1];
-      _mm512_storeu_ps(out + j * CH * 16 + c * 32, _mm512_permutex2var_ps(lo, first_half, hi));
-      _mm512_storeu_ps(out + j * CH * 16 + c * 32 + 16, _mm512_permutex2var_ps(lo, second_half, hi));
+      __m512 first_half, second_half;
+      in_dimension_order(acc[j][2 * c], acc[j][2 * c + 1], first_half, second_half);
+      _mm512_storeu_ps(out + j * CH * 16 + c * 32, first_half);
+      _mm512_storeu_ps(out + j * CH * 16 + c * 32 + 16, second_half);
     }
 }
 
@@ -727,14 +726,11 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
     for (int j = 0; j < QV && q0 + j < queries; ++j) {
       const int64_t qi = q0 + j;
       bf16_t* o = out + (qi / group) * row_stride + (qi % group) * D2 * 2;
-      // accumulator lanes back in dimension order (see attend_one_dpbf16): per 32
-      // dimensions, 4-lane groups alternate between the low and high accumulators
-      const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-      const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
       for (int c = 0; c < C2; ++c) {
-        const __m512 lo = acc[j][2 * c], hi = acc[j][2 * c + 1];
-        const __m256bh a = _mm512_cvtneps_pbh(_mm512_permutex2var_ps(lo, first, hi));
-        const __m256bh b = _mm512_cvtneps_pbh(_mm512_permutex2var_ps(lo, second, hi));
+        __m512 first_half, second_half;
+        in_dimension_order(acc[j][2 * c], acc[j][2 * c + 1], first_half, second_half);
+        const __m256bh a = _mm512_cvtneps_pbh(first_half);
+        const __m256bh b = _mm512_cvtneps_pbh(second_half);
         std::memcpy(o + c * 32, &a, sizeof a);
         std::memcpy(o + c * 32 + 16, &b, sizeof b);
       }
