@@ -301,6 +301,26 @@ inline __m512 rounded_to_bf16(__m512 v) {
 
 #endif
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+// Linux grants a process AMX's tile state only on request (arch_prctl); without it the
+// first tile instruction raises SIGILL. oneDNN asks too, but our kernels may run first.
+bool amx_granted() {
+  static const bool granted = [] {
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtileData) == 0;
+  }();
+  return granted;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+#endif
+
 // ---------------------------------------------------------------- decode attention
 
 // In place: scores [span, padded) -> softmax probabilities (fp32), the padding set to 0.
@@ -430,20 +450,24 @@ inline vf as_vf(__m512 v) { return reinterpret_cast<vf&>(v); }
 // lane, exp with fused multiply-adds (cephes_exp), and the probabilities stored as bf16
 // (round-to-nearest-even), as vdpbf16ps takes them. The scores are overwritten; probs
 // gets (len + 15) / 16 * 16 entries, those past len 0.
-inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_t* probs) {
+inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_t* probs,
+                            float scale = 1.f) {
   const int64_t whole = len / 16, chunks = (len + 15) / 16;
   const __mmask16 last = len % 16 ? static_cast<__mmask16>((1u << (len % 16)) - 1) : 0xffff;
   const auto mask = [&](int64_t c) { return c < whole ? static_cast<__mmask16>(0xffff) : last; };
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __m512 top_lanes = sink ? _mm512_set1_ps(*sink) : neg_inf;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 top_lanes = neg_inf;
   for (int64_t c = 0; c < chunks; ++c)
     top_lanes = _mm512_max_ps(top_lanes, _mm512_mask_loadu_ps(neg_inf, mask(c), scores + c * 16));
-  const float top = _mm512_reduce_max_ps(top_lanes);
+  // scaling by a positive number keeps the order, so max(s) * scale is the scaled maximum
+  const float top = std::max(_mm512_reduce_max_ps(top_lanes) * scale,
+                             sink ? *sink : -std::numeric_limits<float>::infinity());
   const __m512 vtop = _mm512_set1_ps(top);
   __m512 sums = _mm512_setzero_ps();
   for (int64_t c = 0; c < chunks; ++c) {
-    const __m512 e = _mm512_maskz_mov_ps(
-        mask(c), cephes_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask(c), scores + c * 16), vtop)));
+    const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(c), scores + c * 16), vscale);
+    const __m512 e = _mm512_maskz_mov_ps(mask(c), cephes_exp(_mm512_sub_ps(scaled, vtop)));
     _mm512_storeu_ps(scores + c * 16, e);
     sums = _mm512_add_ps(sums, e);
   }
@@ -618,28 +642,19 @@ struct TileScratch {
   std::vector<bf16_t> probs;       // per query: padded keys, bf16
 };
 
-// One (tile, KV head) task: `rows` consecutive positions of one sequence, row r with
-// length len0 + r, and the `group` query heads of KV head h (q and out point at row 0's
-// first such head; consecutive rows are row_stride apart). C2 = head_dim / 32.
+// A tile's operands in the layouts its kernel multiplies, into s: K transposed per 16-key
+// chunk (padded / 16 chunks, zero rows past the last key), V rows interleaved into pairs
+// (padded / 2 pairs, zero past the last key) and the queries as bf16 pairs
+// (padded_queries, the padding repeating the last query).
 template <int C2>
-void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t rows,
-                        int64_t group, const bf16_t* k_base, const bf16_t* v_base,
-                        const int32_t* table, int64_t block_size, int64_t kb, int64_t ko,
-                        int64_t vb, int64_t vo, int64_t len0, const float* sinks, float scale,
-                        TileScratch& s) {
+void prepare_tile(const bf16_t* q, int64_t row_stride, int64_t group, int64_t queries,
+                  int64_t padded_queries, const bf16_t* k_base, const bf16_t* v_base,
+                  const int32_t* table, int64_t block_size, int64_t kb, int64_t ko, int64_t vb,
+                  int64_t vo, int64_t keys, int64_t padded, TileScratch& s) {
   constexpr int D2 = C2 * 16;  // bf16 pairs per row
-  constexpr int QV = C2 == 1 ? 6 : (C2 == 2 ? 6 : (C2 <= 4 ? 3 : 1));  // queries per p . V pass
-  static_assert(kScoreQueries % QV == 0, "query padding serves both passes");
-  const int64_t keys = len0 + rows - 1;  // the last row's length
-  const int64_t padded = (keys + 15) / 16 * 16;
   const int64_t chunks = padded / 16, pairs = (keys + 1) / 2;
-  const int64_t queries = rows * group;
-  const int64_t padded_queries = (queries + kScoreQueries - 1) / kScoreQueries * kScoreQueries;
-  const auto row_of = [&](int64_t qi) { return std::min(qi, queries - 1) / group; };
-
-  // K transposed per 16-key chunk (zero rows past the last key), V pairs interleaved
   s.keys_t.resize(chunks * D2);
-  s.values.resize(pairs * 2 * C2);
+  s.values.resize(padded / 2 * 2 * C2);
   RowCursor<bf16_t> key_rows(k_base, table, block_size, kb, ko, 0);
   for (int64_t c = 0; c < chunks; ++c) {
     __m512i block[C2][16];
@@ -668,13 +683,34 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
       s.values[(p * C2 + c) * 2 + 1] = _mm512_unpackhi_epi16(a, b);
     }
   }
-  // queries as bf16 pairs; the padding queries repeat the last one
+  std::fill(s.values.begin() + pairs * 2 * C2, s.values.end(), _mm512_setzero_si512());
   s.queries.resize(padded_queries * D2);
   for (int64_t qi = 0; qi < padded_queries; ++qi) {
     const int64_t real = std::min(qi, queries - 1);
     std::memcpy(&s.queries[qi * D2], q + (real / group) * row_stride + (real % group) * D2 * 2,
                 D2 * sizeof(uint32_t));
   }
+}
+
+// One (tile, KV head) task: `rows` consecutive positions of one sequence, row r with
+// length len0 + r, and the `group` query heads of KV head h (q and out point at row 0's
+// first such head; consecutive rows are row_stride apart). C2 = head_dim / 32.
+template <int C2>
+void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t rows,
+                        int64_t group, const bf16_t* k_base, const bf16_t* v_base,
+                        const int32_t* table, int64_t block_size, int64_t kb, int64_t ko,
+                        int64_t vb, int64_t vo, int64_t len0, const float* sinks, float scale,
+                        TileScratch& s) {
+  constexpr int D2 = C2 * 16;  // bf16 pairs per row
+  constexpr int QV = C2 == 1 ? 6 : (C2 == 2 ? 6 : (C2 <= 4 ? 3 : 1));  // queries per p . V pass
+  static_assert(kScoreQueries % QV == 0, "query padding serves both passes");
+  const int64_t keys = len0 + rows - 1;  // the last row's length
+  const int64_t padded = (keys + 15) / 16 * 16;
+  const int64_t queries = rows * group;
+  const int64_t padded_queries = (queries + kScoreQueries - 1) / kScoreQueries * kScoreQueries;
+  const auto row_of = [&](int64_t qi) { return std::min(qi, queries - 1) / group; };
+  prepare_tile<C2>(q, row_stride, group, queries, padded_queries, k_base, v_base, table,
+                   block_size, kb, ko, vb, vo, keys, padded, s);
 
   // scores, kScoreQueries queries at a time against each chunk their rows reach
   s.scores.resize(padded_queries * padded);
@@ -738,11 +774,172 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
   }
 }
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+// attend_tile_dpbf16's work on AMX: the same operands (prepare_tile), with both products as
+// tile multiplies. Scores: 16 queries (a tile of their bf16 pairs, 32 dimensions a row) times
+// a 16-key chunk of transposed K (exactly TDPBF16PS's second operand: row p holds pair p of
+// each key), C2 multiplies per 16 x 16 scores. p . V: 16 queries' probabilities over 32 keys
+// (one tile) times the interleaved V rows of those keys (row p holds key pair p of 16
+// dimensions), into 2 C2 output tiles of 16 x 16 fp32, at most four per pass over the keys.
+// On a 2-core Sapphire Rapids the vdpbf16ps tiles took ~29% of a 400-token prefill.
+// The softmax and the bf16 probabilities are the other kernel's (softmax_to_bf16); AMX sums
+// each product in its own order, so the result agrees to fp32 rounding, not bitwise.
+constexpr int64_t kAmxQueries = 16;  // queries per tile of scores or outputs
+constexpr int kAmxOutTiles = 4;      // output tiles per pass over the keys (tiles 0-3)
+
+// Tiles 0-3: scores (0) or outputs; 4: queries or probabilities; 5-7: keys or values.
+void configure_square_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = 16;
+    config.bytes_per_row[t] = 64;
+  }
+  _tile_loadconfig(&config);
+}
+
+// Tiles 0..N-1 += A (tile 4, loaded here from a, a_stride bytes a row) times N second
+// operands, tile i's loaded from b + i * b_step (b_stride bytes a row) into tile 5, 6 or 7 in
+// turn. N independent accumulators keep AMX busy: one alone waits on each multiply.
+template <int N>
+inline void multiply_into_tiles(const void* a, int64_t a_stride, const __m512i* b,
+                                int64_t b_stride, int64_t b_step) {
+  _tile_loadd(4, a, a_stride);
+  _tile_loadd(5, b, b_stride);
+  _tile_dpbf16ps(0, 4, 5);
+  if constexpr (N > 1) {
+    _tile_loadd(6, b + b_step, b_stride);
+    _tile_dpbf16ps(1, 4, 6);
+  }
+  if constexpr (N > 2) {
+    _tile_loadd(7, b + 2 * b_step, b_stride);
+    _tile_dpbf16ps(2, 4, 7);
+  }
+  if constexpr (N > 3) {
+    _tile_loadd(5, b + 3 * b_step, b_stride);
+    _tile_dpbf16ps(3, 4, 5);
+  }
+}
+
+// Tile i (0..N-1) to base + i * step floats, stride bytes a row.
+template <int N>
+inline void store_tiles(float* base, int64_t stride, int64_t step) {
+  _tile_stored(0, base, stride);
+  if constexpr (N > 1) _tile_stored(1, base + step, stride);
+  if constexpr (N > 2) _tile_stored(2, base + 2 * step, stride);
+  if constexpr (N > 3) _tile_stored(3, base + 3 * step, stride);
+}
+
+template <int N>
+inline void zero_tiles() {
+  _tile_zero(0);
+  if constexpr (N > 1) _tile_zero(1);
+  if constexpr (N > 2) _tile_zero(2);
+  if constexpr (N > 3) _tile_zero(3);
+}
+
+// f(std::integral_constant<int, n>) for a runtime n in 1..4: tile numbers are immediates,
+// so the tile count must be a compile-time one.
+template <typename F>
+inline void with_tile_count(int64_t n, F&& f) {
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+template <int C2>
+void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t rows,
+                     int64_t group, const bf16_t* k_base, const bf16_t* v_base,
+                     const int32_t* table, int64_t block_size, int64_t kb, int64_t ko, int64_t vb,
+                     int64_t vo, int64_t len0, const float* sinks, float scale, TileScratch& s) {
+  constexpr int D2 = C2 * 16;           // bf16 pairs per row
+  constexpr int kOutTiles = 2 * C2;     // 16-dimension output tiles per query
+  const int64_t keys = len0 + rows - 1;  // the last row's length
+  const int64_t padded = (keys + 31) / 32 * 32;  // whole 32-key tiles of probabilities
+  const int64_t queries = rows * group;
+  const int64_t padded_queries = (queries + kAmxQueries - 1) / kAmxQueries * kAmxQueries;
+  const auto row_of = [&](int64_t qi) { return std::min(qi, queries - 1) / group; };
+  prepare_tile<C2>(q, row_stride, group, queries, padded_queries, k_base, v_base, table,
+                   block_size, kb, ko, vb, vo, keys, padded, s);
+  s.scores.resize(kAmxQueries * padded);
+  s.probs.resize(kAmxQueries * padded);
+  configure_square_tiles();
+  alignas(64) float outputs[kAmxOutTiles][kAmxQueries * 16];
+  for (int64_t q0 = 0; q0 < padded_queries; q0 += kAmxQueries) {
+    const int64_t reach = len0 + row_of(q0 + kAmxQueries - 1);  // the longest row's length
+    const int64_t chunks = (reach + 15) / 16;
+    for (int64_t c0 = 0; c0 < chunks; c0 += kAmxOutTiles) {
+      with_tile_count(std::min<int64_t>(kAmxOutTiles, chunks - c0), [&](auto count) {
+        constexpr int N = decltype(count)::value;
+        zero_tiles<N>();
+        for (int j = 0; j < C2; ++j)
+          multiply_into_tiles<N>(&s.queries[q0 * D2 + j * 16], D2 * sizeof(uint32_t),
+                                 &s.keys_t[c0 * D2 + j * 16], 64, D2);
+        store_tiles<N>(&s.scores[c0 * 16], padded * sizeof(float), 16);
+      });
+    }
+    for (int64_t j = 0; j < kAmxQueries; ++j) {
+      const int64_t qi = q0 + j, len = len0 + row_of(qi);
+      bf16_t* row = s.probs.data() + j * padded;
+      softmax_to_bf16(&s.scores[j * padded], len,
+                      sinks ? &sinks[std::min(qi, queries - 1) % group] : nullptr, row, scale);
+      std::fill(row + (len + 15) / 16 * 16, row + padded, 0);
+    }
+    for (int first = 0; first < kOutTiles; first += kAmxOutTiles) {
+      const int n = std::min(kAmxOutTiles, kOutTiles - first);  // even: whole 32-dim chunks
+      const __m512i* values = s.values.data() + first;  // output tile t reads vector t of a pair
+      const int64_t probs_stride = padded * sizeof(bf16_t), values_stride = 2 * C2 * 64;
+      const int64_t blocks = (reach + 31) / 32;
+      with_tile_count(n, [&](auto count) {
+        constexpr int N = decltype(count)::value;
+        zero_tiles<N>();
+        for (int64_t b = 0; b < blocks; ++b)
+          multiply_into_tiles<N>(s.probs.data() + b * 32, probs_stride,
+                                 values + b * 16 * 2 * C2, values_stride, 1);
+        store_tiles<N>(outputs[0], 64, kAmxQueries * 16);
+      });
+      for (int64_t j = 0; j < kAmxQueries && q0 + j < queries; ++j) {
+        const int64_t qi = q0 + j;
+        bf16_t* o = out + (qi / group) * row_stride + (qi % group) * D2 * 2 + first * 16;
+        for (int i = 0; i < n; i += 2) {
+          __m512 first_half, second_half;
+          in_dimension_order(_mm512_load_ps(&outputs[i][j * 16]),
+                             _mm512_load_ps(&outputs[i + 1][j * 16]), first_half, second_half);
+          const __m256bh a = _mm512_cvtneps_pbh(first_half);
+          const __m256bh b = _mm512_cvtneps_pbh(second_half);
+          std::memcpy(o + i * 16, &a, sizeof a);
+          std::memcpy(o + i * 16 + 16, &b, sizeof b);
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+#endif
+
 using TileFn = void (*)(const bf16_t*, bf16_t*, int64_t, int64_t, int64_t, const bf16_t*,
                         const bf16_t*, const int32_t*, int64_t, int64_t, int64_t, int64_t,
                         int64_t, int64_t, const float*, float, TileScratch&);
 
+// Whether prefill tiles run on AMX where this process may use it; the tests turn it off to
+// check the vdpbf16ps tiles on the same CPU (use_amx_attention_tiles).
+std::atomic<bool> amx_tiles_wanted{true};
+
 TileFn tile_for(int64_t head_dim) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  if (amx_tiles_wanted.load() && amx_granted()) {
+    switch (head_dim) {
+      case 32: return attend_tile_amx<1>;
+      case 64: return attend_tile_amx<2>;
+      case 96: return attend_tile_amx<3>;
+      case 128: return attend_tile_amx<4>;
+      case 256: return attend_tile_amx<8>;
+      default: return nullptr;
+    }
+  }
+#endif
   switch (head_dim) {
     case 32: return attend_tile_dpbf16<1>;
     case 64: return attend_tile_dpbf16<2>;
@@ -1763,24 +1960,6 @@ struct TileCall {
 // Layout: see unpack_chunk above (q4_linear.py's _pack_amx, once at load).
 constexpr int64_t kAmxRows = 16;  // rows of x per tile
 
-// Linux grants a process AMX's tile state only on request (arch_prctl); without it the
-// first tile instruction raises SIGILL. oneDNN asks too, but this kernel may run first.
-bool amx_granted() {
-  static const bool granted = [] {
-    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtileData = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtileData) == 0;
-  }();
-  return granted;
-}
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
 // Tiles 0 and 1 (even blocks), 5 and 6 (odd blocks): two column groups' products (rows x
 // 16 fp32); 2: rows of x (rows x 32 bf16); 3 and 4: the two groups' weights (16 k pairs x
 // 16 columns).
@@ -2249,6 +2428,7 @@ std::vector<std::string> fast_kernels() {
 #endif
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   if (amx_granted()) kernels.push_back("q4_linear_amx");
+  if (amx_granted()) kernels.push_back("attention_tiles_amx");
 #endif
   return kernels;
 #else
@@ -2307,6 +2487,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("num_layers", &LayerStack::num_layers)
       .def("run", &LayerStack::run, py::call_guard<py::gil_scoped_release>(),
            "all decoder layers for one step; returns the residual stream");
+#if defined(__AVX512BF16__)
+  m.def("use_amx_attention_tiles", [](bool on) { return amx_tiles_wanted.exchange(on); },
+        "whether prefill attention tiles may run on AMX (default true); returns the old value");
+#endif
   m.def("fast_kernels", &fast_kernels, "the kernels worth calling in this build");
   m.def("compiled_isa", &compiled_isa, "the ISA extensions this build was compiled for");
 }

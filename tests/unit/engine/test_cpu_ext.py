@@ -78,17 +78,36 @@ def test_decode_attention_matches_the_reference(
     assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance)
 
 
+@pytest.fixture(params=["amx", "without_amx"])
+def prefill_tiles(request, ext):
+    """The prefill-tile kernel the attention calls of a test run on: AMX (where this build and
+    this process have it; a build for AMX that does not offer it fails) or, with AMX turned
+    off, the vdpbf16ps tiles on an AVX-512 BF16 CPU (elsewhere the row path)."""
+    toggle = getattr(ext, "use_amx_attention_tiles", None)
+    if request.param == "amx" and "attention_tiles_amx" not in ext.fast_kernels():
+        if "amx_bf16" in cpu_ext.status().compiled_isa:
+            pytest.fail("the kernels were built for AMX but do not offer its attention tiles")
+        pytest.skip("AMX attention tiles are built only for CPUs with AMX; this build is not")
+    before = toggle(request.param == "amx") if toggle else None
+    yield request.param
+    if toggle:
+        toggle(before)
+
+
 @pytest.mark.parametrize(
     "num_heads, num_kv_heads, head_dim", [(9, 3, 64), (8, 1, 128), (4, 4, 32), (4, 2, 96)]
 )
 @pytest.mark.parametrize("with_sinks", [False, True])
-def test_prefill_rows_match_the_reference(ext, num_heads, num_kv_heads, head_dim, with_sinks):
+def test_prefill_rows_match_the_reference(
+    ext, prefill_tiles, num_heads, num_kv_heads, head_dim, with_sinks
+):
     """A step's query rows as the engine passes them: each row its sequence's table and its
     own length. Consecutive rows of a prompt go through the tiled path (16-row tiles on
-    AVX-512 BF16), so the step mixes a 37-row prompt (tiles of 16, 16 and 5), a prompt
-    continuing a 23-token cached prefix, a one-row prompt, and decodes. Two neighbouring
-    rows of different sequences have consecutive lengths (18 then 19) but different
-    blocks: they must not share a tile."""
+    AVX-512 BF16 and on AMX), so the step mixes a 37-row prompt (tiles of 16, 16 and 5), a
+    prompt continuing a 23-token cached prefix, a one-row prompt, and decodes. Two
+    neighbouring rows of different sequences have consecutive lengths (18 then 19) but
+    different blocks: they must not share a tile. The head sizes take every pass shape of
+    the AMX tiles: 2, 4 and 4 + 2 output tiles per pass, and two passes of 4."""
     seq_lens = [37, 41, 18, 19, 140]
     new_rows = [37, 18, 1, 1, 1]  # the second continues a cached prefix of 23 tokens
     k_cache, v_cache, tables, lens = _paged(seq_lens, num_kv_heads, head_dim, torch.bfloat16)
