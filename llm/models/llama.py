@@ -20,8 +20,7 @@ from llm.kernels.backend import choose_backend
 from llm.kernels.cpu_attention import FUSED_HEAD_DIMS, row_tables_and_lens
 from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
 from llm.kernels.q4_linear import INT4_MAX_ROWS, PackedInt4, Q4Blocks, int4_linear, pack_int4
-from llm.kernels.q8_linear import MAX_ROWS as Q8_MAX_ROWS
-from llm.kernels.q8_linear import Q8Blocks, q8_available, q8_linear
+from llm.kernels.q8_linear import Q8Blocks, q8_available, q8_linear, row_limit, with_amx_tiles
 from llm.kernels.rope import apply_rotary, rotate_and_cache
 from llm.models.base import AttentionMetadata, CausalLM, KVCacheSpec
 
@@ -183,7 +182,8 @@ class Linear(nn.Linear):
             raise ValueError(
                 f"8-bit weight has shape {tuple(blocks.shape)}, expected {tuple(self.weight.shape)}"
             )
-        self.q8 = blocks
+        # bf16 rows on AMX read the codes as tiles (the int8 ones serve fp32 rows)
+        self.q8 = with_amx_tiles(blocks) if self.weight.dtype == torch.bfloat16 else blocks
         self.quantised_max_rows = 1
 
     def _quantised(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -197,7 +197,7 @@ class Linear(nn.Linear):
             return None
         if self.int4 is not None:
             return self.quantised_product(x) if x.dtype == self.int4.activation_dtype else None
-        if self.q8 is not None and x.shape[0] <= Q8_MAX_ROWS and q8_available():
+        if self.q8 is not None and x.shape[0] <= row_limit(self.q8, x.dtype) and q8_available():
             return self.quantised_product(x)
         return None
 
@@ -381,8 +381,13 @@ class LlamaForCausalLM(CausalLM):
             # once per process for a kind (and its kernel), shape, layer count, dtype and
             # thread count: a second model of the same shapes (tests, a reload) reuses the
             # measurement, but not one packed for another kernel (ours switched off)
-            int4 = layers[0].int4
-            kernel = int4.kernel if kind == "int4" and int4 is not None else None
+            int4, q8 = layers[0].int4, layers[0].q8
+            if kind == "int4" and int4 is not None:
+                kernel, most_rows = int4.kernel, ROW_COUNTS[-1]
+            else:
+                assert q8 is not None
+                most_rows = row_limit(q8, layers[0].weight.dtype)
+                kernel = "amx" if q8.tiles is not None else "int8"
             key = (
                 kind,
                 kernel,
@@ -397,7 +402,7 @@ class LlamaForCausalLM(CausalLM):
                     partial(_through_all, layers, Linear.dense_product),
                     layers[0].in_features,
                     layers[0].weight.dtype,
-                    tuple(n for n in ROW_COUNTS if kind == "int4" or n <= Q8_MAX_ROWS),
+                    tuple(n for n in ROW_COUNTS if n <= most_rows),
                 )
             limit, timings = _CROSSOVERS[key]
             for layer in layers:

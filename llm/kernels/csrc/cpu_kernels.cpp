@@ -2095,6 +2095,130 @@ at::Tensor q4_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at:
   }
   return t.out;
 }
+// x [M, K] bf16 @ W.T for GGUF's Q8_0 weights (w = d q, q int8, one d per 32 columns) on a
+// CPU with AMX: the LM head of small models, the largest matmul of a decode step
+// (SmolLM2-135M: 49,152 x 576). oneDNN's bf16 GEMM reads 2 bytes a weight; this reads one
+// (plus 4 bytes of d per 32) and multiplies on AMX at any row count up to 16.
+//
+// An int8 code is no bf16 bit pattern, but its halves are: with u = q + 128 (stored so at
+// load), u = 16 h + l, and the bf16 numbers 128 + l (bits 0x4300 | l) and 2048 + 16 h (bits
+// 0x4500 | h) are exact. Two tile multiplies of the block's x into one product tile give
+// x . (128 + l) + x . (2048 + 16 h) = x . q + 2304 sum(x), each product exact in fp32, so a
+// block adds d (P - 2304 sum(x)) per column: bf16 x times the file's weights to fp32
+// rounding, as the 4-bit kernel (the dense bf16 path rounds every weight to bf16).
+//
+// Layout (q8_linear.py's pack_q8_amx, once at load): per group of 16 output columns and
+// block of 32 columns of k, 512 bytes: row p (32 bytes) holds u of the 16 columns at k = 2p
+// and 2p + 1, side by side (the VNNI order TDPBF16PS's second tile takes); d [N / 16, K / 32,
+// 16] fp32.
+constexpr int64_t kQ8BlockBytes = 512;  // a block's codes for one group of columns
+
+// One block's codes as the two weight tiles: bf16 128 + (u & 15) and 2048 + 16 (u >> 4).
+inline void q8_codes_to_tiles(const uint8_t* codes, bf16_t* low, bf16_t* high) {
+  const __m512i low4 = _mm512_set1_epi16(0x000f), low_bias = _mm512_set1_epi16(0x4300);
+  const __m512i high_bias = _mm512_set1_epi16(0x4500);
+  for (int p = 0; p < 16; ++p) {
+    const __m512i z =
+        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * p)));
+    _mm512_store_si512(low + 32 * p, _mm512_ternarylogic_epi32(z, low4, low_bias, 0xEA));
+    _mm512_store_si512(high + 32 * p, _mm512_or_si512(_mm512_srli_epi16(z, 4), high_bias));
+  }
+}
+
+// One block's product for a column group: x (tile 2) times both halves of the weights (tiles
+// 3 and 4) into product tile 0 (even blocks) or 5 (odd ones).
+template <bool kOdd>
+inline void start_q8_block(const bf16_t* x, int64_t k, const bf16_t* low, const bf16_t* high) {
+  _tile_loadd(2, x, k * sizeof(bf16_t));
+  _tile_loadd(3, low, 64);
+  _tile_loadd(4, high, 64);
+  if constexpr (kOdd) {
+    _tile_zero(5);
+    _tile_dpbf16ps(5, 2, 3);
+    _tile_dpbf16ps(5, 2, 4);
+  } else {
+    _tile_zero(0);
+    _tile_dpbf16ps(0, 2, 3);
+    _tile_dpbf16ps(0, 2, 4);
+  }
+}
+
+// Output columns [16 g, 16 g + 16) for up to 16 rows of x, software-pipelined as
+// amx_column_groups: AMX multiplies block b while the vector units unpack block b + 1 and
+// scale block b - 1's products.
+void amx_q8_columns(const bf16_t* x, int64_t rows, int64_t k, const float* sums,
+                    const uint8_t* codes, const float* scales, int64_t g, bf16_t* out, int64_t n) {
+  const int64_t blocks = k / 32;
+  alignas(64) bf16_t weights[2][2][kAmxRows * 32];
+  alignas(64) float products[2][kAmxRows * kAmxColumns];
+  alignas(64) float acc[kAmxRows * kAmxColumns] = {};
+  const uint8_t* group_codes = codes + g * blocks * kQ8BlockBytes;
+  const float* group_scales = scales + g * blocks * kAmxColumns;
+  const auto scale = [&](int64_t b, const float* from) {
+    const __m512 d = _mm512_loadu_ps(group_scales + b * kAmxColumns);
+    const __m512 e = _mm512_mul_ps(d, _mm512_set1_ps(-2304.f));
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 a = _mm512_load_ps(acc + r * kAmxColumns);
+      a = _mm512_fmadd_ps(_mm512_load_ps(from + r * kAmxColumns), d, a);
+      a = _mm512_fmadd_ps(e, _mm512_set1_ps(sums[r * blocks + b]), a);
+      _mm512_store_ps(acc + r * kAmxColumns, a);
+    }
+  };
+  q8_codes_to_tiles(group_codes, weights[0][0], weights[0][1]);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int now = b & 1;
+    if (now == 0)
+      start_q8_block<false>(x + b * 32, k, weights[0][0], weights[0][1]);
+    else
+      start_q8_block<true>(x + b * 32, k, weights[1][0], weights[1][1]);
+    if (b + 1 < blocks)
+      q8_codes_to_tiles(group_codes + (b + 1) * kQ8BlockBytes, weights[now ^ 1][0],
+                        weights[now ^ 1][1]);
+    if (b > 0) scale(b - 1, products[now ^ 1]);
+    if (now == 0)
+      _tile_stored(0, products[0], 64);
+    else
+      _tile_stored(5, products[1], 64);
+  }
+  scale(blocks - 1, products[(blocks - 1) & 1]);
+  for (int64_t r = 0; r < rows; ++r)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n + g * kAmxColumns),
+                        reinterpret_cast<__m256i>(
+                            _mm512_cvtneps_pbh(_mm512_load_ps(acc + r * kAmxColumns))));
+}
+
+at::Tensor q8_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kBFloat16,
+              "x must be contiguous bfloat16 [rows, in_features]");
+  const int64_t rows = x.size(0), k = x.size(1);
+  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
+  const int64_t blocks = k / 32;
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 3 &&
+                  codes.size(1) == blocks && codes.size(2) == kQ8BlockBytes,
+              "codes must be contiguous uint8 [out_features / 16, in_features / 32, 512]");
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.dim() == 3 &&
+                  scales.size(0) == codes.size(0) && scales.size(1) == blocks &&
+                  scales.size(2) == kAmxColumns,
+              "scales must be contiguous float32 [out_features / 16, in_features / 32, 16]");
+  TORCH_CHECK(amx_granted(), "Linux refused this process AMX tile state (arch_prctl)");
+  const int64_t groups = codes.size(0), n = groups * kAmxColumns;
+  at::Tensor out = at::empty({rows, n}, x.options());
+  const bf16_t* xs = data_of<bf16_t>(x);
+  const std::vector<float> sums = block_sums(xs, rows, k);
+  const uint8_t* c = codes.data_ptr<uint8_t>();
+  const float* d = scales.data_ptr<float>();
+  bf16_t* o = mutable_data_of<bf16_t>(out);
+  for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
+    const int64_t m = std::min(kAmxRows, rows - r0);
+    at::parallel_for(0, groups, 8, [&](int64_t begin, int64_t end) {
+      configure_tiles(m);
+      for (int64_t g = begin; g < end; ++g)
+        amx_q8_columns(xs + r0 * k, m, k, sums.data() + r0 * blocks, c, d, g, o + r0 * n, n);
+      _tile_release();
+    });
+  }
+  return out;
+}
 #endif
 
 #if defined(__AVX512BF16__)
@@ -2429,6 +2553,7 @@ std::vector<std::string> fast_kernels() {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   if (amx_granted()) kernels.push_back("q4_linear_amx");
   if (amx_granted()) kernels.push_back("attention_tiles_amx");
+  if (amx_granted()) kernels.push_back("q8_linear_amx");
 #endif
   return kernels;
 #else
@@ -2478,6 +2603,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   m.def("q4_linear_amx", &q4_linear_amx, "bf16 x @ W.T for 4-bit blocks laid out for AMX tiles");
+  m.def("q8_linear_amx", &q8_linear_amx, "bf16 x @ W.T for Q8_0 blocks laid out for AMX tiles");
 #endif
   py::class_<LayerStack>(m, "LayerStack")
       .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, bool, int64_t, int64_t, double,

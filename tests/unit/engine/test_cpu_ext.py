@@ -22,7 +22,7 @@ from llm.kernels import cpu_ext
 from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
 from llm.kernels.block_dots_ref import round_rows_to_int16
 from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
-from llm.kernels.q8_linear import Q8Blocks, q8_from_gguf, q8_linear
+from llm.kernels.q8_linear import Q8Blocks, q8_from_gguf, q8_linear, with_amx_tiles
 from llm.kernels.rope import apply_rotary
 from tests.unit.engine.prefill_helpers import prefill_once
 
@@ -225,6 +225,30 @@ def test_q8_linear_matches_the_dequantised_weight(ext, rows):
     assert got.dtype == torch.bfloat16
     reference = x.bfloat16().float() @ blocks.dequantize().t()
     assert torch.allclose(got.float(), reference, atol=1e-2, rtol=2 * BF16_STEP)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 40])
+def test_q8_amx_tiles_multiply_bf16_rows_by_the_files_weights(ext, rows):
+    """On AMX, bf16 rows multiply Q8_0 blocks laid out as tiles: bf16 x times the file's
+    exact weights, summed in fp32 and rounded once to bf16, for any row count (16 per tile)
+    and the full int8 range (-128 and 127 split into both halves of u = q + 128)."""
+    if with_amx_tiles(_q8(16, 64)).tiles is None:
+        if "amx_bf16" in cpu_ext.status().compiled_isa:
+            pytest.fail("the kernels were built for AMX but do not offer q8_linear_amx")
+        pytest.skip("q8_linear_amx is built only for CPUs with AMX; this build is not")
+    blocks = _q8(48, 96, seed=rows)
+    blocks.codes[0, :4] = torch.tensor([-128, 127, 0, -1], dtype=torch.int8)
+    tiled = with_amx_tiles(blocks)
+    assert tiled.tiles.shape == (3, 3, 512) and tiled.tile_scales.shape == (3, 3, 16)
+    x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows)).bfloat16()
+    with torch.inference_mode():
+        got = q8_linear(x, tiled)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 48)
+    exact = x.double() @ blocks.dequantize().double().T
+    slack = 1e-5 * (x.double().abs() @ blocks.dequantize().double().abs().T)
+    assert ((got.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
+    if rows <= 16:  # fp32 rows keep the int8 kernel
+        assert torch.equal(q8_linear(x.float(), tiled), q8_linear(x.float(), blocks))
 
 
 def test_q8_linear_refuses_too_many_rows(ext):
