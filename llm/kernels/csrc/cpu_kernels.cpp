@@ -571,8 +571,27 @@ void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, cons
   vf* partial = work.data() + group * C2;
   for (int64_t i = 0; i < group * C2; ++i)
     qb[i] = _mm512_cvtne2ps_pbh(as_m512(load16(q + i * 32 + 16)), as_m512(load16(q + i * 32)));
+  // Software prefetch: each K row kKeysAhead positions ahead, and each position's V row
+  // while its score is computed (the p . V pass then finds V in L1/L2). On a 2-core Xeon
+  // with AMX a position and KV head took 38 ns with the cache in memory against 16 ns with
+  // it in cache: per-core bandwidth there is bound by how many lines are in flight, and
+  // the hardware prefetcher ramps up anew on each sequence's short runs. With these: 30 ns,
+  // and 16 sequences x 450 positions x 30 layers 13.2 -> 9.5-9.9 ms on 2 threads.
+  RowCursor<bf16_t> value_ahead(v_base, table, block_size, vb, vo, first);
+  constexpr int64_t kKeysAhead = 16;
+  RowCursor<bf16_t> key_ahead(k_base, table, block_size, kb, ko, first + kKeysAhead);
+  int64_t ahead = first + kKeysAhead;
   score_tiles(RowCursor<bf16_t>(k_base, table, block_size, kb, ko, first), first, len, group,
               scale, partial, scores.data(), padded, [&](const bf16_t* k, vf* out) {
+                for (int c = 0; c < C2; ++c)
+                  _mm_prefetch(reinterpret_cast<const char*>(value_ahead.row() + c * 32), _MM_HINT_T0);
+                value_ahead.next();
+                if (ahead < len) {
+                  for (int c = 0; c < C2; ++c)
+                    _mm_prefetch(reinterpret_cast<const char*>(key_ahead.row() + c * 32), _MM_HINT_T0);
+                  key_ahead.next();
+                  ++ahead;
+                }
                 __m512bh row[C2];
                 for (int c = 0; c < C2; ++c) row[c] = (__m512bh)_mm512_loadu_si512(k + c * 32);
                 for (int64_t g = 0; g < group; ++g) {
