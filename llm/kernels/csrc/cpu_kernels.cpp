@@ -946,25 +946,25 @@ using TileFn = void (*)(const bf16_t*, bf16_t*, int64_t, int64_t, int64_t, const
 // check the vdpbf16ps tiles on the same CPU (use_amx_attention_tiles).
 std::atomic<bool> amx_tiles_wanted{true};
 
-TileFn tile_for(int64_t head_dim) {
+template <int C2>
+TileFn tile_kernel(bool amx) {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
-  if (amx_tiles_wanted.load() && amx_granted()) {
-    switch (head_dim) {
-      case 32: return attend_tile_amx<1>;
-      case 64: return attend_tile_amx<2>;
-      case 96: return attend_tile_amx<3>;
-      case 128: return attend_tile_amx<4>;
-      case 256: return attend_tile_amx<8>;
-      default: return nullptr;
-    }
-  }
+  if (amx) return attend_tile_amx<C2>;
+#endif
+  return attend_tile_dpbf16<C2>;
+}
+
+TileFn tile_for(int64_t head_dim) {
+  bool amx = false;
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  amx = amx_tiles_wanted.load() && amx_granted();
 #endif
   switch (head_dim) {
-    case 32: return attend_tile_dpbf16<1>;
-    case 64: return attend_tile_dpbf16<2>;
-    case 96: return attend_tile_dpbf16<3>;
-    case 128: return attend_tile_dpbf16<4>;
-    case 256: return attend_tile_dpbf16<8>;
+    case 32: return tile_kernel<1>(amx);
+    case 64: return tile_kernel<2>(amx);
+    case 96: return tile_kernel<3>(amx);
+    case 128: return tile_kernel<4>(amx);
+    case 256: return tile_kernel<8>(amx);
     default: return nullptr;
   }
 }
@@ -1907,13 +1907,17 @@ inline void unpack_chunk(const uint8_t* chunk, __m512i& low_row, __m512i& high_r
   high_row = _mm512_or_si512(_mm512_srli_epi16(z, 4), bias);
 }
 
-// The argument checks both kernels share.
-void check_tile_layout(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+// x for the tile-layout kernels (4-bit and 8-bit): contiguous bf16 rows of whole blocks.
+void check_bf16_rows(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kBFloat16,
               "x must be contiguous bfloat16 [rows, in_features]");
-  const int64_t k = x.size(1);
-  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
-  const int64_t blocks = k / 32;
+  TORCH_CHECK(x.size(1) % 32 == 0, "in_features must be a multiple of 32, got ", x.size(1));
+}
+
+// The argument checks both 4-bit kernels share.
+void check_tile_layout(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
+  check_bf16_rows(x);
+  const int64_t blocks = x.size(1) / 32;
   TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 3 &&
                   codes.size(1) == blocks && codes.size(2) == kAmxBlockBytes,
               "codes must be contiguous uint8 [out_features / 16, in_features / 32, 256]");
@@ -2207,11 +2211,8 @@ void amx_q8_columns(const bf16_t* x, int64_t rows, int64_t k, const float* sums,
 }
 
 at::Tensor q8_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kBFloat16,
-              "x must be contiguous bfloat16 [rows, in_features]");
-  const int64_t rows = x.size(0), k = x.size(1);
-  TORCH_CHECK(k % 32 == 0, "in_features must be a multiple of 32, got ", k);
-  const int64_t blocks = k / 32;
+  check_bf16_rows(x);
+  const int64_t rows = x.size(0), k = x.size(1), blocks = k / 32;
   TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 3 &&
                   codes.size(1) == blocks && codes.size(2) == kQ8BlockBytes,
               "codes must be contiguous uint8 [out_features / 16, in_features / 32, 512]");
