@@ -2005,10 +2005,10 @@ inline void codes_to_tile(const uint8_t* codes, bf16_t* tile) {
   }
 }
 
-// acc[r] += d * products[r] + e * sum_r for one block's products of `rows` rows.
-inline void scale_block(const float* products, const float* d_e, const float* sums,
+// acc[r] += d * products[r] + e * sum_r for one block's products of `rows` rows (d and e
+// per output column: the 4-bit kernel's stored pair, or the 8-bit one's d and -2304 d).
+inline void scale_block(const float* products, __m512 d, __m512 e, const float* sums,
                         int64_t sum_stride, int64_t rows, float* acc) {
-  const __m512 d = _mm512_loadu_ps(d_e), e = _mm512_loadu_ps(d_e + kAmxColumns);
   for (int64_t r = 0; r < rows; ++r) {
     __m512 a = _mm512_load_ps(acc + r * kAmxColumns);
     a = _mm512_fmadd_ps(_mm512_load_ps(products + r * kAmxColumns), d, a);
@@ -2073,9 +2073,11 @@ void amx_column_groups(const bf16_t* x, int64_t rows, int64_t k, const float* su
       codes_to_tile(codes + ((g + i) * blocks + b) * kAmxBlockBytes, into[i]);
   };
   const auto scale = [&](int64_t b, float (*from)[kAmxRows * kAmxColumns]) {
-    for (int i = 0; i < kGroups; ++i)
-      scale_block(from[i], scales + ((g + i) * blocks + b) * 2 * kAmxColumns, sums + b, blocks,
-                  rows, acc[i]);
+    for (int i = 0; i < kGroups; ++i) {
+      const float* d_e = scales + ((g + i) * blocks + b) * 2 * kAmxColumns;
+      scale_block(from[i], _mm512_loadu_ps(d_e), _mm512_loadu_ps(d_e + kAmxColumns), sums + b,
+                  blocks, rows, acc[i]);
+    }
   };
   unpack(0, weights[0]);
   for (int64_t b = 0; b < blocks; ++b) {
@@ -2130,7 +2132,7 @@ at::Tensor q4_linear_amx(const at::Tensor& x, const at::Tensor& codes, const at:
 // block adds d (P - 2304 sum(x)) per column: bf16 x times the file's weights to fp32
 // rounding, as the 4-bit kernel (the dense bf16 path rounds every weight to bf16).
 //
-// Layout (q8_linear.py's pack_q8_amx, once at load): per group of 16 output columns and
+// Layout (q8_linear.py's with_amx_tiles, once at load): per group of 16 output columns and
 // block of 32 columns of k, 512 bytes: row p (32 bytes) holds u of the 16 columns at k = 2p
 // and 2p + 1, side by side (the VNNI order TDPBF16PS's second tile takes); d [N / 16, K / 32,
 // 16] fp32.
@@ -2179,13 +2181,7 @@ void amx_q8_columns(const bf16_t* x, int64_t rows, int64_t k, const float* sums,
   const float* group_scales = scales + g * blocks * kAmxColumns;
   const auto scale = [&](int64_t b, const float* from) {
     const __m512 d = _mm512_loadu_ps(group_scales + b * kAmxColumns);
-    const __m512 e = _mm512_mul_ps(d, _mm512_set1_ps(-2304.f));
-    for (int64_t r = 0; r < rows; ++r) {
-      __m512 a = _mm512_load_ps(acc + r * kAmxColumns);
-      a = _mm512_fmadd_ps(_mm512_load_ps(from + r * kAmxColumns), d, a);
-      a = _mm512_fmadd_ps(e, _mm512_set1_ps(sums[r * blocks + b]), a);
-      _mm512_store_ps(acc + r * kAmxColumns, a);
-    }
+    scale_block(from, d, _mm512_mul_ps(d, _mm512_set1_ps(-2304.f)), sums + b, blocks, rows, acc);
   };
   q8_codes_to_tiles(group_codes, weights[0][0], weights[0][1]);
   for (int64_t b = 0; b < blocks; ++b) {
