@@ -17,6 +17,7 @@ from torch import nn
 
 from llm.kernels import cpu_ext, paged_attention
 from llm.kernels.backend import choose_backend
+from llm.kernels.bf16_linear import bf16_linear, pack_bf16
 from llm.kernels.cpu_attention import FUSED_HEAD_DIMS, row_tables_and_lens
 from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
 from llm.kernels.q4_linear import INT4_MAX_ROWS, PackedInt4, Q4Blocks, int4_linear, pack_int4
@@ -138,13 +139,15 @@ def _can_pack(weight: torch.Tensor) -> bool:
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` that can use a oneDNN-prepacked copy of a bf16 CPU weight.
+    """``nn.Linear`` that can use a prepacked copy of a bf16 CPU weight.
 
     Plain bf16 ``F.linear`` on CPU re-lays the weight out on every call; reordering it once
     (``pack()``) into oneDNN's blocked layout gives identical results about 1.3-2x faster
-    for the decode shapes (1-16 rows). The packed copy is a snapshot: call ``pack()``
-    again after changing ``weight``. fp32 stays on ``F.linear`` (its numerics are what the
-    HF-identical tests pin).
+    for the decode shapes (1-16 rows). On a CPU with AVX-512 BF16 but no AMX our own GEMM
+    (``llm.kernels.bf16_linear``) takes its place, faster again at every row count, with
+    results within one bf16 rounding of oneDNN's. The packed copy is a snapshot: call
+    ``pack()`` again after changing ``weight``. fp32 stays on ``F.linear`` (its numerics
+    are what the HF-identical tests pin).
 
     A layer loaded from 4-bit GGUF blocks can also hold them packed for the int4 kernel
     (``set_int4``), and one loaded from Q8_0 blocks (the LM head of small GGUF models) its
@@ -160,12 +163,11 @@ class Linear(nn.Linear):
     quantised_max_rows: int = INT4_MAX_ROWS
 
     def pack(self) -> bool:
-        """Snapshot the weight in oneDNN layout; False (and no packing) where unsupported."""
-        self.packed = (
-            torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
-            if _can_pack(self.weight)
-            else None
-        )
+        """Snapshot the weight for our GEMM (3-d) or in oneDNN's layout; False (and no
+        packing) where neither takes it."""
+        self.packed = pack_bf16(self.weight)
+        if self.packed is None and _can_pack(self.weight):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
         return self.packed is not None
 
     def set_int4(self, blocks: Q4Blocks) -> None:
@@ -218,6 +220,8 @@ class Linear(nn.Linear):
     def dense_product(self, x: torch.Tensor) -> torch.Tensor:
         """The bf16 (prepacked) or fp32 product, whatever the row count."""
         if self.packed is not None and x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
+            if self.packed.dim() == 3:  # packed for our GEMM
+                return bf16_linear(x, self.packed, self.bias)
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
@@ -361,7 +365,7 @@ class LlamaForCausalLM(CausalLM):
         self.quantised_row_limits: dict[str, dict] = {}
 
     def prepare_for_inference(self) -> None:
-        """Pack the projections' bf16 weights for oneDNN (see ``Linear``), then time where
+        """Pack the projections' bf16 weights (see ``Linear``), then time where
         the quantised paths stop paying on this CPU; call after loading.
 
         Layers of one kind and shape are timed together, each run going through all of
@@ -416,7 +420,7 @@ class LlamaForCausalLM(CausalLM):
     def build_layer_stack(self) -> None:
         """Hand the layers' weights to the C++ ``LayerStack`` (``cpu_kernels.cpp``) where it
         computes what the per-layer path would: a llama in fp32 or bf16 (its projections
-        packed for oneDNN where ``pack`` could), with the fused kernels loaded. Each
+        packed where ``pack`` could), with the fused kernels loaded. Each
         projection's 4-bit blocks, when it has them, go along with its measured int4 row
         limit. Every step then runs all layers in one call, without the GIL (``forward``).
         """
@@ -433,7 +437,8 @@ class LlamaForCausalLM(CausalLM):
             return
         none = torch.empty(0)
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
-        packed = _can_pack(self.embed_tokens.weight)  # where Linear.pack packs
+        # whether Linear.pack packed the projections (for our GEMM or oneDNN's)
+        packed = self.layers[0].self_attn.qkv_proj.packed is not None
         # the stack's int4 kernels, by activation dtype: ours for fp32; for bf16 ours on the
         # tile layout (AMX or AVX-512 BF16) or aten's (the packing chose by what this CPU offers)
         stack_int4_kernels = (
@@ -442,7 +447,8 @@ class LlamaForCausalLM(CausalLM):
 
         def projection(kind: int, linear: Linear) -> list[torch.Tensor]:
             """int4 weight, int4 scales+zeros (empty without 4-bit blocks), and the dense
-            weight as ``Linear.dense_product`` uses it (packed for oneDNN, or plain)."""
+            weight as ``Linear.dense_product`` uses it (packed for our GEMM or oneDNN, or
+            plain)."""
             int4 = linear.int4 if linear.quantised_kind() == "int4" else None
             if int4 is not None and int4.kernel not in stack_int4_kernels:
                 int4 = None  # packed for the other kernel (ours off at load): dense only

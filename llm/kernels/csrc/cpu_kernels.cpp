@@ -2318,6 +2318,98 @@ at::Tensor q4_linear_dpbf16(const at::Tensor& x, const at::Tensor& codes,
 }
 #endif
 
+#if defined(__AVX512BF16__)
+// ---------------------------------------------------------------- bf16 GEMM
+//
+// x [M, K] @ W.T for a bf16 weight packed by pack_bf16_weight, on CPUs with AVX-512 BF16
+// but no AMX (Zen 4), where oneDNN's bf16 GEMM is the only other way. A 400-token prefill
+// there is ~80% such GEMMs; oneDNN ran them at 89-95% of the two cores' VDPBF16PS peak,
+// this at ~97% (on two threads the work splits into equal halves, and no per-call
+// primitive lookup). The tile: 6 rows x 64 columns in 24 fp32 accumulators, each step a
+// pair of input dimensions: 4 loads of the packed weight (64 columns' (w_k, w_k+1) pairs),
+// 6 broadcasts of a row's (x_k, x_k+1) pair, 24 VDPBF16PS; K in one pass, each result
+// rounded once to bf16 (RNE), as oneDNN's. Pairs are summed in order of k, as oneDNN's
+// brgemm does, so for K up to its block the results are oneDNN's bit for bit.
+constexpr int kGemmRows = 6;
+constexpr int kGemmVectors = 4;
+constexpr int64_t kGemmColumns = kGemmVectors * 16;
+
+template <int R>
+void gemm_tile(const bf16_t* x, int64_t k, const __m512i* w, int64_t pairs, bf16_t* out,
+               int64_t n) {
+  __m512 acc[R][kGemmVectors];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kGemmVectors; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh wv[kGemmVectors];
+    for (int v = 0; v < kGemmVectors; ++v)
+      wv[v] = (__m512bh)_mm512_loadu_si512(w + p * kGemmVectors + v);
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, x + r * k + 2 * p, sizeof pair);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+      for (int v = 0; v < kGemmVectors; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], xv, wv[v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kGemmVectors; ++v)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n + v * 16),
+                          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(acc[r][v])));
+}
+
+using GemmTileFn = void (*)(const bf16_t*, int64_t, const __m512i*, int64_t, bf16_t*, int64_t);
+
+GemmTileFn gemm_tile_for(int64_t rows) {
+  switch (rows) {
+    case 1: return gemm_tile<1>;
+    case 2: return gemm_tile<2>;
+    case 3: return gemm_tile<3>;
+    case 4: return gemm_tile<4>;
+    case 5: return gemm_tile<5>;
+    default: return gemm_tile<6>;
+  }
+}
+
+// W [N, K] -> [N / 64, K / 2, 128]: per 64-column panel and pair of input dimensions, the
+// 64 columns' (w_k, w_k+1) pairs, which is VDPBF16PS's operand with lane = column.
+at::Tensor pack_bf16_weight(const at::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kBFloat16,
+              "pack_bf16_weight takes a 2-d bf16 weight");
+  const int64_t n = w.size(0), k = w.size(1);
+  TORCH_CHECK(n % kGemmColumns == 0 && k % 2 == 0, "pack_bf16_weight needs N a multiple of ",
+              kGemmColumns, " and K even, got ", n, " x ", k);
+  return w.view({n / kGemmColumns, kGemmColumns, k / 2, 2}).permute({0, 2, 1, 3}).contiguous()
+      .view({n / kGemmColumns, k / 2, 2 * kGemmColumns});
+}
+
+at::Tensor bf16_linear(const at::Tensor& x, const at::Tensor& packed) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous(),
+              "bf16_linear takes contiguous bf16 rows [M, K]");
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kBFloat16 &&
+                  packed.is_contiguous() && packed.size(2) == 2 * kGemmColumns,
+              "bf16_linear takes a weight packed by pack_bf16_weight");
+  const int64_t rows = x.size(0), k = x.size(1), pairs = packed.size(1);
+  const int64_t panels = packed.size(0), n = panels * kGemmColumns;
+  TORCH_CHECK(k == 2 * pairs, "x has ", k, " columns, the weight ", 2 * pairs);
+  at::Tensor out = at::empty({rows, n}, x.options());
+  const bf16_t* xs = data_of<bf16_t>(x);
+  const __m512i* ws = reinterpret_cast<const __m512i*>(packed.data_ptr());
+  bf16_t* os = mutable_data_of<bf16_t>(out);
+  // units of work: (panel, 6-row block), panel by panel, split in equal contiguous ranges,
+  // so that a thread's consecutive tiles reuse a panel from L1/L2
+  const int64_t blocks = (rows + kGemmRows - 1) / kGemmRows;
+  at::parallel_for(0, panels * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t panel = u / blocks, r0 = u % blocks * kGemmRows;
+      gemm_tile_for(std::min<int64_t>(kGemmRows, rows - r0))(
+          xs + r0 * k, k, ws + panel * pairs * kGemmVectors, pairs,
+          os + r0 * n + panel * kGemmColumns, n);
+    }
+  });
+  return out;
+}
+#endif
+
 // ---------------------------------------------------------------- 8-bit weights
 
 // x [M, K] @ W.T for W stored as GGUF's Q8_0 keeps it: int8 codes [N, K] and one fp32 scale
@@ -2481,11 +2573,20 @@ at::Tensor int4_product(const at::Tensor& x, const at::Tensor& codes, const at::
   return at::_weight_int4pack_mm_for_cpu(x, codes, kInt4Group, scales);
 }
 
+// x @ W.T through the dense weight as Linear.dense_product holds it: packed for
+// bf16_linear (3-d), packed for oneDNN, or plain.
+at::Tensor dense_product(const at::Tensor& x, const at::Tensor& weight, bool packed) {
+#if defined(__AVX512BF16__)
+  if (weight.dim() == 3) return bf16_linear(x, weight);
+#endif
+  return packed ? packed_linear(x, weight) : at::linear(x, weight);
+}
+
 class LayerStack {
  public:
   // int4_rows: per projection kind (qkv, o, gate|up, down), the most rows the int4 kernel
-  // takes (Linear.quantised_max_rows). packed: whether the dense weights are packed for
-  // oneDNN (bf16 where oneDNN packs it) or plain (fp32; bf16 where oneDNN cannot).
+  // takes (Linear.quantised_max_rows). packed: whether the dense weights are prepacked
+  // (bf16: for bf16_linear, 3-d, or for oneDNN) or plain (fp32; bf16 where neither packs).
   LayerStack(std::vector<at::Tensor> weights, std::vector<int64_t> int4_rows, bool packed,
              int64_t num_heads, int64_t num_kv_heads, double eps, double scale)
       : weights_(std::move(weights)), int4_rows_(std::move(int4_rows)), packed_(packed),
@@ -2526,7 +2627,7 @@ class LayerStack {
       const at::Tensor* w = &weights_[l * kTensorsPerLayer];
       const auto project = [&](const at::Tensor& in, int kind, const at::Tensor* p) {
         if (int4[kind]) return int4_product(in, p[0], p[1]);
-        return packed_ ? packed_linear(in, p[2]) : at::linear(in, p[2]);
+        return dense_product(in, p[2], packed_);
       };
       at::Tensor normed = add_norm(delta, x, w[0], eps_);
       at::Tensor q = rope_write_kv(project(normed, 0, w + 1), cos, sin_signed, num_heads_,
@@ -2565,6 +2666,12 @@ std::vector<std::string> fast_kernels() {
                                       "q8_linear",        "q4_linear", "layer_stack"};
 #if defined(__AVX512BF16__)
   kernels.push_back("q4_linear_dpbf16");
+#endif
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  // with AMX, oneDNN's bf16 GEMM multiplies in tiles, several times VDPBF16PS's rate
+  if (!amx_granted()) kernels.push_back("bf16_linear");
+#elif defined(__AVX512BF16__)
+  kernels.push_back("bf16_linear");
 #endif
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   if (amx_granted()) kernels.push_back("q4_linear_amx");
@@ -2616,6 +2723,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #if defined(__AVX512BF16__)
   m.def("q4_linear_dpbf16", &q4_linear_dpbf16,
         "bf16 x @ W.T for 4-bit blocks in the AMX tile layout, with AVX-512 BF16");
+  m.def("pack_bf16_weight", &pack_bf16_weight, "a bf16 weight [N, K] in bf16_linear's layout");
+  m.def("bf16_linear", &bf16_linear, "bf16 x @ W.T for a weight packed by pack_bf16_weight");
 #endif
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   m.def("q4_linear_amx", &q4_linear_amx, "bf16 x @ W.T for 4-bit blocks laid out for AMX tiles");
