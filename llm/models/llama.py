@@ -438,7 +438,10 @@ class LlamaForCausalLM(CausalLM):
         none = torch.empty(0)
         int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
         # whether Linear.pack packed the projections (for our GEMM or oneDNN's)
-        packed = self.layers[0].self_attn.qkv_proj.packed is not None
+        first = self.layers[0]
+        packed = (
+            isinstance(first, LlamaDecoderLayer) and first.self_attn.qkv_proj.packed is not None
+        )
         # the stack's int4 kernels, by activation dtype: ours for fp32; for bf16 ours on the
         # tile layout (AMX or AVX-512 BF16) or aten's (the packing chose by what this CPU offers)
         stack_int4_kernels = (
