@@ -1247,6 +1247,35 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& k_cache,
 
 // out = weight * rmsnorm(x) with HF's rounding: the norm in fp32, rounded to x's dtype, then
 // multiplied by the weight and rounded again (for fp32 both roundings are the identity).
+#if defined(__AVX512BF16__)
+// One bf16 row of rms_norm_impl with AVX-512 conversions (n a multiple of 16): the same
+// operations, order and roundings (the residual add rounded to bf16, squares summed in 16
+// lanes then lane_sum, x * inv rounded, times the weight, rounded), but VCVTNEPS2BF16 for
+// each rounding and the row re-read as bf16 (its values are bf16 already) instead of an
+// fp32 copy. 3.7 -> 1.3 ms for a 405-token prefill's 60 norms on a 2-core Zen 4.
+inline void rms_norm_row_bf16(const bf16_t* x_row, bf16_t* res_row, const bf16_t* w,
+                              bf16_t* o_row, int64_t n, float eps) {
+  const bf16_t* row = res_row ? res_row : x_row;
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    __m512 v = bf16_lanes(x_row + i);
+    if (res_row) {
+      v = rounded_to_bf16(_mm512_add_ps(bf16_lanes(res_row + i), v));
+      const __m256bh h = _mm512_cvtneps_pbh(v);
+      std::memcpy(res_row + i, &h, sizeof h);
+    }
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
+  }
+  const float sum = lane_sum(as_vf(acc));
+  const __m512 inv = _mm512_set1_ps(1.f / std::sqrt(sum / static_cast<float>(n) + eps));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 normed = rounded_to_bf16(_mm512_mul_ps(bf16_lanes(row + i), inv));
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(bf16_lanes(w + i), normed));
+    std::memcpy(o_row + i, &h, sizeof h);
+  }
+}
+#endif
+
 // With `residual`: residual += x first (rounded to its dtype, as torch's add), and the norm
 // is taken of the sum; returns (out, residual).
 template <typename T>
@@ -1261,6 +1290,16 @@ void rms_norm_impl(const at::Tensor& x, at::Tensor* residual, const at::Tensor& 
     // 16 lanes at a time (the sum of squares keeps kLanes partial sums either way, so the
     // vector and scalar code add in the same order), the tail one by one
     static_assert(kLanes == 16, "the vector loop keeps kLanes partial sums");
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<T, bf16_t>) {
+      if (n % 16 == 0) {
+        for (int64_t r = begin; r < end; ++r)
+          rms_norm_row_bf16(xs + r * n, res ? res + r * n : nullptr, w, o + r * n, n,
+                            static_cast<float>(eps));
+        return;
+      }
+    }
+#endif
     std::vector<float> row(n);
     const int64_t whole = n / 16 * 16;
     for (int64_t r = begin; r < end; ++r) {

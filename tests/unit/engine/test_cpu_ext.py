@@ -196,6 +196,8 @@ def test_rms_norm_with_residual_add_matches_hf_rounding(ext, hidden):
     diff = (normed.float() - expected.float()).abs()
     assert torch.all(diff <= expected.float().abs() * BF16_STEP + 1e-6)
     assert (diff > 0).float().mean() < 0.01
+    alone = ext.rms_norm(summed, None, weight, eps)  # no residual: the norm of x itself
+    assert len(alone) == 1 and torch.equal(alone[0], normed)
 
 
 def test_silu_mul_matches_torch(ext):
