@@ -270,8 +270,10 @@ class LlamaAttention(nn.Module):
         sin: torch.Tensor,
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        num_tokens = x.shape[0]
+        """``keep``: the only rows whose output is wanted; every row's K and V are still
+        written, but only those rows attend and go through ``o_proj``."""
         k_cache, v_cache = kv_cache
         q = rotate_and_cache(
             self.qkv_proj(x),
@@ -283,10 +285,27 @@ class LlamaAttention(nn.Module):
             v_cache,
             meta.slot_mapping,
         )
-        out = paged_attention(
-            q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens, self.scale
-        )
-        return self.o_proj(out.reshape(num_tokens, self.q_size))
+        tables, starts, lens = meta.block_tables, meta.query_start_loc, meta.seq_lens
+        if keep is not None:
+            if not len(keep):  # nothing sampled: K and V are written, nobody attends
+                return q.new_empty((0, self.o_proj.out_features))
+            q = q[keep]
+            tables, starts, lens = _rows_as_sequences(meta, keep)
+        out = paged_attention(q, k_cache, v_cache, tables, starts, lens, self.scale)
+        return self.o_proj(out.reshape(q.shape[0], self.q_size))
+
+
+def _rows_as_sequences(
+    meta: AttentionMetadata, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(block tables, query starts, lengths) that make each of ``rows`` a one-query
+    sequence seeing the keys its own position sees: the attention of those rows alone,
+    as ``LayerStack.run`` computes it for its kept rows (per-row tables and lengths)."""
+    ends = meta.query_start_loc[1:].long()
+    seq = torch.searchsorted(ends, rows, right=True)
+    lens = meta.seq_lens[seq].long() - (ends[seq] - 1 - rows)
+    starts = torch.arange(len(rows) + 1, device=rows.device, dtype=meta.query_start_loc.dtype)
+    return meta.block_tables[seq], starts, lens.to(meta.seq_lens.dtype)
 
 
 class LlamaMLP(nn.Module):
@@ -318,10 +337,11 @@ class LlamaDecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, kv_cache, meta, keep: torch.Tensor | None = None):
         """``keep``: the only rows whose output is wanted (the last layer's sampled rows).
-        Every row's K and V are written; the norm and MLP after attention run on ``keep``."""
-        attended = self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta)
+        Every row's K and V are written; the attention and everything after it run on
+        ``keep``."""
+        attended = self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta, keep)
         if keep is not None:
-            attended, x = attended[keep], x[keep]
+            x = x[keep]
             if not len(keep):
                 return x  # nothing sampled this step (a prompt's chunk before its last)
         normed, x = self.post_attention_norm.add_forward(attended, x)

@@ -2642,9 +2642,10 @@ class LayerStack {
   // token's sequence's block table and its length up to and including that token.
   // keep_rows (int64, optional): the only rows whose output is wanted (those sampled from,
   // possibly none). Every row's K and V are still written, but the last layer's
-  // post-attention norm and MLP run on the kept rows alone, which are all that is
-  // returned: a prompt of n tokens skips n - 1 rows of that MLP (about 2.5% of a 30-layer
-  // prefill's matmuls), as the per-layer path does (LlamaDecoderLayer.forward's keep).
+  // attention, o projection, post-attention norm and MLP run on the kept rows alone, which
+  // are all that is returned: a prompt of n tokens skips n - 1 rows of them (about 3% of
+  // a 30-layer prefill's work), as the per-layer path does (LlamaDecoderLayer.forward's
+  // keep; a kept row attends as a one-query sequence of its own length, there as here).
   at::Tensor run(at::Tensor x, const std::vector<at::Tensor>& k_caches,
                  const std::vector<at::Tensor>& v_caches, const at::Tensor& cos,
                  const at::Tensor& sin_signed, const at::Tensor& slot_mapping,
@@ -2671,15 +2672,18 @@ class LayerStack {
       at::Tensor normed = add_norm(delta, x, w[0], eps_);
       at::Tensor q = rope_write_kv(project(normed, 0, w + 1), cos, sin_signed, num_heads_,
                                    num_kv_heads_, k_caches[l], v_caches[l], slot_mapping);
-      at::Tensor attended = decode_attention(q, k_caches[l], v_caches[l], row_tables, row_lens,
-                                             scale_, -1, c10::nullopt);
-      at::Tensor projected = project(attended.view({rows, -1}), 1, w + 4);
+      at::Tensor tables = row_tables, lens = row_lens;
       if (keep_rows && l == layers - 1) {
         x = x.index_select(0, *keep_rows);
         if (x.size(0) == 0) return x;  // nothing sampled (a prompt's chunk before its last)
-        projected = projected.index_select(0, *keep_rows);
-        for (int i = 2; i < 4; ++i) int4[i] = x.size(0) <= int4_rows_[i];  // as Linear picks
+        q = q.index_select(0, *keep_rows);
+        tables = row_tables.index_select(0, *keep_rows);
+        lens = row_lens.index_select(0, *keep_rows);
+        for (int i = 1; i < 4; ++i) int4[i] = x.size(0) <= int4_rows_[i];  // as Linear picks
       }
+      at::Tensor attended =
+          decode_attention(q, k_caches[l], v_caches[l], tables, lens, scale_, -1, c10::nullopt);
+      at::Tensor projected = project(attended.view({x.size(0), -1}), 1, w + 4);
       normed = add_norm(projected, x, w[7], eps_);
       delta = project(gated(project(normed, 2, w + 8)), 3, w + 11);
     }

@@ -585,16 +585,18 @@ class _RowsOut:
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_layer", "stack"])
-def test_a_prefill_runs_its_last_mlp_on_the_sampled_rows_alone(ext, stacked):
-    """After the last attention only the sampled rows' hidden states are used, so the last
-    layer's norm and MLP run on those rows alone (a 400-token prompt skips 399 rows of it);
-    every row's K and V are still written, and the sampled rows' logits are the whole
-    prompt's. A step that samples nothing (a prompt's chunk before its last) returns none."""
+def test_a_prefill_runs_its_last_layer_on_the_sampled_rows_alone(ext, stacked):
+    """Past the last K/V write only the sampled rows' hidden states are used, so the last
+    layer's attention, o projection, norm and MLP run on those rows alone (a 400-token
+    prompt skips 399 rows of them); every row's K and V are still written, and the sampled
+    rows' logits are the whole prompt's, a row before the last (17) included. A step that
+    samples nothing (a prompt's chunk before its last) returns none."""
     if stacked and "layer_stack" not in ext.fast_kernels():
         pytest.skip(f"this build ({cpu_ext.status().reason}) does not offer the LayerStack")
     model = _random_llama(num_layers=3)
     model.prepare_for_inference()
     mlp_rows: list[int] = []
+    o_rows: list[int] = []
     if stacked:
         assert model.layer_stack is not None
         model.layer_stack = recorder = _RowsOut(model.layer_stack)
@@ -603,12 +605,16 @@ def test_a_prefill_runs_its_last_mlp_on_the_sampled_rows_alone(ext, stacked):
         model.layers[-1].mlp.register_forward_hook(
             lambda _m, args, _out: mlp_rows.append(args[0].shape[0])
         )
+        model.layers[-1].self_attn.o_proj.register_forward_hook(
+            lambda _m, args, _out: o_rows.append(args[0].shape[0])
+        )
     ids = torch.randint(3, 500, (40,), generator=torch.Generator().manual_seed(3)).tolist()
     every, every_cache = prefill_once(model, ids, list(range(40)))
     some, some_cache = prefill_once(model, ids, [39, 17])
     none, none_cache = prefill_once(model, ids, [])
     rows = recorder.rows if stacked else mlp_rows
     assert rows == [40, 2, 0] if stacked else rows == [40, 2]
+    assert stacked or o_rows == [40, 2]  # none when nothing is sampled
     torch.testing.assert_close(some, every[[39, 17]], rtol=1e-4, atol=1e-4)
     assert none.shape == (0, every.shape[1])
     for written in (some_cache, none_cache):
