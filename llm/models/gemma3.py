@@ -35,6 +35,7 @@ from llm.models.llama import (
     RMSNorm,
     RotaryEmbedding,
     apply_rotary,
+    rows_as_sequences,
 )
 
 
@@ -72,7 +73,10 @@ class Gemma3Attention(LlamaAttention):
         self.scale = config.query_pre_attn_scalar**-0.5
         self.sliding_window = config.sliding_window if sliding else None
 
-    def forward(self, x, cos, sin, kv_cache, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, x, cos, sin, kv_cache, meta: AttentionMetadata, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``keep`` as in ``LlamaAttention.forward``: only those rows attend."""
         num_tokens = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = apply_rotary(self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim)), cos, sin)
@@ -82,17 +86,23 @@ class Gemma3Attention(LlamaAttention):
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
         write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+        tables, starts, lens = meta.block_tables, meta.query_start_loc, meta.seq_lens
+        if keep is not None:
+            if not len(keep):
+                return q.new_empty((0, self.o_proj.out_features))
+            q = q[keep]
+            tables, starts, lens = rows_as_sequences(meta, keep)
         out = paged_attention(
             q,
             k_cache,
             v_cache,
-            meta.block_tables,
-            meta.query_start_loc,
-            meta.seq_lens,
+            tables,
+            starts,
+            lens,
             self.scale,
             sliding_window=self.sliding_window,
         )
-        return self.o_proj(out.reshape(num_tokens, self.q_size))
+        return self.o_proj(out.reshape(q.shape[0], self.q_size))
 
 
 class Gemma3MLP(LlamaMLP):
@@ -117,10 +127,12 @@ class Gemma3DecoderLayer(nn.Module):
         self.mlp = Gemma3MLP(config)
         self.post_feedforward_norm = GemmaRMSNorm(config.hidden_size, eps)
 
-    def forward(self, x, cos, sin, kv_cache, meta):
-        x = x + self.post_attention_norm(
-            self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta)
-        )
+    def forward(self, x, cos, sin, kv_cache, meta, keep: torch.Tensor | None = None):
+        """``keep`` as in ``LlamaDecoderLayer.forward``: past the K/V write, those rows alone."""
+        attended = self.self_attn(self.input_norm(x), cos, sin, kv_cache, meta, keep)
+        if keep is not None:
+            x = x[keep]
+        x = x + self.post_attention_norm(attended)
         return x + self.post_feedforward_norm(self.mlp(self.pre_feedforward_norm(x)))
 
 
@@ -172,10 +184,13 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
         x = x * torch.tensor(self.config.hidden_size**0.5, dtype=x.dtype)
         rope_global = self.rotary(positions, x.dtype)
         rope_local = self.rotary_local(positions, x.dtype)
+        # the last layer runs past its K/V write on the sampled rows alone (as llama's)
+        keep = meta.logits_indices if len(meta.logits_indices) < x.shape[0] else None
+        last = len(self.layers) - 1
         for index, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
             cos, sin = rope_local if layer.sliding else rope_global
-            x = layer(x, cos, sin, kv_cache, meta.for_layer(index))
-        x = self.norm(x[meta.logits_indices])
+            x = layer(x, cos, sin, kv_cache, meta.for_layer(index), keep if index == last else None)
+        x = self.norm(x if keep is not None else x[meta.logits_indices])
         logits = self.lm_head(x).float()
         cap = self.config.final_logit_softcapping
         if cap:

@@ -290,12 +290,12 @@ class LlamaAttention(nn.Module):
             if not len(keep):  # nothing sampled: K and V are written, nobody attends
                 return q.new_empty((0, self.o_proj.out_features))
             q = q[keep]
-            tables, starts, lens = _rows_as_sequences(meta, keep)
+            tables, starts, lens = rows_as_sequences(meta, keep)
         out = paged_attention(q, k_cache, v_cache, tables, starts, lens, self.scale)
         return self.o_proj(out.reshape(q.shape[0], self.q_size))
 
 
-def _rows_as_sequences(
+def rows_as_sequences(
     meta: AttentionMetadata, rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(block tables, query starts, lengths) that make each of ``rows`` a one-query
