@@ -445,9 +445,24 @@ void attend_one(const float* q, int64_t group, const T* k_base, const T* v_base,
 inline __m512 as_m512(vf v) { return reinterpret_cast<__m512&>(v); }
 inline vf as_vf(__m512 v) { return reinterpret_cast<vf&>(v); }
 
+// 2^t on 16 lanes: 2^round(t) (scalef) times 2^f, f = t - round(t) in [-1/2, 1/2], by
+// its Taylor polynomial of degree 6 (relative error below 1.2e-7, about an fp32 ulp).
+// The softmax below computes exp(x) as 2^(x log2 e) with the shift and scale folded into
+// one multiply-add: ten operations per 16 scores where cephes_exp, with them, took
+// sixteen (a 405-token prefill's attention spent ~20% of its time in the softmax).
+inline __m512 exp2_lanes(__m512 t) {
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  constexpr float kTaylor[] = {1.5403530e-4f, 1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f,
+                               2.4022651e-1f, 6.9314718e-1f,  1.f};  // ln(2)^k / k!, k = 6..0
+  __m512 p = _mm512_set1_ps(kTaylor[0]);
+  for (int k = 1; k < 7; ++k) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kTaylor[k]));
+  return _mm512_scalef_ps(p, n);
+}
+
 // softmax_row's exact softmax (max, exp, sum; the sink joins the denominator) for one
 // query's scores [0, len), written for AVX-512: the tail masked instead of zeroed lane by
-// lane, exp with fused multiply-adds (cephes_exp), and the probabilities stored as bf16
+// lane, exp as exp2_lanes (fp32-accurate), and the probabilities stored as bf16
 // (round-to-nearest-even), as vdpbf16ps takes them. The scores are overwritten; probs
 // gets (len + 15) / 16 * 16 entries, those past len 0.
 inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_t* probs,
@@ -456,18 +471,19 @@ inline void softmax_to_bf16(float* scores, int64_t len, const float* sink, bf16_
   const __mmask16 last = len % 16 ? static_cast<__mmask16>((1u << (len % 16)) - 1) : 0xffff;
   const auto mask = [&](int64_t c) { return c < whole ? static_cast<__mmask16>(0xffff) : last; };
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m512 vscale = _mm512_set1_ps(scale);
   __m512 top_lanes = neg_inf;
   for (int64_t c = 0; c < chunks; ++c)
     top_lanes = _mm512_max_ps(top_lanes, _mm512_mask_loadu_ps(neg_inf, mask(c), scores + c * 16));
   // scaling by a positive number keeps the order, so max(s) * scale is the scaled maximum
   const float top = std::max(_mm512_reduce_max_ps(top_lanes) * scale,
                              sink ? *sink : -std::numeric_limits<float>::infinity());
-  const __m512 vtop = _mm512_set1_ps(top);
+  // exp(s scale - top) = 2^(s scale log2 e - top log2 e)
+  constexpr float kLog2e = 1.44269504088896341f;
+  const __m512 slope = _mm512_set1_ps(scale * kLog2e), shift = _mm512_set1_ps(-top * kLog2e);
   __m512 sums = _mm512_setzero_ps();
   for (int64_t c = 0; c < chunks; ++c) {
-    const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(c), scores + c * 16), vscale);
-    const __m512 e = _mm512_maskz_mov_ps(mask(c), cephes_exp(_mm512_sub_ps(scaled, vtop)));
+    const __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask(c), scores + c * 16), slope, shift);
+    const __m512 e = _mm512_maskz_mov_ps(mask(c), exp2_lanes(t));
     _mm512_storeu_ps(scores + c * 16, e);
     sums = _mm512_add_ps(sums, e);
   }
@@ -616,10 +632,10 @@ void attend_one_dpbf16(const float* q, int64_t group, const bf16_t* k_base, cons
 //
 // A prompt's rows attend to the same keys (each up to its own position), so a tile of up
 // to kTileRows consecutive rows and the G query heads of one KV head share one pass over
-// K and V: the tile's K rows are transposed once into 16-key columns (lane = key, one
-// vector per bf16 pair of dimensions), so each query's 16 scores are vdpbf16ps with its
-// broadcast pairs, with no horizontal sums; its V rows are interleaved into pairs once, as
-// attend_one_dpbf16 does per query group. The softmax (softmax_to_bf16), the bf16 rounding
+// K and V: the prompt's K rows are transposed once (for all its tiles) into 16-key columns
+// (lane = key, one vector per bf16 pair of dimensions), so each query's 16 scores are
+// vdpbf16ps with its broadcast pairs, with no horizontal sums; its V rows are interleaved
+// into pairs once, as attend_one_dpbf16 does per query group. The softmax (softmax_to_bf16), the bf16 rounding
 // of the probabilities and the order of the p . V sums are attend_one_dpbf16's; scores sum the
 // same products in another order (fp32 rounding apart). Rows past a query's own length
 // have probability 0, so one pass over the tile's keys serves every row.
@@ -654,28 +670,23 @@ inline void transpose16x16(__m512i* r) {
 
 // Per-thread scratch of attend_tile_dpbf16, kept across tasks.
 struct TileScratch {
-  std::vector<__m512i> keys_t;     // per 16-key chunk: head_dim / 2 vectors, lane = key
-  std::vector<__m512i> values;     // per key pair: head_dim / 16 interleaved vectors
   std::vector<uint32_t> queries;   // per query: head_dim / 2 bf16 pairs
   std::vector<float> scores;       // per query: padded keys
   std::vector<bf16_t> probs;       // per query: padded keys, bf16
 };
 
-// A tile's operands in the layouts its kernel multiplies, into s: K transposed per 16-key
-// chunk (padded / 16 chunks, zero rows past the last key), V rows interleaved into pairs
-// (padded / 2 pairs, zero past the last key) and the queries as bf16 pairs
-// (padded_queries, the padding repeating the last query).
+// A sequence's K and V in the layouts the tile kernels multiply, for the 16-key chunks
+// [c0, c1): K transposed per chunk (chunk c's head_dim / 2 vectors at keys_t[c * D2], lane
+// = key) and V rows interleaved into pairs (pair p's 2 * C2 vectors at values[p * 2 * C2]),
+// zero past the first `keys` positions.
 template <int C2>
-void prepare_tile(const bf16_t* q, int64_t row_stride, int64_t group, int64_t queries,
-                  int64_t padded_queries, const bf16_t* k_base, const bf16_t* v_base,
-                  const int32_t* table, int64_t block_size, int64_t kb, int64_t ko, int64_t vb,
-                  int64_t vo, int64_t keys, int64_t padded, TileScratch& s) {
+void transpose_keys_values(const bf16_t* k_base, const bf16_t* v_base, const int32_t* table,
+                           int64_t block_size, int64_t kb, int64_t ko, int64_t vb, int64_t vo,
+                           int64_t keys, int64_t c0, int64_t c1, __m512i* keys_t,
+                           __m512i* values) {
   constexpr int D2 = C2 * 16;  // bf16 pairs per row
-  const int64_t chunks = padded / 16, pairs = (keys + 1) / 2;
-  s.keys_t.resize(chunks * D2);
-  s.values.resize(padded / 2 * 2 * C2);
-  RowCursor<bf16_t> key_rows(k_base, table, block_size, kb, ko, 0);
-  for (int64_t c = 0; c < chunks; ++c) {
+  RowCursor<bf16_t> key_rows(k_base, table, block_size, kb, ko, c0 * 16);
+  for (int64_t c = c0; c < c1; ++c) {
     __m512i block[C2][16];
     for (int i = 0; i < 16; ++i) {
       const bool real = c * 16 + i < keys;
@@ -685,24 +696,33 @@ void prepare_tile(const bf16_t* q, int64_t row_stride, int64_t group, int64_t qu
     }
     for (int j = 0; j < C2; ++j) {
       transpose16x16(block[j]);
-      std::memcpy(&s.keys_t[c * D2 + j * 16], block[j], sizeof block[j]);
+      std::memcpy(&keys_t[c * D2 + j * 16], block[j], sizeof block[j]);
     }
   }
-  RowCursor<bf16_t> value_rows(v_base, table, block_size, vb, vo, 0);
-  for (int64_t p = 0; p < pairs; ++p) {
-    const bf16_t* v0 = value_rows.row();
-    value_rows.next();
-    const bool pair = 2 * p + 1 < keys;
-    const bf16_t* v1 = pair ? value_rows.row() : nullptr;
-    if (pair) value_rows.next();
+  RowCursor<bf16_t> value_rows(v_base, table, block_size, vb, vo, c0 * 16);
+  for (int64_t p = c0 * 8; p < c1 * 8; ++p) {
+    const bool first = 2 * p < keys, second = 2 * p + 1 < keys;
+    const bf16_t* v0 = first ? value_rows.row() : nullptr;
+    if (first) value_rows.next();
+    const bf16_t* v1 = second ? value_rows.row() : nullptr;
+    if (second) value_rows.next();
     for (int c = 0; c < C2; ++c) {
-      const __m512i a = _mm512_loadu_si512(v0 + c * 32);
-      const __m512i b = pair ? _mm512_loadu_si512(v1 + c * 32) : _mm512_setzero_si512();
-      s.values[(p * C2 + c) * 2] = _mm512_unpacklo_epi16(a, b);
-      s.values[(p * C2 + c) * 2 + 1] = _mm512_unpackhi_epi16(a, b);
+      const __m512i a = first ? _mm512_loadu_si512(v0 + c * 32) : _mm512_setzero_si512();
+      const __m512i b = second ? _mm512_loadu_si512(v1 + c * 32) : _mm512_setzero_si512();
+      values[(p * C2 + c) * 2] = _mm512_unpacklo_epi16(a, b);
+      values[(p * C2 + c) * 2 + 1] = _mm512_unpackhi_epi16(a, b);
     }
   }
-  std::fill(s.values.begin() + pairs * 2 * C2, s.values.end(), _mm512_setzero_si512());
+}
+
+// A tile's queries as bf16 pairs, into s.queries (padded_queries, the padding repeating the
+// last query). Its K and V operands are its prompt's, laid out once for all the prompt's
+// tiles (transpose_keys_values, called by decode_attention_impl); past a tile's own keys
+// they hold the prompt's later keys, which its rows' zero probabilities leave out.
+template <int C2>
+void prepare_queries(const bf16_t* q, int64_t row_stride, int64_t group, int64_t queries,
+                     int64_t padded_queries, TileScratch& s) {
+  constexpr int D2 = C2 * 16;  // bf16 pairs per row
   s.queries.resize(padded_queries * D2);
   for (int64_t qi = 0; qi < padded_queries; ++qi) {
     const int64_t real = std::min(qi, queries - 1);
@@ -713,13 +733,12 @@ void prepare_tile(const bf16_t* q, int64_t row_stride, int64_t group, int64_t qu
 
 // One (tile, KV head) task: `rows` consecutive positions of one sequence, row r with
 // length len0 + r, and the `group` query heads of KV head h (q and out point at row 0's
-// first such head; consecutive rows are row_stride apart). C2 = head_dim / 32.
+// first such head; consecutive rows are row_stride apart), against that head's K and V as
+// transpose_keys_values laid them out for the prompt. C2 = head_dim / 32.
 template <int C2>
 void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t rows,
-                        int64_t group, const bf16_t* k_base, const bf16_t* v_base,
-                        const int32_t* table, int64_t block_size, int64_t kb, int64_t ko,
-                        int64_t vb, int64_t vo, int64_t len0, const float* sinks, float scale,
-                        TileScratch& s) {
+                        int64_t group, int64_t len0, const float* sinks, float scale,
+                        const __m512i* keys_t, const __m512i* values, TileScratch& s) {
   constexpr int D2 = C2 * 16;  // bf16 pairs per row
   constexpr int QV = C2 == 1 ? 6 : (C2 == 2 ? 6 : (C2 <= 4 ? 3 : 1));  // queries per p . V pass
   static_assert(kScoreQueries % QV == 0, "query padding serves both passes");
@@ -728,8 +747,7 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
   const int64_t queries = rows * group;
   const int64_t padded_queries = (queries + kScoreQueries - 1) / kScoreQueries * kScoreQueries;
   const auto row_of = [&](int64_t qi) { return std::min(qi, queries - 1) / group; };
-  prepare_tile<C2>(q, row_stride, group, queries, padded_queries, k_base, v_base, table,
-                   block_size, kb, ko, vb, vo, keys, padded, s);
+  prepare_queries<C2>(q, row_stride, group, queries, padded_queries, s);
 
   // scores, kScoreQueries queries at a time against each chunk their rows reach
   s.scores.resize(padded_queries * padded);
@@ -741,7 +759,7 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
     for (int64_t c = 0; c < reach; ++c) {
       __m512 acc[kScoreQueries];
       for (int j = 0; j < kScoreQueries; ++j) acc[j] = _mm512_setzero_ps();
-      const __m512i* kt = &s.keys_t[c * D2];
+      const __m512i* kt = keys_t + c * D2;
       for (int d = 0; d < D2; ++d) {
         const __m512bh k = (__m512bh)_mm512_loadu_si512(kt + d);
         for (int j = 0; j < kScoreQueries; ++j)
@@ -769,7 +787,7 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
     for (int j = 0; j < QV; ++j)
       for (int c = 0; c < 2 * C2; ++c) acc[j][c] = _mm512_setzero_ps();
     for (int64_t p = 0; p < reach; ++p) {
-      const __m512i* v = &s.values[p * 2 * C2];
+      const __m512i* v = values + p * 2 * C2;
       for (int j = 0; j < QV; ++j) {
         int32_t packed;
         std::memcpy(&packed, &s.probs[(q0 + j) * padded + 2 * p], sizeof packed);
@@ -794,7 +812,7 @@ void attend_tile_dpbf16(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_
 }
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
-// attend_tile_dpbf16's work on AMX: the same operands (prepare_tile), with both products as
+// attend_tile_dpbf16's work on AMX: the same operands (transpose_keys_values), with both products as
 // tile multiplies. Scores: 16 queries (a tile of their bf16 pairs, 32 dimensions a row) times
 // a 16-key chunk of transposed K (exactly TDPBF16PS's second operand: row p holds pair p of
 // each key), C2 multiplies per 16 x 16 scores. p . V: 16 queries' probabilities over 32 keys
@@ -870,9 +888,8 @@ inline void with_tile_count(int64_t n, F&& f) {
 
 template <int C2>
 void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t rows,
-                     int64_t group, const bf16_t* k_base, const bf16_t* v_base,
-                     const int32_t* table, int64_t block_size, int64_t kb, int64_t ko, int64_t vb,
-                     int64_t vo, int64_t len0, const float* sinks, float scale, TileScratch& s) {
+                     int64_t group, int64_t len0, const float* sinks, float scale,
+                     const __m512i* keys_t, const __m512i* values, TileScratch& s) {
   constexpr int D2 = C2 * 16;           // bf16 pairs per row
   constexpr int kOutTiles = 2 * C2;     // 16-dimension output tiles per query
   const int64_t keys = len0 + rows - 1;  // the last row's length
@@ -880,8 +897,7 @@ void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t r
   const int64_t queries = rows * group;
   const int64_t padded_queries = (queries + kAmxQueries - 1) / kAmxQueries * kAmxQueries;
   const auto row_of = [&](int64_t qi) { return std::min(qi, queries - 1) / group; };
-  prepare_tile<C2>(q, row_stride, group, queries, padded_queries, k_base, v_base, table,
-                   block_size, kb, ko, vb, vo, keys, padded, s);
+  prepare_queries<C2>(q, row_stride, group, queries, padded_queries, s);
   s.scores.resize(kAmxQueries * padded);
   s.probs.resize(kAmxQueries * padded);
   configure_square_tiles();
@@ -895,7 +911,7 @@ void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t r
         zero_tiles<N>();
         for (int j = 0; j < C2; ++j)
           multiply_into_tiles<N>(&s.queries[q0 * D2 + j * 16], D2 * sizeof(uint32_t),
-                                 &s.keys_t[c0 * D2 + j * 16], 64, D2);
+                                 keys_t + c0 * D2 + j * 16, 64, D2);
         store_tiles<N>(&s.scores[c0 * 16], padded * sizeof(float), 16);
       });
     }
@@ -908,7 +924,7 @@ void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t r
     }
     for (int first = 0; first < kOutTiles; first += kAmxOutTiles) {
       const int n = std::min(kAmxOutTiles, kOutTiles - first);  // even: whole 32-dim chunks
-      const __m512i* values = s.values.data() + first;  // output tile t reads vector t of a pair
+      const __m512i* pair_values = values + first;  // output tile t reads vector t of a pair
       const int64_t probs_stride = padded * sizeof(bf16_t), values_stride = 2 * C2 * 64;
       const int64_t blocks = (reach + 31) / 32;
       with_tile_count(n, [&](auto count) {
@@ -916,7 +932,7 @@ void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t r
         zero_tiles<N>();
         for (int64_t b = 0; b < blocks; ++b)
           multiply_into_tiles<N>(s.probs.data() + b * 32, probs_stride,
-                                 values + b * 16 * 2 * C2, values_stride, 1);
+                                 pair_values + b * 16 * 2 * C2, values_stride, 1);
         store_tiles<N>(outputs[0], 64, kAmxQueries * 16);
       });
       for (int64_t j = 0; j < kAmxQueries && q0 + j < queries; ++j) {
@@ -938,9 +954,8 @@ void attend_tile_amx(const bf16_t* q, bf16_t* out, int64_t row_stride, int64_t r
 }
 #endif
 
-using TileFn = void (*)(const bf16_t*, bf16_t*, int64_t, int64_t, int64_t, const bf16_t*,
-                        const bf16_t*, const int32_t*, int64_t, int64_t, int64_t, int64_t,
-                        int64_t, int64_t, const float*, float, TileScratch&);
+using TileFn = void (*)(const bf16_t*, bf16_t*, int64_t, int64_t, int64_t, int64_t, const float*,
+                        float, const __m512i*, const __m512i*, TileScratch&);
 
 // Whether prefill tiles run on AMX where this process may use it; the tests turn it off to
 // check the vdpbf16ps tiles on the same CPU (use_amx_attention_tiles).
@@ -968,6 +983,49 @@ TileFn tile_for(int64_t head_dim) {
     default: return nullptr;
   }
 }
+
+using TransposeFn = void (*)(const bf16_t*, const bf16_t*, const int32_t*, int64_t, int64_t,
+                             int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, __m512i*,
+                             __m512i*);
+
+TransposeFn transpose_for(int64_t head_dim) {
+  switch (head_dim) {
+    case 32: return transpose_keys_values<1>;
+    case 64: return transpose_keys_values<2>;
+    case 96: return transpose_keys_values<3>;
+    case 128: return transpose_keys_values<4>;
+    case 256: return transpose_keys_values<8>;
+    default: return nullptr;
+  }
+}
+
+// A prompt's tiles (consecutive tile units of one sequence in a step) and where its K and
+// V operands lie, laid out once for all of them (SharedOperands).
+struct TilePrompt {
+  int64_t seq;      // its first row
+  int64_t keys;     // the longest row's length: keys [0, keys) are read
+  int64_t padded;   // keys rounded up to whole 32-key blocks (the AMX tiles' unit)
+  int64_t offset;   // of its first KV head's operands in SharedOperands::storage
+};
+
+// The K and V operands of every prompt of a step, per (prompt, KV head): K transposed
+// (padded / 16 chunks of head_dim / 2 vectors), then V interleaved (padded / 2 pairs of
+// head_dim / 16 vectors). Each tile then reads them instead of transposing its keys and
+// interleaving its values itself: a 405-token prompt's 26 tiles per KV head did that for
+// 13x as many keys as it has, ~9% of its attention time.
+struct SharedOperands {
+  std::vector<TilePrompt> prompts;
+  std::vector<__m512i> storage;
+  int64_t head_dim = 0, num_kv_heads = 0;
+
+  int64_t keys_size(const TilePrompt& p) const { return p.padded / 16 * head_dim / 2; }
+  int64_t head_size(const TilePrompt& p) const { return keys_size(p) + p.padded * head_dim / 32; }
+  const __m512i* keys(int64_t prompt, int64_t h) const {
+    const TilePrompt& p = prompts[prompt];
+    return storage.data() + p.offset + h * head_size(p);
+  }
+  const __m512i* values(int64_t prompt, int64_t h) const { return keys(prompt, h) + keys_size(prompts[prompt]); }
+};
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
@@ -1165,12 +1223,70 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
     units.push_back({i, n});
     i += n;
   }
+#if defined(__AVX512BF16__)
+  // Phase 1: each prompt's K and V operands, laid out once for all its tiles (in chunks
+  // of 64 keys per task) before any tile runs.
+  SharedOperands shared;
+  std::vector<int64_t> prompt_of(units.size(), -1);
+  const TransposeFn transpose = tile != nullptr ? transpose_for(head_dim) : nullptr;
+  if (transpose != nullptr) {
+    shared.head_dim = head_dim;
+    shared.num_kv_heads = num_kv_heads;
+    for (size_t u = 0; u < units.size(); ++u) {
+      const Unit& unit = units[u];
+      if (unit.rows < 2) continue;
+      const int64_t keys = lens[unit.first + unit.rows - 1];
+      const bool continues = u > 0 && prompt_of[u - 1] >= 0 &&
+                             lens[unit.first] == lens[unit.first - 1] + 1 &&
+                             std::memcmp(tables + unit.first * max_blocks,
+                                         tables + (unit.first - 1) * max_blocks,
+                                         max_blocks * sizeof(int32_t)) == 0;
+      if (continues) {
+        TilePrompt& p = shared.prompts.back();
+        p.keys = keys;
+        p.padded = (keys + 31) / 32 * 32;
+      } else {
+        shared.prompts.push_back({unit.first, keys, (keys + 31) / 32 * 32, 0});
+      }
+      prompt_of[u] = static_cast<int64_t>(shared.prompts.size()) - 1;
+    }
+    int64_t size = 0;
+    for (TilePrompt& p : shared.prompts) {
+      p.offset = size;
+      size += num_kv_heads * shared.head_size(p);
+    }
+    shared.storage.resize(size);
+    struct Part {
+      int64_t prompt, h, c0, c1;
+    };
+    std::vector<Part> parts;
+    for (int64_t pi = 0; pi < static_cast<int64_t>(shared.prompts.size()); ++pi)
+      for (int64_t h = 0; h < num_kv_heads; ++h)
+        for (int64_t c = 0; c < shared.prompts[pi].padded / 16; c += 4)
+          parts.push_back({pi, h, c, std::min(c + 4, shared.prompts[pi].padded / 16)});
+    std::atomic<int64_t> next_part{0};
+    const int64_t num_parts = static_cast<int64_t>(parts.size());
+    at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), num_parts), 1, [&](int64_t, int64_t) {
+      for (int64_t i; (i = next_part.fetch_add(1, std::memory_order_relaxed)) < num_parts;) {
+        const Part& part = parts[i];
+        const TilePrompt& p = shared.prompts[part.prompt];
+        __m512i* keys_t = const_cast<__m512i*>(shared.keys(part.prompt, part.h));
+        __m512i* values = const_cast<__m512i*>(shared.values(part.prompt, part.h));
+        if constexpr (std::is_same_v<T, bf16_t>)
+          transpose(k_all + part.h * kh, v_all + part.h * vh, tables + p.seq * max_blocks,
+                    block_size, kb, ko, vb, vo, p.keys, part.c0, part.c1, keys_t, values);
+      }
+    });
+  }
+#endif
   // Costliest units first (rows x keys), and each thread takes the next task when it is
   // done with one: a static split of equal task counts left one thread waiting for the
   // other (their speeds differ with what else each core runs, and a prefill tile costs
   // many decode rows), and longest-first keeps the last tasks short.
-  std::stable_sort(units.begin(), units.end(), [&](const Unit& a, const Unit& b) {
-    return a.rows * lens[a.first] > b.rows * lens[b.first];
+  std::vector<int64_t> order(units.size());
+  for (size_t u = 0; u < units.size(); ++u) order[u] = static_cast<int64_t>(u);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return units[a].rows * lens[units[a].first] > units[b].rows * lens[units[b].first];
   });
   const int64_t num_tasks = static_cast<int64_t>(units.size()) * num_kv_heads;
   std::atomic<int64_t> next_task{0};
@@ -1181,7 +1297,8 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
     TileScratch scratch;
 #endif
     for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < num_tasks;) {
-      const Unit unit = units[task / num_kv_heads];
+      const int64_t u = order[task / num_kv_heads];
+      const Unit unit = units[u];
       const int64_t h = task % num_kv_heads;
       const int64_t seq = unit.first;
       const int64_t len = lens[seq];
@@ -1189,11 +1306,11 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
       const int64_t row = (seq * num_heads + h * group) * head_dim;
 #if defined(__AVX512BF16__)
       if (unit.rows > 1) {
+        TORCH_INTERNAL_ASSERT(prompt_of[u] >= 0, "a prefill tile without its prompt's operands");
         if constexpr (std::is_same_v<T, bf16_t>)
-          tile(q_all + row, out_all + row, num_heads * head_dim, unit.rows, group,
-               k_all + h * kh, v_all + h * vh, tables + seq * max_blocks, block_size, kb, ko,
-               vb, vo, len, sink_logits.empty() ? nullptr : &sink_logits[h * group], fscale,
-               scratch);
+          tile(q_all + row, out_all + row, num_heads * head_dim, unit.rows, group, len,
+               sink_logits.empty() ? nullptr : &sink_logits[h * group], fscale,
+               shared.keys(prompt_of[u], h), shared.values(prompt_of[u], h), scratch);
         continue;
       }
 #endif
