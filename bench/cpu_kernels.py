@@ -11,9 +11,12 @@ heads, 3 KV heads, head_dim 64, 30 layers, a 49,152 x 576 LM head), best of 5:
   memory-bound part;
 - ``prefill_attention``: one ``--prompt``-row prompt attending causally, 30 layers, on every
   prefill-tile kernel this build has (AMX and vdpbf16ps on an AMX CPU);
+- ``dense_gemms``: SmolLM2's four bf16 projections, 30 layers' weights, at 16, 64 and
+  ``--prompt`` rows through oneDNN's packed GEMM and ours (``bf16_linear``, offered on
+  AVX-512 BF16 CPUs without AMX);
 - ``lm_head``: the Q8_0 head at 1 to 64 rows on each path this build has (``q8_linear_amx``
-  where AMX is granted, the int8 kernel up to 16 rows) against oneDNN's packed bf16 GEMM,
-  each run after a 256 MB write that evicts the caches.
+  where AMX is granted, the int8 kernel up to 16 rows) against the packed bf16 GEMMs
+  (oneDNN's, and ours where offered), each run after a 256 MB write that evicts the caches.
 
 These locate where a change pays; ``bench/engine.py`` is the comparison with peers.
 """
@@ -120,13 +123,66 @@ def prefill_attention(ext, prompt: int) -> dict:
     return result
 
 
-def lm_head() -> dict:
-    """The Q8_0 head on each quantised path against the packed bf16 GEMM, caches evicted."""
+# SmolLM2's four projections per layer: (out, in) of q|k|v, o, gate|up, down
+PROJECTIONS = {"qkv": (960, 576), "o": (576, 576), "gate_up": (3072, 576), "down": (576, 1536)}
+
+
+def dense_gemms(ext, rows_list: tuple[int, ...]) -> dict:
+    """30 layers' bf16 projections (each layer its own weights, so they come from memory as
+    in a step) through oneDNN's packed GEMM and, where the build offers it, ours
+    (``bf16_linear``); each output dropped at once, as a step does."""
+    ours = "bf16_linear" in ext.fast_kernels()
+    gen = torch.Generator().manual_seed(1)
+    weights = {
+        name: [torch.randn(shape, generator=gen).bfloat16() for _ in range(LAYERS)]
+        for name, shape in PROJECTIONS.items()
+    }
+    onednn = {
+        n: [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in ws]
+        for n, ws in weights.items()
+    }
+    packed = {n: [ext.pack_bf16_weight(w) for w in ws] for n, ws in weights.items()} if ours else {}
+    result: dict = {"layers": LAYERS, "projections": PROJECTIONS}
+    with torch.inference_mode():
+        for rows in rows_list:
+            row: dict = {}
+            for name, (_, cols) in PROJECTIONS.items():
+                x = torch.randn(rows, cols, generator=gen).bfloat16()
+                row[f"{name}_onednn_ms"] = best_ms(
+                    lambda x=x, ws=onednn[name]: [
+                        torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "").numel()
+                        for w in ws
+                    ]
+                )
+                if ours:
+                    row[f"{name}_ours_ms"] = best_ms(
+                        lambda x=x, ws=packed[name]: [ext.bf16_linear(x, w).numel() for w in ws]
+                    )
+            row["all_onednn_ms"] = round(
+                sum(v for k, v in row.items() if k.endswith("onednn_ms")), 2
+            )
+            if ours:
+                row["all_ours_ms"] = round(
+                    sum(v for k, v in row.items() if k.endswith("ours_ms")), 2
+                )
+                row["onednn_over_ours"] = round(row["all_onednn_ms"] / row["all_ours_ms"], 3)
+            result[str(rows)] = row
+    return result
+
+
+def lm_head(ext) -> dict:
+    """The Q8_0 head on each quantised path against the packed bf16 GEMMs (oneDNN's, and
+    ours where the build offers it), caches evicted."""
     gen = torch.Generator().manual_seed(0)
     codes = torch.randint(-127, 128, (VOCAB, HIDDEN), generator=gen, dtype=torch.int8)
     blocks = Q8Blocks(codes, torch.rand(VOCAB, HIDDEN // 32, generator=gen) * 0.01)
     tiled = with_amx_tiles(blocks)
     packed = torch.ops.mkldnn._reorder_linear_weight(blocks.dequantize().bfloat16(), None)
+    ours = (
+        ext.pack_bf16_weight(blocks.dequantize().bfloat16())
+        if "bf16_linear" in ext.fast_kernels()
+        else None
+    )
     evict = torch.ones(64 << 20)
     result: dict = {"shape": [VOCAB, HIDDEN], "amx_tiles": tiled.tiles is not None}
     with torch.inference_mode():
@@ -138,6 +194,10 @@ def lm_head() -> dict:
                     before=lambda: evict.add_(1),
                 )
             }
+            if ours is not None:
+                row["ours_bf16_ms"] = best_ms(
+                    lambda x=x: ext.bf16_linear(x, ours), before=lambda: evict.add_(1)
+                )
             if tiled.tiles is not None:
                 row["q8_amx_ms"] = best_ms(
                     lambda x=x: q8_linear(x, tiled), before=lambda: evict.add_(1)
@@ -170,7 +230,8 @@ def main() -> None:
         "threads": args.threads,
         "decode_attention": decode_attention(ext, args.context, args.threads),
         "prefill_attention": prefill_attention(ext, args.prompt),
-        "lm_head": lm_head(),
+        "dense_gemms": dense_gemms(ext, (16, 64, args.prompt)),
+        "lm_head": lm_head(ext),
     }
     print(json.dumps(report, indent=2))
     args.out.write_text(json.dumps(report, indent=2) + "\n")
