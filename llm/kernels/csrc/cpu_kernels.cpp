@@ -969,19 +969,27 @@ TileFn tile_kernel(bool amx) {
   return attend_tile_dpbf16<C2>;
 }
 
+// pick(std::integral_constant<int, C2>{}) for the head sizes the prefill tiles take
+// (C2 = head_dim / 32), or `none` for any other.
+template <typename R, typename F>
+R by_head_chunks(int64_t head_dim, F&& pick, R none) {
+  switch (head_dim) {
+    case 32: return pick(std::integral_constant<int, 1>{});
+    case 64: return pick(std::integral_constant<int, 2>{});
+    case 96: return pick(std::integral_constant<int, 3>{});
+    case 128: return pick(std::integral_constant<int, 4>{});
+    case 256: return pick(std::integral_constant<int, 8>{});
+    default: return none;
+  }
+}
+
 TileFn tile_for(int64_t head_dim) {
   bool amx = false;
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
   amx = amx_tiles_wanted.load() && amx_granted();
 #endif
-  switch (head_dim) {
-    case 32: return tile_kernel<1>(amx);
-    case 64: return tile_kernel<2>(amx);
-    case 96: return tile_kernel<3>(amx);
-    case 128: return tile_kernel<4>(amx);
-    case 256: return tile_kernel<8>(amx);
-    default: return nullptr;
-  }
+  return by_head_chunks<TileFn>(
+      head_dim, [&](auto c2) { return tile_kernel<decltype(c2)::value>(amx); }, nullptr);
 }
 
 using TransposeFn = void (*)(const bf16_t*, const bf16_t*, const int32_t*, int64_t, int64_t,
@@ -989,14 +997,9 @@ using TransposeFn = void (*)(const bf16_t*, const bf16_t*, const int32_t*, int64
                              __m512i*);
 
 TransposeFn transpose_for(int64_t head_dim) {
-  switch (head_dim) {
-    case 32: return transpose_keys_values<1>;
-    case 64: return transpose_keys_values<2>;
-    case 96: return transpose_keys_values<3>;
-    case 128: return transpose_keys_values<4>;
-    case 256: return transpose_keys_values<8>;
-    default: return nullptr;
-  }
+  return by_head_chunks<TransposeFn>(
+      head_dim, [](auto c2) -> TransposeFn { return transpose_keys_values<decltype(c2)::value>; },
+      nullptr);
 }
 
 // A prompt's tiles (consecutive tile units of one sequence in a step) and where its K and
