@@ -1,9 +1,10 @@
 """Our bf16 GEMM for CPUs with AVX-512 BF16 but no AMX (``bf16_linear`` in cpu_kernels.cpp).
 
 There (a Zen 4, say) a 400-token prefill is ~80% bf16 GEMMs, which oneDNN ran at 89-95%
-of the cores' ``vdpbf16ps`` peak; ours runs at ~97% on SmolLM2's shapes and splits the
-work into equal halves between threads, so those GEMMs take ~8% less time at 405 rows and
-1.2-1.4x less at 16-64 rows (``docs/llm_engine_cpu.md``). With AMX, oneDNN multiplies in
+of the cores' ``vdpbf16ps`` peak; ours runs at 95-96% on one thread on SmolLM2's shapes
+and splits the work into equal halves between threads, so those GEMMs are 1.04-1.10x
+faster at 405 rows and 1.14-1.47x at 16-64 rows (``docs/llm_engine_cpu.md``,
+``bench/cpu_kernels.py``). With AMX, oneDNN multiplies in
 tiles and stays the faster one: the kernel is then not offered (``fast_kernels``).
 
 The weight is packed once, like oneDNN's copy (the same bytes): per 64-column panel and

@@ -1007,8 +1007,9 @@ TransposeFn transpose_for(int64_t head_dim) {
 struct TilePrompt {
   int64_t seq;      // its first row
   int64_t keys;     // the longest row's length: keys [0, keys) are read
-  int64_t padded;   // keys rounded up to whole 32-key blocks (the AMX tiles' unit)
   int64_t offset;   // of its first KV head's operands in SharedOperands::storage
+  // keys rounded up to whole 32-key blocks (the AMX tiles' unit)
+  int64_t padded() const { return (keys + 31) / 32 * 32; }
 };
 
 // The K and V operands of every prompt of a step, per (prompt, KV head): K transposed
@@ -1019,15 +1020,15 @@ struct TilePrompt {
 struct SharedOperands {
   std::vector<TilePrompt> prompts;
   std::vector<__m512i> storage;
-  int64_t head_dim = 0, num_kv_heads = 0;
+  int64_t head_dim = 0;
 
-  int64_t keys_size(const TilePrompt& p) const { return p.padded / 16 * head_dim / 2; }
-  int64_t head_size(const TilePrompt& p) const { return keys_size(p) + p.padded * head_dim / 32; }
-  const __m512i* keys(int64_t prompt, int64_t h) const {
+  int64_t keys_size(const TilePrompt& p) const { return p.padded() / 16 * head_dim / 2; }
+  int64_t head_size(const TilePrompt& p) const { return keys_size(p) + p.padded() * head_dim / 32; }
+  __m512i* keys(int64_t prompt, int64_t h) {
     const TilePrompt& p = prompts[prompt];
     return storage.data() + p.offset + h * head_size(p);
   }
-  const __m512i* values(int64_t prompt, int64_t h) const { return keys(prompt, h) + keys_size(prompts[prompt]); }
+  __m512i* values(int64_t prompt, int64_t h) { return keys(prompt, h) + keys_size(prompts[prompt]); }
 };
 #endif
 
@@ -1234,7 +1235,6 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
   const TransposeFn transpose = tile != nullptr ? transpose_for(head_dim) : nullptr;
   if (transpose != nullptr) {
     shared.head_dim = head_dim;
-    shared.num_kv_heads = num_kv_heads;
     for (size_t u = 0; u < units.size(); ++u) {
       const Unit& unit = units[u];
       if (unit.rows < 2) continue;
@@ -1244,13 +1244,10 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
                              std::memcmp(tables + unit.first * max_blocks,
                                          tables + (unit.first - 1) * max_blocks,
                                          max_blocks * sizeof(int32_t)) == 0;
-      if (continues) {
-        TilePrompt& p = shared.prompts.back();
-        p.keys = keys;
-        p.padded = (keys + 31) / 32 * 32;
-      } else {
-        shared.prompts.push_back({unit.first, keys, (keys + 31) / 32 * 32, 0});
-      }
+      if (continues)
+        shared.prompts.back().keys = keys;
+      else
+        shared.prompts.push_back({unit.first, keys, 0});
       prompt_of[u] = static_cast<int64_t>(shared.prompts.size()) - 1;
     }
     int64_t size = 0;
@@ -1265,19 +1262,18 @@ void decode_attention_impl(const at::Tensor& query, const at::Tensor& k_cache,
     std::vector<Part> parts;
     for (int64_t pi = 0; pi < static_cast<int64_t>(shared.prompts.size()); ++pi)
       for (int64_t h = 0; h < num_kv_heads; ++h)
-        for (int64_t c = 0; c < shared.prompts[pi].padded / 16; c += 4)
-          parts.push_back({pi, h, c, std::min(c + 4, shared.prompts[pi].padded / 16)});
+        for (int64_t c = 0, chunks = shared.prompts[pi].padded() / 16; c < chunks; c += 4)
+          parts.push_back({pi, h, c, std::min(c + 4, chunks)});
     std::atomic<int64_t> next_part{0};
     const int64_t num_parts = static_cast<int64_t>(parts.size());
     at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), num_parts), 1, [&](int64_t, int64_t) {
       for (int64_t i; (i = next_part.fetch_add(1, std::memory_order_relaxed)) < num_parts;) {
         const Part& part = parts[i];
         const TilePrompt& p = shared.prompts[part.prompt];
-        __m512i* keys_t = const_cast<__m512i*>(shared.keys(part.prompt, part.h));
-        __m512i* values = const_cast<__m512i*>(shared.values(part.prompt, part.h));
         if constexpr (std::is_same_v<T, bf16_t>)
           transpose(k_all + part.h * kh, v_all + part.h * vh, tables + p.seq * max_blocks,
-                    block_size, kb, ko, vb, vo, p.keys, part.c0, part.c1, keys_t, values);
+                    block_size, kb, ko, vb, vo, p.keys, part.c0, part.c1,
+                    shared.keys(part.prompt, part.h), shared.values(part.prompt, part.h));
       }
     });
   }
@@ -1372,7 +1368,7 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& k_cache,
 // operations, order and roundings (the residual add rounded to bf16, squares summed in 16
 // lanes then lane_sum, x * inv rounded, times the weight, rounded), but VCVTNEPS2BF16 for
 // each rounding and the row re-read as bf16 (its values are bf16 already) instead of an
-// fp32 copy. 3.7 -> 1.3 ms for a 405-token prefill's 60 norms on a 2-core Zen 4.
+// fp32 copy. 62 -> 43-48 us per 405-row call with the residual add on a 2-core Zen 4.
 inline void rms_norm_row_bf16(const bf16_t* x_row, bf16_t* res_row, const bf16_t* w,
                               bf16_t* o_row, int64_t n, float eps) {
   const bf16_t* row = res_row ? res_row : x_row;
@@ -2483,12 +2479,12 @@ at::Tensor q4_linear_dpbf16(const at::Tensor& x, const at::Tensor& codes,
 // x [M, K] @ W.T for a bf16 weight packed by pack_bf16_weight, on CPUs with AVX-512 BF16
 // but no AMX (Zen 4), where oneDNN's bf16 GEMM is the only other way. A 400-token prefill
 // there is ~80% such GEMMs; oneDNN ran them at 89-95% of the two cores' VDPBF16PS peak,
-// this at ~97% (on two threads the work splits into equal halves, and no per-call
-// primitive lookup). The tile: 6 rows x 64 columns in 24 fp32 accumulators, each step a
-// pair of input dimensions: 4 loads of the packed weight (64 columns' (w_k, w_k+1) pairs),
-// 6 broadcasts of a row's (x_k, x_k+1) pair, 24 VDPBF16PS; K in one pass, each result
-// rounded once to bf16 (RNE), as oneDNN's. Pairs are summed in order of k, as oneDNN's
-// brgemm does, so for K up to its block the results are oneDNN's bit for bit.
+// this at 95-96% on one thread (on two the work splits into equal halves, and there is no
+// per-call primitive lookup). The tile: 6 rows x 64 columns in 24 fp32 accumulators, each
+// step a pair of input dimensions: 4 loads of the packed weight (64 columns' (w_k, w_k+1)
+// pairs), 6 broadcasts of a row's (x_k, x_k+1) pair, 24 VDPBF16PS; K in one pass, pairs
+// summed in order of k, each result rounded once to bf16 (RNE), as oneDNN's. oneDNN sums
+// in another order for some shapes: a few results in 10^4 differ by one bf16 step.
 constexpr int kGemmRows = 6;
 constexpr int kGemmVectors = 4;
 constexpr int64_t kGemmColumns = kGemmVectors * 16;
