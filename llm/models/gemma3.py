@@ -35,7 +35,7 @@ from llm.models.llama import (
     RMSNorm,
     RotaryEmbedding,
     apply_rotary,
-    rows_as_sequences,
+    attending_rows,
 )
 
 
@@ -86,12 +86,9 @@ class Gemma3Attention(LlamaAttention):
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
         write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
-        tables, starts, lens = meta.block_tables, meta.query_start_loc, meta.seq_lens
-        if keep is not None:
-            if not len(keep):
-                return q.new_empty((0, self.o_proj.out_features))
-            q = q[keep]
-            tables, starts, lens = rows_as_sequences(meta, keep)
+        if keep is not None and not len(keep):  # nothing sampled: K and V written, no reader
+            return q.new_empty((0, self.o_proj.out_features))
+        q, tables, starts, lens = attending_rows(q, meta, keep)
         out = paged_attention(
             q,
             k_cache,

@@ -285,27 +285,27 @@ class LlamaAttention(nn.Module):
             v_cache,
             meta.slot_mapping,
         )
-        tables, starts, lens = meta.block_tables, meta.query_start_loc, meta.seq_lens
-        if keep is not None:
-            if not len(keep):  # nothing sampled: K and V are written, nobody attends
-                return q.new_empty((0, self.o_proj.out_features))
-            q = q[keep]
-            tables, starts, lens = rows_as_sequences(meta, keep)
+        if keep is not None and not len(keep):  # nothing sampled: K and V written, no reader
+            return q.new_empty((0, self.o_proj.out_features))
+        q, tables, starts, lens = attending_rows(q, meta, keep)
         out = paged_attention(q, k_cache, v_cache, tables, starts, lens, self.scale)
         return self.o_proj(out.reshape(q.shape[0], self.q_size))
 
 
-def rows_as_sequences(
-    meta: AttentionMetadata, rows: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(block tables, query starts, lengths) that make each of ``rows`` a one-query
-    sequence seeing the keys its own position sees: the attention of those rows alone,
-    as ``LayerStack.run`` computes it for its kept rows (per-row tables and lengths)."""
+def attending_rows(
+    q: torch.Tensor, meta: AttentionMetadata, keep: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(queries, block tables, query starts, lengths) of the rows that attend: every row
+    as ``meta`` lays them out, or ``keep``'s alone, each then a one-query sequence seeing
+    the keys its own position sees (as ``LayerStack.run`` computes its kept rows, from
+    per-row tables and lengths)."""
+    if keep is None:
+        return q, meta.block_tables, meta.query_start_loc, meta.seq_lens
     ends = meta.query_start_loc[1:].long()
-    seq = torch.searchsorted(ends, rows, right=True)
-    lens = meta.seq_lens[seq].long() - (ends[seq] - 1 - rows)
-    starts = torch.arange(len(rows) + 1, device=rows.device, dtype=meta.query_start_loc.dtype)
-    return meta.block_tables[seq], starts, lens.to(meta.seq_lens.dtype)
+    seq = torch.searchsorted(ends, keep, right=True)
+    lens = meta.seq_lens[seq].long() - (ends[seq] - 1 - keep)
+    starts = torch.arange(len(keep) + 1, device=keep.device, dtype=meta.query_start_loc.dtype)
+    return q[keep], meta.block_tables[seq], starts, lens.to(meta.seq_lens.dtype)
 
 
 class LlamaMLP(nn.Module):
