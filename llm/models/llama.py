@@ -233,6 +233,9 @@ class Linear(nn.Linear):
         return self.dense_product(x)
 
 
+# layers of a kind the prefill-sized check times (cpu_paths.crossover_rows)
+PREFILL_LAYERS = 6
+
 # measured quantised-path row limits (``prepare_for_inference``), per process
 _CROSSOVERS: dict[tuple, tuple[int, dict[int, tuple[float, float]]]] = {}
 
@@ -427,6 +430,12 @@ class LlamaForCausalLM(CausalLM):
                     layers[0].in_features,
                     layers[0].weight.dtype,
                     tuple(n for n in ROW_COUNTS if n <= most_rows),
+                    prefill=(
+                        partial(_through_all, layers[:PREFILL_LAYERS], Linear.quantised_product),
+                        partial(_through_all, layers[:PREFILL_LAYERS], Linear.dense_product),
+                    )
+                    if kind == "int4"
+                    else None,
                 )
             limit, timings = _CROSSOVERS[key]
             for layer in layers:

@@ -1792,27 +1792,14 @@ inline void round_block(const float* xb, int16_t* q, float& scale, float& sum) {
 }
 #endif
 
-// Rows of x rounded (round_block), laid out for the kernel that multiplies them: by rows
-// (values [rows, k], scales and sums [rows, k / 32]) for q4_group_rows, or by vectors of
-// 8 rows (values as the rows' int32 pairs [rows / 8, k / 32, 16, 8], scales and sums
-// [rows / 8, k / 32, 8], rows past the last zero) for q4_tile.
-RoundedRows rounded_rows(const float* x, int64_t rows, int64_t k, bool by_vectors) {
-  const int64_t blocks = k / 32, padded = by_vectors ? (rows + 7) / 8 * 8 : rows;
-  RoundedRows out{std::vector<int16_t>(padded * k), std::vector<float>(padded * blocks),
-                  std::vector<float>(padded * blocks)};
+// Rows of x rounded (round_block): values [rows, k], scales and sums [rows, k / 32].
+RoundedRows rounded_rows(const float* x, int64_t rows, int64_t k) {
+  const int64_t blocks = k / 32;
+  RoundedRows out{std::vector<int16_t>(rows * k), std::vector<float>(rows * blocks),
+                  std::vector<float>(rows * blocks)};
   at::parallel_for(0, rows * blocks, 256, [&](int64_t begin, int64_t end) {
-    alignas(32) int16_t q[32];
-    for (int64_t rb = begin; rb < end; ++rb) {
-      if (!by_vectors) {
-        round_block(x + rb * 32, &out.values[rb * 32], out.scales[rb], out.sums[rb]);
-        continue;
-      }
-      const int64_t row = rb / blocks, b = rb % blocks, lane = row % 8;
-      const int64_t at = (row / 8 * blocks + b) * 8 + lane;  // scales and sums
-      round_block(x + rb * 32, q, out.scales[at], out.sums[at]);
-      int32_t* pairs = reinterpret_cast<int32_t*>(out.values.data()) + at / 8 * 128 + lane;
-      for (int p = 0; p < 16; ++p) std::memcpy(pairs + 8 * p, q + 2 * p, sizeof(int32_t));
-    }
+    for (int64_t rb = begin; rb < end; ++rb)
+      round_block(x + rb * 32, &out.values[rb * 32], out.scales[rb], out.sums[rb]);
   });
   return out;
 }
@@ -1883,102 +1870,135 @@ void q4_group_rows(const int16_t* x, const float* scales_x, const float* sums_x,
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__)
-constexpr int kQ4TileColumns = 4;  // columns per q4_tile: 4 x 2 int32 accumulators + 3 in 16 ymm
-constexpr int64_t kQ4ByVectors = 16;  // from this many rows on, q4_tile instead of q4_group_rows
-constexpr int64_t kQ4RowChunk = 64;   // rows per pass over a block of groups
-constexpr int64_t kQ4WidenedBytes = 128 << 10;  // a thread's widened groups: with 64 rows of x, in L2
+// From kQ4PanelFrom rows on: the columns in panels of kPanelGroups groups (16 columns),
+// kPanelRows rows at a time (q4_panel_tile), with 12 int32 accumulators: each row's
+// broadcast k pair serves the panel's two vpmaddwd, each weight vector (loaded, not
+// broadcast) the six rows. A thread widens each of its panels' codes once per call into
+// [blocks, 16 k pairs, groups, 8] int32 pairs (L1/L2) and runs every row against them.
+// Per block, each (row, column) takes the same two fmas in the same order as in
+// q4_group_rows, so the two kernels agree bit for bit; the fp32 sums live in a small
+// array in L1 rather than in registers, which the accumulators, the two weight vectors
+// and the broadcast fill. On a Zen 3 (SmolLM2's four projection shapes x 30 layers, 2
+// threads, 405 rows) this ran at 1.3-1.4x the dense fp32 GEMM (MKL), 420 against 530-590
+// ms, and from 16 rows on beat the layout it replaced (tiles of 16 rows in the lanes x 4
+// columns, whose 16 fp32 and int32 accumulators spilled: 1.5x slower at 405 rows).
+constexpr int64_t kQ4PanelFrom = 16;
+constexpr int kPanelGroups = 2;
+constexpr int kPanelRows = 6;
 
-// A group's codes widened to int32 pairs [blocks, 16 k pairs, 8 columns], for q4_tile.
-void widen_group(const uint8_t* codes, int64_t blocks, int32_t* pairs) {
-  for (int64_t b = 0; b < blocks; ++b)
-    for (int c = 0; c < 8; ++c) {
-      __m256i low, high;
-      widen_chunk(codes + b * kQ4GroupBytes + 16 * c, low, high);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * 128 + 8 * c), low);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * 128 + 8 * (c + 8)), high);
-    }
+// G groups' codes widened to int32 pairs [blocks, 16 k pairs, G, 8 columns].
+template <int G>
+void widen_panel(const uint8_t* codes, int64_t blocks, int32_t* pairs) {
+  for (int g = 0; g < G; ++g)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int c = 0; c < 8; ++c) {
+        __m256i low, high;
+        widen_chunk(codes + (g * blocks + b) * kQ4GroupBytes + 16 * c, low, high);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + ((b * 16 + c) * G + g) * 8), low);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + ((b * 16 + c + 8) * G + g) * 8), high);
+      }
 }
 
-// V vectors of 8 rows x 4 columns of a group: lanes = rows, each column's widened pair
-// broadcast, so one broadcast serves V vpmaddwd and one x load 4 (q4_group_rows pays a
-// broadcast per vpmaddwd). Each (row, column) sees the same operations in the same order
-// as in q4_group_rows, so the two kernels agree bit for bit. out [V * 8, 4].
-template <int V>
-void q4_tile(const int32_t* x, const float* scales_x, const float* sums_x, int64_t blocks,
-             const int32_t* weight, const float* scales, int column, float* out) {
-  __m256 acc[V][kQ4TileColumns];
-  for (int v = 0; v < V; ++v)
-    for (int j = 0; j < kQ4TileColumns; ++j) acc[v][j] = _mm256_setzero_ps();
+// R rows of rounded x (RoundedRows by rows) times a widened panel of G groups:
+// out[r * n + 0 .. 8 G).
+template <int R, int G>
+void q4_panel_tile(const int16_t* x, const float* scales_x, const float* sums_x, int64_t k,
+                   const int32_t* weight, const float* scales, float* out, int64_t n) {
+  const int64_t blocks = k / 32;
+  alignas(32) float acc[R][G][8] = {};
   for (int64_t b = 0; b < blocks; ++b) {
-    __m256i dot[V][kQ4TileColumns];
-    for (int v = 0; v < V; ++v)
-      for (int j = 0; j < kQ4TileColumns; ++j) dot[v][j] = _mm256_setzero_si256();
-    const int32_t* w = weight + b * 128 + column;
+    __m256i dot[R][G];
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) dot[r][g] = _mm256_setzero_si256();
+    const int32_t* w = weight + b * 16 * G * 8;
+#pragma GCC unroll 16
     for (int p = 0; p < 16; ++p) {
-      __m256i xv[V];
-      for (int v = 0; v < V; ++v)
-        xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + (v * blocks + b) * 128 + 8 * p));
-      for (int j = 0; j < kQ4TileColumns; ++j) {
-        const __m256i pair = _mm256_set1_epi32(w[8 * p + j]);
-        for (int v = 0; v < V; ++v) dot[v][j] = _mm256_add_epi32(dot[v][j], _mm256_madd_epi16(xv[v], pair));
+      __m256i wv[G];
+      for (int g = 0; g < G; ++g) wv[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (p * G + g) * 8));
+      for (int r = 0; r < R; ++r) {
+        const __m256i pair = _mm256_set1_epi32(reinterpret_cast<const int32_t*>(x + r * k + b * 32)[p]);
+        for (int g = 0; g < G; ++g) dot[r][g] = _mm256_add_epi32(dot[r][g], _mm256_madd_epi16(pair, wv[g]));
       }
+      // keeps each accumulator one chain in a register: GCC otherwise reassociates the
+      // integer adds into trees whose partial products it spills (half the speed)
+      for (int r = 0; r < R; ++r)
+        for (int g = 0; g < G; ++g) __asm__("" : "+x"(dot[r][g]));
     }
-    for (int v = 0; v < V; ++v) {
-      const __m256 xs = _mm256_loadu_ps(scales_x + (v * blocks + b) * 8);
-      const __m256 sums = _mm256_loadu_ps(sums_x + (v * blocks + b) * 8);
-      for (int j = 0; j < kQ4TileColumns; ++j) {
-        const float d = scales[b * 16 + column + j], m = scales[b * 16 + 8 + column + j];
-        acc[v][j] = _mm256_fmadd_ps(_mm256_set1_ps(m), sums, acc[v][j]);
-        acc[v][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[v][j]), _mm256_mul_ps(_mm256_set1_ps(d), xs), acc[v][j]);
+    for (int r = 0; r < R; ++r) {
+      const __m256 xs = _mm256_set1_ps(scales_x[r * blocks + b]);
+      const __m256 sum = _mm256_set1_ps(sums_x[r * blocks + b]);
+      for (int g = 0; g < G; ++g) {
+        const float* s = scales + (g * blocks + b) * 16;
+        __m256 a = _mm256_load_ps(acc[r][g]);
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(s + 8), sum, a);
+        a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r][g]), _mm256_mul_ps(_mm256_loadu_ps(s), xs), a);
+        _mm256_store_ps(acc[r][g], a);
       }
     }
   }
-  alignas(32) float lanes[8];
-  for (int v = 0; v < V; ++v)
-    for (int j = 0; j < kQ4TileColumns; ++j) {
-      _mm256_store_ps(lanes, acc[v][j]);
-      for (int r = 0; r < 8; ++r) out[(v * 8 + r) * kQ4TileColumns + j] = lanes[r];
-    }
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) _mm256_storeu_ps(out + r * n + 8 * g, _mm256_load_ps(acc[r][g]));
 }
 
-// Many rows: each thread takes whole groups, a block of them at a time, widened once per
-// call (their int32 pairs stay in L2), then per kQ4RowChunk rows every group of the block
-// in tiles of 16 rows x 4 columns, so the block's output rows are written as contiguous
-// runs of lines. Measured against the dense fp32 GEMM (SmolLM2's four projection shapes,
-// 2 threads, Zen 3): 2x at 16 rows, 1.4x at 64, 1.1x at 128, a tie at 400 and 0.8-1x at
-// 1024, where the GEMM's packing has paid off; so prefills stay on the GEMM.
-void q4_by_vectors(const RoundedRows& x, int64_t rows, int64_t k, const uint8_t* codes,
-                   const float* scales, int64_t groups, float* out) {
-  const int64_t blocks = k / 32, n = groups * kQ4Columns, vectors = (rows + 7) / 8;
-  const int32_t* pairs = reinterpret_cast<const int32_t*>(x.values.data());
-  const int64_t group_block = std::max<int64_t>(1, kQ4WidenedBytes / (blocks * 128 * 4));
-  at::parallel_for(0, groups, group_block, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> weight(group_block * blocks * 128);
-    float tile[16 * kQ4TileColumns];
-    for (int64_t first = begin; first < end; first += group_block) {
-      const int64_t last = std::min(end, first + group_block);
-      for (int64_t g = first; g < last; ++g)
-        widen_group(codes + g * blocks * kQ4GroupBytes, blocks, weight.data() + (g - first) * blocks * 128);
-      for (int64_t chunk = 0; chunk < vectors; chunk += kQ4RowChunk / 8)
-        for (int64_t g = first; g < last; ++g) {
-          const int32_t* w = weight.data() + (g - first) * blocks * 128;
-          const float* group_scales = scales + g * blocks * 2 * kQ4Columns;
-          for (int64_t v0 = chunk; v0 < std::min(vectors, chunk + kQ4RowChunk / 8); v0 += 2) {
-            const int V = std::min<int64_t>(2, vectors - v0);
-            const int32_t* xv = pairs + v0 * blocks * 128;
-            const float* xs = x.scales.data() + v0 * blocks * 8;
-            const float* sums = x.sums.data() + v0 * blocks * 8;
-            for (int column = 0; column < kQ4Columns; column += kQ4TileColumns) {
-              if (V == 2)
-                q4_tile<2>(xv, xs, sums, blocks, w, group_scales, column, tile);
-              else
-                q4_tile<1>(xv, xs, sums, blocks, w, group_scales, column, tile);
-              for (int64_t r = 0; r < 8 * V && v0 * 8 + r < rows; ++r)
-                std::memcpy(out + (v0 * 8 + r) * n + g * kQ4Columns + column, tile + r * kQ4TileColumns,
-                            sizeof(float) * kQ4TileColumns);
-            }
-          }
+// Rows [first, last) of x times one widened panel.
+template <int G>
+void q4_panel_rows(const RoundedRows& x, int64_t first, int64_t last, int64_t k,
+                   const int32_t* weight, const float* scales, float* out, int64_t n) {
+  const int64_t blocks = k / 32;
+  for (int64_t r0 = first; r0 < last; r0 += kPanelRows) {
+    const int16_t* xr = x.values.data() + r0 * k;
+    const float* xs = x.scales.data() + r0 * blocks;
+    const float* sums = x.sums.data() + r0 * blocks;
+    float* o = out + r0 * n;
+    switch (std::min<int64_t>(kPanelRows, last - r0)) {
+      case 1: q4_panel_tile<1, G>(xr, xs, sums, k, weight, scales, o, n); break;
+      case 2: q4_panel_tile<2, G>(xr, xs, sums, k, weight, scales, o, n); break;
+      case 3: q4_panel_tile<3, G>(xr, xs, sums, k, weight, scales, o, n); break;
+      case 4: q4_panel_tile<4, G>(xr, xs, sums, k, weight, scales, o, n); break;
+      case 5: q4_panel_tile<5, G>(xr, xs, sums, k, weight, scales, o, n); break;
+      default: q4_panel_tile<kPanelRows, G>(xr, xs, sums, k, weight, scales, o, n); break;
+    }
+  }
+}
+
+constexpr int64_t kPanelWidenedBytes = 128 << 10;  // a thread's widened panels at a time
+constexpr int64_t kPanelRowChunk = 60;  // rows per pass over them (60 x 1536 x 2 B of x)
+
+// Each thread takes a contiguous run of panels (the last one may hold one group), widens
+// as many as fit kPanelWidenedBytes, then runs kPanelRowChunk rows at a time through each:
+// the widened panels and the chunk's rows stay in L2 (all 405 rows of a prompt, 0.5-1.2
+// MB of int16, did not, and ran 15% slower per product than 256).
+void q4_by_panels(const RoundedRows& x, int64_t rows, int64_t k, const uint8_t* codes,
+                  const float* scales, int64_t groups, float* out) {
+  const int64_t blocks = k / 32, n = groups * kQ4Columns;
+  const int64_t panels = (groups + kPanelGroups - 1) / kPanelGroups;
+  const int64_t panel_ints = kPanelGroups * blocks * 128;
+  const int64_t at_once = std::max<int64_t>(1, kPanelWidenedBytes / (panel_ints * 4));
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> weight(at_once * panel_ints);
+    for (int64_t first = begin; first < end; first += at_once) {
+      const int64_t last = std::min(end, first + at_once);
+      for (int64_t panel = first; panel < last; ++panel) {
+        const int64_t g0 = panel * kPanelGroups;
+        const uint8_t* c = codes + g0 * blocks * kQ4GroupBytes;
+        int32_t* w = weight.data() + (panel - first) * panel_ints;
+        if (groups - g0 >= 2)
+          widen_panel<2>(c, blocks, w);
+        else
+          widen_panel<1>(c, blocks, w);
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += kPanelRowChunk) {
+        const int64_t r1 = std::min(rows, r0 + kPanelRowChunk);
+        for (int64_t panel = first; panel < last; ++panel) {
+          const int64_t g0 = panel * kPanelGroups;
+          const int32_t* w = weight.data() + (panel - first) * panel_ints;
+          const float* s = scales + g0 * blocks * 2 * kQ4Columns;
+          if (groups - g0 >= 2)
+            q4_panel_rows<2>(x, r0, r1, k, w, s, out + g0 * kQ4Columns, n);
+          else
+            q4_panel_rows<1>(x, r0, r1, k, w, s, out + g0 * kQ4Columns, n);
         }
+      }
     }
   });
 }
@@ -2011,12 +2031,12 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   const float* s = scales.data_ptr<float>();
   float* o = out.data_ptr<float>();
 #if defined(__AVX2__) && defined(__FMA__)
-  if (rows >= kQ4ByVectors) {
-    q4_by_vectors(rounded_rows(x.data_ptr<float>(), rows, k, true), rows, k, c, s, groups, o);
+  if (rows >= kQ4PanelFrom) {
+    q4_by_panels(rounded_rows(x.data_ptr<float>(), rows, k), rows, k, c, s, groups, o);
     return out;
   }
 #endif
-  const RoundedRows rounded = rounded_rows(x.data_ptr<float>(), rows, k, false);
+  const RoundedRows rounded = rounded_rows(x.data_ptr<float>(), rows, k);
   at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
       const uint8_t* group_codes = c + g * blocks * kQ4GroupBytes;
@@ -2614,7 +2634,7 @@ void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tens
   // the 8-lane block dots instead, into fp32, then rounded to T.
   std::vector<float> dots(std::is_same_v<T, float> ? 0 : rows * n);
   float* into = std::is_same_v<T, float> ? reinterpret_cast<float*>(o) : dots.data();
-  const RoundedRows rounded = rounded_rows(xs.data(), rows, k, false);
+  const RoundedRows rounded = rounded_rows(xs.data(), rows, k);
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     scaled_dots<Q8Codes>(rounded, rows, k, reinterpret_cast<const uint8_t*>(w), d, n, begin, end,
                          into);

@@ -21,7 +21,7 @@ from llm.engine.model_runner import kv_cache_storage
 from llm.kernels import cpu_ext
 from llm.kernels.attention_ref import paged_attention_ref, write_kv_cache_ref
 from llm.kernels.block_dots_ref import round_rows_to_int16
-from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
+from llm.kernels.cpu_paths import EVERY_ROW, PREFILL_ROWS, ROW_COUNTS, crossover_rows
 from llm.kernels.q8_linear import Q8Blocks, q8_from_gguf, q8_linear, with_amx_tiles
 from llm.kernels.rope import apply_rotary
 from tests.unit.engine.prefill_helpers import prefill_once
@@ -345,6 +345,23 @@ def test_crossover_is_the_last_row_count_where_the_quantised_path_wins():
     assert limit == 0
 
 
+def test_a_quantised_path_that_wins_at_every_count_and_at_a_prefill_takes_every_row():
+    def fast(x):
+        time.sleep(0.001)
+
+    def slow(x):
+        time.sleep(0.005)
+
+    # wins at each decode count, then the prefill-sized pair decides
+    limit, timings = crossover_rows(fast, slow, 8, torch.float32, (1, 2), prefill=(fast, slow))
+    assert limit == EVERY_ROW and set(timings) == {1, 2, PREFILL_ROWS}
+    limit, timings = crossover_rows(fast, slow, 8, torch.float32, (1, 2), prefill=(slow, fast))
+    assert limit == 2 and set(timings) == {1, 2, PREFILL_ROWS}
+    # a loss before the last decode count never reaches the prefill check
+    limit, timings = crossover_rows(slow, fast, 8, torch.float32, (1, 2), prefill=(fast, slow))
+    assert limit == 0 and set(timings) == {1}
+
+
 def _engine(model, **config):
     from llm.engine.config import EngineConfig
     from llm.engine.llm_engine import LLMEngine
@@ -435,7 +452,9 @@ def test_the_packaged_gguf_keeps_its_q8_head_and_times_its_quantised_paths(ext):
     limits = model.quantised_row_limits
     assert any(k.startswith("q8 49152x576") for k in limits) == with_q8
     assert any(k.startswith("int4 ") for k in limits)
-    assert all(0 <= v["max_rows"] <= max(ROW_COUNTS) for v in limits.values())
+    assert all(
+        0 <= v["max_rows"] <= max(ROW_COUNTS) or v["max_rows"] == EVERY_ROW for v in limits.values()
+    )
     x = torch.randn(1, 576).bfloat16()
     with torch.inference_mode():
         head_rows = model.lm_head(x).float()

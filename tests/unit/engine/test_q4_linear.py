@@ -118,11 +118,12 @@ def _own_q4_kernels():
     return kernels
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9, 16, 17, 40, 71])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9, 16, 17, 19, 20, 21, 40, 71])
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
 def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
     """fp32 activations go through our kernel (aten's is several times slower there), for
-    any row count (passes of up to eight rows) and any whole number of blocks per row."""
+    any row count (passes of up to six rows below 16, panels of six rows and 16 columns
+    from 16 on, each with its tails) and any whole number of blocks per row."""
     _own_q4_kernels()
     raw, reference = gguf_blocks(type_name, rows=40, cols=96, seed=rows)
     packed = pack_int4(q4_from_gguf(raw, type_name, (40, 96)), torch.float32)
@@ -135,6 +136,21 @@ def test_our_fp32_kernel_multiplies_by_the_decoded_weight(type_name, rows):
     # and so it is within half a 16-bit step of each block's largest |x| of the exact product
     half_step = x.abs().view(rows, 3, 32).amax(-1).repeat_interleave(32, dim=1) / 65534
     assert ((got - x @ reference.T).abs() <= half_step @ reference.abs().T + 1e-4).all()
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
+def test_our_fp32_kernel_gives_a_row_the_same_result_in_a_prefill_as_alone(type_name):
+    """A prompt's rows (16 or more: the panel kernel) and the same rows one at a time, as a
+    decode step multiplies them (the row-pass kernel), agree bit for bit: a prompt's
+    tokens and its decoded ones see the same matmul."""
+    _own_q4_kernels()
+    raw, _ = gguf_blocks(type_name, rows=40, cols=96, seed=3)
+    packed = pack_int4(q4_from_gguf(raw, type_name, (40, 96)), torch.float32)
+    x = torch.randn(23, 96, generator=torch.Generator().manual_seed(5)) * 3
+    with torch.inference_mode():
+        together = int4_linear(x, packed)
+        alone = torch.cat([int4_linear(x[i : i + 1], packed) for i in range(23)])
+    assert torch.equal(together, alone)
 
 
 def test_our_fp32_kernel_refuses_malformed_input():
