@@ -14,6 +14,10 @@ heads, 3 KV heads, head_dim 64, 30 layers, a 49,152 x 576 LM head), best of 5:
 - ``dense_gemms``: SmolLM2's four bf16 projections, 30 layers' weights, at 16, 64 and
   ``--prompt`` rows through oneDNN's packed GEMM and ours (``bf16_linear``, offered on
   AVX-512 BF16 CPUs without AMX);
+- ``q4_fp32_gemms`` (only with ``--sections``, which picks what runs): the same four
+  projections as GGUF 4-bit blocks, 30 layers, fp32 rows (CPUs without native bf16 run
+  the engine in fp32) at 16, 64, ``--prompt`` and 1024 rows
+  through our ``q4_linear`` against the dense fp32 GEMM (MKL) on the dequantised weights;
 - ``lm_head``: the Q8_0 head at 1 to 64 rows on each path this build has (``q8_linear_amx``
   where AMX is granted, the int8 kernel up to 16 rows) against the packed bf16 GEMMs
   (oneDNN's, and ours where offered), each run after a 256 MB write that evicts the caches.
@@ -170,6 +174,45 @@ def dense_gemms(ext, rows_list: tuple[int, ...]) -> dict:
     return result
 
 
+def q4_fp32_gemms(ext, rows_list: tuple[int, ...]) -> dict:
+    """30 layers' 4-bit projections with fp32 rows: ours (``q4_linear``, 16-bit rows times
+    the file's codes) against ``F.linear`` on the dequantised fp32 weights."""
+    from llm.kernels.q4_linear import Q4Blocks, int4_linear, pack_int4
+
+    gen = torch.Generator().manual_seed(2)
+    layers: dict = {}
+    for name, (n, k) in PROJECTIONS.items():
+        layers[name] = []
+        for _ in range(LAYERS):
+            blocks = Q4Blocks(
+                torch.randint(0, 16, (n, k), generator=gen, dtype=torch.uint8),
+                torch.rand(n, k // 32, generator=gen) * 0.01,
+                torch.randn(n, k // 32, generator=gen) * 0.01,
+            )
+            layers[name].append((pack_int4(blocks, torch.float32), blocks.dequantize()))
+    result: dict = {"layers": LAYERS, "projections": PROJECTIONS}
+    with torch.inference_mode():
+        for rows in rows_list:
+            row: dict = {}
+            for name, (_, cols) in PROJECTIONS.items():
+                x = torch.randn(rows, cols, generator=gen)
+                row[f"{name}_q4_ms"] = best_ms(
+                    lambda x=x, ls=layers[name]: [int4_linear(x, q).numel() for q, _ in ls]
+                )
+                row[f"{name}_dense_fp32_ms"] = best_ms(
+                    lambda x=x, ls=layers[name]: [
+                        torch.nn.functional.linear(x, w).numel() for _, w in ls
+                    ]
+                )
+            for path in ("q4", "dense_fp32"):
+                row[f"all_{path}_ms"] = round(
+                    sum(v for k, v in row.items() if k.endswith(f"_{path}_ms")), 2
+                )
+            row["dense_over_q4"] = round(row["all_dense_fp32_ms"] / row["all_q4_ms"], 3)
+            result[str(rows)] = row
+    return result
+
+
 def lm_head(ext) -> dict:
     """The Q8_0 head on each quantised path against the packed bf16 GEMMs (oneDNN's, and
     ours where the build offers it), caches evicted."""
@@ -216,6 +259,13 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=450)
     parser.add_argument("--prompt", type=int, default=405)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "cpu_kernels.json")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["decode_attention", "prefill_attention", "dense_gemms", "lm_head"],
+        help="which timings to run (q4_fp32_gemms: for CPUs without native bf16, whose "
+        "bf16 sections emulate bf16 and take minutes)",
+    )
     args = parser.parse_args()
     status = cpu_ext.status()
     if not status.loaded:
@@ -223,16 +273,24 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     ext = status.module
+    sections = {
+        "decode_attention": lambda: decode_attention(ext, args.context, args.threads),
+        "prefill_attention": lambda: prefill_attention(ext, args.prompt),
+        "dense_gemms": lambda: dense_gemms(ext, (16, 64, args.prompt)),
+        "q4_fp32_gemms": lambda: q4_fp32_gemms(ext, (16, 64, args.prompt, 1024)),
+        "lm_head": lambda: lm_head(ext),
+    }
+    unknown = set(args.sections) - set(sections)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {sorted(sections)}")
     report = {
         "command": "python bench/cpu_kernels.py " + " ".join(sys.argv[1:]),
         "cpu": cpu_info(),
         "cpu_ext": status.describe(),
         "threads": args.threads,
-        "decode_attention": decode_attention(ext, args.context, args.threads),
-        "prefill_attention": prefill_attention(ext, args.prompt),
-        "dense_gemms": dense_gemms(ext, (16, 64, args.prompt)),
-        "lm_head": lm_head(ext),
     }
+    for name in args.sections:
+        report[name] = sections[name]()
     print(json.dumps(report, indent=2))
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
