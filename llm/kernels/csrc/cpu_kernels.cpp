@@ -1964,20 +1964,24 @@ void q4_panel_rows(const RoundedRows& x, int64_t first, int64_t last, int64_t k,
 constexpr int64_t kPanelWidenedBytes = 128 << 10;  // a thread's widened panels at a time
 constexpr int64_t kPanelRowChunk = 60;  // rows per pass over them (60 x 1536 x 2 B of x)
 
-// Each thread takes a contiguous run of panels (the last one may hold one group), widens
-// as many as fit kPanelWidenedBytes, then runs kPanelRowChunk rows at a time through each:
-// the widened panels and the chunk's rows stay in L2 (all 405 rows of a prompt, 0.5-1.2
-// MB of int16, did not, and ran 15% slower per product than 256).
+// The threads take batches of consecutive panels (the last panel may hold one group) from
+// a shared counter, ~8 batches per thread, so a core the VM slows does fewer of them
+// (the static halves measured 1-6% slower for a whole prefill); each batch's panels are
+// widened together (up to kPanelWidenedBytes), then kPanelRowChunk rows at a time run
+// through each, so the widened codes and the chunk's rows stay in L2.
 void q4_by_panels(const RoundedRows& x, int64_t rows, int64_t k, const uint8_t* codes,
                   const float* scales, int64_t groups, float* out) {
   const int64_t blocks = k / 32, n = groups * kQ4Columns;
   const int64_t panels = (groups + kPanelGroups - 1) / kPanelGroups;
   const int64_t panel_ints = kPanelGroups * blocks * 128;
   const int64_t at_once = std::max<int64_t>(1, kPanelWidenedBytes / (panel_ints * 4));
-  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> weight(at_once * panel_ints);
-    for (int64_t first = begin; first < end; first += at_once) {
-      const int64_t last = std::min(end, first + at_once);
+  const int64_t batch = std::min(at_once, std::max<int64_t>(1, panels / (8 * at::get_num_threads())));
+  const int64_t batches = (panels + batch - 1) / batch;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), batches), 1, [&](int64_t, int64_t) {
+    std::vector<int32_t> weight(batch * panel_ints);
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < batches;) {
+      const int64_t first = i * batch, last = std::min(panels, first + batch);
       for (int64_t panel = first; panel < last; ++panel) {
         const int64_t g0 = panel * kPanelGroups;
         const uint8_t* c = codes + g0 * blocks * kQ4GroupBytes;
