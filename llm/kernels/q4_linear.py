@@ -14,8 +14,11 @@ so ``Linear`` in the models uses this path only up to ``INT4_MAX_ROWS`` rows.
 
 With fp32 activations (CPUs without native bf16) torch's kernel loses to the dense fp32
 matmul even at one row (3.4-5.6x slower on an AVX2 Zen 3), so there the weight is packed
-for our kernel instead, which rounds the rows to 16 bits per block and widens each block's
-codes once for up to eight rows (integer multiply-adds; ``block_dots_ref``).
+for our kernel instead, which rounds the rows to 16 bits per block and multiplies them by
+the codes widened to 16 bits (integer multiply-adds; ``block_dots_ref``): a decode batch
+six rows per pass, a prompt in panels whose codes are widened once per call, so where
+the load-time check finds it faster than the dense fp32 GEMM at a prompt's size too
+(``cpu_paths``), it serves every row count.
 
 On a CPU with AMX, bf16 activations go through our AMX kernel (``q4_linear_amx``): each
 block's codes become a bf16 tile that AMX multiplies with up to 16 rows, so the 4-bit

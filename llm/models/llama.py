@@ -19,7 +19,7 @@ from llm.kernels import cpu_ext, paged_attention
 from llm.kernels.backend import choose_backend
 from llm.kernels.bf16_linear import bf16_linear, pack_bf16
 from llm.kernels.cpu_attention import FUSED_HEAD_DIMS, row_tables_and_lens
-from llm.kernels.cpu_paths import ROW_COUNTS, crossover_rows
+from llm.kernels.cpu_paths import EVERY_ROW, ROW_COUNTS, crossover_rows
 from llm.kernels.q4_linear import INT4_MAX_ROWS, PackedInt4, Q4Blocks, int4_linear, pack_int4
 from llm.kernels.q8_linear import Q8Blocks, q8_available, q8_linear, row_limit, with_amx_tiles
 from llm.kernels.rope import apply_rotary, rotate_and_cache
@@ -465,7 +465,7 @@ class LlamaForCausalLM(CausalLM):
         ):
             return
         none = torch.empty(0)
-        int4_rows = [1 << 30] * 4  # per kind: qkv, o, gate|up, down
+        int4_rows = [EVERY_ROW] * 4  # per kind: qkv, o, gate|up, down (lowered below)
         # whether Linear.pack packed the projections (for our GEMM or oneDNN's)
         first = self.layers[0]
         packed = (

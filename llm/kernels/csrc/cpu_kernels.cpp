@@ -1653,7 +1653,7 @@ struct Q8Codes {
 // rounded x times the weight (for Q4_0, m = -8 d, the unrounded sums would pair the
 // rounding error with d q, twice |w|). Made by rounded_rows, below.
 struct RoundedRows {
-  std::vector<int16_t> values;  // [rows, k], or by vectors of 8 rows (rounded_rows)
+  std::vector<int16_t> values;  // [rows, k]
   std::vector<float> scales;    // [rows, k / 32]
   std::vector<float> sums;      // [rows, k / 32]
 };
@@ -1983,26 +1983,27 @@ void q4_by_panels(const RoundedRows& x, int64_t rows, int64_t k, const uint8_t* 
     std::vector<int32_t> weight(batch * panel_ints);
     for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < batches;) {
       const int64_t first = i * batch, last = std::min(panels, first + batch);
-      for (int64_t panel = first; panel < last; ++panel) {
-        const int64_t g0 = panel * kPanelGroups;
-        const uint8_t* c = codes + g0 * blocks * kQ4GroupBytes;
-        int32_t* w = weight.data() + (panel - first) * panel_ints;
-        if (groups - g0 >= 2)
-          widen_panel<2>(c, blocks, w);
-        else
-          widen_panel<1>(c, blocks, w);
-      }
-      for (int64_t r0 = 0; r0 < rows; r0 += kPanelRowChunk) {
-        const int64_t r1 = std::min(rows, r0 + kPanelRowChunk);
+      // f(std::integral_constant<int, G>{}, g0, widened codes) for each panel of the batch:
+      // G = 2 groups, or 1 for a last panel holding one
+      auto each_panel = [&](auto&& f) {
         for (int64_t panel = first; panel < last; ++panel) {
           const int64_t g0 = panel * kPanelGroups;
-          const int32_t* w = weight.data() + (panel - first) * panel_ints;
-          const float* s = scales + g0 * blocks * 2 * kQ4Columns;
+          int32_t* w = weight.data() + (panel - first) * panel_ints;
           if (groups - g0 >= 2)
-            q4_panel_rows<2>(x, r0, r1, k, w, s, out + g0 * kQ4Columns, n);
+            f(std::integral_constant<int, 2>{}, g0, w);
           else
-            q4_panel_rows<1>(x, r0, r1, k, w, s, out + g0 * kQ4Columns, n);
+            f(std::integral_constant<int, 1>{}, g0, w);
         }
+      };
+      each_panel([&](auto G, int64_t g0, int32_t* w) {
+        widen_panel<decltype(G)::value>(codes + g0 * blocks * kQ4GroupBytes, blocks, w);
+      });
+      for (int64_t r0 = 0; r0 < rows; r0 += kPanelRowChunk) {
+        const int64_t r1 = std::min(rows, r0 + kPanelRowChunk);
+        each_panel([&](auto G, int64_t g0, const int32_t* w) {
+          q4_panel_rows<decltype(G)::value>(x, r0, r1, k, w, scales + g0 * blocks * 2 * kQ4Columns,
+                                            out + g0 * kQ4Columns, n);
+        });
       }
     }
   });
