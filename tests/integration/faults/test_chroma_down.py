@@ -62,19 +62,28 @@ def test_upload_waits_for_chroma_and_nothing_is_marked_done_meanwhile(tmp_path):
             )
             assert response.status_code == 202, response.text
             ids = response.json()
+
+            def consistent_wait() -> dict | None:
+                """The job and its document while the worker retries: each retry claims the
+                job and marks the document processing for a moment, so the two are read
+                job, document, job, and accepted only when both job reads say it waits."""
+                before = job(client, headers, ids["job_id"])
+                doc = client.get(f"/api/documents/{ids['document_id']}", headers=headers).json()
+                after = job(client, headers, ids["job_id"])
+                for body in (before, after):
+                    assert body["state"] in ("queued", "running"), body
+                assert doc["status"] in ("queued", "processing"), doc
+                assert doc["chunk_count"] == 0, doc
+                waits = all(b["stage"] == "waiting for the stores" for b in (before, after))
+                return (waits and doc["status"] == "queued" and after) or None
+
             waiting = wait_for(
-                lambda: (
-                    (body := job(client, headers, ids["job_id"]))["stage"]
-                    == "waiting for the stores"
-                    and body
-                ),
+                consistent_wait,
                 timeout=180,
                 interval=0.3,
-                what="the job to wait for the vector store",
+                what="the job and its document to wait for the vector store",
             )
             assert waiting["state"] == "queued" and "cannot be reached" in waiting["error"]
-            doc = client.get(f"/api/documents/{ids['document_id']}", headers=headers).json()
-            assert doc["status"] == "queued" and doc["chunk_count"] == 0
 
             chroma = start_chroma(chroma_dir, chroma_port, chroma_log)
             finished = wait_job(client, headers, ids["job_id"], ("done", "failed"))
