@@ -173,7 +173,12 @@ class ExtStatus:
 
 
 def _import(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(NAME, path)
+    # Each library under a name of its own (its digest as a package that never exists):
+    # pybind11 3 hands the module it first initialised under a name to every later import
+    # of that name, so an image's second target (x86-64-v3 after a refused x86-64-v4)
+    # would have been the refused library again. The name's last part stays NAME: CPython
+    # calls PyInit_<last part>.
+    spec = importlib.util.spec_from_file_location(f"{NAME}_{path.parent.name}.{NAME}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

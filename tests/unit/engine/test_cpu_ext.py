@@ -311,6 +311,29 @@ def test_a_library_built_for_an_isa_this_cpu_lacks_is_not_loaded(ext, monkeypatc
     assert cpu_ext.status().loaded
 
 
+def test_a_refused_first_target_falls_back_to_the_next_in_the_same_process(ext, monkeypatch):
+    """An image carries several targets (x86-64-v4,x86-64-v3) and a host loads the first its
+    CPU runs. Here the native build plays the refused one (this CPU "lacks" its ISA) and a
+    baseline x86-64 build the next: that one must load, as itself, in the process that
+    imported the first (pybind11 once handed back the first module under the shared name)."""
+    if not ext.compiled_isa():
+        pytest.skip("this build targets no ISA extension: the baseline build is the same")
+    monkeypatch.setenv("ENCLAVE_CPU_EXT_ARCH", "native,x86-64")
+    cpu_ext.build()  # the baseline library, once per venv and source
+    monkeypatch.setattr(cpu_ext, "cpu_flags", lambda: {"sse2"})
+    cpu_ext.status.cache_clear()
+    try:
+        status = cpu_ext.status()
+        assert status.loaded and status.reason == "loaded (x86-64)", status.reason
+        assert status.module is not ext
+        assert status.compiled_isa == () and status.module.compiled_isa() == []
+        assert set(status.fast_kernels) == {"rms_norm", "rope_write_kv"}
+    finally:
+        monkeypatch.undo()
+        cpu_ext.status.cache_clear()
+    assert cpu_ext.status().module is ext
+
+
 def test_switched_off_turns_every_fused_path_off(ext):
     x = torch.randn(2, 64).bfloat16()
     with torch.inference_mode():
