@@ -1659,6 +1659,21 @@ struct RoundedRows {
 };
 
 #if defined(__AVX2__) && defined(__FMA__)
+// acc + a . b per 32-bit lane: each lane's two int16 products summed, then added. One
+// VPDPWSSD where the build has 256-bit VNNI (AVX-VNNI: Intel client cores since Alder
+// Lake; AVX-512 VNNI with VL: Ice Lake and Cascade Lake Xeons, Zen 4), else VPMADDWD and
+// VPADDD, which the 4-bit kernels' inner loops are bound by on a CPU without it. The
+// same integers either way: both wrap, and no sum here nears int32's range.
+inline __m256i dot_pairs(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVXVNNI__)
+  return _mm256_dpwssd_avx_epi32(acc, a, b);
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpwssd_epi32(acc, a, b);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
 // A block's 32 codes as two vectors of 16 int16 lanes, in element order.
 inline void widen16(Q8Codes, const uint8_t* block, __m256i* w) {
   w[0] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)));
@@ -1680,8 +1695,8 @@ void scaled_block_dots(const int16_t* x, const float* x_scales, int64_t k, const
       widen16(Codes{}, row + b * Codes::kBlockBytes, w);
       for (int r = 0; r < R; ++r) {
         const __m256i* xr = reinterpret_cast<const __m256i*>(x + r * k + b * 32);
-        const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_loadu_si256(xr), w[0]),
-                                             _mm256_madd_epi16(_mm256_loadu_si256(xr + 1), w[1]));
+        const __m256i dot =
+            dot_pairs(_mm256_madd_epi16(_mm256_loadu_si256(xr), w[0]), _mm256_loadu_si256(xr + 1), w[1]);
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d[b] * x_scales[r * blocks + b]),
                                  acc[r]);
       }
@@ -1831,8 +1846,8 @@ void q4_group_rows(const int16_t* x, const float* scales_x, const float* sums_x,
       for (int r = 0; r < R; ++r) {
         const int32_t* pairs = reinterpret_cast<const int32_t*>(x + r * k + b * 32);
         // |sum| <= 32 products of 32767 x 15 per lane: far inside int32
-        dot[r] = _mm256_add_epi32(dot[r], _mm256_madd_epi16(_mm256_set1_epi32(pairs[c]), low));
-        dot[r] = _mm256_add_epi32(dot[r], _mm256_madd_epi16(_mm256_set1_epi32(pairs[c + 8]), high));
+        dot[r] = dot_pairs(dot[r], _mm256_set1_epi32(pairs[c]), low);
+        dot[r] = dot_pairs(dot[r], _mm256_set1_epi32(pairs[c + 8]), high);
       }
     }
     const __m256 d = _mm256_loadu_ps(scales + b * 16), m = _mm256_loadu_ps(scales + b * 16 + 8);
@@ -1918,7 +1933,7 @@ void q4_panel_tile(const int16_t* x, const float* scales_x, const float* sums_x,
       for (int g = 0; g < G; ++g) wv[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (p * G + g) * 8));
       for (int r = 0; r < R; ++r) {
         const __m256i pair = _mm256_set1_epi32(reinterpret_cast<const int32_t*>(x + r * k + b * 32)[p]);
-        for (int g = 0; g < G; ++g) dot[r][g] = _mm256_add_epi32(dot[r][g], _mm256_madd_epi16(pair, wv[g]));
+        for (int g = 0; g < G; ++g) dot[r][g] = dot_pairs(dot[r][g], pair, wv[g]);
       }
       // keeps each accumulator one chain in a register: GCC otherwise reassociates the
       // integer adds into trees whose partial products it spills (half the speed)
@@ -2886,6 +2901,15 @@ std::vector<std::string> compiled_isa() {
 #endif
 #ifdef __AVX512BF16__
   isa.push_back("avx512_bf16");
+#endif
+#ifdef __AVX512VL__
+  isa.push_back("avx512vl");
+#endif
+#ifdef __AVX512VNNI__
+  isa.push_back("avx512_vnni");
+#endif
+#ifdef __AVXVNNI__
+  isa.push_back("avx_vnni");
 #endif
 #ifdef __AMX_TILE__
   isa.push_back("amx_tile");
