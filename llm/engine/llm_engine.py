@@ -9,6 +9,7 @@ its own thread.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from llm.engine.detokenizer import IncrementalDetokenizer
 from llm.engine.guided import JsonSchemaCompiler
 from llm.engine.kv_groups import blocks_per_sequence
 from llm.engine.memory_planner import plan_kv_blocks, profile_gpu
-from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for
+from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for, weight_bytes
 from llm.engine.outputs import CompletedRequest, RequestOutput
 from llm.engine.sampler import Sampler
 from llm.engine.sampling_params import SamplingParams
@@ -33,6 +34,9 @@ from llm.models.base import CausalLM
 if TYPE_CHECKING:
     from llm.engine.tensor_parallel import TensorParallelRanks
     from llm.loader.loaded import LoadedModel
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,11 +177,29 @@ class LLMEngine:
         else:
             loaded = loader(resolve_device(config.device), None)
         try:
-            return cls.from_loaded(loaded, config, ranks)
+            engine = cls.from_loaded(loaded, config, ranks)
+            engine.release_unused_weights()  # it loaded the model: nobody else holds it
+            return engine
         except BaseException:
             if ranks is not None:
                 ranks.close()
             raise
+
+    def release_unused_weights(self) -> int:
+        """Free the model's weight copies no product reads now that it is prepared (see
+        ``LlamaForCausalLM.release_unused_weights``); returns the bytes freed. The engine
+        does it for a model it loaded itself (``from_loader``); one handed to the
+        constructor stays whole, as its owner may cast or reuse it."""
+        release = getattr(self.model, "release_unused_weights", None)
+        if release is None or self.ranks is not None or self.runner.device.type != "cpu":
+            return 0
+        freed = release()
+        if freed:
+            log.info(
+                "freed %.0f MB of plain weights the packed or 4-bit copies replace", freed / 2**20
+            )
+        self.runner.weight_bytes = weight_bytes(self.model)
+        return freed
 
     def close(self) -> None:
         """Stop the tensor-parallel workers, if any (idempotent); the engine cannot step after."""

@@ -65,9 +65,19 @@ def num_kv_blocks_for(model: CausalLM, config: EngineConfig) -> int:
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of every parameter and buffer (MXFP4 experts count packed, as they are held)."""
-    tensors = chain(model.parameters(), model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes the weights hold: every parameter's and buffer's storage, once (tied weights
+    once; MXFP4 experts packed, as they are held; a plain weight ``Linear.release_dense``
+    freed, nothing), plus the copies CPU projections keep for their kernels (packed bf16,
+    4-bit, 8-bit)."""
+    kernel_copies = (m.kernel_tensors() for m in model.modules() if hasattr(m, "kernel_tensors"))
+    storages: dict[tuple, int] = {}
+    for t in chain(model.parameters(), model.buffers(), *kernel_copies):
+        if t.layout != torch.strided or t.is_mkldnn:  # oneDNN's packed weights: no storage
+            storages[("opaque", id(t))] = t.numel() * t.element_size()
+            continue
+        storage = t.untyped_storage()
+        storages[(t.device, storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values())
 
 
 def kv_cache_storage(

@@ -161,14 +161,43 @@ class Linear(nn.Linear):
     int4: PackedInt4 | None = None
     q8: Q8Blocks | None = None
     quantised_max_rows: int = INT4_MAX_ROWS
+    dense_released: bool = False
 
     def pack(self) -> bool:
         """Snapshot the weight for our GEMM (3-d) or in oneDNN's layout; False (and no
-        packing) where neither takes it."""
+        packing) where neither takes it. A released weight keeps the copy it has."""
+        if self.dense_released:
+            return self.packed is not None
         self.packed = pack_bf16(self.weight)
         if self.packed is None and _can_pack(self.weight):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
         return self.packed is not None
+
+    def release_dense(self) -> None:
+        """Free the plain weight once no product reads it: a bf16 one once packed, or
+        one whose int4 kernel takes every row count. The packed copy doubled a bf16
+        model's projections in memory (about 200 MB of SmolLM2's 1.15 GB steady RSS), and
+        on a CPU without native bf16 the dense fp32 copy (about 460 MB) sat unused beside
+        the 4-bit blocks. The stand-in keeps the shape, dtype and device the model's
+        bookkeeping reads and holds one element; ``dense_product`` refuses the paths that
+        would multiply by it instead of computing with it."""
+        with torch.no_grad():
+            self.weight.data = self.weight.new_zeros(()).expand(self.weight.shape)
+        self.dense_released = True
+
+    def kernel_tensors(self) -> list[torch.Tensor]:
+        """The copies of the weight this layer keeps for its kernels (packed, 4-bit, 8-bit)."""
+        held = [] if self.packed is None else [self.packed]
+        if self.int4 is not None:
+            held += [self.int4.weight, self.int4.scales_and_zeros]
+        if self.q8 is not None:
+            q8 = self.q8
+            held += [t for t in (q8.codes, q8.scale, q8.tiles, q8.tile_scales) if t is not None]
+        return held
+
+    def dense_usable(self) -> bool:
+        """Whether ``dense_product`` can multiply rows of the weight's dtype here."""
+        return not self.dense_released or _packed_bf16(self)
 
     def set_int4(self, blocks: Q4Blocks) -> None:
         """Keep 4-bit blocks of this layer's weight, packed for activations of the weight's dtype."""
@@ -223,6 +252,13 @@ class Linear(nn.Linear):
             if self.packed.dim() == 3:  # packed for our GEMM
                 return bf16_linear(x, self.packed, self.bias)
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        if self.dense_released:
+            raise RuntimeError(
+                "this projection's plain weight was freed after loading (Linear.release_dense): "
+                "it multiplies bf16 rows through its packed copy or any rows through its int4 "
+                f"kernel, without autograd; got {x.dtype} rows"
+                + (" with autograd on" if torch.is_grad_enabled() else "")
+            )
         return F.linear(x, self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -238,6 +274,15 @@ PREFILL_LAYERS = 6
 
 # measured quantised-path row limits (``prepare_for_inference``), per process
 _CROSSOVERS: dict[tuple, tuple[int, dict[int, tuple[float, float]]]] = {}
+
+
+def _packed_bf16(linear: Linear) -> bool:
+    """Whether ``linear`` multiplies bf16 rows through a packed copy of its weight."""
+    return linear.packed is not None and linear.weight.dtype == torch.bfloat16
+
+
+class _NoStack(Exception):
+    """A projection the ``LayerStack`` cannot multiply (``build_layer_stack``)."""
 
 
 def _through_all(layers: list[Linear], product, x: torch.Tensor) -> list[torch.Tensor]:
@@ -423,6 +468,8 @@ class LlamaForCausalLM(CausalLM):
                 layers[0].weight.dtype,
                 torch.get_num_threads(),
             )
+            if not all(layer.dense_usable() for layer in layers):
+                continue  # freed where int4 took every row: nothing to time it against
             if key not in _CROSSOVERS:
                 _CROSSOVERS[key] = crossover_rows(
                     partial(_through_all, layers, Linear.quantised_product),
@@ -445,6 +492,27 @@ class LlamaForCausalLM(CausalLM):
                 "us_quantised_vs_dense": timings,
             }
         self.build_layer_stack()
+
+    def release_unused_weights(self) -> int:
+        """Free the decoder layers' plain weights that no product reads once prepared
+        (``Linear.release_dense``): bf16 ones that are packed, and those whose int4
+        kernel takes every row count. The LM head keeps its own (the embedding's). Only
+        for a model used by one engine from here on: casting it, switching the CPU
+        kernels off, or training it then fails with the reason. Returns the bytes freed.
+        """
+        freed = 0
+        for module in self.layers.modules():
+            if not isinstance(module, Linear) or module.dense_released:
+                continue
+            int4_everywhere = (
+                module.quantised_kind() == "int4" and module.quantised_max_rows == EVERY_ROW
+            )
+            if _packed_bf16(module) or int4_everywhere:
+                freed += module.weight.numel() * module.weight.element_size()
+                module.release_dense()
+        if freed:
+            self.build_layer_stack()  # the stack held the freed weights too
+        return freed
 
     def build_layer_stack(self) -> None:
         """Hand the layers' weights to the C++ ``LayerStack`` (``cpu_kernels.cpp``) where it
@@ -488,6 +556,10 @@ class LlamaForCausalLM(CausalLM):
             int4_rows[kind] = min(int4_rows[kind], limit)
             int4_parts = [none, none] if int4 is None else [int4.weight, int4.scales_and_zeros]
             dense = linear.packed if linear.packed is not None else linear.weight.detach()
+            if not linear.dense_usable():
+                if int4 is None:
+                    raise _NoStack  # only the per-layer path (Linear) can multiply it
+                dense = none  # freed: the int4 kernel takes every row count (limit EVERY_ROW)
             return [*int4_parts, dense]
 
         weights: list[torch.Tensor] = []  # cpu_kernels.cpp's LayerStack order
@@ -498,7 +570,10 @@ class LlamaForCausalLM(CausalLM):
             projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
             if any(p.bias is not None or (p.packed is not None) != packed for p in projections):
                 return  # Linear would add the bias, or mixes packed and plain products
-            qkv, o, gate_up, down = (projection(k, p) for k, p in enumerate(projections))
+            try:
+                qkv, o, gate_up, down = (projection(k, p) for k, p in enumerate(projections))
+            except _NoStack:
+                return
             weights += [layer.input_norm.weight.detach(), *qkv, *o]
             weights += [layer.post_attention_norm.weight.detach(), *gate_up, *down]
         self.layer_stack_dtype = self.embed_tokens.weight.dtype
