@@ -30,6 +30,7 @@ from retriever.citations import ground_answer
 from retriever.evaluation import GoldQuestion, asserted, normalise, supports
 from retriever.followup import rewrite_query
 from retriever.prompt import compose_prompt
+from retriever.sentence_vectors import SentenceVectorCache
 
 RECALL_DEPTH = 20
 
@@ -224,6 +225,8 @@ def in_process_turn(
 ) -> AnswerOne:
     """One chat turn as the gateway runs it (rewrite, search, prompt, answer, attribution),
     with the ranking kept to ``RECALL_DEPTH`` for the recall metrics."""
+
+    embed = SentenceVectorCache(embed)  # as the gateway's chat service holds it
 
     def answer_one(question: GoldQuestion, history: list[dict]) -> AnsweredQuestion:
         query = rewrite_query(question.question, history)

@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from retriever.sentence_vectors import SentenceVectorCache
 from services.db import REPO_ROOT, make_engine, session_factory
 from services.gateway import (
     admin_router,
@@ -107,7 +108,9 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
             answer_tokens=settings.answer_tokens,
             answer_stop=settings.answer_stop,
             answer_temperature=settings.answer_temperature,
-            embed=lambda texts: searchers.get().embedder.embed_documents(texts),
+            embed=SentenceVectorCache(
+                lambda texts: searchers.get().embedder.embed_documents(texts)
+            ),
         ),
         conversations=conversations,
         health=HealthService(settings, sessions, job_queue, llm),
