@@ -58,9 +58,13 @@ class LLMEngine:
         chat_template: str | None = None,
         special_tokens: dict[str, str] | None = None,
         ranks: TensorParallelRanks | None = None,
+        owns_model: bool = False,
     ) -> None:
         """``ranks``: the workers of a tensor-parallel split whose rank-0 shard ``model`` is
-        (``from_model_path`` makes both); the engine then owns them (``close``)."""
+        (``from_model_path`` makes both); the engine then owns them (``close``).
+        ``owns_model``: nobody else holds ``model`` (``from_loader`` loaded it), so the
+        weight copies no product reads are freed (``release_unused_weights``) before the
+        KV cache is allocated, when the process is at its largest."""
         self.config = config or EngineConfig()
         if (ranks is None) != (self.config.tensor_parallel_size == 1):
             raise ValueError(
@@ -81,6 +85,8 @@ class LLMEngine:
             from llm.engine.tensor_parallel import TensorParallelRunner
 
             self.runner = TensorParallelRunner(model, self.config, ranks)
+        if owns_model:
+            self.release_unused_weights()
         num_blocks = self._plan_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
         if self.config.cuda_graphs:
@@ -177,9 +183,7 @@ class LLMEngine:
         else:
             loaded = loader(resolve_device(config.device), None)
         try:
-            engine = cls.from_loaded(loaded, config, ranks)
-            engine.release_unused_weights()  # it loaded the model: nobody else holds it
-            return engine
+            return cls.from_loaded(loaded, config, ranks, owns_model=True)
         except BaseException:
             if ranks is not None:
                 ranks.close()
@@ -188,8 +192,8 @@ class LLMEngine:
     def release_unused_weights(self) -> int:
         """Free the model's weight copies no product reads now that it is prepared (see
         ``LlamaForCausalLM.release_unused_weights``); returns the bytes freed. The engine
-        does it for a model it loaded itself (``from_loader``); one handed to the
-        constructor stays whole, as its owner may cast or reuse it."""
+        does it for a model it loaded itself (``from_loader``, ``owns_model``); one handed
+        to the constructor stays whole, as its owner may cast or reuse it."""
         release = getattr(self.model, "release_unused_weights", None)
         if release is None or self.ranks is not None or self.runner.device.type != "cpu":
             return 0
@@ -212,8 +216,10 @@ class LLMEngine:
         loaded: LoadedModel,
         config: EngineConfig | None = None,
         ranks: TensorParallelRanks | None = None,
+        owns_model: bool = False,
     ) -> LLMEngine:
-        """Wrap a model the loader returned with its tokenizer, EOS ids and chat template."""
+        """Wrap a model the loader returned with its tokenizer, EOS ids and chat template
+        (``owns_model``: see the constructor)."""
         return cls(
             loaded.model,
             config,
@@ -223,6 +229,7 @@ class LLMEngine:
             loaded.chat_template,
             loaded.special_tokens,
             ranks=ranks,
+            owns_model=owns_model,
         )
 
     # -- requests ------------------------------------------------------------------

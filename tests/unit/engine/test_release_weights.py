@@ -37,15 +37,16 @@ def _outputs(model):
     return [(r.token_ids, r.logprobs) for r in _generate(_engine(model), PROMPTS, 6)]
 
 
+NOTHING_TO_FREE = "no bf16 packing on this CPU (no AVX-512 BF16, no oneDNN bf16): nothing to free"
+
+
 def _bf16_packs() -> bool:
     return Linear(64, 32, bias=False).to(torch.bfloat16).pack()
 
 
 def test_packed_bf16_weights_are_freed_and_the_tokens_stay_the_same():
     if not _bf16_packs():
-        pytest.skip(
-            "no bf16 packing on this CPU (no AVX-512 BF16, no oneDNN bf16): nothing to free"
-        )
+        pytest.skip(NOTHING_TO_FREE)
     model = _int4_llama(dtype=torch.bfloat16)
     before_bytes = weight_bytes(model)
     before = _outputs(model)
@@ -104,18 +105,30 @@ class _Loaded:
         return LoadedModel(self.model, None, None, "tiny", [])
 
 
-def test_an_engine_frees_the_weights_of_a_model_it_loaded_but_not_of_one_it_was_given():
+def test_an_engine_frees_the_weights_of_a_model_it_loaded_but_not_of_one_it_was_given(
+    monkeypatch,
+):
+    """...and frees them before it allocates the KV cache: the process's high-water mark
+    is then the weights it keeps plus the cache, not both copies plus the cache."""
     if not _bf16_packs():
-        pytest.skip(
-            "no bf16 packing on this CPU (no AVX-512 BF16, no oneDNN bf16): nothing to free"
-        )
+        pytest.skip(NOTHING_TO_FREE)
     from llm.engine.config import EngineConfig
+    from llm.engine.model_runner import ModelRunner
 
+    freed_at_kv_allocation: list[bool] = []
+    allocate = ModelRunner.allocate_kv_cache
+
+    def recording(runner, num_blocks):
+        freed_at_kv_allocation.append(all(p.dense_released for p in _projections(runner.model)))
+        return allocate(runner, num_blocks)
+
+    monkeypatch.setattr(ModelRunner, "allocate_kv_cache", recording)
     config = EngineConfig(num_kv_blocks=64, max_model_len=256, dtype=torch.bfloat16)
     given = _int4_llama(dtype=torch.bfloat16)
-    engine = LLMEngine(given, config)
+    LLMEngine(given, config)
     assert not any(p.dense_released for p in _projections(given))
     loaded = _int4_llama(dtype=torch.bfloat16)
     engine = LLMEngine.from_loader(_Loaded(loaded), config)
     assert all(p.dense_released for p in _projections(loaded))
+    assert freed_at_kv_allocation == [False, True]
     assert engine.describe()["weight_bytes"] == weight_bytes(loaded)
