@@ -140,23 +140,23 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(before)
 
 
-def read_weights(
+def iter_weights(
     reader, config: LlamaConfig, dtype: torch.dtype = torch.float32
-) -> dict[str, torch.Tensor]:
-    """All tensors dequantised to fp32, then cast to ``dtype`` one by one, under HF-style
-    per-layer names (q/k un-permuted). Casting each as it is read keeps only one fp32
-    tensor alive at a time: the whole fp32 set of even a 135M model is 540 MB."""
-    weights: dict[str, torch.Tensor] = {}
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor dequantised to fp32, then cast to ``dtype``, under HF-style per-layer
+    names (q/k un-permuted), one at a time: ``LlamaForCausalLM.load_weights`` copies each
+    in as it comes, so the load never holds a second copy of the model (the whole fp32
+    set of even a 135M model is 540 MB)."""
     for tensor in reader.tensors:
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
         value = dequantize(tensor.data, tensor.tensor_type.name, shape).to(dtype)
         name = tensor.name
         if name == "token_embd.weight":
-            weights["embed_tokens.weight"] = value
+            yield "embed_tokens.weight", value
         elif name == "output_norm.weight":
-            weights["norm.weight"] = value
+            yield "norm.weight", value
         elif name == "output.weight":
-            weights["lm_head.weight"] = value
+            yield "lm_head.weight", value
         elif name.startswith("blk."):
             _, index, rest = name.split(".", 2)
             if rest not in _LAYER_NAMES:
@@ -165,12 +165,11 @@ def read_weights(
                 value = reverse_rope_permute(value, config.num_heads)
             elif rest == "attn_k.weight":
                 value = reverse_rope_permute(value, config.num_kv_heads)
-            weights[f"layers.{index}.{_LAYER_NAMES[rest]}"] = value
-    return weights
+            yield f"layers.{index}.{_LAYER_NAMES[rest]}", value
 
 
 def read_q4_weights(reader, config: LlamaConfig) -> dict[str, Q4Blocks]:
-    """The layers' Q4_0/Q4_1 projections as 4-bit blocks, named and un-permuted as in ``read_weights``."""
+    """The layers' Q4_0/Q4_1 projections as 4-bit blocks, named and un-permuted as in ``iter_weights``."""
     blocks: dict[str, Q4Blocks] = {}
     for tensor in reader.tensors:
         type_name = tensor.tensor_type.name
@@ -249,7 +248,7 @@ def load_gguf(
     config = read_config(reader)
     with default_dtype(dtype):  # no fp32 copy of the model on the way to bf16
         model = LlamaForCausalLM(config)
-    model.load_weights(read_weights(reader, config, dtype))
+    model.load_weights(iter_weights(reader, config, dtype))
     if parallel is not None and parallel.world_size > 1:
         shard_llama(model, parallel)
         native_4bit = False
