@@ -20,6 +20,7 @@ from llm.engine.block_manager import BlockManager
 from llm.engine.config import EngineConfig, resolve_device
 from llm.engine.detokenizer import IncrementalDetokenizer
 from llm.engine.guided import JsonSchemaCompiler
+from llm.engine.heap import trim_heap
 from llm.engine.kv_groups import blocks_per_sequence
 from llm.engine.memory_planner import plan_kv_blocks, profile_gpu
 from llm.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks_for, weight_bytes
@@ -199,6 +200,7 @@ class LLMEngine:
             return 0
         freed = release()
         if freed:
+            trim_heap()  # the freed tensors sit between live ones: give their pages back
             log.info(
                 "freed %.0f MB of plain weights the packed or 4-bit copies replace", freed / 2**20
             )

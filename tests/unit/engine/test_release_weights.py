@@ -123,6 +123,8 @@ def test_an_engine_frees_the_weights_of_a_model_it_loaded_but_not_of_one_it_was_
         return allocate(runner, num_blocks)
 
     monkeypatch.setattr(ModelRunner, "allocate_kv_cache", recording)
+    trims: list[bool] = []
+    monkeypatch.setattr("llm.engine.llm_engine.trim_heap", lambda: trims.append(True) or True)
     config = EngineConfig(num_kv_blocks=64, max_model_len=256, dtype=torch.bfloat16)
     given = _int4_llama(dtype=torch.bfloat16)
     LLMEngine(given, config)
@@ -131,4 +133,15 @@ def test_an_engine_frees_the_weights_of_a_model_it_loaded_but_not_of_one_it_was_
     engine = LLMEngine.from_loader(_Loaded(loaded), config)
     assert all(p.dense_released for p in _projections(loaded))
     assert freed_at_kv_allocation == [False, True]
+    assert trims == [True]  # the freed pages go back to the system once, after the release
     assert engine.describe()["weight_bytes"] == weight_bytes(loaded)
+
+
+def test_trim_heap_says_whether_the_c_library_could_give_memory_back():
+    import ctypes.util
+
+    from llm.engine.heap import trim_heap
+
+    libc = ctypes.util.find_library("c")
+    expected = libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim")
+    assert trim_heap() is expected
