@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
-EmbedTexts = Callable[[list[str]], Sequence[Sequence[float]]]
+from retriever.attribution import EmbedTexts
 
 # ~25 MB of MiniLM vectors: a few thousand passages' sentences
 DEFAULT_ENTRIES = 16384
@@ -36,7 +37,7 @@ class SentenceVectorCache:
         self._lock = threading.Lock()
         self.embedded = 0  # texts sent to the model (for tests and benchmarks)
 
-    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+    def __call__(self, texts: list[str]) -> Sequence[Sequence[float]]:
         with self._lock:
             found = {t: self._vectors[t] for t in texts if t in self._vectors}
             for text in found:
@@ -57,7 +58,8 @@ class SentenceVectorCache:
                 while len(self._vectors) > self._max_entries:
                     self._vectors.popitem(last=False)
             found.update(fresh)
-        return [found[t] for t in texts]
+        # 1-d float32 arrays, which index and iterate as sequences of floats
+        return cast(Sequence[Sequence[float]], [found[t] for t in texts])
 
     def __len__(self) -> int:
         return len(self._vectors)

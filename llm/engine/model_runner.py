@@ -69,9 +69,13 @@ def weight_bytes(model: torch.nn.Module) -> int:
     once; MXFP4 experts packed, as they are held; a plain weight ``Linear.release_dense``
     freed, nothing), plus the copies CPU projections keep for their kernels (packed bf16,
     4-bit, 8-bit)."""
-    kernel_copies = (m.kernel_tensors() for m in model.modules() if hasattr(m, "kernel_tensors"))
+    kernel_copies: list[torch.Tensor] = []
+    for module in model.modules():
+        held = getattr(module, "kernel_tensors", None)  # llm.models.llama.Linear's
+        if callable(held):
+            kernel_copies += held()
     storages: dict[tuple, int] = {}
-    for t in chain(model.parameters(), model.buffers(), *kernel_copies):
+    for t in chain(model.parameters(), model.buffers(), kernel_copies):
         if t.layout != torch.strided or t.is_mkldnn:  # oneDNN's packed weights: no storage
             storages[("opaque", id(t))] = t.numel() * t.element_size()
             continue
