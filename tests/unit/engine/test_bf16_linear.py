@@ -62,6 +62,28 @@ def test_the_gemm_agrees_with_onednn_to_one_bf16_step(gemm):
     assert ((ours[differ].float() - theirs[differ].float()).abs() <= step * 1.01).all()
 
 
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 64, 101])
+def test_the_gated_gemm_is_the_gemm_then_silu_mul_bit_for_bit(gemm, rows):
+    """The MLP's gate|up product with SiLU(gate) * up in the GEMM's epilogue: the same sums
+    and roundings as the GEMM followed by ``silu_mul``, so the layer stack and the per-layer
+    path stay identical."""
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 96, generator=g).bfloat16()
+    w = torch.randn(2 * 3 * PANEL_COLUMNS, 96, generator=g).bfloat16()
+    packed = gemm.pack_bf16_weight(w)
+    with torch.inference_mode():
+        got = gemm.bf16_linear_gated(x, packed)
+        expected = gemm.silu_mul(gemm.bf16_linear(x, packed))
+    assert got.shape == (rows, 3 * PANEL_COLUMNS)
+    assert torch.equal(got, expected)
+
+
+def test_the_gated_gemm_refuses_an_odd_number_of_panels(gemm):
+    packed = gemm.pack_bf16_weight(torch.zeros(3 * PANEL_COLUMNS, 32, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="each half a whole number of 64-column panels"):
+        gemm.bf16_linear_gated(torch.zeros(2, 32, dtype=torch.bfloat16), packed)
+
+
 def test_the_gemm_refuses_what_it_cannot_multiply(gemm):
     w = torch.randn(64, 32).bfloat16()
     packed = gemm.pack_bf16_weight(w)

@@ -508,14 +508,14 @@ def stack_ext(ext):
     return ext
 
 
-def _int4_llama(seed: int = 0, dtype: torch.dtype = torch.bfloat16):
+def _int4_llama(seed: int = 0, dtype: torch.dtype = torch.bfloat16, **shape):
     """A tiny llama (bf16 by default) whose projections all carry 4-bit blocks (as
     ``native_4bit`` loads), with its dense weights set to the blocks' values, prepared for
     inference."""
     from llm.kernels.q4_linear import Q4Blocks
     from llm.models.llama import Linear
 
-    model = _random_llama(seed, num_layers=3, head_dim=32).to(dtype)
+    model = _random_llama(seed, **{"num_layers": 3, "head_dim": 32, **shape}).to(dtype)
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, Linear) and module is not model.lm_head:
@@ -579,6 +579,12 @@ def test_the_whole_step_stack_equals_the_per_layer_path_bit_for_bit(stack_ext, d
     (33 rows, past the int4 limit: packed bf16 GEMMs, or F.linear's op in fp32) and the
     decodes (3 rows: int4)."""
     _same_as_per_layer(_int4_llama(dtype=dtype), counting=True)
+
+
+def test_the_stack_equals_the_per_layer_path_for_an_mlp_of_odd_panels(stack_ext):
+    """gate|up of 3 x 64 columns: our GEMM's SiLU epilogue needs each half whole panels, so
+    the stack multiplies, then gates, as the layers do."""
+    _same_as_per_layer(_int4_llama(intermediate_size=96), counting=True)
 
 
 def _staggered(engine) -> dict[str, list[tuple[int, float]]]:
