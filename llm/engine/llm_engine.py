@@ -204,7 +204,7 @@ class LLMEngine:
             log.info(
                 "freed %.0f MB of plain weights the packed or 4-bit copies replace", freed / 2**20
             )
-        self.runner.weight_bytes = weight_bytes(self.model)
+            self.runner.weight_bytes = weight_bytes(self.model)
         return freed
 
     def close(self) -> None:

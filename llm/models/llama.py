@@ -8,9 +8,10 @@ cache through ``llm.kernels``; the numerics mirror transformers' ``LlamaForCausa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -431,6 +432,28 @@ def _renamed(name: str) -> str:
     return name
 
 
+def _fused_weights(
+    pairs: Iterable[tuple[str, Any]], cat: Callable[[list], Any], incomplete: dict
+) -> Iterator[tuple[str, Any]]:
+    """The model's (name, value) pairs for a file's HF-named ones, as they come: q/k/v and
+    gate/up joined by ``cat`` once all their parts have come (then dropped), o/down renamed.
+    The parts of a fused projection still incomplete at the end are left in ``incomplete``
+    (fused name -> {part: value}) for the caller to refuse or skip."""
+    pending: dict[str, dict[str, Any]] = {}
+    for name, value in pairs:
+        target, part, parts = _fused_part(name)
+        if target is None:
+            yield _renamed(name), value
+            continue
+        got = pending.setdefault(target, {})
+        got[part] = value
+        if len(got) == len(parts):
+            del pending[target]
+            yield target, cat([got[p] for p in parts])
+            del got, value  # the parts go once the consumer has copied the joined value
+    incomplete.update(pending)
+
+
 class LlamaForCausalLM(CausalLM):
     """The whole decoder plus the (usually tied) LM head; logits only for sampled rows.
 
@@ -676,27 +699,12 @@ class LlamaForCausalLM(CausalLM):
             and choose_backend("write_kv_cache", x, k_cache, meta.slot_mapping) == "cpu"
         )
 
-    def _fuse(self, weights: dict, cat) -> dict:
-        """Per layer: q|k|v and gate|up stacked by ``cat`` into the fused projections' names.
-
-        A fused projection whose parts are not all present is left out (the 4-bit blocks
-        of a file that quantises q, k and v differently, say).
-        """
-        for i in range(self.config.num_layers):
-            p = f"layers.{i}."
-            for fused, parts in _FUSED.items():
-                found = [weights.pop(p + part, None) for part in parts]
-                if all(w is not None for w in found):
-                    weights[p + fused] = cat(found)
-            for old, new in _RENAMED.items():
-                if p + old in weights:
-                    weights[p + new] = weights.pop(p + old)
-        return weights
-
     def attach_4bit(self, blocks: dict[str, Q4Blocks]) -> None:
         """Give projections their 4-bit blocks (HF-style names, as from the GGUF loader)."""
         modules = dict(self.named_modules())
-        for name, value in self._fuse(dict(blocks), Q4Blocks.cat).items():
+        # a fused projection whose parts are not all 4-bit (a file that quantises q, k and
+        # v differently, say) keeps its dense weight alone
+        for name, value in _fused_weights(blocks.items(), Q4Blocks.cat, incomplete={}):
             module = modules.get(name.removesuffix(".weight"))
             if not isinstance(module, Linear):
                 raise ValueError(f"4-bit weight {name!r} matches no projection")
@@ -713,19 +721,9 @@ class LlamaForCausalLM(CausalLM):
         MB in fp32, on top of the model's own)."""
         params = dict(self.named_parameters())
         loaded: set[str] = set()
-        pending: dict[str, dict[str, torch.Tensor]] = {}  # fused name -> its parts so far
-        for name, value in weights.items() if isinstance(weights, Mapping) else weights:
-            target, part, parts = _fused_part(name)
-            if target is not None:
-                got = pending.setdefault(target, {})
-                got[part] = value
-                if len(got) < len(parts):
-                    continue
-                del pending[target]
-                name, value = target, torch.cat([got[p] for p in parts])
-                del got
-            else:
-                name = _renamed(name)
+        incomplete: dict[str, dict[str, torch.Tensor]] = {}
+        pairs = weights.items() if isinstance(weights, Mapping) else weights
+        for name, value in _fused_weights(pairs, torch.cat, incomplete):
             if name not in params:
                 raise ValueError(f"unexpected weight {name!r}")
             if params[name].shape != value.shape:
@@ -735,7 +733,8 @@ class LlamaForCausalLM(CausalLM):
             with torch.no_grad():
                 params[name].copy_(value)
             loaded.add(name)
-        for target, got in pending.items():  # a fused projection with parts missing
+            del value  # copied: free it while the stream reads on (it may gather parts)
+        for target, got in incomplete.items():  # a fused projection with parts missing
             prefix, fused = _layer_name(target) or ("", target)
             raise ValueError(
                 f"unexpected weight {prefix + next(iter(got))!r}: {target!r} is made of "
