@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from llm.engine.outputs import RequestOutput
 from llm.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
+
+# The longest a hold (hold_admissions) may pause the loop: a release that never comes (a
+# bug in the caller) must not stall every other request.
+HOLD_TIMEOUT_S = 2.0
 
 
 class EngineDeadError(RuntimeError):
@@ -47,6 +51,7 @@ class AsyncEngine:
         self._thread_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stats: dict[str, Any] = engine.stats()
+        self._holds = 0  # engine thread only: open hold_admissions()
 
     @classmethod
     def from_model_path(cls, path: str | Path, config: EngineConfig | None = None) -> AsyncEngine:
@@ -104,6 +109,28 @@ class AsyncEngine:
             if not finished:
                 self.abort(request_id)
 
+    def hold_admissions(self) -> Callable[[], None]:
+        """Pause the loop's steps until the returned function is called (once; later calls
+        do nothing), so requests sent meanwhile are admitted together.
+
+        The server's ``n`` choices of one request are separate ``generate`` calls: without
+        a hold, the loop thread may step between them (it runs whenever the event loop
+        thread yields the GIL), and one choice decodes alone for a step or more before the
+        other joins. Then the same seeded request decodes in batches of different shapes
+        from one run to the next, whose matmuls may take different kernels and round
+        differently, and it does not repeat. Queued together, the scheduler prefills the
+        prompt once and forks it (``Scheduler``), the same steps every time. A hold not
+        released within ``HOLD_TIMEOUT_S`` is dropped."""
+        self._inbox.put(("hold",))
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._inbox.put(("release",))
+
+        return release
+
     def abort(self, request_id: str) -> None:
         """Stop a request and free its blocks (no-op if it already finished)."""
         self._inbox.put(("abort", request_id))
@@ -155,6 +182,10 @@ class AsyncEngine:
                 self.engine.add_request(request_id, prompt, params, arrival_time=arrival)
             except ValueError as exc:
                 self._deliver(request_id, exc)
+        elif kind == "hold":
+            self._holds += 1
+        elif kind == "release":
+            self._holds = max(0, self._holds - 1)
         elif kind == "abort":
             out = self.engine.abort(message[1])
             if out is not None:
@@ -173,7 +204,7 @@ class AsyncEngine:
                 try:
                     message = self._inbox.get_nowait()
                 except queue.Empty:
-                    message = None
+                    message = self._held_message()
             if self._stopping.is_set():
                 break
             if engine.has_unfinished():
@@ -191,6 +222,17 @@ class AsyncEngine:
             else:
                 self._stats = engine.stats()
         self._fail_all(EngineDeadError("the engine has been shut down"))
+
+    def _held_message(self) -> tuple | None:
+        """While a hold is open, the next message (waiting for it); else None."""
+        if not self._holds or self._stopping.is_set():
+            return None
+        try:
+            return self._inbox.get(timeout=HOLD_TIMEOUT_S)
+        except queue.Empty:
+            log.warning("an admission hold was not released in %.1f s: dropped", HOLD_TIMEOUT_S)
+            self._holds = 0
+            return None
 
     def _fail_all(self, error: BaseException) -> None:
         for request_id in list(self._sinks):

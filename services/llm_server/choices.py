@@ -30,7 +30,15 @@ class ChoiceRun:
         self._cancelled = False
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._pump(job)) for job in self._jobs]
+        # A backend that can (the engine) admits a request's choices together: the
+        # tasks' first steps, which send them, run before the release queued after them.
+        hold = getattr(self._backend, "hold_admissions", None)
+        release = hold() if hold is not None and len(self._jobs) > 1 else None
+        try:
+            self._tasks = [asyncio.create_task(self._pump(job)) for job in self._jobs]
+        finally:
+            if release is not None:
+                asyncio.get_running_loop().call_soon(release)
 
     async def _pump(self, job: Job) -> None:
         request_id = f"{self._request_id}-{job.index}"

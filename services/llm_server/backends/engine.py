@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,6 +253,12 @@ class EngineBackend:
             await outputs.aclose()  # the engine aborts (frees KV blocks) a request left unfinished
             if not finished:
                 self._engine.abort(request_id)
+
+    def hold_admissions(self) -> Callable[[], None] | None:
+        """Pause the engine's steps until the returned function is called: ``ChoiceRun``
+        starts a request's ``n`` choices under one hold, so they are admitted together
+        (``AsyncEngine.hold_admissions``)."""
+        return None if self._engine is None else self._engine.hold_admissions()
 
     def stats(self) -> dict[str, float]:
         if self._engine is None:

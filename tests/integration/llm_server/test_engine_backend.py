@@ -65,21 +65,22 @@ def test_engine_chat_stream_equals_non_stream_and_counts_the_prompt(engine_clien
 
 def test_engine_n_choices_follow_their_seeds(engine_client):
     """Choice i of a seeded request draws from seed + i, and a seeded request repeats.
-    Compared at one batch shape (n=2 each time): on the CPU a decode batch of one row and
-    one of two can take different matmul paths (the quantised paths' row limits are
-    measured per CPU: the 8-bit LM head took 1 row but not 2 on a Sapphire Rapids), so
-    their logits differ by rounding, and a draw at temperature 1 can follow either. A
-    first request fills the prefix cache, so every compared one prefills the same rows."""
+    Compared where the arithmetic is the same: the server queues a request's choices
+    together (``AsyncEngine.hold_admissions``), the engine prefills their prompt once for
+    choice 0 and the others recompute only its last token on the shared blocks, then all
+    decode in one batch. So choices 1 and 2 of n=3 compute alike, while choice 0's first
+    logits come from the prefill (other kernels at other row counts, other roundings: at
+    temperature 1 a draw may differ), and a batch of 3 rows can take other kernels than
+    one of 2 (the quantised paths' row limits are measured per CPU)."""
     kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 6, "temperature": 1.0}
-    engine_client.chat.completions.create(n=2, seed=0, **kwargs)
 
     def texts(seed: int) -> list[str]:
-        reply = engine_client.chat.completions.create(n=2, seed=seed, **kwargs)
+        reply = engine_client.chat.completions.create(n=3, seed=seed, **kwargs)
         return [choice.message.content for choice in reply.choices]
 
     first = texts(5)
     assert texts(5) == first
-    assert texts(6)[0] == first[1]
+    assert texts(6)[1] == first[2]  # both seed 7
 
 
 def test_engine_disconnect_aborts_and_metrics_show_the_kv_cache(engine_server):

@@ -126,3 +126,52 @@ def test_shutdown_refuses_new_work(make_engine):
             await collect(engine, [1, 2], SamplingParams(max_tokens=1), "late")
 
     asyncio.run(scenario())
+
+
+def _steps_seen(engine: AsyncEngine) -> list[set[str]]:
+    """The request ids of each step's outputs, recorded as the loop thread steps."""
+    steps: list[set[str]] = []
+    step = engine.engine.step
+
+    def recording_step():
+        outputs = step()
+        steps.append({out.request_id for out in outputs})
+        return outputs
+
+    engine.engine.step = recording_step
+    return steps
+
+
+def test_requests_sent_under_a_hold_are_admitted_together(async_engine):
+    """The server's n choices are separate generate calls; under one hold they are admitted
+    together even when the loop would have stepped between them (here: a pause)."""
+    steps = _steps_seen(async_engine)
+    params = SamplingParams(max_tokens=3, **GREEDY)
+
+    async def scenario():
+        release = async_engine.hold_admissions()
+        first = asyncio.create_task(collect(async_engine, [5, 6, 7, 8], params, "first"))
+        await asyncio.sleep(0.2)  # unheld, the loop prefills "first" alone meanwhile
+        second = asyncio.create_task(collect(async_engine, [5, 6, 7, 8], params, "second"))
+        await asyncio.sleep(0)  # the task sends its request
+        release()
+        release()  # a second call does nothing
+        return await first, await second
+
+    first, second = asyncio.run(scenario())
+    # both were queued before the first step: "second" (the same prompt) shares the
+    # prompt "first" prefills in step 0 and joins at once, never after "first" decoded alone
+    joined = next(i for i, seen in enumerate(steps) if "second" in seen)
+    assert joined <= 1, steps
+    assert [o.new_token_ids for o in first] == [o.new_token_ids for o in second]
+
+
+def test_a_hold_never_released_is_dropped(async_engine, monkeypatch):
+    from llm.engine import async_engine as module
+
+    monkeypatch.setattr(module, "HOLD_TIMEOUT_S", 0.2)
+    async_engine.hold_admissions()
+    outs = asyncio.run(
+        collect(async_engine, [1, 2, 3], SamplingParams(max_tokens=2, **GREEDY), "x")
+    )
+    assert outs[-1].finished and outs[-1].completion_tokens == 2
