@@ -2578,28 +2578,44 @@ at::Tensor pack_bf16_weight(const at::Tensor& w) {
       .view({n / kGemmColumns, k / 2, 2 * kGemmColumns});
 }
 
+// The operands of bf16_linear and bf16_linear_gated, checked: rows of x, K, and the
+// packed weight's panels (pairs of input dimensions per panel).
+struct GemmOperands {
+  int64_t rows, k, pairs, panels, blocks;
+  const bf16_t* x;
+  const __m512i* w;
+
+  GemmOperands(const at::Tensor& xt, const at::Tensor& packed, const char* name) {
+    TORCH_CHECK(xt.dim() == 2 && xt.scalar_type() == at::kBFloat16 && xt.is_contiguous(),
+                name, " takes contiguous bf16 rows [M, K]");
+    TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kBFloat16 &&
+                    packed.is_contiguous() && packed.size(2) == 2 * kGemmColumns,
+                name, " takes a weight packed by pack_bf16_weight");
+    rows = xt.size(0), k = xt.size(1), pairs = packed.size(1), panels = packed.size(0);
+    blocks = (rows + kGemmRows - 1) / kGemmRows;  // of kGemmRows rows
+    TORCH_CHECK(k == 2 * pairs, "x has ", k, " columns, the weight ", 2 * pairs);
+    x = data_of<bf16_t>(xt);
+    w = reinterpret_cast<const __m512i*>(packed.data_ptr());
+  }
+
+  // One tile: rows r0.. (up to kGemmRows) times one panel, into out (row stride n).
+  void tile(int64_t panel, int64_t r0, bf16_t* out, int64_t n) const {
+    gemm_tile_for(std::min<int64_t>(kGemmRows, rows - r0))(
+        x + r0 * k, k, w + panel * pairs * kGemmVectors, pairs, out, n);
+  }
+};
+
 at::Tensor bf16_linear(const at::Tensor& x, const at::Tensor& packed) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous(),
-              "bf16_linear takes contiguous bf16 rows [M, K]");
-  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kBFloat16 &&
-                  packed.is_contiguous() && packed.size(2) == 2 * kGemmColumns,
-              "bf16_linear takes a weight packed by pack_bf16_weight");
-  const int64_t rows = x.size(0), k = x.size(1), pairs = packed.size(1);
-  const int64_t panels = packed.size(0), n = panels * kGemmColumns;
-  TORCH_CHECK(k == 2 * pairs, "x has ", k, " columns, the weight ", 2 * pairs);
-  at::Tensor out = at::empty({rows, n}, x.options());
-  const bf16_t* xs = data_of<bf16_t>(x);
-  const __m512i* ws = reinterpret_cast<const __m512i*>(packed.data_ptr());
+  const GemmOperands g(x, packed, "bf16_linear");
+  const int64_t n = g.panels * kGemmColumns;
+  at::Tensor out = at::empty({g.rows, n}, x.options());
   bf16_t* os = mutable_data_of<bf16_t>(out);
   // units of work: (panel, 6-row block), panel by panel, split in equal contiguous ranges,
   // so that a thread's consecutive tiles reuse a panel from L1/L2
-  const int64_t blocks = (rows + kGemmRows - 1) / kGemmRows;
-  at::parallel_for(0, panels * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.panels * g.blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t panel = u / blocks, r0 = u % blocks * kGemmRows;
-      gemm_tile_for(std::min<int64_t>(kGemmRows, rows - r0))(
-          xs + r0 * k, k, ws + panel * pairs * kGemmVectors, pairs,
-          os + r0 * n + panel * kGemmColumns, n);
+      const int64_t panel = u / g.blocks, r0 = u % g.blocks * kGemmRows;
+      g.tile(panel, r0, os + r0 * n + panel * kGemmColumns, n);
     }
   });
   return out;
@@ -2611,30 +2627,19 @@ at::Tensor bf16_linear(const at::Tensor& x, const at::Tensor& packed) {
 // sums, roundings and SiLU as bf16_linear then silu_mul, bit for bit; the [M, N] product
 // is never written out and read back (a 405-row prefill's 30 MLPs: ~75 MB each way).
 at::Tensor bf16_linear_gated(const at::Tensor& x, const at::Tensor& packed) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous(),
-              "bf16_linear_gated takes contiguous bf16 rows [M, K]");
-  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kBFloat16 &&
-                  packed.is_contiguous() && packed.size(2) == 2 * kGemmColumns &&
-                  packed.size(0) % 2 == 0,
-              "bf16_linear_gated takes a gate|up weight packed by pack_bf16_weight, with "
-              "each half a whole number of ", kGemmColumns, "-column panels");
-  const int64_t rows = x.size(0), k = x.size(1), pairs = packed.size(1);
-  const int64_t half = packed.size(0) / 2, n = half * kGemmColumns;
-  TORCH_CHECK(k == 2 * pairs, "x has ", k, " columns, the weight ", 2 * pairs);
-  at::Tensor out = at::empty({rows, n}, x.options());
-  const bf16_t* xs = data_of<bf16_t>(x);
-  const __m512i* ws = reinterpret_cast<const __m512i*>(packed.data_ptr());
+  const GemmOperands g(x, packed, "bf16_linear_gated");
+  TORCH_CHECK(g.panels % 2 == 0, "bf16_linear_gated takes a gate|up weight with each half a "
+              "whole number of ", kGemmColumns, "-column panels");
+  const int64_t half = g.panels / 2, n = half * kGemmColumns;
+  at::Tensor out = at::empty({g.rows, n}, x.options());
   bf16_t* os = mutable_data_of<bf16_t>(out);
-  const int64_t blocks = (rows + kGemmRows - 1) / kGemmRows;
-  at::parallel_for(0, half * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, half * g.blocks, 1, [&](int64_t begin, int64_t end) {
     alignas(64) bf16_t gate[kGemmRows * kGemmColumns], up[kGemmRows * kGemmColumns];
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t panel = u / blocks, r0 = u % blocks * kGemmRows;
-      const int64_t m = std::min<int64_t>(kGemmRows, rows - r0);
-      const GemmTileFn tile = gemm_tile_for(m);
-      tile(xs + r0 * k, k, ws + panel * pairs * kGemmVectors, pairs, gate, kGemmColumns);
-      tile(xs + r0 * k, k, ws + (half + panel) * pairs * kGemmVectors, pairs, up, kGemmColumns);
-      for (int64_t r = 0; r < m; ++r)
+      const int64_t panel = u / g.blocks, r0 = u % g.blocks * kGemmRows;
+      g.tile(panel, r0, gate, kGemmColumns);
+      g.tile(half + panel, r0, up, kGemmColumns);
+      for (int64_t r = 0; r < std::min<int64_t>(kGemmRows, g.rows - r0); ++r)
         for (int64_t c = 0; c < kGemmColumns; c += 16)
           silu_mul16(gate + r * kGemmColumns + c, up + r * kGemmColumns + c,
                      os + (r0 + r) * n + panel * kGemmColumns + c);
