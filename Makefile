@@ -21,8 +21,11 @@ install: $(STAMP) kernels
 
 # The fused CPU kernels for this source and torch (a no-op once built; an edit of the C++
 # source or a torch upgrade builds anew). Never fatal: the engine falls back to torch.
+# The portable x86-64 baseline compiles alongside (a second core, no longer wall time):
+# ENCLAVE_CPU_EXT_ARCH=native,x86-64 makes it the fallback of a venv moved to another
+# CPU, and the fallback test loads it.
 kernels: $(STAMP)
-	@$(PY) -m llm.kernels.cpu_ext --build || true
+	@ENCLAVE_CPU_EXT_ARCH=$${ENCLAVE_CPU_EXT_ARCH:-native},x86-64 $(PY) -m llm.kernels.cpu_ext --build || true
 
 # The web app is rebuilt only when a source is newer than the build (no Node: the committed dist).
 FRONTEND_SOURCES := $(shell find frontend/src -type f 2>/dev/null) frontend/index.html \

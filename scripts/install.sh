@@ -73,7 +73,9 @@ if os.environ.get("CPU_ONLY", "1") == "1":
     assert "+cu" not in torch.__version__ and not torch.version.cuda, f"CUDA torch crept in: {torch.__version__}"
 print(f"enclave: venv ready (torch {torch.__version__})")
 PY
-# 6. The engine's fused CPU kernels (one g++ call, ~30 s); without a compiler the engine
-#    keeps its pure-torch paths, so a failure here is reported, not fatal.
-"$PY" -m llm.kernels.cpu_ext --build || echo "enclave: continuing without the fused CPU kernels"
+# 6. The engine's fused CPU kernels (one g++ call, ~30-80 s); without a compiler the engine
+#    keeps its pure-torch paths, so a failure here is reported, not fatal. The portable
+#    x86-64 baseline compiles alongside on a second core (the Makefile's kernels target says why).
+ENCLAVE_CPU_EXT_ARCH="${ENCLAVE_CPU_EXT_ARCH:-native},x86-64" "$PY" -m llm.kernels.cpu_ext --build \
+  || echo "enclave: continuing without the fused CPU kernels"
 touch "$VENV/.installed"

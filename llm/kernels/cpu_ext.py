@@ -94,9 +94,14 @@ def library_path(arch: str = "native") -> Path:
 def build(verbose: bool = False) -> list[Path]:
     """Compile the library for every target of ``arches()`` not built yet; their paths.
 
-    Raises ``CpuExtBuildError`` on the first failure.
+    The targets compile at once, one ``g++`` each (a compile uses one core). Raises
+    ``CpuExtBuildError`` on the first failure.
     """
-    return [_build_one(arch, verbose) for arch in arches()]
+    from concurrent.futures import ThreadPoolExecutor
+
+    targets = arches()
+    with ThreadPoolExecutor(max_workers=min(len(targets), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda arch: _build_one(arch, verbose), targets))
 
 
 def _build_one(arch: str, verbose: bool) -> Path:
