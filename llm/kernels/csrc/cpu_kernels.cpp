@@ -2869,13 +2869,13 @@ class LayerStack {
         if (int4[kind]) return int4_product(in, p[0], p[1]);
         return dense_product(in, p[2], packed_);
       };
-      const auto gate_up_gated = [&](const at::Tensor& in, bool int4_rows, const at::Tensor* p) {
+      const auto gate_up_gated = [&](const at::Tensor& in, const at::Tensor* p) {
 #if defined(__AVX512BF16__)
         // our GEMM with the SiLU in its epilogue: what project() then gated() would give
-        if (!int4_rows && p[2].dim() == 3 && p[2].size(0) % 2 == 0)
+        if (!int4[2] && p[2].dim() == 3 && p[2].size(0) % 2 == 0)
           return bf16_linear_gated(in, p[2]);  // (halves of whole panels)
 #endif
-        return gated(int4_rows ? int4_product(in, p[0], p[1]) : dense_product(in, p[2], packed_));
+        return gated(project(in, 2, p));
       };
       at::Tensor normed = add_norm(delta, x, w[0], eps_);
       at::Tensor q = rope_write_kv(project(normed, 0, w + 1), cos, sin_signed, num_heads_,
@@ -2893,7 +2893,7 @@ class LayerStack {
           decode_attention(q, k_caches[l], v_caches[l], tables, lens, scale_, -1, c10::nullopt);
       at::Tensor projected = project(attended.view({x.size(0), -1}), 1, w + 4);
       normed = add_norm(projected, x, w[7], eps_);
-      delta = project(gate_up_gated(normed, int4[2], w + 8), 3, w + 11);
+      delta = project(gate_up_gated(normed, w + 8), 3, w + 11);
     }
     return x.add_(delta);
   }
